@@ -1,0 +1,351 @@
+"""AttentionMaps: the one record of attention that every later stage reads.
+
+Extraction (``attnwidget.extract``) is the only stage that knows about models;
+it produces an :class:`AttentionMaps`. Metrics, the widget and the plots read
+this record and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnwidget.tokens import Scheme, display_tokens
+
+#: Largest allowed ``|row sum - 1|`` for a row that is not fully masked.
+#: Softmax rows in float32 sum to 1 within ~1e-6; models run in float16 or
+#: bfloat16 round each weight to 8-11 significant bits, which moves a row sum
+#: by up to ~4e-3 in the worst case. 5e-3 accepts those and still rejects
+#: un-normalised scores, which miss by far more.
+ROW_SUM_ATOL = 5e-3
+
+
+def _as_float32_tensor(weights: Any, name: str) -> torch.Tensor:
+    if isinstance(weights, torch.Tensor):
+        t = weights.detach()
+    elif isinstance(weights, np.ndarray):
+        if weights.dtype.kind not in "fiub":
+            raise TypeError(f"{name}: expected a numeric array, got dtype {weights.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(weights))
+    else:
+        raise TypeError(
+            f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(weights).__name__}"
+        )
+    if t.is_complex():
+        raise TypeError(f"{name}: expected real values, got dtype {t.dtype}")
+    # float16/bfloat16/float64 and integer arrays all become float32 (the record's one dtype)
+    return t.to(device="cpu", dtype=torch.float32).contiguous()
+
+
+def _bool_vector(value: Any, length: int, name: str) -> np.ndarray:
+    if value is None:
+        return np.zeros(length, dtype=bool)
+    arr = np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value)
+    if arr.shape != (length,):
+        raise ValueError(f"{name}: expected a boolean vector of length {length}, got shape {arr.shape}")
+    if arr.dtype != bool:
+        if not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{name}: expected booleans (or 0/1), got values {np.unique(arr)[:5]}")
+        arr = arr.astype(bool)
+    arr = arr.copy()
+    arr.flags.writeable = False
+    return arr
+
+
+def _token_tuple(tokens: Any, length: int, name: str) -> tuple[str, ...]:
+    if isinstance(tokens, str):
+        raise TypeError(f"{name}: expected a sequence of token strings, got one str")
+    try:
+        out = tuple(tokens)
+    except TypeError:
+        raise TypeError(f"{name}: expected a sequence of strings, got {type(tokens).__name__}") from None
+    bad = [t for t in out if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"{name}: expected strings, got {type(bad[0]).__name__} {bad[0]!r}")
+    if len(out) != length:
+        raise ValueError(
+            f"{name}: expected {length} tokens to match the weights' {name.split('_')[0]} axis, "
+            f"got {len(out)}"
+        )
+    return out
+
+
+def _locate(mask: torch.Tensor) -> str:
+    layer, head, query = (int(i) for i in mask.nonzero()[0][:3])
+    return f"layer {layer}, head {head}, query {query}"
+
+
+class AttentionMaps:
+    """Attention weights of one sequence, for every layer and head, with their tokens.
+
+    Attributes
+    ----------
+    weights : torch.Tensor
+        float32, CPU, ``[layer, head, query_pos, key_pos]``; each row is a
+        probability distribution over keys (sums to 1 within
+        :data:`ROW_SUM_ATOL`) or, for a fully masked row, all zeros.
+    query_tokens, key_tokens : tuple[str, ...]
+        Raw tokens as the tokenizer wrote them (``Ġcat``, ``##s``), length Q and K.
+    query_display, key_display : tuple[str, ...]
+        Readable forms (see :mod:`attnwidget.tokens`). Plain text, never HTML.
+    layer_names, head_names : tuple[str, ...]
+        One name per layer (L) and per head (H).
+    model_name, text : str or None
+        Provenance: what produced the weights and from which input.
+    causal : bool
+        True when no query attends to a later key (inferred from the weights
+        when not given: every weight above the diagonal is exactly 0).
+    query_padding, key_padding : numpy bool ``[Q]``, ``[K]``
+        Positions that are padding or masked for every row.
+    empty_rows : torch.Tensor
+        bool ``[layer, head, query_pos]``: rows where every key was masked.
+        Naive softmax gives NaN there (0/0); the record stores zeros and this flag.
+    averaged_heads : tuple[int, ...] or None
+        Set when the record is a head *average* (see :meth:`head_mean`): the
+        heads that were averaged. Averages hide per-head patterns; say so when showing one.
+
+    Validation (``ValueError``/``TypeError`` naming the argument): rank must be
+    4; token counts must match; no negative weights; no NaN or inf outside
+    fully masked rows (a row that is all NaN is taken as fully masked); every
+    other row sums to 1 within :data:`ROW_SUM_ATOL`.
+    """
+
+    def __init__(
+        self,
+        weights: torch.Tensor | np.ndarray,
+        query_tokens: Sequence[str],
+        key_tokens: Sequence[str] | None = None,
+        *,
+        layer_names: Sequence[str] | None = None,
+        head_names: Sequence[str] | None = None,
+        model_name: str | None = None,
+        text: str | None = None,
+        causal: bool | None = None,
+        query_padding: Any = None,
+        key_padding: Any = None,
+        token_scheme: Scheme | None = None,
+        special_tokens: Sequence[str] = (),
+        query_display: Sequence[str] | None = None,
+        key_display: Sequence[str] | None = None,
+        averaged_heads: Sequence[int] | None = None,
+    ) -> None:
+        w = _as_float32_tensor(weights, "weights")
+        if w.ndim != 4:
+            raise ValueError(
+                "weights: expected a 4-D array [layers, heads, queries, keys], "
+                f"got {w.ndim}-D with shape {tuple(w.shape)} "
+                "(use AttentionMaps.from_tensor for [Q,K] or [H,Q,K])"
+            )
+        L, H, Q, K = w.shape
+        if min(L, H, Q, K) == 0:
+            raise ValueError(f"weights: every axis needs at least one entry, got shape {tuple(w.shape)}")
+        w, empty = self._validate_rows(w)
+        self._weights = w
+        self._empty_rows = empty
+
+        self.query_tokens = _token_tuple(query_tokens, Q, "query_tokens")
+        self.key_tokens = (
+            self.query_tokens if key_tokens is None and Q == K
+            else _token_tuple(key_tokens if key_tokens is not None else (), K, "key_tokens")
+        )
+        if query_display is None or key_display is None:
+            scheme = token_scheme
+            shown = display_tokens(self.query_tokens + self.key_tokens, scheme, special_tokens)
+            query_display = query_display or shown[:Q]
+            key_display = key_display or shown[Q:]
+        self.query_display = _token_tuple(query_display, Q, "query_display")
+        self.key_display = _token_tuple(key_display, K, "key_display")
+
+        self.layer_names = _token_tuple(
+            layer_names if layer_names is not None else [f"layer {i}" for i in range(L)],
+            L, "layer_names",
+        )
+        self.head_names = _token_tuple(
+            head_names if head_names is not None else [f"head {i}" for i in range(H)],
+            H, "head_names",
+        )
+        self.model_name = model_name
+        self.text = text
+        self.query_padding = _bool_vector(query_padding, Q, "query_padding")
+        self.key_padding = _bool_vector(key_padding, K, "key_padding")
+        self.causal = bool(self._looks_causal(w)) if causal is None else bool(causal)
+        self.averaged_heads = None if averaged_heads is None else tuple(int(h) for h in averaged_heads)
+
+    # ----------------------------------------------------------------- validation
+    @staticmethod
+    def _validate_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Fast path first: finite row sums imply no NaN/inf anywhere, and a
+        # non-negative minimum rules out negatives, so a clean stack costs two
+        # reductions and no extra memory of its size.
+        sums = w.sum(dim=-1)  # [L, H, Q]
+        if not torch.isfinite(sums).all():
+            nan = torch.isnan(w)
+            all_nan = nan.all(dim=-1)
+            bad = ~torch.isfinite(w) & ~all_nan.unsqueeze(-1)
+            if bad.any():
+                raise ValueError(
+                    f"weights: non-finite values (NaN or inf) at {_locate(bad.any(-1))}; "
+                    "expected finite values except in fully masked rows (all NaN)"
+                )
+            w = torch.nan_to_num(w, nan=0.0)
+            sums = w.sum(dim=-1)
+        lowest = float(w.min())
+        if lowest < 0:
+            raise ValueError(
+                f"weights: negative value {lowest:.4g} at {_locate((w < 0).any(-1))}; "
+                "expected probabilities >= 0 (softmax output, not scores)"
+            )
+        empty = sums == 0
+        off = (sums - 1).abs() > ROW_SUM_ATOL
+        off &= ~empty
+        if off.any():
+            worst = float((sums - 1).abs().masked_fill(~off, 0).max())
+            raise ValueError(
+                f"weights: rows must sum to 1 (within {ROW_SUM_ATOL}), but the row at "
+                f"{_locate(off)} is off by {worst:.4g}; pass softmax probabilities, "
+                "not scores (attnwidget.scratch or torch.softmax normalise them)"
+            )
+        return w, empty
+
+    @staticmethod
+    def _looks_causal(w: torch.Tensor) -> bool:
+        Q, K = w.shape[-2:]
+        if Q != K or Q < 2:
+            return False
+        upper = torch.ones(Q, K, dtype=torch.bool).triu(1)
+        return not bool(w[..., upper].any())
+
+    # ----------------------------------------------------------------- accessors
+    @property
+    def weights(self) -> torch.Tensor:
+        """float32 ``[layer, head, query_pos, key_pos]`` (read it, do not write it)."""
+        return self._weights
+
+    @property
+    def empty_rows(self) -> torch.Tensor:
+        """bool ``[layer, head, query_pos]``: fully masked rows, stored as zeros."""
+        return self._empty_rows
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(layers, heads, queries, keys)``."""
+        L, H, Q, K = self._weights.shape
+        return int(L), int(H), int(Q), int(K)
+
+    @property
+    def n_layers(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_heads(self) -> int:
+        return self.shape[1]
+
+    @property
+    def is_average(self) -> bool:
+        """True when the heads axis holds a head average, not real heads."""
+        return self.averaged_heads is not None
+
+    def __repr__(self) -> str:
+        L, H, Q, K = self.shape
+        kind = f", average of heads {list(self.averaged_heads)}" if self.is_average else ""
+        return (
+            f"AttentionMaps(layers={L}, heads={H}, queries={Q}, keys={K}, "
+            f"model={self.model_name!r}, causal={self.causal}{kind})"
+        )
+
+    def _check_index(self, value: int, name: str, size: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name}: expected an int in 0..{size - 1}, got {type(value).__name__}")
+        if not 0 <= value < size:
+            raise IndexError(f"{name}: expected 0..{size - 1}, got {value}")
+        return int(value)
+
+    def layer(self, layer: int) -> np.ndarray:
+        """One layer's heads as numpy float32 ``[head, query_pos, key_pos]`` (a view)."""
+        layer = self._check_index(layer, "layer", self.n_layers)
+        return self._weights[layer].numpy()
+
+    def head(self, layer: int, head: int) -> np.ndarray:
+        """One head's map as numpy float32 ``[query_pos, key_pos]`` (a view)."""
+        layer = self._check_index(layer, "layer", self.n_layers)
+        head = self._check_index(head, "head", self.n_heads)
+        return self._weights[layer, head].numpy()
+
+    def to_numpy(self) -> np.ndarray:
+        """The whole stack as numpy float32 ``[layer, head, query_pos, key_pos]`` (a view)."""
+        return self._weights.numpy()
+
+    def _replace(self, weights: torch.Tensor, **changes: Any) -> AttentionMaps:
+        fields: dict[str, Any] = {
+            "query_tokens": self.query_tokens, "key_tokens": self.key_tokens,
+            "query_display": self.query_display, "key_display": self.key_display,
+            "layer_names": self.layer_names, "head_names": self.head_names,
+            "model_name": self.model_name, "text": self.text, "causal": self.causal,
+            "query_padding": self.query_padding, "key_padding": self.key_padding,
+            "averaged_heads": self.averaged_heads,
+        }
+        fields.update(changes)
+        return AttentionMaps(weights, **fields)
+
+    def select(
+        self, layers: Sequence[int] | int | None = None, heads: Sequence[int] | int | None = None
+    ) -> AttentionMaps:
+        """A new record with only the given layers and/or heads (names kept)."""
+        def pick(sel: Any, size: int, name: str) -> list[int]:
+            if sel is None:
+                return list(range(size))
+            items = [sel] if isinstance(sel, (int, np.integer)) else list(sel)
+            if not items:
+                raise ValueError(f"{name}: expected at least one index, got none")
+            return [self._check_index(i, name, size) for i in items]
+
+        li = pick(layers, self.n_layers, "layers")
+        hi = pick(heads, self.n_heads, "heads")
+        w = self._weights[li][:, hi]
+        return self._replace(
+            w,
+            layer_names=[self.layer_names[i] for i in li],
+            head_names=[self.head_names[i] for i in hi],
+        )
+
+    def head_mean(self, heads: Sequence[int] | None = None) -> AttentionMaps:
+        """The mean over heads, per layer, as a record with one "head" ``[L, 1, Q, K]``.
+
+        This is an AVERAGE, not a head: sharp per-head patterns (previous
+        token, induction) blur together in it. The result says so in its
+        head name and in :attr:`averaged_heads`.
+        """
+        hi = list(range(self.n_heads)) if heads is None else [
+            self._check_index(h, "heads", self.n_heads) for h in heads
+        ]
+        if not hi:
+            raise ValueError("heads: expected at least one head to average, got none")
+        w = self._weights[:, hi].mean(dim=1, keepdim=True)
+        return self._replace(w, head_names=[f"mean of {len(hi)} heads"], averaged_heads=hi)
+
+    @classmethod
+    def from_tensor(
+        cls,
+        weights: torch.Tensor | np.ndarray,
+        tokens: Sequence[str] | None = None,
+        key_tokens: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> AttentionMaps:
+        """Build from ``[Q,K]``, ``[H,Q,K]`` or ``[L,H,Q,K]``; tokens default to positions."""
+        w = _as_float32_tensor(weights, "weights")
+        if w.ndim not in (2, 3, 4):
+            raise ValueError(
+                "weights: expected [Q,K], [H,Q,K] or [L,H,Q,K], "
+                f"got {w.ndim}-D with shape {tuple(w.shape)}"
+            )
+        while w.ndim < 4:
+            w = w.unsqueeze(0)
+        Q, K = w.shape[-2:]
+        if tokens is None:
+            tokens = [str(i) for i in range(Q)]
+        if key_tokens is None and Q != K:
+            key_tokens = [str(i) for i in range(K)]
+        return cls(w, tokens, key_tokens, **kwargs)
