@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+import torch
+
+from attnwidget import ROW_SUM_ATOL, AttentionMaps
+
+
+def softmax_stack(rng, L=2, H=3, Q=5, K=5, causal=False):
+    scores = rng.normal(size=(L, H, Q, K))
+    if causal:
+        scores = np.where(np.triu(np.ones((Q, K), bool), 1), -np.inf, scores)
+    e = np.exp(scores - scores.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def test_record_holds_float32_stack_tokens_and_provenance():
+    rng = np.random.default_rng(0)
+    w = softmax_stack(rng).astype(np.float64)
+    maps = AttentionMaps(w, ["a", "Ġb", "c", "d", "e"], model_name="m", text="a b")
+    assert maps.weights.dtype == torch.float32
+    assert maps.shape == (2, 3, 5, 5)
+    assert maps.key_tokens == maps.query_tokens
+    assert maps.query_display[1] == "b"
+    assert maps.layer_names == ("layer 0", "layer 1")
+    assert maps.head_names == ("head 0", "head 1", "head 2")
+    assert not maps.causal
+    assert not maps.empty_rows.any()
+    np.testing.assert_allclose(maps.to_numpy(), w, rtol=1e-6)
+
+
+def test_causal_is_inferred_from_the_upper_triangle():
+    rng = np.random.default_rng(1)
+    assert AttentionMaps(softmax_stack(rng, causal=True), list("abcde")).causal
+    assert not AttentionMaps(softmax_stack(rng), list("abcde")).causal
+    assert AttentionMaps(softmax_stack(rng), list("abcde"), causal=True).causal
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [
+        (np.ones((2, 2, 2)) / 2, r"weights: expected a 4-D array .* got 3-D"),
+        (np.full((1, 1, 2, 2), -0.5), "weights: negative value"),
+        (np.full((1, 1, 2, 2), 0.3), r"rows must sum to 1 \(within 0.005\)"),
+        (np.array([[[[0.5, np.nan], [0.5, 0.5]]]]), "non-finite values .* layer 0, head 0, query 0"),
+        (np.array([[[[0.5, 0.5], [np.inf, 0.0]]]]), "non-finite values .* query 1"),
+        (np.zeros((1, 0, 2, 2)), "every axis needs at least one entry"),
+    ],
+)
+def test_bad_weights_name_the_argument(weights, match):
+    with pytest.raises(ValueError, match=match):
+        AttentionMaps(weights, ["a", "b"])
+
+
+def test_token_count_and_type_errors():
+    w = np.full((1, 1, 2, 3), 1 / 3)
+    with pytest.raises(ValueError, match="query_tokens: expected 2 tokens .* got 3"):
+        AttentionMaps(w, ["a", "b", "c"], ["x", "y", "z"])
+    with pytest.raises(ValueError, match="key_tokens: expected 3 tokens"):
+        AttentionMaps(w, ["a", "b"])
+    with pytest.raises(TypeError, match="query_tokens: expected a sequence of token strings"):
+        AttentionMaps(w, "ab", ["x", "y", "z"])
+    with pytest.raises(TypeError, match="weights: expected a torch.Tensor or numpy.ndarray"):
+        AttentionMaps([[[[1.0]]]], ["a"])
+
+
+def test_fully_masked_rows_become_zeros_and_are_flagged():
+    w = np.array([[[[1.0, 0.0], [np.nan, np.nan]], [[0.5, 0.5], [0.0, 0.0]]]], dtype=np.float32)
+    maps = AttentionMaps(w, ["a", "b"])
+    assert torch.isfinite(maps.weights).all()
+    assert maps.empty_rows.tolist() == [[[False, True], [False, True]]]
+    assert maps.weights[0, 0, 1].tolist() == [0.0, 0.0]
+
+
+def test_half_precision_rows_are_within_tolerance():
+    rng = np.random.default_rng(2)
+    w = torch.from_numpy(softmax_stack(rng, Q=64, K=64)).to(torch.bfloat16)
+    sums = w.float().sum(-1)
+    assert (sums - 1).abs().max() > 1e-4  # really off in bf16 ...
+    assert (sums - 1).abs().max() <= ROW_SUM_ATOL  # ... but within the documented tolerance
+    AttentionMaps(w, [str(i) for i in range(64)])
+
+
+def test_slicing_helpers():
+    rng = np.random.default_rng(3)
+    w = softmax_stack(rng, L=3, H=4)
+    maps = AttentionMaps(w, list("abcde"), layer_names=["x", "y", "z"])
+    np.testing.assert_array_equal(maps.layer(1), w[1])
+    np.testing.assert_array_equal(maps.head(2, 3), w[2, 3])
+    sub = maps.select(layers=[2, 0], heads=1)
+    assert sub.shape == (2, 1, 5, 5)
+    assert sub.layer_names == ("z", "x")
+    np.testing.assert_array_equal(sub.to_numpy()[0, 0], w[2, 1])
+    with pytest.raises(IndexError, match="layer: expected 0..2, got 3"):
+        maps.head(3, 0)
+    with pytest.raises(IndexError, match="head: expected 0..3, got -1"):
+        maps.head(0, -1)
+
+
+def test_head_mean_is_marked_as_an_average():
+    rng = np.random.default_rng(4)
+    w = softmax_stack(rng, L=2, H=4)
+    avg = AttentionMaps(w, list("abcde")).head_mean()
+    assert avg.is_average
+    assert avg.averaged_heads == (0, 1, 2, 3)
+    assert avg.head_names == ("mean of 4 heads",)
+    assert "average of heads" in repr(avg)
+    np.testing.assert_allclose(avg.to_numpy()[:, 0], w.mean(1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (3, 5, 5), (2, 3, 5, 5)])
+def test_from_tensor_accepts_lower_ranks(shape):
+    rng = np.random.default_rng(5)
+    w = softmax_stack(rng, L=2, H=3).reshape(-1, 5, 5)[: int(np.prod(shape[:-2]))].reshape(shape)
+    maps = AttentionMaps.from_tensor(torch.from_numpy(w))
+    assert maps.shape[-2:] == (5, 5)
+    assert maps.query_tokens == ("0", "1", "2", "3", "4")
+
+
+def test_cross_attention_shapes_need_both_token_lists():
+    w = np.full((1, 2, 3, 4), 0.25)
+    maps = AttentionMaps.from_tensor(w)
+    assert maps.key_tokens == ("0", "1", "2", "3")
+    assert not maps.causal
