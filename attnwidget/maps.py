@@ -73,8 +73,8 @@ def _token_tuple(tokens: Any, length: int, name: str) -> tuple[str, ...]:
     return out
 
 
-def _locate(mask: torch.Tensor) -> str:
-    layer, head, query = (int(i) for i in mask.nonzero()[0][:3])
+def _locate(layer: int, mask: torch.Tensor) -> str:
+    head, query = (int(i) for i in mask.nonzero()[0][:2])
     return f"layer {layer}, head {head}, query {query}"
 
 
@@ -84,7 +84,9 @@ class AttentionMaps:
     Attributes
     ----------
     weights : torch.Tensor
-        float32, CPU, ``[layer, head, query_pos, key_pos]``; each row is a
+        float32, CPU, ``[layer, head, query_pos, key_pos]`` (also accepted as a
+        sequence of per-layer ``[head, query_pos, key_pos]`` tensors, kept
+        without copying); each row is a
         probability distribution over keys (sums to 1 within
         :data:`ROW_SUM_ATOL`) or, for a fully masked row, all zeros.
     query_tokens, key_tokens : tuple[str, ...]
@@ -132,19 +134,17 @@ class AttentionMaps:
         key_display: Sequence[str] | None = None,
         averaged_heads: Sequence[int] | None = None,
     ) -> None:
-        w = _as_float32_tensor(weights, "weights")
-        if w.ndim != 4:
-            raise ValueError(
-                "weights: expected a 4-D array [layers, heads, queries, keys], "
-                f"got {w.ndim}-D with shape {tuple(w.shape)} "
-                "(use AttentionMaps.from_tensor for [Q,K] or [H,Q,K])"
-            )
-        L, H, Q, K = w.shape
+        layers, stacked = self._layers_of(weights)
+        H, Q, K = layers[0].shape
+        L = len(layers)
         if min(L, H, Q, K) == 0:
-            raise ValueError(f"weights: every axis needs at least one entry, got shape {tuple(w.shape)}")
-        w, empty = self._validate_rows(w)
-        self._weights = w
-        self._empty_rows = empty
+            raise ValueError(
+                f"weights: every axis needs at least one entry, got shape {(L, H, Q, K)}"
+            )
+        self._layers, self._empty_rows = self._validate_rows(layers)
+        if stacked is not None and any(a is not b for a, b in zip(self._layers, layers, strict=True)):
+            stacked = None  # a layer was repaired (NaN rows -> 0): restack from the repaired copies
+        self._stack = stacked
 
         self.query_tokens = _token_tuple(query_tokens, Q, "query_tokens")
         self.key_tokens = (
@@ -152,10 +152,12 @@ class AttentionMaps:
             else _token_tuple(key_tokens if key_tokens is not None else (), K, "key_tokens")
         )
         if query_display is None or key_display is None:
-            scheme = token_scheme
-            shown = display_tokens(self.query_tokens + self.key_tokens, scheme, special_tokens)
+            same = self.key_tokens is self.query_tokens
+            shown = display_tokens(
+                self.query_tokens + (() if same else self.key_tokens), token_scheme, special_tokens
+            )
             query_display = query_display or shown[:Q]
-            key_display = key_display or shown[Q:]
+            key_display = key_display or (shown[:Q] if same else shown[Q:])
         self.query_display = _token_tuple(query_display, Q, "query_display")
         self.key_display = _token_tuple(key_display, K, "key_display")
 
@@ -171,58 +173,108 @@ class AttentionMaps:
         self.text = text
         self.query_padding = _bool_vector(query_padding, Q, "query_padding")
         self.key_padding = _bool_vector(key_padding, K, "key_padding")
-        self.causal = bool(self._looks_causal(w)) if causal is None else bool(causal)
+        self.causal = self._looks_causal(self._layers) if causal is None else bool(causal)
         self.averaged_heads = None if averaged_heads is None else tuple(int(h) for h in averaged_heads)
 
     # ----------------------------------------------------------------- validation
     @staticmethod
-    def _validate_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _layers_of(weights: Any) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Per-layer float32 ``[H, Q, K]`` tensors (views where possible) and the stack if given."""
+        if isinstance(weights, (list, tuple)):
+            if not weights:
+                raise ValueError("weights: expected at least one layer, got an empty sequence")
+            layers = [_as_float32_tensor(w, f"weights[{i}]") for i, w in enumerate(weights)]
+            for i, w in enumerate(layers):
+                if w.ndim != 3 or w.shape != layers[0].shape:
+                    raise ValueError(
+                        f"weights[{i}]: expected [heads, queries, keys] like layer 0's "
+                        f"{tuple(layers[0].shape)}, got shape {tuple(w.shape)}"
+                    )
+            return layers, None
+        w = _as_float32_tensor(weights, "weights")
+        if w.ndim != 4:
+            raise ValueError(
+                "weights: expected a 4-D array [layers, heads, queries, keys], "
+                f"got {w.ndim}-D with shape {tuple(w.shape)} "
+                "(use AttentionMaps.from_tensor for [Q,K] or [H,Q,K])"
+            )
+        return list(w.unbind(0)), w
+
+    @staticmethod
+    def _validate_rows(
+        layers: list[torch.Tensor],
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Check every row; return the layers (NaN rows zeroed) and empty-row flags ``[L, H, Q]``."""
         # Fast path first: finite row sums imply no NaN/inf anywhere, and a
         # non-negative minimum rules out negatives, so a clean stack costs two
-        # reductions and no extra memory of its size.
-        sums = w.sum(dim=-1)  # [L, H, Q]
+        # reductions per layer and no extra memory of its size.
+        sums = torch.stack([w.sum(dim=-1) for w in layers])  # [L, H, Q]
         if not torch.isfinite(sums).all():
-            nan = torch.isnan(w)
-            all_nan = nan.all(dim=-1)
-            bad = ~torch.isfinite(w) & ~all_nan.unsqueeze(-1)
-            if bad.any():
-                raise ValueError(
-                    f"weights: non-finite values (NaN or inf) at {_locate(bad.any(-1))}; "
-                    "expected finite values except in fully masked rows (all NaN)"
-                )
-            w = torch.nan_to_num(w, nan=0.0)
-            sums = w.sum(dim=-1)
-        lowest = float(w.min())
-        if lowest < 0:
+            layers = list(layers)
+            for i, w in enumerate(layers):
+                if torch.isfinite(sums[i]).all():
+                    continue
+                all_nan = torch.isnan(w).all(dim=-1)
+                bad = ~torch.isfinite(w) & ~all_nan.unsqueeze(-1)
+                if bad.any():
+                    raise ValueError(
+                        f"weights: non-finite values (NaN or inf) at {_locate(i, bad.any(-1))}; "
+                        "expected finite values except in fully masked rows (all NaN)"
+                    )
+                layers[i] = torch.nan_to_num(w, nan=0.0)
+                sums[i] = layers[i].sum(dim=-1)
+        lowest = torch.stack([w.amin() for w in layers])  # [L]
+        if (lowest < 0).any():
+            i = int((lowest < 0).nonzero()[0])
             raise ValueError(
-                f"weights: negative value {lowest:.4g} at {_locate((w < 0).any(-1))}; "
+                f"weights: negative value {float(lowest[i]):.4g} at "
+                f"{_locate(i, (layers[i] < 0).any(-1))}; "
                 "expected probabilities >= 0 (softmax output, not scores)"
             )
         empty = sums == 0
-        off = (sums - 1).abs() > ROW_SUM_ATOL
-        off &= ~empty
+        error = (sums - 1).abs()
+        off = (error > ROW_SUM_ATOL) & ~empty
         if off.any():
-            worst = float((sums - 1).abs().masked_fill(~off, 0).max())
+            i = int(off.any(-1).any(-1).nonzero()[0])
+            worst = float(error.masked_fill(~off, 0).max())
             raise ValueError(
                 f"weights: rows must sum to 1 (within {ROW_SUM_ATOL}), but the row at "
-                f"{_locate(off)} is off by {worst:.4g}; pass softmax probabilities, "
+                f"{_locate(i, off[i])} is off by up to {worst:.4g}; pass softmax probabilities, "
                 "not scores (attnwidget.scratch or torch.softmax normalise them)"
             )
-        return w, empty
+        return tuple(layers), empty
 
     @staticmethod
-    def _looks_causal(w: torch.Tensor) -> bool:
-        Q, K = w.shape[-2:]
+    def _looks_causal(layers: Sequence[torch.Tensor], block: int = 64) -> bool:
+        """True when every weight above the diagonal is exactly 0 (square maps, Q > 1).
+
+        Walks the upper triangle in row blocks: the rectangle right of each
+        block's diagonal square is read through a view (no copy); only the
+        small diagonal squares are copied by ``triu``. Stops at the first nonzero.
+        """
+        Q, K = layers[0].shape[-2:]
         if Q != K or Q < 2:
             return False
-        upper = torch.ones(Q, K, dtype=torch.bool).triu(1)
-        return not bool(w[..., upper].any())
+        for w in layers:
+            for r0 in range(0, Q, block):
+                r1 = min(r0 + block, Q)
+                if w[:, r0:r1, r1:].any() or w[:, r0:r1, r0:r1].triu(1).any():
+                    return False
+        return True
 
     # ----------------------------------------------------------------- accessors
     @property
     def weights(self) -> torch.Tensor:
-        """float32 ``[layer, head, query_pos, key_pos]`` (read it, do not write it)."""
-        return self._weights
+        """float32 ``[layer, head, query_pos, key_pos]`` (read it, do not write it).
+
+        Extraction keeps each layer as the model returned it (no copy); the
+        contiguous stack is built on first access, and the layers then become
+        views into it, so the stack is held in memory once.
+        """
+        if self._stack is None:
+            self._stack = torch.stack(self._layers)
+            self._layers = tuple(self._stack.unbind(0))
+        return self._stack
 
     @property
     def empty_rows(self) -> torch.Tensor:
@@ -232,8 +284,8 @@ class AttentionMaps:
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """``(layers, heads, queries, keys)``."""
-        L, H, Q, K = self._weights.shape
-        return int(L), int(H), int(Q), int(K)
+        H, Q, K = self._layers[0].shape
+        return len(self._layers), int(H), int(Q), int(K)
 
     @property
     def n_layers(self) -> int:
@@ -266,19 +318,19 @@ class AttentionMaps:
     def layer(self, layer: int) -> np.ndarray:
         """One layer's heads as numpy float32 ``[head, query_pos, key_pos]`` (a view)."""
         layer = self._check_index(layer, "layer", self.n_layers)
-        return self._weights[layer].numpy()
+        return self._layers[layer].numpy()
 
     def head(self, layer: int, head: int) -> np.ndarray:
         """One head's map as numpy float32 ``[query_pos, key_pos]`` (a view)."""
         layer = self._check_index(layer, "layer", self.n_layers)
         head = self._check_index(head, "head", self.n_heads)
-        return self._weights[layer, head].numpy()
+        return self._layers[layer][head].numpy()
 
     def to_numpy(self) -> np.ndarray:
         """The whole stack as numpy float32 ``[layer, head, query_pos, key_pos]`` (a view)."""
-        return self._weights.numpy()
+        return self.weights.numpy()
 
-    def _replace(self, weights: torch.Tensor, **changes: Any) -> AttentionMaps:
+    def _replace(self, weights: Any, **changes: Any) -> AttentionMaps:
         fields: dict[str, Any] = {
             "query_tokens": self.query_tokens, "key_tokens": self.key_tokens,
             "query_display": self.query_display, "key_display": self.key_display,
@@ -304,7 +356,7 @@ class AttentionMaps:
 
         li = pick(layers, self.n_layers, "layers")
         hi = pick(heads, self.n_heads, "heads")
-        w = self._weights[li][:, hi]
+        w = [self._layers[i][hi] for i in li]
         return self._replace(
             w,
             layer_names=[self.layer_names[i] for i in li],
@@ -323,7 +375,7 @@ class AttentionMaps:
         ]
         if not hi:
             raise ValueError("heads: expected at least one head to average, got none")
-        w = self._weights[:, hi].mean(dim=1, keepdim=True)
+        w = [layer[hi].mean(dim=0, keepdim=True) for layer in self._layers]
         return self._replace(w, head_names=[f"mean of {len(hi)} heads"], averaged_heads=hi)
 
     @classmethod

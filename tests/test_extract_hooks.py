@@ -178,3 +178,12 @@ def test_hooks_and_flags_restored_when_forward_raises():
 def test_text_needs_a_tokenizer_for_plain_models():
     with pytest.raises(ValueError, match="tokenizer: Custom is a plain PyTorch model"):
         extract_attention(Custom(), "some text")
+
+
+def test_all_modules_matches_torch_modules():
+    from attnwidget.extract._common import all_modules
+
+    model = TinyEncoder()
+    shared = nn.Linear(2, 2)
+    model.a, model.b = shared, shared  # a module reachable twice is listed once
+    assert all_modules(model) == list(model.modules())

@@ -59,8 +59,10 @@ def test_token_count_and_type_errors():
         AttentionMaps(w, ["a", "b"])
     with pytest.raises(TypeError, match="query_tokens: expected a sequence of token strings"):
         AttentionMaps(w, "ab", ["x", "y", "z"])
-    with pytest.raises(TypeError, match="weights: expected a torch.Tensor or numpy.ndarray"):
+    with pytest.raises(TypeError, match=r"weights\[0\]: expected a torch.Tensor or numpy.ndarray"):
         AttentionMaps([[[[1.0]]]], ["a"])
+    with pytest.raises(TypeError, match="weights: expected a torch.Tensor or numpy.ndarray"):
+        AttentionMaps("weights", ["a"])
 
 
 def test_fully_masked_rows_become_zeros_and_are_flagged():
@@ -121,3 +123,27 @@ def test_cross_attention_shapes_need_both_token_lists():
     maps = AttentionMaps.from_tensor(w)
     assert maps.key_tokens == ("0", "1", "2", "3")
     assert not maps.causal
+
+
+def test_per_layer_input_is_kept_without_copy_and_stacked_once():
+    rng = np.random.default_rng(6)
+    layers = [torch.from_numpy(w) for w in softmax_stack(rng, L=3)]
+    maps = AttentionMaps(layers, list("abcde"))
+    assert maps.shape == (3, 3, 5, 5)
+    assert maps.head(1, 2).ctypes.data == layers[1][2].data_ptr()  # a view, no copy
+    stacked = maps.weights
+    assert maps.weights is stacked  # built once
+    assert maps.head(1, 2).ctypes.data == stacked[1, 2].data_ptr()  # layers now view the stack
+    torch.testing.assert_close(stacked, torch.stack(layers))
+    with pytest.raises(ValueError, match=r"weights\[1\]: expected \[heads, queries, keys\]"):
+        AttentionMaps([layers[0], layers[1][:, :4, :4]], list("abcde"))
+
+
+@pytest.mark.parametrize(("row", "col"), [(5, 150), (70, 71), (199, 198)])
+def test_causal_scan_finds_any_weight_above_the_diagonal(row, col):
+    rng = np.random.default_rng(7)
+    w = softmax_stack(rng, L=1, H=2, Q=200, K=200, causal=True)
+    assert AttentionMaps._looks_causal([torch.from_numpy(w[0])])
+    w[0, 1, row, col] = 1e-3 if col > row else w[0, 1, row, col]
+    expected = col < row
+    assert AttentionMaps._looks_causal([torch.from_numpy(w[0])]) is expected

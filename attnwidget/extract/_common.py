@@ -33,10 +33,36 @@ def check_length(n_tokens: int, limit: int | None, source: str, name: str = "tex
         )
 
 
+def all_modules(model: nn.Module) -> list[nn.Module]:
+    """The same modules as ``model.modules()`` (each once), ~3x faster.
+
+    ``modules()`` builds a dotted name for every submodule; extraction only
+    needs the objects, and on a 12 ms forward the walk is a visible cost.
+    """
+    out: list[nn.Module] = []
+    seen: set[int] = set()
+    todo = [model]
+    while todo:
+        module = todo.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        out.append(module)
+        todo.extend(reversed([c for c in module._modules.values() if c is not None]))
+    return out
+
+
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run in eval mode (no dropout noise in the maps) and restore every module's flag."""
-    flags = [(m, m.training) for m in model.modules()]
+def eval_mode(model: nn.Module, modules: Sequence[nn.Module] | None = None) -> Iterator[None]:
+    """Run in eval mode (no dropout noise in the maps) and restore every module's flag.
+
+    ``modules``: ``list(model.modules())`` when the caller has it already (walking
+    the tree costs ~0.3 ms on a 6-layer BERT, noticeable next to a 12 ms forward).
+    """
+    flags = [(m, m.training) for m in (modules if modules is not None else all_modules(model))]
+    if not any(training for _, training in flags):  # the usual case; eval() costs ~1 ms
+        yield
+        return
     model.eval()
     try:
         yield
@@ -62,29 +88,27 @@ def pick_sequence(
 
 
 def keep_positions(
-    stack: torch.Tensor, tokens: Sequence[str], keep: torch.Tensor | None, axis: str
-) -> tuple[torch.Tensor, list[str]]:
-    """Drop padded positions (``keep`` False) along the query or key axis of ``[..., Q, K]``."""
+    layers: Sequence[torch.Tensor], tokens: Sequence[str], keep: torch.Tensor | None, axis: str
+) -> tuple[list[torch.Tensor], list[str]]:
+    """Drop padded positions (``keep`` False) on the query or key axis of each ``[H, Q, K]`` layer."""
     if keep is None or bool(keep.all()):
-        return stack, list(tokens)
+        return list(layers), list(tokens)
     idx = keep.nonzero().flatten()
     dim = -2 if axis == "query" else -1
-    return stack.index_select(dim, idx), [tokens[int(i)] for i in idx]
+    return [w.index_select(dim, idx) for w in layers], [tokens[int(i)] for i in idx]
 
 
-def stack_layers(per_layer: Sequence[torch.Tensor], batch_index: int | None) -> torch.Tensor:
-    """Per-layer ``[B, H, Q, K]`` tensors -> float32 ``[L, H, Q, K]`` for one sequence.
+def sequence_layers(per_layer: Sequence[torch.Tensor], batch_index: int | None) -> list[torch.Tensor]:
+    """Per-layer ``[B, H, Q, K]`` tensors -> per-layer ``[H, Q, K]`` for one sequence.
 
-    One copy into a preallocated tensor: the stack at 512 tokens is 75 MB, so
-    an extra intermediate (stack then cast) would cost as much as the checks.
+    Views, not copies: the stack at 512 tokens is 75 MB, and a fresh
+    allocation that size costs more in page faults than the checks do.
+    :class:`AttentionMaps` stacks them only when a caller asks for the whole stack.
     """
-    first = pick_sequence(per_layer[0], batch_index)
-    out = torch.empty((len(per_layer), *first.shape), dtype=torch.float32)
     for i, layer in enumerate(per_layer):
         if layer.shape[1:] != per_layer[0].shape[1:]:
             raise ValueError(
                 f"attentions: layer {i} has shape {tuple(layer.shape)}, expected every layer "
                 f"to match layer 0's {tuple(per_layer[0].shape)}"
             )
-        out[i].copy_(pick_sequence(layer.detach(), batch_index))
-    return out
+    return [pick_sequence(layer.detach(), batch_index) for layer in per_layer]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnwidget.extract._common import keep_positions, pick_sequence, stack_layers
+from attnwidget.extract._common import keep_positions, pick_sequence, sequence_layers
 from attnwidget.maps import AttentionMaps
 
 
@@ -75,8 +75,8 @@ def from_arrays(
             )
     else:
         layers = list(_tensor(weights, "weights").unbind(0))
-    stack = stack_layers(layers, batch_index)  # [L, H, Q, K]
-    Q, K = stack.shape[-2:]
+    stack = sequence_layers(layers, batch_index)  # L x [H, Q, K]
+    Q, K = stack[0].shape[-2:]
 
     query_padding = key_padding = None
     if attention_mask is not None:
@@ -103,12 +103,13 @@ def from_arrays(
             key_tokens = None
         else:
             key_tokens = kept_keys
-        query_padding = np.zeros(stack.shape[-2], dtype=bool)
-        key_padding = np.zeros(stack.shape[-1], dtype=bool)
+        Q, K = stack[0].shape[-2:]
+        query_padding = np.zeros(Q, dtype=bool)
+        key_padding = np.zeros(K, dtype=bool)
     if tokens is None:
-        tokens = [str(i) for i in range(stack.shape[-2])]
-    if key_tokens is None and stack.shape[-2] != stack.shape[-1]:
-        key_tokens = [str(i) for i in range(stack.shape[-1])]
+        tokens = [str(i) for i in range(Q)]
+    if key_tokens is None and Q != K:
+        key_tokens = [str(i) for i in range(K)]
     return AttentionMaps(
         stack, tokens, key_tokens,
         query_padding=query_padding, key_padding=key_padding, **record,

@@ -32,7 +32,7 @@ from attnwidget.extract._common import (
     NoAttentionFoundError,
     check_text,
     eval_mode,
-    stack_layers,
+    sequence_layers,
 )
 from attnwidget.maps import ROW_SUM_ATOL, AttentionMaps
 
@@ -233,11 +233,12 @@ def extract_hooks(
             f"attention_modules: captured layers differ in shape ({listing}); pick modules "
             "with the same heads, queries and keys (e.g. only self-attention) via attention_modules"
         )
-    weights = stack_layers([w for _, w in captured], batch_index)
+    weights = sequence_layers([w for _, w in captured], batch_index)
+    Q, K = weights[0].shape[-2:]
     return AttentionMaps(
         weights,
-        tokens if tokens is not None else [str(i) for i in range(weights.shape[-2])],
-        None if weights.shape[-2] == weights.shape[-1] else [str(i) for i in range(weights.shape[-1])],
+        tokens if tokens is not None else [str(i) for i in range(Q)],
+        None if Q == K else [str(i) for i in range(K)],
         layer_names=[n for n, _ in captured],
         model_name=model_name or type(model).__name__,
         text=text,

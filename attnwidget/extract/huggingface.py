@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,12 +29,13 @@ from torch import nn
 
 from attnwidget.extract._common import (
     NoAttentionFoundError,
+    all_modules,
     check_length,
     check_text,
     eval_mode,
     keep_positions,
     pick_sequence,
-    stack_layers,
+    sequence_layers,
 )
 from attnwidget.maps import AttentionMaps
 from attnwidget.tokens import Scheme
@@ -52,10 +53,11 @@ def is_hf_model(model: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- eager switch
-def _configs(model: nn.Module) -> list[Any]:
-    """Every config object reachable from the model: its own, sub-configs, per-module ones."""
+def _configs(modules: Sequence[nn.Module]) -> list[Any]:
+    """Every config object reachable from the modules: their own, and sub-configs."""
     seen: dict[int, Any] = {}
-    todo = [getattr(m, "config", None) for m in model.modules()]
+    # vars(): nn.Module.__getattr__ raises (slowly) for every module without the attribute
+    todo = [vars(m).get("config") for m in modules]
     while todo:
         cfg = todo.pop()
         if cfg is None or id(cfg) in seen or not hasattr(cfg, "_attn_implementation"):
@@ -70,9 +72,11 @@ def _impl(cfg: Any) -> Any:
 
 
 @contextlib.contextmanager
-def eager_attention(model: nn.Module) -> Iterator[None]:
+def eager_attention(
+    model: nn.Module, modules: Sequence[nn.Module] | None = None
+) -> Iterator[None]:
     """Temporarily use eager attention (which can return weights); always restore."""
-    saved = [(cfg, _impl(cfg)) for cfg in _configs(model)]
+    saved = [(cfg, _impl(cfg)) for cfg in _configs(modules or all_modules(model))]
     if all(impl in (None, "eager") for _, impl in saved):
         yield
         return
@@ -133,6 +137,19 @@ def max_positions(model: nn.Module, tokenizer: Any) -> tuple[int | None, str]:
     return min(found) if found else (None, "")
 
 
+def _is_causal(modules: Sequence[nn.Module]) -> bool | None:
+    """transformers attention modules say whether they mask the future (``is_causal``).
+
+    Reading it avoids scanning the upper triangle of the whole stack; None
+    (infer from the weights) where no module says.
+    """
+    flags = {
+        flag for m in modules
+        if isinstance(flag := vars(m).get("is_causal", getattr(type(m), "is_causal", None)), bool)
+    }
+    return flags.pop() if len(flags) == 1 else None
+
+
 def _model_name(model: nn.Module) -> str:
     name = str(getattr(model, "name_or_path", "") or "")
     return name or type(model).__name__
@@ -144,9 +161,9 @@ def _encode(
     check_text(text, name)
     if truncation and limit is not None:
         return dict(tokenizer(text, return_tensors="pt", truncation=True, max_length=limit))
-    ids = tokenizer(text, truncation=False, verbose=False)["input_ids"]
-    check_length(len(ids), limit, source, name)
-    return dict(tokenizer(text, return_tensors="pt", truncation=False, verbose=False))
+    encoded = dict(tokenizer(text, return_tensors="pt", truncation=False, verbose=False))
+    check_length(int(encoded["input_ids"].shape[-1]), limit, source, name)
+    return encoded
 
 
 def _as_inputs(text_or_inputs: Any) -> dict[str, Any]:
@@ -244,7 +261,8 @@ def extract_hf(
     if getattr(config, "use_cache", False):
         inputs["use_cache"] = False  # a KV cache is not needed and costs memory
 
-    with eval_mode(model), eager_attention(model), torch.inference_mode():
+    modules = all_modules(model)
+    with eval_mode(model, modules), eager_attention(model, modules), torch.inference_mode():
         out = model(**inputs, output_attentions=True, return_dict=True)
 
     field = {"encoder": "encoder_attentions", "decoder": "decoder_attentions",
@@ -255,7 +273,7 @@ def extract_hf(
             f"{type(model).__name__} returned no attention weights ({field} is empty) even "
             f"with eager attention requested; load it with attn_implementation='eager'"
         )
-    weights = stack_layers(per_layer, batch_index)  # [L, H, Q, K]
+    weights = sequence_layers(per_layer, batch_index)  # L x [H, Q, K]
 
     enc_ids = pick_sequence(inputs["input_ids"], batch_index)
     enc_tokens = _tokens(tokenizer, enc_ids)
@@ -272,7 +290,7 @@ def extract_hf(
         weights, key_tokens = keep_positions(weights, enc_tokens, enc_keep, "key")
         weights, query_tokens = keep_positions(weights, enc_tokens, enc_keep, "query")
 
-    n_layers = weights.shape[0]
+    n_layers = len(weights)
     return AttentionMaps(
         weights,
         query_tokens,
@@ -280,7 +298,7 @@ def extract_hf(
         layer_names=[f"{stack}.{i}" if seq2seq else f"layer {i}" for i in range(n_layers)],
         model_name=model_name or _model_name(model),
         text=text if stack == "encoder" or decoder_text is None else decoder_text,
-        causal=None if not seq2seq else stack == "decoder",
+        causal=_is_causal(modules) if not seq2seq else stack == "decoder",
         token_scheme=_scheme(tokenizer),
         special_tokens=list(getattr(tokenizer, "all_special_tokens", []) or []),
     )

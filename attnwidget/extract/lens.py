@@ -17,7 +17,7 @@ from attnwidget.extract._common import (
     check_text,
     eval_mode,
     pick_sequence,
-    stack_layers,
+    sequence_layers,
 )
 from attnwidget.maps import AttentionMaps
 
@@ -70,7 +70,7 @@ def extract_lens(
     wanted = set(names)
     with eval_mode(model), torch.no_grad():
         _, cache = model.run_with_cache(ids, names_filter=lambda name: name in wanted)
-    weights = stack_layers([cache[name] for name in names], batch_index)
+    weights = sequence_layers([cache[name] for name in names], batch_index)
     seq = pick_sequence(ids, batch_index)
     if model.tokenizer is not None:
         tokens = model.tokenizer.convert_ids_to_tokens(seq.tolist())

@@ -1,0 +1,100 @@
+"""Extraction overhead on MiniLM: extract_attention vs the bare forward it wraps.
+
+For each length the two are timed interleaved in the same process (so machine
+noise hits both alike): the bare call is ``model(**inputs, output_attentions=True)``
+on an eager model with pre-tokenized inputs; extraction is
+``extract_attention(model, text, tokenizer)``, which also tokenizes, checks the
+length, stacks the layers into one float32 ``[L, H, Q, K]`` tensor and validates it.
+
+    python benchmarks/bench_extract.py [--repeats 15] [--out benchmarks/results/extract.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from attnwidget import extract_attention  # noqa: E402
+from attnwidget.models import load_minilm  # noqa: E402
+
+LENGTHS = (64, 128, 256, 510)
+
+
+def text_of(tokenizer, n_tokens: int) -> str:
+    """A text that tokenizes to exactly n_tokens with [CLS]/[SEP]."""
+    words = ("attention heads look back at earlier words in the sentence " * 200).split()
+    for k in range(n_tokens, 0, -1):
+        text = " ".join(words[:k])
+        if len(tokenizer(text)["input_ids"]) <= n_tokens:
+            break
+    assert len(tokenizer(text)["input_ids"]) == n_tokens, n_tokens
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "extract.json")
+    args = parser.parse_args()
+
+    model, tok = load_minilm("eager")
+    rows = []
+    for n in LENGTHS:
+        text = text_of(tok, n)
+        inputs = tok(text, return_tensors="pt")
+        bare_t, extract_t = [], []
+
+        def bare() -> float:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = model(**inputs, output_attentions=True)
+            t = time.perf_counter() - t0
+            del out
+            return t
+
+        def extract() -> float:
+            t0 = time.perf_counter()
+            maps = extract_attention(model, text, tok)
+            t = time.perf_counter() - t0
+            assert maps.shape == (6, 12, n, n)
+            del maps
+            return t
+
+        for i in range(args.repeats + 2):  # 2 warm-up rounds
+            # alternate the order so neither call always runs on a warmer cache
+            pair = (bare(), extract()) if i % 2 else tuple(reversed((extract(), bare())))
+            if i >= 2:
+                bare_t.append(pair[0])
+                extract_t.append(pair[1])
+        row = {"tokens": n, "repeats": args.repeats}
+        for stat in ("median", "min"):
+            b = statistics.median(bare_t) if stat == "median" else min(bare_t)
+            e = statistics.median(extract_t) if stat == "median" else min(extract_t)
+            row[f"bare_forward_ms_{stat}"] = round(b * 1e3, 2)
+            row[f"extract_ms_{stat}"] = round(e * 1e3, 2)
+            row[f"overhead_pct_{stat}"] = round(100 * (e - b) / b, 1)
+        rows.append(row)
+        print(json.dumps(rows[-1]))
+    result = {
+        "benchmark": "extract_attention vs bare forward, MiniLM (6x12), median",
+        "target": "overhead < 10 % of the bare forward",
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "machine": platform.machine(), "cpus": os.cpu_count(),
+        "results": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from jupyter_server import CHROMIUM_ARGS, find_chromium
+
+ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", Path(__file__).parents[2] / "e2e-artifacts"))
+
+
+def _skip_or_fail(reason: str) -> None:
+    # CI sets E2E_REQUIRE_BROWSER=1 so a missing browser fails instead of silently skipping
+    if os.environ.get("E2E_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"E2E_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _skip_or_fail("playwright is not installed (pip install playwright)")
+    path = find_chromium()
+    if path is None:
+        _skip_or_fail("no Chromium found (apt-get install chromium, or set CHROMIUM_PATH)")
+    return path
+
+
+@pytest.fixture
+def page(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, headless=True,
+                                    args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            pg = context.new_page()
+            pg.set_default_timeout(60_000)
+            yield pg
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,145 @@
+"""A real JupyterLab / Notebook 7 server and a headless Debian Chromium, for e2e tests.
+
+Offline and silent: every Jupyter directory points at a per-run temp folder,
+news, update checks and the extension manager are off, and Chromium's
+background networking is disabled. Adapted from shared/recipes/e2e-jupyterlab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # root in CI has no usable sandbox
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+APPS = {"lab": ("jupyterlab", "/lab/tree/{}"), "notebook7": ("notebook", "/notebooks/{}")}
+
+_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false", "checkForUpdates": False,
+    },
+    "@jupyterlab/extensionmanager-extension/plugin.jupyterlab-settings": {"enabled": False},
+}
+
+
+def find_chromium() -> str | None:
+    env = os.environ.get("CHROMIUM_PATH")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    for name in ("/usr/bin/chromium", "chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def jupyter_server(app: str, artifacts: Path) -> Iterator[tuple[str, str, Path]]:
+    """Start the server; yield (base url, token, root folder); always shut it down."""
+    module = APPS[app][0]
+    tmp = Path(tempfile.mkdtemp(prefix=f"aw-e2e-{app}-"))
+    root = tmp / "root"
+    root.mkdir()
+    for rel, content in _SETTINGS.items():
+        path = tmp / "user-settings" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "user-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), IPYTHONDIR=str(tmp / "ipython"),
+        HF_HUB_OFFLINE="1",
+    )
+    cmd = [
+        sys.executable, "-m", module, "--no-browser", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        "--ServerApp.terminals_enabled=False", "--ServerApp.allow_root=True",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+        "--ServerApp.shutdown_no_activity_timeout=600",
+    ]
+    log_path = tmp / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{module} exited early:\n{log_path.read_text()}")
+                try:
+                    req = urllib.request.Request(f"{url}/api/status",
+                                                 headers={"Authorization": f"token {token}"})
+                    with urllib.request.urlopen(req, timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{module} did not answer /api/status within 90 s")
+                time.sleep(0.25)
+            yield url, token, root
+        finally:
+            # SIGTERM lets jupyter_server stop its kernels (SIGINT would prompt on stdin)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shutil.copy(log_path, artifacts / f"server-{app}.log")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_notebook(path: Path, sources: list[str]) -> None:
+    """A minimal nbformat-4 notebook with an explicit kernelspec (else Lab asks for one)."""
+    nb = {
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                    "language": "python"}},
+        "cells": [
+            {"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": None,
+             "outputs": [], "source": src}
+            for i, src in enumerate(sources)
+        ],
+    }
+    path.write_text(json.dumps(nb))
