@@ -23,8 +23,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from attnwidget import extract_attention  # noqa: E402
-from attnwidget.models import load_minilm  # noqa: E402
+from attnwidget import extract_attention
+from attnwidget.models import load_minilm
 
 LENGTHS = (64, 128, 256, 510)
 
@@ -53,7 +53,7 @@ def main() -> None:
         inputs = tok(text, return_tensors="pt")
         bare_t, extract_t = [], []
 
-        def bare() -> float:
+        def bare(inputs=inputs) -> float:
             t0 = time.perf_counter()
             with torch.inference_mode():
                 out = model(**inputs, output_attentions=True)
@@ -61,7 +61,7 @@ def main() -> None:
             del out
             return t
 
-        def extract() -> float:
+        def extract(text=text, n=n) -> float:
             t0 = time.perf_counter()
             maps = extract_attention(model, text, tok)
             t = time.perf_counter() - t0

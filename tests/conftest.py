@@ -45,11 +45,10 @@ def bpe_tokenizer():
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
         unk_token="<unk>", model_max_length=64,
     )
-    return fast
 
 
 def tiny(kind: str, vocab: int, attn_implementation: str = "sdpa"):

@@ -25,9 +25,9 @@ def test_tuple_from_transformers_with_padding(minilm):
 
 def test_batch_needs_an_index():
     w = torch.full((2, 3, 1, 4, 4), 0.25)  # [L, B, H, Q, K]
-    with pytest.raises(ValueError, match="batch_index: the batch holds 3 sequences"):
+    with pytest.raises(ValueError, match=r"batch_index: the batch holds 3 sequences"):
         extract_attention(w)
-    with pytest.raises(IndexError, match="batch_index: expected 0..2, got 5"):
+    with pytest.raises(IndexError, match=r"batch_index: expected 0..2, got 5"):
         extract_attention(w, batch_index=5)
     assert extract_attention(w, batch_index=2).shape == (2, 1, 4, 4)
 
@@ -43,7 +43,7 @@ def test_mask_shape_and_unbatched_mask_errors():
     w = (torch.full((1, 2, 4, 4), 0.25),)
     with pytest.raises(ValueError, match=r"attention_mask: expected \[batch, 4\] or \[4\]"):
         extract_attention(w, attention_mask=torch.ones(1, 5))
-    with pytest.raises(ValueError, match="only apply to batched weights"):
+    with pytest.raises(ValueError, match=r"only apply to batched weights"):
         extract_attention(np.full((4, 4), 0.25), attention_mask=np.ones(4))
     with pytest.raises(ValueError, match=r"weights: expected each layer as \[batch, heads"):
         extract_attention((torch.full((4, 4), 0.25),))

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TEXT, tiny
 
 from attnwidget import NoAttentionFoundError, extract_attention
 from attnwidget.extract.huggingface import eager_attention
-from conftest import TEXT, tiny
 
 transformers = pytest.importorskip("transformers")
 
@@ -160,7 +160,9 @@ def test_encoder_decoder_stacks(kind, bpe_tokenizer):
     assert cross.shape[2:] == (n_dec, n_enc)
     assert cross.key_tokens == enc.query_tokens
     assert cross.query_tokens == dec.query_tokens
-    assert dec.causal and not enc.causal and not cross.causal
+    assert dec.causal
+    assert not enc.causal
+    assert not cross.causal
     assert dec.layer_names[0] == "decoder.0"
     # decoder input is the target shifted right behind the decoder start token
     start = model.config.decoder_start_token_id

@@ -145,7 +145,7 @@ def test_custom_modules_named_explicitly_and_wrong_names():
     assert maps.layer_names == ("blocks.2.attention",)
     maps = extract_attention(model, x, attention_modules=[model.blocks[1].attention])
     assert maps.layer_names == ("blocks.1.attention",)
-    with pytest.raises(ValueError, match="attention_modules: no submodule named 'blocks.9.attn'"):
+    with pytest.raises(ValueError, match=r"attention_modules: no submodule named 'blocks.9.attn'"):
         extract_attention(model, x, attention_modules=["blocks.9.attn"])
     with pytest.raises(NoAttentionFoundError, match=r"\['blocks.0.mlp'\] ran without returning"):
         extract_attention(model, x, attention_modules=["blocks.0.mlp"])
@@ -154,7 +154,7 @@ def test_custom_modules_named_explicitly_and_wrong_names():
 
 def test_no_attention_found_says_what_was_searched():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
-    with pytest.raises(NoAttentionFoundError, match="searched nn.MultiheadAttention modules and"):
+    with pytest.raises(NoAttentionFoundError, match=r"searched nn.MultiheadAttention modules and"):
         extract_attention(model, torch.randn(1, 3, 4))
     assert no_hooks_left(model)
 
@@ -167,16 +167,17 @@ def test_hooks_and_flags_restored_when_forward_raises():
         raise RuntimeError("injected")
 
     handle = model.blocks[1].register_forward_pre_hook(boom)
-    with pytest.raises(RuntimeError, match="injected"):
+    with pytest.raises(RuntimeError, match=r"injected"):
         extract_attention(model, torch.randn(1, 4, 8))
     handle.remove()
     assert no_hooks_left(model)
-    assert model.training and all(m.training for m in model.modules())
+    assert model.training
+    assert all(m.training for m in model.modules())
     assert torch.backends.mha.get_fastpath_enabled()
 
 
 def test_text_needs_a_tokenizer_for_plain_models():
-    with pytest.raises(ValueError, match="tokenizer: Custom is a plain PyTorch model"):
+    with pytest.raises(ValueError, match=r"tokenizer: Custom is a plain PyTorch model"):
         extract_attention(Custom(), "some text")
 
 

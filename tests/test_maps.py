@@ -53,15 +53,15 @@ def test_bad_weights_name_the_argument(weights, match):
 
 def test_token_count_and_type_errors():
     w = np.full((1, 1, 2, 3), 1 / 3)
-    with pytest.raises(ValueError, match="query_tokens: expected 2 tokens .* got 3"):
+    with pytest.raises(ValueError, match=r"query_tokens: expected 2 tokens .* got 3"):
         AttentionMaps(w, ["a", "b", "c"], ["x", "y", "z"])
-    with pytest.raises(ValueError, match="key_tokens: expected 3 tokens"):
+    with pytest.raises(ValueError, match=r"key_tokens: expected 3 tokens"):
         AttentionMaps(w, ["a", "b"])
-    with pytest.raises(TypeError, match="query_tokens: expected a sequence of token strings"):
+    with pytest.raises(TypeError, match=r"query_tokens: expected a sequence of token strings"):
         AttentionMaps(w, "ab", ["x", "y", "z"])
     with pytest.raises(TypeError, match=r"weights\[0\]: expected a torch.Tensor or numpy.ndarray"):
         AttentionMaps([[[[1.0]]]], ["a"])
-    with pytest.raises(TypeError, match="weights: expected a torch.Tensor or numpy.ndarray"):
+    with pytest.raises(TypeError, match=r"weights: expected a torch.Tensor or numpy.ndarray"):
         AttentionMaps("weights", ["a"])
 
 
@@ -92,9 +92,9 @@ def test_slicing_helpers():
     assert sub.shape == (2, 1, 5, 5)
     assert sub.layer_names == ("z", "x")
     np.testing.assert_array_equal(sub.to_numpy()[0, 0], w[2, 1])
-    with pytest.raises(IndexError, match="layer: expected 0..2, got 3"):
+    with pytest.raises(IndexError, match=r"layer: expected 0..2, got 3"):
         maps.head(3, 0)
-    with pytest.raises(IndexError, match="head: expected 0..3, got -1"):
+    with pytest.raises(IndexError, match=r"head: expected 0..3, got -1"):
         maps.head(0, -1)
 
 

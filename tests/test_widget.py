@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import traitlets
+from conftest import TEXT
 
 from attnwidget import AttentionMaps, AttentionView
 from attnwidget._codec import decode_panel, encode_panel
-from conftest import TEXT
 
 
 def stack(rng, L=2, H=3, Q=4):
@@ -29,9 +29,9 @@ def test_view_of_maps_sends_the_selected_head():
 
 def test_trait_validation_states_the_range():
     view = AttentionView.from_tensor(stack(np.random.default_rng(1)))
-    with pytest.raises(traitlets.TraitError, match="layer: expected 0..1, got 2"):
+    with pytest.raises(traitlets.TraitError, match=r"layer: expected 0..1, got 2"):
         view.layer = 2
-    with pytest.raises(traitlets.TraitError, match="head: expected 0..2, got -1"):
+    with pytest.raises(traitlets.TraitError, match=r"head: expected 0..2, got -1"):
         view.head = -1
     assert (view.layer, view.head) == (0, 0)
     with pytest.raises(traitlets.TraitError):

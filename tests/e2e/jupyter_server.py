@@ -7,6 +7,7 @@ background networking is disabled. Adapted from shared/recipes/e2e-jupyterlab.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -121,10 +122,8 @@ def jupyter_server(app: str, artifacts: Path) -> Iterator[tuple[str, str, Path]]
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=5)
-            try:
+            with contextlib.suppress(ProcessLookupError):  # the group may be gone already
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     artifacts.mkdir(parents=True, exist_ok=True)
     shutil.copy(log_path, artifacts / f"server-{app}.log")
     shutil.rmtree(tmp, ignore_errors=True)

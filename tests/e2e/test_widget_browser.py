@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
 from jupyter_server import APPS, jupyter_server, write_notebook
 
 pytestmark = pytest.mark.e2e
 
 XSS = "<img src=x onerror=alert(1)>"
-SETUP = f"""
+SETUP = """
 from attnwidget import AttentionView, AttentionMaps
 from attnwidget.models import load_minilm
 model, tok = load_minilm()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up everything the tests need, then run the whole suite:
+# lint, JS type-check + vitest, pytest (unit, notebooks, wheel, real-browser e2e).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh "dev,lens"
+bash scripts/install-browser.sh
+export HF_HUB_OFFLINE=1
+export E2E_REQUIRE_BROWSER=1   # a missing browser fails the run instead of skipping
+.venv/bin/ruff check attnwidget tests benchmarks
+(cd js && npm ci --no-audit --no-fund && npm test)
+.venv/bin/python -m pytest "$@"

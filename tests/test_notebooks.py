@@ -1,0 +1,57 @@
+"""Notebooks run top to bottom with the real kernel; we check the values they compute."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+
+
+def run_notebook(name: str) -> list[dict]:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return nb.cells
+
+
+def last_json(cells: list[dict]) -> dict:
+    for cell in reversed(cells):
+        for out in cell.get("outputs", []):
+            if out.get("name") == "stdout" and out["text"].lstrip().startswith("{"):
+                return json.loads(out["text"])
+    raise AssertionError("the notebook printed no JSON summary")
+
+
+def test_committed_notebooks_carry_no_outputs():
+    nbformat = pytest.importorskip("nbformat")
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        stale = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.outputs]
+        assert not stale, f"{path.name}: cells {stale} carry outputs; strip them before committing"
+
+
+def test_quickstart(minilm):
+    from attnwidget import extract_attention
+
+    cells = run_notebook("01-quickstart.ipynb")
+    summary = last_json(cells)
+    model, tok = minilm
+    maps = extract_attention(model, "The quick brown fox jumps over the unbelievably lazy dog.", tok)
+    w = maps.to_numpy()
+    assert summary["shape"] == list(w.shape)
+    assert summary["max_row_error"] < 1e-5
+    prev = np.stack([w[..., i, i - 1] for i in range(1, w.shape[-1])], -1).mean(-1)
+    assert summary["best_previous_token_head"] == list(np.unravel_index(prev.argmax(), prev.shape))
+    assert summary["best_previous_token_score"] == pytest.approx(float(prev.max()), abs=1e-6)
+    layer, head = summary["best_previous_token_head"]
+    assert f"layer {layer} · head {head}" in summary["caption"]
+    assert summary["special_share_spread"] > 0.2  # heads really differ, the average hides it
+    widget_outputs = [o for c in cells for o in c.get("outputs", [])
+                      if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widget_outputs, "the AttentionView cell displayed no widget"
