@@ -209,6 +209,10 @@ class AttentionMaps:
         # non-negative minimum rules out negatives, so a clean stack costs two
         # reductions per layer and no extra memory of its size.
         sums = torch.stack([w.sum(dim=-1) for w in layers])  # [L, H, Q]
+        lowest = torch.stack([w.amin() for w in layers])  # [L]
+        # NaN compares False, so this one test also rules out NaN/inf rows
+        if bool((sums - 1).abs().le(ROW_SUM_ATOL).all()) and float(lowest.min()) >= 0:
+            return tuple(layers), torch.zeros(sums.shape, dtype=torch.bool)
         if not torch.isfinite(sums).all():
             layers = list(layers)
             for i, w in enumerate(layers):
@@ -223,7 +227,7 @@ class AttentionMaps:
                     )
                 layers[i] = torch.nan_to_num(w, nan=0.0)
                 sums[i] = layers[i].sum(dim=-1)
-        lowest = torch.stack([w.amin() for w in layers])  # [L]
+                lowest[i] = layers[i].amin()
         if (lowest < 0).any():
             i = int((lowest < 0).nonzero()[0])
             raise ValueError(

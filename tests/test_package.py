@@ -36,7 +36,9 @@ def test_sdist_then_wheel_contains_the_bundle(tmp_path):
     assert {"attnwidget/static/widget.js", "attnwidget/static/widget.css",
             "attnwidget/maps.py", "attnwidget/extract/huggingface.py"} <= files
     assert "render" in bundle
-    assert "http://" not in bundle and "https://" not in bundle  # no CDN, works offline
+    # no CDN: the widget must work offline
+    assert "http://" not in bundle
+    assert "https://" not in bundle
 
 
 def test_js_state_keys_mirror_the_python_traits():
