@@ -8,5 +8,7 @@ bash scripts/install-browser.sh
 export HF_HUB_OFFLINE=1
 export E2E_REQUIRE_BROWSER=1   # a missing browser fails the run instead of skipping
 .venv/bin/ruff check attnwidget tests benchmarks
-(cd js && npm ci --no-audit --no-fund && npm test)
+# npm install, not npm ci: npm 11 rejects its own fresh lock file in `ci` because
+# optional platform packages (@rollup/rollup-android-*, ...) are listed without versions
+(cd js && npm install --no-audit --no-fund && npm test)
 .venv/bin/python -m pytest "$@"
