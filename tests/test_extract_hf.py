@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TEXT, tiny
+from tiny_models import TEXT, tiny
 
 from attnwidget import NoAttentionFoundError, extract_attention
 from attnwidget.extract.huggingface import eager_attention

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import traitlets
-from conftest import TEXT
+from tiny_models import TEXT
 
 from attnwidget import AttentionMaps, AttentionView
 from attnwidget._codec import decode_panel, encode_panel

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-from jupyter_server import CHROMIUM_ARGS, find_chromium
+from lab_server import CHROMIUM_ARGS, find_chromium
 
 ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", Path(__file__).parents[2] / "e2e-artifacts"))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from jupyter_server import APPS, jupyter_server, write_notebook
+from lab_server import APPS, jupyter_server, write_notebook
 
 pytestmark = pytest.mark.e2e
 
