@@ -56,8 +56,8 @@ def all_modules(model: nn.Module) -> list[nn.Module]:
 def eval_mode(model: nn.Module, modules: Sequence[nn.Module] | None = None) -> Iterator[None]:
     """Run in eval mode (no dropout noise in the maps) and restore every module's flag.
 
-    ``modules``: ``list(model.modules())`` when the caller has it already (walking
-    the tree costs ~0.3 ms on a 6-layer BERT, noticeable next to a 12 ms forward).
+    ``modules``: :func:`all_modules` of the model when the caller has it already, so
+    one extraction walks the module tree once.
     """
     flags = [(m, m.training) for m in (modules if modules is not None else all_modules(model))]
     if not any(training for _, training in flags):  # the usual case; eval() costs ~1 ms

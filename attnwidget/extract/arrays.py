@@ -75,8 +75,8 @@ def from_arrays(
             )
     else:
         layers = list(_tensor(weights, "weights").unbind(0))
-    stack = sequence_layers(layers, batch_index)  # L x [H, Q, K]
-    Q, K = stack[0].shape[-2:]
+    per_layer = sequence_layers(layers, batch_index)  # L x [H, Q, K]
+    Q, K = per_layer[0].shape[-2:]
 
     query_padding = key_padding = None
     if attention_mask is not None:
@@ -97,13 +97,13 @@ def from_arrays(
                 f"tokens: expected {K} tokens (padding included) to match attention_mask, "
                 f"got {len(tokens)}"
             )
-        stack, kept_keys = keep_positions(stack, tokens, keep, "key")
+        per_layer, kept_keys = keep_positions(per_layer, tokens, keep, "key")
         if Q == K:  # self-attention: padded queries go too
-            stack, tokens = keep_positions(stack, tokens, keep, "query")
+            per_layer, tokens = keep_positions(per_layer, tokens, keep, "query")
             key_tokens = None
         else:
             key_tokens = kept_keys
-        Q, K = stack[0].shape[-2:]
+        Q, K = per_layer[0].shape[-2:]
         query_padding = np.zeros(Q, dtype=bool)
         key_padding = np.zeros(K, dtype=bool)
     if tokens is None:
@@ -111,6 +111,6 @@ def from_arrays(
     if key_tokens is None and Q != K:
         key_tokens = [str(i) for i in range(K)]
     return AttentionMaps(
-        stack, tokens, key_tokens,
+        per_layer, tokens, key_tokens,
         query_padding=query_padding, key_padding=key_padding, **record,
     )
