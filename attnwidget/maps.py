@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnwidget.tokens import Scheme, display_tokens
+from attnwidget.tokens import SCHEMES, Scheme, display_tokens
 
 #: Largest allowed ``|row sum - 1|`` for a row that is not fully masked.
 #: Softmax rows in float32 sum to 1 within ~1e-6; models run in float16 or
@@ -151,15 +151,16 @@ class AttentionMaps:
             self.query_tokens if key_tokens is None and Q == K
             else _token_tuple(key_tokens if key_tokens is not None else (), K, "key_tokens")
         )
-        if query_display is None or key_display is None:
-            same = self.key_tokens is self.query_tokens
-            shown = display_tokens(
-                self.query_tokens + (() if same else self.key_tokens), token_scheme, special_tokens
-            )
-            query_display = query_display or shown[:Q]
-            key_display = key_display or (shown[:Q] if same else shown[Q:])
-        self.query_display = _token_tuple(query_display, Q, "query_display")
-        self.key_display = _token_tuple(key_display, K, "key_display")
+        # Display forms are built on first use: at 512 tokens they cost ~0.5 ms,
+        # a visible share of an extraction that may never show them.
+        if token_scheme is not None and token_scheme not in SCHEMES:
+            raise ValueError(f"token_scheme: expected one of {SCHEMES} or None, got {token_scheme!r}")
+        self._token_scheme = token_scheme
+        self._special_tokens = tuple(special_tokens)
+        self._query_display = (
+            None if query_display is None else _token_tuple(query_display, Q, "query_display")
+        )
+        self._key_display = None if key_display is None else _token_tuple(key_display, K, "key_display")
 
         self.layer_names = _token_tuple(
             layer_names if layer_names is not None else [f"layer {i}" for i in range(L)],
@@ -175,6 +176,31 @@ class AttentionMaps:
         self.key_padding = _bool_vector(key_padding, K, "key_padding")
         self.causal = self._looks_causal(self._layers) if causal is None else bool(causal)
         self.averaged_heads = None if averaged_heads is None else tuple(int(h) for h in averaged_heads)
+
+    @property
+    def query_display(self) -> tuple[str, ...]:
+        """Readable query tokens (markers such as ``Ġ``/``##`` resolved), one per query."""
+        if self._query_display is None:
+            self._fill_display()
+        return self._query_display
+
+    @property
+    def key_display(self) -> tuple[str, ...]:
+        """Readable key tokens, one per key."""
+        if self._key_display is None:
+            self._fill_display()
+        return self._key_display
+
+    def _fill_display(self) -> None:
+        same = self.key_tokens is self.query_tokens
+        shown = display_tokens(
+            self.query_tokens + (() if same else self.key_tokens), self._token_scheme, self._special_tokens
+        )
+        Q = len(self.query_tokens)
+        if self._query_display is None:
+            self._query_display = shown[:Q]
+        if self._key_display is None:
+            self._key_display = shown[:Q] if same else shown[Q:]
 
     # ----------------------------------------------------------------- validation
     @staticmethod

@@ -109,6 +109,8 @@ def test_decoder_only_is_causal_and_equals_eager_model(kind, bpe_tokenizer):
     torch.testing.assert_close(maps.weights, ref, atol=0, rtol=0)
     assert maps.causal
     assert maps.query_display[1] == "cat"  # Ġcat shown as text
+    # raw tokens are taken from the fast tokenizer's encoding: same as a vocabulary lookup
+    assert maps.query_tokens == tuple(bpe_tokenizer.convert_ids_to_tokens(enc["input_ids"][0]))
 
 
 def test_grouped_query_attention_gives_one_map_per_query_head(bpe_tokenizer):

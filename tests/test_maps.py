@@ -147,3 +147,8 @@ def test_causal_scan_finds_any_weight_above_the_diagonal(row, col):
     w[0, 1, row, col] = 1e-3 if col > row else w[0, 1, row, col]
     expected = col < row
     assert AttentionMaps._looks_causal([torch.from_numpy(w[0])]) is expected
+
+
+def test_unknown_token_scheme_is_refused_at_construction():
+    with pytest.raises(ValueError, match="token_scheme: expected one of"):
+        AttentionMaps(torch.ones(1, 1, 1, 1), ["a"], token_scheme="morse")
