@@ -1,0 +1,118 @@
+"""Attention rollout and attention flow (Abnar & Zuidema, 2020).
+
+Both follow attention through the layers, adding the residual connection as
+half of each layer's mixing. Caveat: attention is not explanation. These
+numbers say how information *could* be routed by the attention weights; they
+ignore the values, the MLPs and the output projection, and they can disagree
+with gradient- or ablation-based attributions (Jain & Wallace 2019; Wiegreffe
+& Pinter 2019). Read them as a picture of routing, not as proof of importance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnwidget.metrics._input import check_int, prepare
+
+FUSIONS = ("mean", "max", "min")
+
+
+def _mixing(attention: Any, head_fusion: str, discard_ratio: float, residual: bool) -> torch.Tensor:
+    """Per layer ``[L, Q, Q]`` mixing matrices: fused heads, discarded low weights, + identity, rows = 1."""
+    if head_fusion not in FUSIONS:
+        raise ValueError(f"head_fusion: expected one of {FUSIONS}, got {head_fusion!r}")
+    if not (isinstance(discard_ratio, (int, float)) and 0 <= discard_ratio < 1):
+        raise ValueError(f"discard_ratio: expected a number in [0, 1), got {discard_ratio!r}")
+    w = prepare(attention, "attention", min_ndim=4).w
+    return _mixing_of(w, head_fusion, discard_ratio, residual)
+
+
+def _mixing_of(w: torch.Tensor, head_fusion: str, discard_ratio: float, residual: bool) -> torch.Tensor:
+    if w.ndim != 4:
+        raise ValueError(f"attention: expected [layers, heads, Q, K], got shape {tuple(w.shape)}")
+    Q, K = w.shape[-2:]
+    if Q != K:
+        raise ValueError(f"attention: rollout needs self-attention (Q == K), got Q={Q}, K={K}")
+    fused = {"mean": lambda: w.mean(1), "max": lambda: w.amax(1), "min": lambda: w.amin(1)}[head_fusion]()
+    eye = torch.eye(Q, dtype=w.dtype)
+    if discard_ratio > 0:
+        # per row, drop the weakest share of keys (never the query's own position)
+        n_drop = int(discard_ratio * K)
+        if n_drop:
+            low = fused.masked_fill(eye.bool(), float("inf")).topk(n_drop, dim=-1, largest=False).indices
+            fused = fused.scatter(-1, low, 0.0)
+    if residual:
+        fused = 0.5 * fused + 0.5 * eye
+    sums = fused.sum(-1, keepdim=True)
+    # an all-zero row (fully masked query without residual) keeps its own token only
+    return torch.where(sums > 0, fused / sums.clamp(min=1e-30), eye.expand_as(fused))
+
+
+def attention_rollout(
+    attention: Any, head_fusion: str = "mean", discard_ratio: float = 0.0, residual: bool = True
+) -> np.ndarray:
+    """Attention rollout after every layer, ``[L, Q, Q]``; the last entry is the full rollout.
+
+    ``attention``: ``[L, H, Q, Q]`` (or an AttentionMaps of self-attention).
+    Per layer the heads are fused (``head_fusion``: mean, max or min), the
+    weakest ``discard_ratio`` share of each row is zeroed, the identity is added
+    for the residual stream (``A = 0.5 W + 0.5 I``) and rows are renormalised;
+    then ``R_l = A_l R_(l-1)``. Row i of ``R_l`` says how much of token i's
+    representation after layer l traces back to each input token; every row sums to 1.
+    See the module docstring: attention is not explanation.
+    """
+    return _rollout(_mixing(attention, head_fusion, discard_ratio, residual)).numpy()
+
+
+def _rollout(mix: torch.Tensor) -> torch.Tensor:
+    out = torch.empty_like(mix)
+    acc = mix[0]
+    out[0] = acc
+    for layer in range(1, mix.shape[0]):
+        acc = mix[layer] @ acc
+        out[layer] = acc
+    return out
+
+
+def attention_flow(
+    attention: Any,
+    outputs: Sequence[int] | None = None,
+    head_fusion: str = "mean",
+    residual: bool = True,
+) -> np.ndarray:
+    """Attention flow: maximum flow from each input token to each chosen output position.
+
+    Builds the layered graph of Abnar & Zuidema: a node per (layer boundary,
+    position), an edge from position j below layer l to position i above it
+    with capacity ``A_l[i, j]`` (heads fused, residual added, rows normalised as
+    in :func:`attention_rollout`). ``flow[o, j]`` is the maximum flow from input
+    token j to output position ``outputs[o]`` at the top, computed with
+    networkx (shortest augmenting paths, reusing one residual network). Returns ``[len(outputs), Q]``
+    (all positions by default). Each max-flow is a separate solve, so the cost
+    grows as ``Q^2`` solves on a graph with ``L Q^2`` edges: keep Q small (tens of tokens).
+    See the module docstring: attention is not explanation.
+    """
+    import networkx as nx
+    from networkx.algorithms.flow import build_residual_network, shortest_augmenting_path
+
+    mix = _mixing(attention, head_fusion, 0.0, residual).to(torch.float64).numpy()
+    L, Q, _ = mix.shape
+    targets = list(range(Q)) if outputs is None else [check_int(o, "outputs", -Q, Q - 1) % Q for o in outputs]
+    graph = nx.DiGraph()
+    for layer in range(L):
+        for i in range(Q):
+            for j in range(Q):
+                if mix[layer, i, j] > 0:
+                    graph.add_edge((layer, j), (layer + 1, i), capacity=float(mix[layer, i, j]))
+    residual_net = build_residual_network(graph, "capacity")
+    flow = np.zeros((len(targets), Q))
+    for o, i in enumerate(targets):
+        for j in range(Q):
+            if (0, j) in graph and (L, i) in graph:
+                r = shortest_augmenting_path(graph, (0, j), (L, i), residual=residual_net)
+                flow[o, j] = r.graph["flow_value"]
+    return flow

@@ -1,0 +1,197 @@
+"""Long-context measures: where attention goes over the history, and what that says about compression.
+
+A query near the end of a long input attends over its whole history. These
+functions summarise that profile (how much each position receives, how much
+weight goes to recent vs distant keys, where the maximum sits) per matrix,
+aggregate it over several samples, and turn it into KV-cache compression hints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnwidget.metrics._input import Prepared, as_output, check_int, masked_mean, prepare
+from attnwidget.metrics.basic import _row_entropy, _visible
+
+#: Compression rules: (hint, measure, threshold, why).
+HINT_RULES: tuple[tuple[str, str, float, str], ...] = (
+    ("keep_recent_window", "recency_ratio", 2.0,
+     "recent keys get more than twice the weight of distant ones: a sliding window keeps most of it"),
+    ("sample_uniformly", "mean_entropy", 2.0,
+     "rows spread over many keys (entropy > 2 nats, > ~7 keys): no small set of keys stands out"),
+    ("keep_top_k", "top_mass", 0.9,
+     "the top 10% of keys hold more than 90% of the weight: keeping only those loses little"),
+)
+
+
+def attention_received(attention: Any, *, mask: Any = None, causal: bool = False) -> np.ndarray:
+    """Mean weight each key position receives over the (non-empty) query rows, ``[..., K]``.
+
+    Sums to 1 over keys. A spike at position 0 is the usual attention sink.
+    """
+    p = prepare(attention, "attention", mask=mask, causal=causal)
+    return _received(p).numpy()
+
+
+def _received(p: Prepared) -> torch.Tensor:
+    # empty rows are all 0, so the column sums already skip them; divide by the rows that count
+    return p.w.sum(-2) / p.rows.sum(-1, keepdim=True).clamp(min=1).to(p.w.dtype)
+
+
+def _last_row(p: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last non-empty row of each matrix ``[..., K]`` and its visible keys ``[..., K]``."""
+    Q = p.w.shape[-2]
+    last = (p.rows * torch.arange(1, Q + 1)).amax(-1) - 1  # -1 when no row counts
+    if bool((last < 0).any()):
+        raise ValueError("attention: a matrix has no row with a visible key")
+    idx = last[..., None, None].expand(*last.shape, 1, p.w.shape[-1])
+    row = p.w.gather(-2, idx)[..., 0, :]
+    vis = _visible(p).expand(p.w.shape).gather(-2, idx)[..., 0, :]
+    return row, vis
+
+
+def last_query_profile(attention: Any, *, mask: Any = None, causal: bool = False) -> np.ndarray:
+    """The last query's attention over the history, ``[..., K]`` (the row a decoder predicts from)."""
+    p = prepare(attention, "attention", mask=mask, causal=causal)
+    return _last_row(p)[0].numpy()
+
+
+def _profile_measures(p: Prepared, fraction: float) -> dict[str, torch.Tensor]:
+    row, vis = _last_row(p)
+    n = vis.sum(-1)  # visible keys of that row
+    pos = vis.cumsum(-1) - 1  # rank of each visible key among the visible ones
+    span = (n.to(torch.float64) * fraction).ceil().clamp(min=1).to(n.dtype)
+    distant = vis & (pos < span.unsqueeze(-1))
+    recent = vis & (pos >= (n - span).unsqueeze(-1))
+    recent_mean = masked_mean(row, recent, 1).to(torch.float64)
+    distant_mean = masked_mean(row, distant, 1).to(torch.float64)
+    ratio = torch.where(
+        distant_mean > 0, recent_mean / distant_mean.clamp(min=1e-300),
+        torch.where(recent_mean > 0, torch.full_like(recent_mean, math.inf), torch.ones_like(recent_mean)),
+    )
+    masked_row = row.masked_fill(~vis, -1)
+    argmax = masked_row.argmax(-1)  # first maximum: the lowest position on ties
+    rank = pos.gather(-1, argmax.unsqueeze(-1))[..., 0]
+    relative = rank.to(torch.float64) / (n - 1).clamp(min=1).to(torch.float64)
+    k = (n.to(torch.float64) * 0.1).ceil().clamp(min=1).to(torch.int64)
+    ordered = masked_row.sort(-1, descending=True).values.clamp(min=0)
+    top_mass = (ordered.cumsum(-1).gather(-1, (k - 1).unsqueeze(-1))[..., 0]).to(torch.float64)
+    return {
+        "recency_ratio": ratio,
+        "max_position": argmax,
+        "max_position_relative": relative,
+        "top_mass": top_mass,
+        "mean_entropy": masked_mean(_row_entropy(p), p.rows, 1).to(torch.float64),
+    }
+
+
+def recency_ratio(attention: Any, fraction: float = 0.25, *, mask: Any = None, causal: bool = False) -> Any:
+    """Last query: mean weight on the most recent ``fraction`` of its keys over the most distant ``fraction``.
+
+    Per matrix ``[...]``. > 1 favours recent keys. ``inf`` when the distant keys
+    get exactly 0 and the recent ones do not; 1 when both get 0.
+    """
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 0.5):
+        raise ValueError(f"fraction: expected a number in (0, 0.5], got {fraction!r}")
+    p = prepare(attention, "attention", mask=mask, causal=causal)
+    return as_output(_profile_measures(p, fraction)["recency_ratio"])
+
+
+def max_position(attention: Any, *, mask: Any = None, causal: bool = False) -> Any:
+    """Key position of the last query's largest weight (lowest on ties), per matrix ``[...]``."""
+    p = prepare(attention, "attention", mask=mask, causal=causal)
+    return as_output(_profile_measures(p, 0.25)["max_position"])
+
+
+def history_metrics(
+    samples: Sequence[Any],
+    *,
+    fraction: float = 0.25,
+    bins: int = 20,
+    causal: bool = False,
+) -> dict[str, Any]:
+    """History measures over several samples, each aggregated as mean and std.
+
+    ``samples``: attention ``[..., Q, K]`` per sample (lengths may differ; the
+    leading shape, e.g. ``[L, H]``, must match). For each measure the result has
+    ``{"mean": [...], "std": [...]}`` over samples: ``recency_ratio``
+    (infinite values are left out of the mean), ``max_position_relative``
+    (0 = first key, 1 = last), ``top_mass`` (share of the last query's weight on
+    its top 10% of keys), ``mean_entropy`` (nats). ``received`` is the
+    attention received per position, resampled onto ``bins`` equal bins of
+    relative position so samples of different lengths line up: mean and std ``[..., bins]``.
+    ``n_samples`` says how many went in.
+    """
+    if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence) or len(samples) == 0:
+        raise ValueError(
+            f"samples: expected a non-empty sequence of attention arrays, got {type(samples).__name__}"
+        )
+    bins = check_int(bins, "bins", 1, 1 << 16)
+    per: dict[str, list[np.ndarray]] = {}
+    lead = None
+    for i, sample in enumerate(samples):
+        p = prepare(sample, f"samples[{i}]", causal=causal)
+        if lead is None:
+            lead = p.w.shape[:-2]
+        elif p.w.shape[:-2] != lead:
+            raise ValueError(
+                f"samples[{i}]: leading shape {tuple(p.w.shape[:-2])} differs from samples[0]'s {tuple(lead)}"
+            )
+        for key, value in _profile_measures(p, fraction).items():
+            if key != "max_position":
+                per.setdefault(key, []).append(value.numpy())
+        per.setdefault("received", []).append(_binned(_received(p).to(torch.float64).numpy(), bins))
+    out: dict[str, Any] = {"n_samples": len(samples)}
+    for key, values in per.items():
+        stack = np.stack(values)
+        if key == "recency_ratio":
+            stack = np.where(np.isfinite(stack), stack, np.nan)
+            count = np.isfinite(stack).sum(0)
+            mean = np.where(count > 0, np.nansum(stack, 0) / np.maximum(count, 1), np.inf)
+            sq = np.nansum((stack - mean) ** 2, 0) / np.maximum(count, 1)
+            std = np.where(count > 0, np.sqrt(np.where(np.isfinite(sq), sq, 0)), 0.0)
+        else:
+            mean, std = stack.mean(0), stack.std(0)
+        out[key] = {"mean": mean, "std": std}
+    return out
+
+
+def _binned(profile: np.ndarray, bins: int) -> np.ndarray:
+    """``[..., K]`` -> ``[..., bins]``: the share of weight falling in each relative-position bin."""
+    K = profile.shape[-1]
+    edges = np.minimum((np.arange(K) * bins) // K, bins - 1)
+    out = np.zeros((*profile.shape[:-1], bins))
+    for b in range(bins):
+        out[..., b] = profile[..., edges == b].sum(-1)
+    return out
+
+
+def compression_hints(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """KV-cache compression hints that follow from :func:`history_metrics`, as structured data.
+
+    One dict per (matrix, rule) that fires: ``index`` (the matrix, e.g.
+    ``(layer, head)``; ``()`` for a single matrix), ``hint``, ``measure``,
+    ``value`` (the mean over samples that triggered it), ``threshold`` and
+    ``reason``. Rules (:data:`HINT_RULES`): recency ratio > 2 -> keep a recent
+    window; mean entropy > 2 -> sample uniformly; top 10% of keys hold > 90% ->
+    keep top-k.
+    """
+    hints = []
+    for hint, measure, threshold, reason in HINT_RULES:
+        if measure not in metrics:
+            raise ValueError(f"metrics: expected the output of history_metrics, missing {measure!r}")
+        values = np.asarray(metrics[measure]["mean"], dtype=float)
+        for index in zip(*np.nonzero(values > threshold), strict=True) if values.ndim else (
+            [()] if values > threshold else []
+        ):
+            index = tuple(int(i) for i in index)
+            hints.append({
+                "index": index, "hint": hint, "measure": measure,
+                "value": float(values[index]), "threshold": threshold, "reason": reason,
+            })
+    return hints

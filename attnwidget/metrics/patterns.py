@@ -1,0 +1,359 @@
+"""What kind of head is this: pattern labels with their scores, sharpness, and head scores.
+
+All functions take attention ``[..., Q, K]`` and return one result per matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnwidget.metrics._input import Prepared, as_output, check_int, masked_mean, prepare
+from attnwidget.metrics.basic import _moments, _n_visible, _normalized_rows
+
+#: The labels :func:`identify_attention_pattern` returns, and the rules behind
+#: them, checked in this order (the first that holds wins).
+PATTERN_RULES: tuple[tuple[str, str], ...] = (
+    ("diagonal", "diagonal mean > 0.5 and > 3 x the off-diagonal mean"),
+    ("beginning_of_sequence", "first-column mean > 0.4"),
+    ("broadcast", "largest column sum / queries > 0.6"),
+    ("local", "share of the mass within 2 positions of the diagonal > 0.8"),
+    ("uniform", "standard deviation of the weights < 0.1"),
+    ("mixed", "none of the above"),
+)
+PATTERNS = tuple(label for label, _ in PATTERN_RULES)
+
+#: Cut-offs on the relative row spread (see :func:`head_sharpness`).
+SHARP_CUTOFF = 0.5
+UNIFORM_CUTOFF = 0.1
+GRADES = ("SHARP", "MEDIUM", "UNIFORM")
+
+
+def _band_sums(w: torch.Tensor, window: int) -> tuple[torch.Tensor, ...]:
+    """Sums over the band ``|i - j| <= window`` from its diagonals only (no full-size temporaries).
+
+    Returns per matrix: band total ``[...]``; and per position t ``[..., Q]``:
+    the band's row sums, column sums (padded to Q), its part of row t left of
+    and on the diagonal (``j <= t``), and its part of column t above the diagonal (``i < t``).
+    """
+    Q, K = w.shape[-2:]
+    lead = w.shape[:-2]
+    row = torch.zeros(*lead, Q, dtype=w.dtype)
+    col = torch.zeros(*lead, max(Q, K), dtype=w.dtype)
+    row_left = torch.zeros(*lead, Q, dtype=w.dtype)
+    col_above = torch.zeros(*lead, max(Q, K), dtype=w.dtype)
+    for d in range(-window, window + 1):  # d = j - i
+        diag = torch.diagonal(w, offset=d, dim1=-2, dim2=-1)
+        if diag.shape[-1] == 0:
+            continue
+        i0 = max(0, -d)
+        rows_i = slice(i0, i0 + diag.shape[-1])
+        cols_j = slice(i0 + d, i0 + d + diag.shape[-1])
+        row[..., rows_i] += diag
+        col[..., cols_j] += diag
+        if d <= 0:
+            row_left[..., rows_i] += diag
+        else:
+            col_above[..., cols_j] += diag
+    return row.sum(-1), row, col[..., :K], row_left, col_above[..., :Q]
+
+
+def _scores(p: Prepared, window: int = 2) -> dict[str, torch.Tensor]:
+    if "scores" in p.cache:
+        return p.cache["scores"]
+    w = p.w
+    Q, K = w.shape[-2:]
+    n_rows = p.rows.sum(dim=-1).to(w.dtype).clamp(min=1)
+    total = p.sums.sum(-1).clamp(min=torch.finfo(w.dtype).tiny)
+    diag = torch.diagonal(w, dim1=-2, dim2=-1)
+    n_diag = diag.shape[-1]
+    if p.dense:
+        diag_mean = diag.mean(-1)
+        off_count = float(Q * K - n_diag)
+    else:
+        diag_keep = p.rows[..., :n_diag]
+        if p.key_mask is not None:
+            diag_keep = diag_keep & torch.diagonal(p.key_mask, dim1=-2, dim2=-1)
+        diag_mean = masked_mean(diag, diag_keep, 1)
+        off_count = _n_visible(p) - diag_keep.sum(-1)
+    off_mean = (total - diag.sum(-1)) / torch.as_tensor(off_count, dtype=w.dtype).clamp(min=1)
+    col_sums = w.sum(dim=-2)
+    band_total = _band_sums(w, window)[0]
+    prev = torch.diagonal(w, offset=-1, dim1=-2, dim2=-1)  # (i, i - 1) for i >= 1
+    prev_keep = p.rows[..., 1 : 1 + prev.shape[-1]]
+    _, std = _moments(p)
+    norm_rows = _normalized_rows(p)
+    scores = {
+        "diagonal": diag_mean,
+        "off_diagonal": off_mean,
+        "beginning_of_sequence": masked_mean(w[..., :, 0], p.rows, 1),
+        "broadcast": col_sums.amax(dim=-1) / n_rows,
+        "local": band_total / total,
+        "std": std,
+        "uniform": masked_mean(torch.nan_to_num(norm_rows), ~torch.isnan(norm_rows), 1),
+        "block": _block_score(w, p.sums, col_sums, window),
+        "previous_token": masked_mean(prev, prev_keep, 1) if prev.shape[-1] else torch.zeros_like(diag_mean),
+    }
+    p.cache["scores"] = scores
+    return scores
+
+
+def _block_score(
+    w: torch.Tensor, row_sums: torch.Tensor, col_sums: torch.Tensor, window: int
+) -> torch.Tensor:
+    """How block-diagonal a square map is, in [0, 1]; 0 for non-square or tiny maps.
+
+    For every split ``s`` into blocks ``[:s]`` and ``[s:]`` (each at least 2
+    tokens), compare the density of weight inside the two diagonal blocks with
+    the density across them, leaving out the band ``|i - j| <= window``
+    (otherwise a diagonal or local head would look like many small blocks).
+    The score is the best ``1 - density_across / density_inside``: 0 when
+    weight is spread evenly, 1 when nothing crosses the split. A single column
+    everyone attends to also scores well (its split puts most of it inside), so
+    read it next to ``broadcast``.
+
+    The top-left block sums come from one strictly-upper-triangular copy: the
+    block ``[:s, :s]`` is the sum over t < s of row t up to the diagonal plus
+    column t above it.
+    """
+    Q, K = w.shape[-2:]
+    if Q != K or Q < 4:
+        return torch.zeros(w.shape[:-2], dtype=w.dtype)
+    upper = torch.triu(w, diagonal=1)
+    up_row, up_col = upper.sum(-1), upper.sum(-2)
+    band_total, band_row, band_col, band_left, band_above = _band_sums(w, window)
+
+    def split(total, rows, cols, left, above):  # -> (inside, across) for s = 2..Q-2
+        tl = (left + above).cumsum(-1)
+        rows_before, cols_before = rows.cumsum(-1), cols.cumsum(-1)
+        s = torch.arange(1, Q - 2)  # index s - 1 for s = 2..Q-2
+        inside = tl[..., s] + (total.unsqueeze(-1) - rows_before[..., s] - cols_before[..., s] + tl[..., s])
+        return inside, total.unsqueeze(-1) - inside
+
+    off_total = row_sums.sum(-1) - band_total
+    mass_in, mass_out = split(
+        off_total, row_sums - band_row, col_sums - band_col,
+        (row_sums - up_row) - band_left, up_col - band_above,
+    )
+    ones = torch.ones(Q, K, dtype=w.dtype)
+    c_upper = torch.triu(ones, diagonal=1)
+    c_total, c_row, c_col, c_left, c_above = _band_sums(ones, window)
+    cells_in, cells_out = split(
+        torch.tensor(float(Q * K)) - c_total, K - c_row, Q - c_col,
+        (K - c_upper.sum(-1)) - c_left, c_upper.sum(-2) - c_above,
+    )
+    dens_in = mass_in / cells_in.clamp(min=1)
+    dens_out = mass_out / cells_out.clamp(min=1)
+    contrast = torch.where(dens_in > 0, 1 - dens_out / dens_in.clamp(min=1e-30), torch.zeros_like(dens_in))
+    return contrast.clamp(0, 1).amax(dim=-1)
+
+
+def _label(s: dict[str, torch.Tensor]) -> np.ndarray:
+    rules = [
+        (s["diagonal"] > 0.5) & (s["diagonal"] > 3 * s["off_diagonal"]),
+        s["beginning_of_sequence"] > 0.4,
+        s["broadcast"] > 0.6,
+        s["local"] > 0.8,
+        s["std"] < 0.1,
+    ]
+    out = np.full(tuple(s["std"].shape), "mixed", dtype=object)
+    decided = np.zeros(out.shape, dtype=bool)
+    for (label, _), hit in zip(PATTERN_RULES, rules, strict=False):
+        take = hit.numpy() & ~decided
+        out[take] = label
+        decided |= take
+    return out
+
+
+def identify_attention_pattern(
+    attention: Any, *, mask: Any = None, causal: bool = False, normalize: bool = False
+) -> Any:
+    """The predominant pattern: one of :data:`PATTERNS`, by the rules in :data:`PATTERN_RULES`.
+
+    Returns a str for a 2-D input, an object array of str ``[...]`` for a stack.
+    The rules are read in order; see :func:`pattern_scores` for the numbers
+    behind a label and :func:`explain_pattern` for a readable account.
+    """
+    p = prepare(attention, "attention", mask=mask, causal=causal, normalize=normalize)
+    labels = _label(_scores(p))
+    return labels.item() if labels.ndim == 0 else labels
+
+
+def pattern_scores(
+    attention: Any, *, mask: Any = None, causal: bool = False, normalize: bool = False
+) -> dict[str, Any]:
+    """The measure behind each pattern, per matrix (floats for 2-D, arrays ``[...]`` for a stack).
+
+    ``diagonal``: mean weight on the diagonal; ``off_diagonal``: mean weight
+    elsewhere; ``beginning_of_sequence``: mean weight on the first key;
+    ``broadcast``: largest column sum / queries (1 when every query looks at one
+    key); ``local``: share of the mass within 2 positions of the diagonal;
+    ``std``: standard deviation of the weights (the uniform rule's measure);
+    ``uniform``: mean normalised row entropy (1 = uniform rows); ``block``:
+    block-diagonal contrast in [0, 1] (see ``_block_score``); ``previous_token``:
+    mean weight from each query on the key just before it.
+    """
+    p = prepare(attention, "attention", mask=mask, causal=causal, normalize=normalize)
+    return {k: as_output(v) for k, v in _scores(p).items()}
+
+
+def explain_pattern(attention: Any, *, mask: Any = None, causal: bool = False) -> list[str]:
+    """One line per rule for a single ``[Q, K]`` matrix: its measure, its threshold and the verdict."""
+    p = prepare(attention, "attention", mask=mask, causal=causal)
+    if p.w.ndim != 2:
+        raise ValueError(f"attention: expected one [Q, K] matrix, got shape {tuple(p.w.shape)}")
+    s = {k: float(v) for k, v in _scores(p).items()}
+    label = _label({k: torch.tensor(v) for k, v in s.items()}).item()
+    lines = [
+        f"diagonal: diagonal mean {s['diagonal']:.3f} (needs > 0.5 and > 3 x off-diagonal "
+        f"{s['off_diagonal']:.3f})",
+        f"beginning_of_sequence: first-column mean {s['beginning_of_sequence']:.3f} (needs > 0.4)",
+        f"broadcast: largest column sum / queries {s['broadcast']:.3f} (needs > 0.6)",
+        f"local: mass within 2 of the diagonal {s['local']:.3f} (needs > 0.8)",
+        f"uniform: std {s['std']:.3f} (needs < 0.1)",
+    ]
+    return [f"label: {label}", *lines]
+
+
+# --------------------------------------------------------------------------- sharpness
+def _relative_spread(p: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row ``[..., Q]``: std of the visible weights, and that std over a one-hot row's std.
+
+    Uses ``var = sum(w^2) / n - (sum(w) / n)^2`` over the n visible keys;
+    hidden keys are 0, so the sum of squares can run over the whole row.
+    """
+    if "spread" not in p.cache:
+        n = p.n_keys.clamp(min=1)
+        sq = torch.linalg.vector_norm(p.w, dim=-1) ** 2
+        std = (sq / n - (p.sums / n) ** 2).clamp(min=0).sqrt()
+        onehot = (n - 1).clamp(min=0).sqrt() / n  # std of [1, 0, ..., 0] over n keys
+        rel = torch.where(onehot > 0, std / onehot.clamp(min=1e-30), torch.zeros_like(std))
+        p.cache["spread"] = (std.masked_fill(~p.rows, 0), rel.masked_fill(~p.rows, 0))
+    return p.cache["spread"]
+
+
+def head_sharpness(
+    attention: Any, *, relative: bool = False, mask: Any = None, causal: bool = False
+) -> Any:
+    """Mean over rows of the standard deviation of the row's weights, per matrix ``[...]``.
+
+    A sharp head puts its weight on few keys (large spread), a diffuse one
+    spreads it evenly (spread near 0). The raw value shrinks with length (a
+    one-hot row over n keys has std ``sqrt(n - 1) / n``), so ``relative=True``
+    divides each row's std by that one-hot value: 1 = one-hot rows, 0 = uniform,
+    comparable across lengths. Averaging heads first destroys this: sharp heads
+    pointing at different keys average into a diffuse map.
+    """
+    p = prepare(attention, "attention", mask=mask, causal=causal)
+    std, rel = _relative_spread(p)
+    return as_output(masked_mean(rel if relative else std, p.rows, 1))
+
+
+def sharpness_grade(attention: Any, *, mask: Any = None, causal: bool = False) -> Any:
+    """``"SHARP"``, ``"MEDIUM"`` or ``"UNIFORM"`` per matrix, from the relative spread.
+
+    Cut-offs on :func:`head_sharpness` with ``relative=True``:
+    SHARP >= :data:`SHARP_CUTOFF` (0.5; rows about as peaked as weight split over
+    four keys or fewer), UNIFORM < :data:`UNIFORM_CUTOFF` (0.1; e.g. weight spread
+    evenly over half of 100+ keys), MEDIUM between.
+    """
+    rel = np.asarray(head_sharpness(attention, relative=True, mask=mask, causal=causal))
+    grade = np.where(rel >= SHARP_CUTOFF, "SHARP", np.where(rel < UNIFORM_CUTOFF, "UNIFORM", "MEDIUM"))
+    grade = grade.astype(object)
+    return grade.item() if grade.ndim == 0 else grade
+
+
+# --------------------------------------------------------------------------- head scores
+def _offset_score(p: Prepared, offset: int, start: int) -> torch.Tensor:
+    Q, K = p.w.shape[-2:]
+    q = torch.arange(start, Q)
+    k = q + offset
+    ok = (k >= 0) & (k < K)
+    q, k = q[ok], k[ok]
+    if len(q) == 0:
+        raise ValueError(f"attention: {Q} queries are too few for offset {offset} from row {start}")
+    vals = p.w[..., q, k]
+    keep = p.rows[..., q]
+    return masked_mean(vals, keep, 1)
+
+
+def previous_token_score(attention: Any) -> Any:
+    """Mean weight each query ``i >= 1`` puts on key ``i - 1`` (a previous-token head scores ~1)."""
+    p = prepare(attention, "attention")
+    return as_output(_offset_score(p, -1, 1))
+
+
+def duplicate_token_score(attention: Any, period: int, start: int | None = None) -> Any:
+    """On a sequence whose tokens repeat with ``period``: mean weight from ``i`` to ``i - period``.
+
+    That key holds the same token as the query (the earlier copy). Rows from
+    ``start`` (default ``period``: the second copy; add 1 for a BOS prefix) count.
+    """
+    p = prepare(attention, "attention")
+    Q = p.w.shape[-2]
+    period = check_int(period, "period", 1, Q - 1)
+    start = period if start is None else check_int(start, "start", period, Q - 1)
+    return as_output(_offset_score(p, -period, start))
+
+
+def induction_score(attention: Any, period: int, start: int | None = None) -> Any:
+    """On a sequence repeating with ``period``: mean weight from ``i`` to ``i - period + 1``.
+
+    That key is the token that *followed* the earlier copy of the query's token:
+    what an induction head attends to in order to predict it again (Olsson et
+    al. 2022; TransformerLens' induction score uses the same diagonal).
+    """
+    p = prepare(attention, "attention")
+    Q = p.w.shape[-2]
+    period = check_int(period, "period", 2, Q - 1)
+    start = period if start is None else check_int(start, "start", period, Q - 1)
+    return as_output(_offset_score(p, -period + 1, start))
+
+
+def repeated_token_scores(
+    model: Any,
+    *,
+    period: int = 20,
+    n_samples: int = 8,
+    vocab_size: int | None = None,
+    bos_token_id: int | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Previous-token, duplicate-token and induction scores of every head, each ``[L, H]``.
+
+    Runs ``model`` on ``n_samples`` sequences of ``period`` random tokens
+    repeated twice (with ``bos_token_id`` in front when given) and averages
+    the scores over the samples. Tokens are drawn from ``[0, vocab_size)``
+    (default: ``model.config.vocab_size`` or ``model.cfg.d_vocab``), seeded.
+    """
+    from attnwidget.extract import extract_attention
+
+    period = check_int(period, "period", 2, 1 << 20)
+    n_samples = check_int(n_samples, "n_samples", 1, 1 << 20)
+    if vocab_size is None:
+        cfg = getattr(model, "config", None) or getattr(model, "cfg", None)
+        vocab_size = getattr(cfg, "vocab_size", None) or getattr(cfg, "d_vocab", None)
+    if not isinstance(vocab_size, int) or vocab_size < 2:
+        raise ValueError(
+            f"vocab_size: expected an int >= 2 (or a model config that has one), got {vocab_size!r}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    prefix = 0 if bos_token_id is None else 1
+    totals: dict[str, np.ndarray] = {}
+    for _ in range(n_samples):
+        seg = torch.randint(0, vocab_size, (period,), generator=gen)
+        ids = torch.cat([seg, seg])
+        if bos_token_id is not None:
+            ids = torch.cat([torch.tensor([bos_token_id]), ids])
+        w = extract_attention(model, ids.unsqueeze(0)).weights
+        p = prepare(w, "attention")
+        scores = {
+            "previous_token": _offset_score(p, -1, 1 + prefix),
+            "duplicate_token": _offset_score(p, -period, period + prefix),
+            "induction": _offset_score(p, -period + 1, period + prefix),
+        }
+        for k, v in scores.items():
+            totals[k] = totals.get(k, 0) + v.numpy() / n_samples
+    return totals
