@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from attnwidget.maps import ROW_SUM_ATOL
+from attnwidget.maps import ROW_SUM_ATOL, AttentionMaps
 
 
 class Prepared(NamedTuple):
@@ -43,7 +43,7 @@ class Prepared(NamedTuple):
 
 def to_tensor(x: Any, name: str) -> torch.Tensor:
     """numpy/torch/AttentionMaps/nested lists -> a CPU float tensor (float64 kept, others float32)."""
-    if hasattr(x, "weights") and hasattr(x, "query_tokens"):  # an AttentionMaps
+    if isinstance(x, AttentionMaps):
         x = x.weights
     if isinstance(x, torch.Tensor):
         t = x.detach()
@@ -89,7 +89,7 @@ def prepare(
     :data:`attnwidget.maps.ROW_SUM_ATOL` (unless ``normalize=True``, which
     divides each row by its sum), weight on a masked key.
     """
-    record = x if hasattr(x, "weights") and hasattr(x, "query_tokens") else None
+    record = x if isinstance(x, AttentionMaps) else None
     w = to_tensor(x, name)
     if w.ndim < min_ndim:
         raise ValueError(

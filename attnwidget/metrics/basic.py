@@ -84,6 +84,52 @@ def _normalized_rows(p: Prepared) -> torch.Tensor:
     return torch.where(choice, h / p.n_keys.clamp(min=2).log(), torch.full_like(h, math.nan))
 
 
+def _mean_normalized_entropy(p: Prepared) -> torch.Tensor:
+    """Mean of the normalised row entropy over rows with at least two visible keys, ``[...]``."""
+    norm_rows = _normalized_rows(p)
+    return masked_mean(torch.nan_to_num(norm_rows), ~torch.isnan(norm_rows), 1)
+
+
+def _diagonal(p: Prepared) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The main diagonal ``[..., min(Q, K)]`` and which of its entries count (None: all of them)."""
+    diag = torch.diagonal(p.w, dim1=-2, dim2=-1)
+    if p.dense:
+        return diag, None
+    keep = p.rows[..., : diag.shape[-1]]
+    if p.key_mask is not None:
+        keep = keep & torch.diagonal(p.key_mask, dim1=-2, dim2=-1)
+    return diag, keep
+
+
+def _band_sums(w: torch.Tensor, window: int) -> tuple[torch.Tensor, ...]:
+    """Sums over the band ``|i - j| <= window`` from its diagonals only (no full-size temporaries).
+
+    Returns per matrix: band total ``[...]``; and per position t ``[..., Q]``:
+    the band's row sums, column sums (padded to Q), its part of row t left of
+    and on the diagonal (``j <= t``), and its part of column t above the diagonal (``i < t``).
+    """
+    Q, K = w.shape[-2:]
+    lead = w.shape[:-2]
+    row = torch.zeros(*lead, Q, dtype=w.dtype)
+    col = torch.zeros(*lead, max(Q, K), dtype=w.dtype)
+    row_left = torch.zeros(*lead, Q, dtype=w.dtype)
+    col_above = torch.zeros(*lead, max(Q, K), dtype=w.dtype)
+    for d in range(-window, window + 1):  # d = j - i
+        diag = torch.diagonal(w, offset=d, dim1=-2, dim2=-1)
+        if diag.shape[-1] == 0:
+            continue
+        i0 = max(0, -d)
+        rows_i = slice(i0, i0 + diag.shape[-1])
+        cols_j = slice(i0 + d, i0 + d + diag.shape[-1])
+        row[..., rows_i] += diag
+        col[..., cols_j] += diag
+        if d <= 0:
+            row_left[..., rows_i] += diag
+        else:
+            col_above[..., cols_j] += diag
+    return row.sum(-1), row, col[..., :K], row_left, col_above[..., :Q]
+
+
 def compute_attention_sparsity(
     attention_weights: Any,
     threshold: float = 0.1,
@@ -276,22 +322,17 @@ def _statistics(p: Prepared) -> dict[str, torch.Tensor]:
         w_max = torch.where(has_any, w.amax(dim=(-2, -1)), zero)
         w_min = torch.where(has_any, w.masked_fill(~vis, big).amin(dim=(-2, -1)), zero)
 
-    diag = torch.diagonal(w, dim1=-2, dim2=-1)
-    n_diag = diag.shape[-1]
-    if p.dense:
+    diag, diag_keep = _diagonal(p)
+    if diag_keep is None:
         diag_std, diag_mean = torch.std_mean(diag, dim=-1, correction=0)
     else:
-        diag_keep = p.rows[..., :n_diag]
-        if p.key_mask is not None:
-            diag_keep = diag_keep & torch.diagonal(p.key_mask, dim1=-2, dim2=-1)
         diag_mean = masked_mean(diag, diag_keep, 1)
         diag_std = masked_mean((diag - diag_mean[..., None]) ** 2, diag_keep, 1).sqrt()
 
     h = _row_entropy(p)
     mean_h = masked_mean(h, p.rows, 1)
     max_h = p.n_keys.amax(dim=-1).clamp(min=1).log()
-    norm_rows = _normalized_rows(p)
-    norm_h = masked_mean(torch.nan_to_num(norm_rows), ~torch.isnan(norm_rows), 1)
+    norm_h = _mean_normalized_entropy(p)
     return {
         "mean": mean, "std": std, "max": w_max, "min": w_min,
         "diagonal_mean": diag_mean, "diagonal_std": diag_std,
@@ -369,14 +410,16 @@ def analyze_attention_patterns(
     window = check_int(window, "window", 0, 1 << 30)
     p = prepare(weights, "weights", mask=mask, causal=causal, normalize=normalize)
     rows = p.rows
-    Q, K = p.w.shape[-2:]
-    offset = torch.arange(K)[None, :] - torch.arange(Q)[:, None]
-    band = (offset.abs() <= window).to(p.w.dtype)
     diag = torch.diagonal(p.w, dim1=-2, dim2=-1)
-    n_diag = min(Q, K)
+    band_rows = _band_sums(p.w, window)[1]  # each row's mass within the window
     return {
-        "max_attention": as_output(masked_mean(p.w.amax(dim=-1), rows, 1)),
+        "max_attention": as_output(_mean_row_max(p)),
         "entropy": as_output(masked_mean(_row_entropy(p), rows, 1)),
-        "diagonal_mass": as_output(masked_mean(diag, rows[..., :n_diag], 1)),
-        "local_vs_global": as_output(masked_mean((p.w * band).sum(-1), rows, 1)),
+        "diagonal_mass": as_output(masked_mean(diag, rows[..., : diag.shape[-1]], 1)),
+        "local_vs_global": as_output(masked_mean(band_rows, rows, 1)),
     }
+
+
+def _mean_row_max(p: Prepared) -> torch.Tensor:
+    """Mean over the rows that count of each row's largest weight, ``[...]``."""
+    return masked_mean(p.w.amax(dim=-1), p.rows, 1)

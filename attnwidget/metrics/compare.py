@@ -8,18 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnwidget.metrics._input import Prepared, prepare
+from attnwidget.metrics._input import prepare
+from attnwidget.metrics.basic import _row_entropy
 
 #: Added to the second distribution inside the log of KL(P || Q), so a key that
 #: P attends and Q ignores gives a large finite penalty (-ln 1e-10 ~ 23 nats)
 #: instead of infinity.
 KL_EPS = 1e-10
-
-
-def _heads(attention: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[..., H, Q, K]`` weights and the rows that count ``[..., H, Q]``."""
-    p = prepare(attention, name, min_ndim=3)
-    return p.w, p.rows
 
 
 def kl_divergence_matrix(attention: Any, eps: float = KL_EPS) -> np.ndarray:
@@ -31,18 +26,16 @@ def kl_divergence_matrix(attention: Any, eps: float = KL_EPS) -> np.ndarray:
     ``sum p ln p`` minus ``p . ln(q + eps)``.
     """
     p = prepare(attention, "attention", min_ndim=3)
-    return _kl(p, eps).numpy()
+    return _kl(p.w, p.rows, _row_entropy(p), eps).numpy()
 
 
-def _kl(p: Prepared, eps: float = KL_EPS) -> torch.Tensor:
-    w = p.w
+def _kl(w: torch.Tensor, rows: torch.Tensor, entropy: torch.Tensor, eps: float = KL_EPS) -> torch.Tensor:
+    """KL matrix ``[..., H, H]`` from weights ``[..., H, Q, K]``, the rows that count and row entropies."""
     H, Q, K = w.shape[-3:]
     flat = w.reshape(*w.shape[:-3], H, Q * K)
-    # sum p ln p per head [..., H]: minus the row entropies, reused when already computed
-    entropy = p.cache.get("entropy")
-    self_term = -(entropy.sum(-1) if entropy is not None else torch.special.entr(flat).sum(-1))
+    self_term = -entropy.sum(-1)  # sum p ln p per head [..., H]
     cross = flat @ torch.log(flat + eps).transpose(-1, -2)  # [..., H(a), H(b)]
-    n_rows = p.rows.sum(-1).clamp(min=1).to(w.dtype)  # rows of head a
+    n_rows = rows.sum(-1).clamp(min=1).to(w.dtype)  # rows of head a
     kl = (self_term.unsqueeze(-1) - cross) / n_rows.unsqueeze(-1)
     return kl.clamp(min=0)
 
@@ -55,22 +48,30 @@ def js_distance_matrix(attention: Any, base: float = 2.0) -> np.ndarray:
     Symmetric, 0 on the diagonal, finite even where one head ignores a key the
     other attends. Input ``[..., H, Q, K]``, output ``[..., H, H]``.
     """
+    _check_base(base)
+    p = prepare(attention, "attention", min_ndim=3)
+    return _js(p.w, p.rows, _row_entropy(p), base).numpy()
+
+
+def _check_base(base: Any) -> None:
     if not (isinstance(base, (int, float)) and base > 1):
         raise ValueError(f"base: expected a number > 1, got {base!r}")
-    w, rows = _heads(attention, "attention")
+
+
+def _js(w: torch.Tensor, rows: torch.Tensor, entropy: torch.Tensor, base: float) -> torch.Tensor:
+    """JS distance matrix ``[..., H, H]``; ``entropy`` is the row entropies ``[..., H, Q]``."""
     H = w.shape[-3]
-    h_rows = torch.special.entr(w).sum(-1)  # [..., H, Q]
     out = torch.zeros(*w.shape[:-3], H, H, dtype=w.dtype)
     for a in range(H - 1):
         others = w[..., a + 1 :, :, :]
         mix = (w[..., a : a + 1, :, :] + others) / 2
-        js = torch.special.entr(mix).sum(-1) - (h_rows[..., a : a + 1, :] + h_rows[..., a + 1 :, :]) / 2
+        js = torch.special.entr(mix).sum(-1) - (entropy[..., a : a + 1, :] + entropy[..., a + 1 :, :]) / 2
         dist = (js.clamp(min=0) / math.log(base)).sqrt()  # [..., H - a - 1, Q]
         keep = rows[..., a : a + 1, :] & rows[..., a + 1 :, :]
         mean = (dist * keep).sum(-1) / keep.sum(-1).clamp(min=1)
         out[..., a, a + 1 :] = mean
         out[..., a + 1 :, a] = mean
-    return out.numpy()
+    return out
 
 
 def head_similarity(attention: Any, method: str = "js", across_layers: bool = False) -> np.ndarray:
@@ -82,10 +83,11 @@ def head_similarity(attention: Any, method: str = "js", across_layers: bool = Fa
     """
     if method not in ("js", "kl"):
         raise ValueError(f"method: expected 'js' or 'kl', got {method!r}")
-    w = prepare(attention, "attention", min_ndim=3).w
+    p = prepare(attention, "attention", min_ndim=3)
+    w, rows, entropy = p.w, p.rows, _row_entropy(p)
     if across_layers:
         if w.ndim != 4:
             raise ValueError(f"attention: across_layers needs [L, H, Q, K], got shape {tuple(w.shape)}")
-        w = w.reshape(-1, *w.shape[-2:])
-    fn = js_distance_matrix if method == "js" else kl_divergence_matrix
-    return fn(w)
+        w, rows, entropy = (t.reshape(-1, *t.shape[2:]) for t in (w, rows, entropy))
+    out = _js(w, rows, entropy, 2.0) if method == "js" else _kl(w, rows, entropy)
+    return out.numpy()

@@ -86,8 +86,13 @@ def _profile_measures(p: Prepared, fraction: float) -> dict[str, torch.Tensor]:
         "max_position": argmax,
         "max_position_relative": relative,
         "top_mass": top_mass,
-        "mean_entropy": masked_mean(_row_entropy(p), p.rows, 1).to(torch.float64),
     }
+
+
+def _mean_entropy(p: Prepared) -> torch.Tensor:
+    """Mean row entropy per matrix ``[...]`` (float64), kept apart from the last-row measures
+    because it reads every row, which recency_ratio and max_position do not need."""
+    return masked_mean(_row_entropy(p), p.rows, 1).to(torch.float64)
 
 
 def recency_ratio(attention: Any, fraction: float = 0.25, *, mask: Any = None, causal: bool = False) -> Any:
@@ -142,9 +147,11 @@ def history_metrics(
             raise ValueError(
                 f"samples[{i}]: leading shape {tuple(p.w.shape[:-2])} differs from samples[0]'s {tuple(lead)}"
             )
-        for key, value in _profile_measures(p, fraction).items():
-            if key != "max_position":
-                per.setdefault(key, []).append(value.numpy())
+        measures = _profile_measures(p, fraction)
+        del measures["max_position"]  # absolute positions do not line up across lengths
+        measures["mean_entropy"] = _mean_entropy(p)
+        for key, value in measures.items():
+            per.setdefault(key, []).append(value.numpy())
         per.setdefault("received", []).append(_binned(_received(p).to(torch.float64).numpy(), bins))
     out: dict[str, Any] = {"n_samples": len(samples)}
     for key, values in per.items():

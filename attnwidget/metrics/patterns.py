@@ -11,7 +11,13 @@ import numpy as np
 import torch
 
 from attnwidget.metrics._input import Prepared, as_output, check_int, masked_mean, prepare
-from attnwidget.metrics.basic import _moments, _n_visible, _normalized_rows
+from attnwidget.metrics.basic import (
+    _band_sums,
+    _diagonal,
+    _mean_normalized_entropy,
+    _moments,
+    _n_visible,
+)
 
 #: The labels :func:`identify_attention_pattern` returns, and the rules behind
 #: them, checked in this order (the first that holds wins).
@@ -31,35 +37,6 @@ UNIFORM_CUTOFF = 0.1
 GRADES = ("SHARP", "MEDIUM", "UNIFORM")
 
 
-def _band_sums(w: torch.Tensor, window: int) -> tuple[torch.Tensor, ...]:
-    """Sums over the band ``|i - j| <= window`` from its diagonals only (no full-size temporaries).
-
-    Returns per matrix: band total ``[...]``; and per position t ``[..., Q]``:
-    the band's row sums, column sums (padded to Q), its part of row t left of
-    and on the diagonal (``j <= t``), and its part of column t above the diagonal (``i < t``).
-    """
-    Q, K = w.shape[-2:]
-    lead = w.shape[:-2]
-    row = torch.zeros(*lead, Q, dtype=w.dtype)
-    col = torch.zeros(*lead, max(Q, K), dtype=w.dtype)
-    row_left = torch.zeros(*lead, Q, dtype=w.dtype)
-    col_above = torch.zeros(*lead, max(Q, K), dtype=w.dtype)
-    for d in range(-window, window + 1):  # d = j - i
-        diag = torch.diagonal(w, offset=d, dim1=-2, dim2=-1)
-        if diag.shape[-1] == 0:
-            continue
-        i0 = max(0, -d)
-        rows_i = slice(i0, i0 + diag.shape[-1])
-        cols_j = slice(i0 + d, i0 + d + diag.shape[-1])
-        row[..., rows_i] += diag
-        col[..., cols_j] += diag
-        if d <= 0:
-            row_left[..., rows_i] += diag
-        else:
-            col_above[..., cols_j] += diag
-    return row.sum(-1), row, col[..., :K], row_left, col_above[..., :Q]
-
-
 def _scores(p: Prepared, window: int = 2) -> dict[str, torch.Tensor]:
     if "scores" in p.cache:
         return p.cache["scores"]
@@ -67,33 +44,28 @@ def _scores(p: Prepared, window: int = 2) -> dict[str, torch.Tensor]:
     Q, K = w.shape[-2:]
     n_rows = p.rows.sum(dim=-1).to(w.dtype).clamp(min=1)
     total = p.sums.sum(-1).clamp(min=torch.finfo(w.dtype).tiny)
-    diag = torch.diagonal(w, dim1=-2, dim2=-1)
-    n_diag = diag.shape[-1]
-    if p.dense:
+    diag, diag_keep = _diagonal(p)
+    if diag_keep is None:
         diag_mean = diag.mean(-1)
-        off_count = float(Q * K - n_diag)
+        off_count = float(Q * K - diag.shape[-1])
     else:
-        diag_keep = p.rows[..., :n_diag]
-        if p.key_mask is not None:
-            diag_keep = diag_keep & torch.diagonal(p.key_mask, dim1=-2, dim2=-1)
         diag_mean = masked_mean(diag, diag_keep, 1)
         off_count = _n_visible(p) - diag_keep.sum(-1)
     off_mean = (total - diag.sum(-1)) / torch.as_tensor(off_count, dtype=w.dtype).clamp(min=1)
     col_sums = w.sum(dim=-2)
-    band_total = _band_sums(w, window)[0]
+    band = _band_sums(w, window)
     prev = torch.diagonal(w, offset=-1, dim1=-2, dim2=-1)  # (i, i - 1) for i >= 1
     prev_keep = p.rows[..., 1 : 1 + prev.shape[-1]]
     _, std = _moments(p)
-    norm_rows = _normalized_rows(p)
     scores = {
         "diagonal": diag_mean,
         "off_diagonal": off_mean,
         "beginning_of_sequence": masked_mean(w[..., :, 0], p.rows, 1),
         "broadcast": col_sums.amax(dim=-1) / n_rows,
-        "local": band_total / total,
+        "local": band[0] / total,
         "std": std,
-        "uniform": masked_mean(torch.nan_to_num(norm_rows), ~torch.isnan(norm_rows), 1),
-        "block": _block_score(w, p.sums, col_sums, window),
+        "uniform": _mean_normalized_entropy(p),
+        "block": _block_score(w, p.sums, col_sums, window, band),
         "previous_token": masked_mean(prev, prev_keep, 1) if prev.shape[-1] else torch.zeros_like(diag_mean),
     }
     p.cache["scores"] = scores
@@ -101,14 +73,19 @@ def _scores(p: Prepared, window: int = 2) -> dict[str, torch.Tensor]:
 
 
 def _block_score(
-    w: torch.Tensor, row_sums: torch.Tensor, col_sums: torch.Tensor, window: int
+    w: torch.Tensor,
+    row_sums: torch.Tensor,
+    col_sums: torch.Tensor,
+    window: int,
+    band: tuple[torch.Tensor, ...],
 ) -> torch.Tensor:
     """How block-diagonal a square map is, in [0, 1]; 0 for non-square or tiny maps.
 
     For every split ``s`` into blocks ``[:s]`` and ``[s:]`` (each at least 2
     tokens), compare the density of weight inside the two diagonal blocks with
     the density across them, leaving out the band ``|i - j| <= window``
-    (otherwise a diagonal or local head would look like many small blocks).
+    (otherwise a diagonal or local head would look like many small blocks;
+    ``band`` is :func:`_band_sums` of ``w`` for that window).
     The score is the best ``1 - density_across / density_inside``: 0 when
     weight is spread evenly, 1 when nothing crosses the split. A single column
     everyone attends to also scores well (its split puts most of it inside), so
@@ -123,7 +100,7 @@ def _block_score(
         return torch.zeros(w.shape[:-2], dtype=w.dtype)
     upper = torch.triu(w, diagonal=1)
     up_row, up_col = upper.sum(-1), upper.sum(-2)
-    band_total, band_row, band_col, band_left, band_above = _band_sums(w, window)
+    band_total, band_row, band_col, band_left, band_above = band
 
     def split(total, rows, cols, left, above):  # -> (inside, across) for s = 2..Q-2
         tl = (left + above).cumsum(-1)
@@ -204,8 +181,9 @@ def explain_pattern(attention: Any, *, mask: Any = None, causal: bool = False) -
     p = prepare(attention, "attention", mask=mask, causal=causal)
     if p.w.ndim != 2:
         raise ValueError(f"attention: expected one [Q, K] matrix, got shape {tuple(p.w.shape)}")
-    s = {k: float(v) for k, v in _scores(p).items()}
-    label = _label({k: torch.tensor(v) for k, v in s.items()}).item()
+    scores = _scores(p)
+    label = _label(scores).item()
+    s = {k: float(v) for k, v in scores.items()}
     lines = [
         f"diagonal: diagonal mean {s['diagonal']:.3f} (needs > 0.5 and > 3 x off-diagonal "
         f"{s['off_diagonal']:.3f})",
@@ -234,6 +212,18 @@ def _relative_spread(p: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
     return p.cache["spread"]
 
 
+def _mean_spread(p: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per matrix ``[...]``: mean row std and mean relative spread over the rows that count."""
+    std, rel = _relative_spread(p)
+    return masked_mean(std, p.rows, 1), masked_mean(rel, p.rows, 1)
+
+
+def _grade(rel: np.ndarray) -> np.ndarray:
+    """Relative spread -> ``"SHARP"``/``"MEDIUM"``/``"UNIFORM"`` (object array, same shape)."""
+    grade = np.where(rel >= SHARP_CUTOFF, "SHARP", np.where(rel < UNIFORM_CUTOFF, "UNIFORM", "MEDIUM"))
+    return grade.astype(object)
+
+
 def head_sharpness(
     attention: Any, *, relative: bool = False, mask: Any = None, causal: bool = False
 ) -> Any:
@@ -247,8 +237,8 @@ def head_sharpness(
     pointing at different keys average into a diffuse map.
     """
     p = prepare(attention, "attention", mask=mask, causal=causal)
-    std, rel = _relative_spread(p)
-    return as_output(masked_mean(rel if relative else std, p.rows, 1))
+    std, rel = _mean_spread(p)
+    return as_output(rel if relative else std)
 
 
 def sharpness_grade(attention: Any, *, mask: Any = None, causal: bool = False) -> Any:
@@ -259,9 +249,7 @@ def sharpness_grade(attention: Any, *, mask: Any = None, causal: bool = False) -
     four keys or fewer), UNIFORM < :data:`UNIFORM_CUTOFF` (0.1; e.g. weight spread
     evenly over half of 100+ keys), MEDIUM between.
     """
-    rel = np.asarray(head_sharpness(attention, relative=True, mask=mask, causal=causal))
-    grade = np.where(rel >= SHARP_CUTOFF, "SHARP", np.where(rel < UNIFORM_CUTOFF, "UNIFORM", "MEDIUM"))
-    grade = grade.astype(object)
+    grade = _grade(np.asarray(head_sharpness(attention, relative=True, mask=mask, causal=causal)))
     return grade.item() if grade.ndim == 0 else grade
 
 

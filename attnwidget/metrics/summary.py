@@ -11,16 +11,20 @@ from typing import Any
 import numpy as np
 
 from attnwidget.metrics._input import Prepared, check_int, check_threshold, prepare
-from attnwidget.metrics.basic import _normalized_rows, _row_entropy, _sparsity, _statistics, _topk_keys
+from attnwidget.metrics.basic import (
+    _mean_row_max,
+    _normalized_rows,
+    _row_entropy,
+    _sparsity,
+    _statistics,
+    _topk,
+    _topk_keys,
+    _visible,
+)
 from attnwidget.metrics.compare import _kl
 from attnwidget.metrics.flow import _mixing_of, _rollout
-from attnwidget.metrics.history import _profile_measures, _received
-from attnwidget.metrics.patterns import SHARP_CUTOFF, UNIFORM_CUTOFF, _label, _relative_spread, _scores
-
-
-def _grade(rel: np.ndarray) -> np.ndarray:
-    grade = np.where(rel >= SHARP_CUTOFF, "SHARP", np.where(rel < UNIFORM_CUTOFF, "UNIFORM", "MEDIUM"))
-    return grade.astype(object)
+from attnwidget.metrics.history import _mean_entropy, _profile_measures, _received
+from attnwidget.metrics.patterns import _grade, _label, _mean_spread, _scores
 
 
 def head_summary(
@@ -42,16 +46,12 @@ def head_summary(
 def _head_summary(p: Prepared, threshold: float, k: int) -> dict[str, Any]:
     stats = _statistics(p)
     scores = _scores(p)
-    std, rel = _relative_spread(p)
-    keep = p.rows
-    count = keep.sum(-1).clamp(min=1)
-    sharp = (std * keep).sum(-1) / count
-    sharp_rel = (rel * keep).sum(-1) / count
+    sharp, sharp_rel = _mean_spread(p)
     idx, top_w = _topk_keys(p, k)
     out: dict[str, Any] = {key: value.numpy() for key, value in stats.items()}
     out.update(
         sparsity=_sparsity(p, threshold).numpy(),
-        max_attention=((p.w.amax(-1) * keep).sum(-1) / count).numpy(),
+        max_attention=_mean_row_max(p).numpy(),
         sharpness=sharp.numpy(),
         sharpness_relative=sharp_rel.numpy(),
         grade=_grade(sharp_rel.numpy()),
@@ -89,8 +89,7 @@ def panel_metrics(
     stats = {key: float(v) for key, v in _statistics(p).items()}
     raw_scores = _scores(p)
     scores = {key: float(v) for key, v in raw_scores.items()}
-    _, rel = _relative_spread(p)
-    sharp_rel = float((rel * p.rows).sum() / p.rows.sum().clamp(min=1))
+    sharp_rel = float(_mean_spread(p)[1])
     out: dict[str, Any] = {
         **stats,
         "threshold": threshold,
@@ -105,13 +104,15 @@ def panel_metrics(
         q = check_int(query, "query", -Q, Q - 1) % Q
         visible = int(p.n_keys[q])
         kk = max(1, min(k, visible))
-        idx, weights = _topk_keys(p, kk)
+        # top-k of the selected row only: this runs on every slider move
+        row_visible = None if p.dense else _visible(p).expand(p.w.shape)[q : q + 1]
+        idx, weights = (t[0] for t in _topk(p.w[q : q + 1], row_visible, kk))
         norm = _normalized_rows(p)[q]
         out["query"] = {
             "index": q,
             "masked": not bool(p.rows[q]),
-            "top_k": [int(i) for i in idx[q] if i >= 0],
-            "top_k_weights": [float(w) for w, i in zip(weights[q], idx[q], strict=True) if i >= 0],
+            "top_k": [int(i) for i in idx if i >= 0],
+            "top_k_weights": [float(w) for w, i in zip(weights, idx, strict=True) if i >= 0],
             "row": [float(v) for v in p.w[q]],
             "entropy": float(_row_entropy(p)[q]),
             "normalized_entropy": None if bool(norm.isnan()) else float(norm),
@@ -125,10 +126,11 @@ def analyze_stack(attention: Any, threshold: float = 0.1, k: int = 3) -> dict[st
     ``heads``: :func:`head_summary` (arrays ``[L, H]``); ``kl``: per-layer KL
     divergence between heads ``[L, H, H]`` (:func:`kl_divergence_matrix`);
     ``rollout``: :func:`attention_rollout` ``[L, Q, Q]`` (self-attention only,
-    else None); ``history``: attention received per position ``[L, H, K]``, the
-    last query's profile ``[L, H, K]`` and its recency ratio, maximum position
-    and top-10% mass ``[L, H]``. The Jensen-Shannon matrix and attention flow
-    are left out: they cost far more (see their functions).
+    else None); ``history``: attention received per position ``[L, H, K]``, and
+    for the last query its recency ratio, maximum position (absolute and
+    relative) and top-10% mass, plus the mean row entropy, each ``[L, H]``.
+    The Jensen-Shannon matrix and attention flow are left out: they cost far
+    more (see their functions).
     """
     threshold = check_threshold(threshold)
     p = prepare(attention, "attention", min_ndim=4)
@@ -138,10 +140,11 @@ def analyze_stack(attention: Any, threshold: float = 0.1, k: int = 3) -> dict[st
     heads = _head_summary(p, threshold, k)
     Q, K = p.w.shape[-2:]
     history = {key: v.numpy() for key, v in _profile_measures(p, 0.25).items()}
+    history["mean_entropy"] = _mean_entropy(p).numpy()
     history["received"] = _received(p).numpy()
     return {
         "heads": heads,
-        "kl": _kl(p).numpy(),
+        "kl": _kl(p.w, p.rows, _row_entropy(p)).numpy(),
         "rollout": _rollout(_mixing_of(p.w, "mean", 0.0, True)).numpy() if Q == K else None,
         "history": history,
     }
