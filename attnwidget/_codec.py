@@ -1,15 +1,30 @@
-"""Binary encoding of one attention panel for the browser.
+"""Binary encoding of attention panels for the browser.
 
 A panel is one ``[query_pos, key_pos]`` map. It crosses the widget comm as raw
-bytes inside a dict ``{"buffer", "dtype", "shape"}`` (ipywidgets sends the
-memoryview as a binary websocket frame), never as JSON numbers.
+bytes inside a dict ``{"buffer", "dtype", "shape", "vmax", ...}`` (ipywidgets
+sends the memoryview as a binary websocket frame), never as JSON numbers.
+
+``uint8`` levels: a visible weight ``w`` becomes ``round(w / vmax * 254)``
+(0..254, so the colour scale spans 0..vmax), and :data:`MASKED` (255) marks a
+cell that is masked (causal mask, padding, a fully masked row): it is drawn
+differently from a weight that is merely 0. ``float32`` carries exact values
+with NaN for masked cells.
+
+Maps larger than the overview size are max-pooled (:func:`pool_max`) so that a
+single sharp weight still shows; zooming asks for full-resolution windows.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
+import torch
+
+#: Level of a masked cell in a uint8 panel; visible weights use 0..254.
+MASKED = 255
+LEVELS = 254
 
 #: Largest panel payload sent in one message. A 4096 x 4096 uint8 panel is
 #: 16 MiB; above that the browser would hold more than one full-resolution
@@ -19,17 +34,58 @@ MAX_PANEL_BYTES = 16 * 2**20
 DTYPES = ("uint8", "float32")
 
 
-def encode_panel(panel: np.ndarray, dtype: str = "uint8") -> dict[str, Any]:
-    """``[Q, K]`` weights in ``[0, 1]`` -> ``{"buffer", "dtype", "shape"}``.
+def pool_factor(rows: int, cols: int, max_side: int) -> int:
+    """Smallest integer block size that brings ``rows x cols`` within ``max_side`` on both sides."""
+    if max_side < 1:
+        raise ValueError(f"max_side: expected >= 1, got {max_side}")
+    return max(1, math.ceil(rows / max_side), math.ceil(cols / max_side))
 
-    ``uint8``: ``round(w * 255)``, enough for colour (256 colormap steps) at a
-    quarter of the bytes; ``float32``: exact little-endian values.
+
+def pool_max(
+    panel: Any, factor: int, visible: Any = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Max-pool ``[Q, K]`` in ``factor x factor`` blocks (edge blocks are partial).
+
+    Returns the pooled weights ``[ceil(Q/f), ceil(K/f)]`` and, when ``visible``
+    (bool ``[Q, K]``) is given, the pooled visibility: a block counts as
+    visible when any of its cells is. Max, not mean, so that a head that puts
+    all its weight on one key per row still shows at 1/8 resolution.
+    """
+    w = torch.as_tensor(np.asarray(panel, dtype=np.float32))
+    if factor == 1:
+        return w.numpy(), None if visible is None else np.asarray(visible, dtype=bool)
+    pooled = torch.nn.functional.max_pool2d(w[None, None], factor, ceil_mode=True)[0, 0]
+    vis = None
+    if visible is not None:
+        v = torch.as_tensor(np.asarray(visible, dtype=np.float32))
+        vis = torch.nn.functional.max_pool2d(v[None, None], factor, ceil_mode=True)[0, 0] > 0
+        vis = vis.numpy()
+    return pooled.numpy(), vis
+
+
+def encode_panel(
+    panel: Any,
+    dtype: str = "uint8",
+    *,
+    vmax: float | None = None,
+    visible: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """``[Q, K]`` weights -> ``{"buffer", "dtype", "shape", "vmax", **extra}``.
+
+    ``vmax``: the weight drawn with the colormap's top colour (default 1.0;
+    weights above it saturate). ``visible``: bool ``[Q, K]``, False where the
+    cell is masked. ``uint8`` costs one byte per cell, enough for the 256
+    colours of a colormap; ``float32`` gives exact little-endian values.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype: expected one of {DTYPES}, got {dtype!r}")
     panel = np.asarray(panel)
     if panel.ndim != 2:
         raise ValueError(f"panel: expected a 2-D [queries, keys] array, got shape {panel.shape}")
+    vmax = 1.0 if vmax is None else float(vmax)
+    if not math.isfinite(vmax) or vmax <= 0:
+        raise ValueError(f"vmax: expected a positive finite number, got {vmax!r}")
     itemsize = 1 if dtype == "uint8" else 4
     size = panel.size * itemsize
     if size > MAX_PANEL_BYTES:
@@ -37,24 +93,44 @@ def encode_panel(panel: np.ndarray, dtype: str = "uint8") -> dict[str, Any]:
             f"panel: {panel.shape[0]} x {panel.shape[1]} as {dtype} is {size / 2**20:.1f} MiB, "
             f"over the {MAX_PANEL_BYTES / 2**20:.0f} MiB limit per panel; select fewer tokens"
         )
+    hidden = None
+    if visible is not None:
+        visible = np.asarray(visible, dtype=bool)
+        if visible.shape != panel.shape:
+            raise ValueError(f"visible: expected shape {panel.shape}, got {visible.shape}")
+        hidden = ~visible
     if dtype == "uint8":
-        data = np.rint(np.clip(panel, 0.0, 1.0) * 255.0).astype(np.uint8)
+        scaled = np.clip(panel, 0.0, vmax) * np.float32(LEVELS / vmax)
+        data = np.rint(scaled).astype(np.uint8)
+        if hidden is not None:
+            data[hidden] = MASKED
     else:
-        data = np.ascontiguousarray(panel, dtype="<f4")
-    return {"buffer": memoryview(data.tobytes()), "dtype": dtype, "shape": list(panel.shape)}
+        data = np.array(panel, dtype="<f4")
+        if hidden is not None:
+            data[hidden] = np.nan
+    return {
+        "buffer": memoryview(data.tobytes()), "dtype": dtype, "shape": list(panel.shape),
+        "vmax": vmax, **extra,
+    }
 
 
 def decode_panel(message: dict[str, Any]) -> np.ndarray:
-    """Inverse of :func:`encode_panel`: float32 ``[Q, K]`` (uint8 scaled back to ``[0, 1]``)."""
+    """Inverse of :func:`encode_panel`: float32 ``[Q, K]``, NaN where masked.
+
+    uint8 levels are scaled back to ``level / 254 * vmax`` (within half a level).
+    """
     dtype = message.get("dtype")
     if dtype not in DTYPES:
         raise ValueError(f"message['dtype']: expected one of {DTYPES}, got {dtype!r}")
     shape = tuple(int(s) for s in message["shape"])
+    n = int(np.prod(shape))
     raw = np.frombuffer(bytes(message["buffer"]), dtype=np.uint8 if dtype == "uint8" else "<f4")
-    if raw.size != shape[0] * shape[1]:
+    if raw.size != n:
         raise ValueError(
-            f"message['buffer']: expected {shape[0] * shape[1]} values for shape {shape}, "
-            f"got {raw.size}"
+            f"message['buffer']: expected {n} values for shape {shape}, got {raw.size}"
         )
-    out = raw.reshape(shape).astype(np.float32)
-    return out / 255.0 if dtype == "uint8" else out
+    if dtype == "float32":
+        return raw.reshape(shape).astype(np.float32)
+    out = raw.reshape(shape).astype(np.float32) * np.float32(message.get("vmax", 1.0) / LEVELS)
+    out[raw.reshape(shape) == MASKED] = np.nan
+    return out

@@ -311,6 +311,18 @@ class AttentionMaps:
         """bool ``[layer, head, query_pos]``: fully masked rows, stored as zeros."""
         return self._empty_rows
 
+    def visible_cells(self) -> np.ndarray:
+        """bool ``[query_pos, key_pos]``: cells the record's masking leaves visible.
+
+        False where the key or the query is padding, and above the causal
+        diagonal (aligned at the last key) when the record is causal.
+        """
+        _, _, Q, K = self.shape
+        vis = ~self.query_padding[:, None] & ~self.key_padding[None, :]
+        if self.causal:
+            vis = vis & np.tri(Q, K, K - Q, dtype=bool)
+        return vis
+
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """``(layers, heads, queries, keys)``."""

@@ -1,24 +1,47 @@
-"""AttentionView: the anywidget that draws one head's map on a canvas.
+"""AttentionView: the anywidget that shows attention maps with live metrics.
 
-Traits and glue only: extraction comes from :mod:`attnwidget.extract`, bytes
-from :mod:`attnwidget._codec`; the drawing lives in ``js/src``.
+Traits and glue only: extraction comes from :mod:`attnwidget.extract`, numbers
+from :mod:`attnwidget.metrics`, bytes from :mod:`attnwidget._codec`; the
+drawing lives in ``js/src``.
+
+Transport (see DESIGN.md): the shown map goes as one binary ``panel``
+(max-pooled to at most :data:`OVERVIEW_SIDE` cells a side), the heads of the
+layer as one binary ``atlas`` of thumbnails, a zoomed window at full
+resolution as ``detail``; ``metrics`` is a small JSON dict. Each of them
+carries the view state it belongs to, so the browser never shows an old reply
+as current.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import anywidget
+import numpy as np
+import torch
 import traitlets
 
-from attnwidget._codec import encode_panel
+from attnwidget._codec import encode_panel, pool_factor, pool_max
 from attnwidget.maps import AttentionMaps
+from attnwidget.metrics import PanelMetrics, attention_rollout, head_badges
 
 _STATIC = Path(__file__).parent / "static"
 #: Input text in the caption is shortened to this many characters (the full text stays in Python).
 CAPTION_TEXT_CHARS = 80
+#: The main map is sent with at most this many cells a side; longer inputs are max-pooled.
+OVERVIEW_SIDE = 512
+#: A zoomed window is sent at full resolution up to this many cells a side.
+DETAIL_SIDE = 512
+#: Head thumbnails in the atlas have at most this many cells a side.
+THUMB_SIDE = 64
+#: Metrics objects (each holds its map and a sorted copy) are kept up to this many bytes.
+METRICS_CACHE_BYTES = 512 * 2**20
 
+MODES = ("head", "grid", "average", "rollout")
+COLORMAPS = ("viridis", "magma", "inferno", "cividis", "greys")
+SCALES = ("auto", "fixed")
 
 # Shown instead of the view when the bundle was never built (a source tree without
 # `pip install -e .`): importing attnwidget still works for metrics and extraction.
@@ -37,37 +60,77 @@ def _bundle(name: str) -> str | Path:
     return _MISSING_BUNDLE_ESM if name.endswith(".js") else ""
 
 
+def _record_mask(maps: AttentionMaps, Q: int, K: int) -> tuple[torch.Tensor | None, bool]:
+    """The record's padding as a ``[Q, K]`` key mask (None when nothing is padded) and its causal flag."""
+    pad = np.asarray(maps.key_padding, dtype=bool)
+    mask = torch.from_numpy(~pad).expand(Q, K) if pad.any() else None
+    return mask, bool(maps.causal)
+
+
 class AttentionView(anywidget.AnyWidget):
-    """One attention head on a canvas, with layer and head sliders.
+    """Attention maps on a canvas, with layer/head/threshold sliders and live metrics.
 
     ``AttentionView(model, text, tokenizer=None, **extract_options)`` extracts
     with :func:`attnwidget.extract_attention`; ``AttentionView(maps)`` shows
-    any :class:`AttentionMaps`; :meth:`from_tensor` takes raw weights.
+    any :class:`AttentionMaps`; :meth:`from_tensor` takes raw weights
+    ``[Q, K]``, ``[H, Q, K]`` or ``[L, H, Q, K]``.
+
+    Every state trait syncs both ways (sliders move the attribute, setting the
+    attribute moves the slider); ``metrics`` is recomputed in Python on every
+    change and equals :func:`attnwidget.metrics.panel_metrics` on the shown map
+    plus a ``view`` entry naming the state it belongs to.
     """
 
     _esm = _bundle("widget.js")
     _css = _bundle("widget.css")
 
+    # ---- state the user changes (both ways)
     layer = traitlets.Int(0).tag(sync=True)
-    """int, default 0: the layer shown, 0..n_layers-1."""
+    """int: the layer shown, 0..n_layers-1."""
     head = traitlets.Int(0).tag(sync=True)
-    """int, default 0: the head shown, 0..n_heads-1."""
+    """int: the head shown, 0..n_heads-1 (ignored by the average and rollout modes)."""
+    threshold = traitlets.Float(0.1).tag(sync=True)
+    """float in 0..1: weights strictly below it are dimmed and counted as sparse."""
+    query = traitlets.Int(None, allow_none=True).tag(sync=True)
+    """int or None: the selected query row (its top-k and profile are in ``metrics['query']``)."""
+    mode = traitlets.Unicode("head").tag(sync=True)
+    """str: ``head`` (one head), ``grid`` (all heads of the layer), ``average`` (mean of the
+    layer's heads, labelled as an average) or ``rollout`` (attention rollout up to the layer)."""
+    colormap = traitlets.Unicode("viridis").tag(sync=True)
+    """str: one of :data:`COLORMAPS` (perceptually uniform, plus a grey scale)."""
+    scale = traitlets.Unicode("auto").tag(sync=True)
+    """str: ``auto`` (colours span 0..the map's largest weight) or ``fixed`` (0..1)."""
+    top_k = traitlets.Int(5).tag(sync=True)
+    """int >= 1: how many keys the selected query's block lists (at most the row's visible keys)."""
+    viewport = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
+    """``[q0, q1, k0, k1]`` (end exclusive) of a zoomed window, or ``[]``; set by the browser."""
+
+    # ---- what Python sends (read-only)
     n_layers = traitlets.Int(1, read_only=True).tag(sync=True)
-    """int: layers in the record (read-only)."""
     n_heads = traitlets.Int(1, read_only=True).tag(sync=True)
-    """int: heads per layer (read-only)."""
     panel = traitlets.Dict(read_only=True).tag(sync=True)
-    """dict ``{"buffer", "dtype", "shape"}``: the shown ``[Q, K]`` map as binary (read-only)."""
+    """dict: the shown ``[Q, K]`` map as binary (see :mod:`attnwidget._codec`), with ``view``,
+    ``pool`` (block size of the max-pooling, 1 = full resolution) and ``full_shape``."""
+    detail = traitlets.Dict(read_only=True).tag(sync=True)
+    """dict: the zoomed window at full resolution (``origin`` = its ``[q0, k0]``), or empty."""
+    atlas = traitlets.Dict(read_only=True).tag(sync=True)
+    """dict: thumbnails ``[H, h, w]`` of the layer's heads as one binary block, with ``badges``."""
+    metrics = traitlets.Dict(read_only=True).tag(sync=True)
+    """dict: :func:`panel_metrics` of the shown map plus ``view`` and ``kind``."""
     query_tokens = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
     """list[str]: display forms of the query tokens (rendered as text)."""
     key_tokens = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
     """list[str]: display forms of the key tokens (rendered as text)."""
     caption = traitlets.Unicode("", read_only=True).tag(sync=True)
-    """str: provenance line under the map: model, layer, head, text, masking."""
+    """str: provenance under the map: model, layer, head, masking, input text."""
+    status = traitlets.Unicode("", read_only=True).tag(sync=True)
+    """str: an error from the last update, shown in the view (empty when all is well)."""
 
     def __init__(
         self, model: Any, text: Any = None, tokenizer: Any = None, *,
-        layer: int = 0, head: int = 0, **extract_options: Any,
+        layer: int = 0, head: int = 0, threshold: float = 0.1, query: int | None = None,
+        mode: str = "head", colormap: str = "viridis", scale: str = "auto", top_k: int = 5,
+        **extract_options: Any,
     ) -> None:
         if isinstance(model, AttentionMaps):
             if text is not None or tokenizer is not None or extract_options:
@@ -81,56 +144,280 @@ class AttentionView(anywidget.AnyWidget):
 
             maps = extract_attention(model, text, tokenizer, **extract_options)
         self._maps = maps
+        self._cache: OrderedDict[tuple, PanelMetrics] = OrderedDict()
+        self._rollout: np.ndarray | None = None
+        self._batch = 0
+        self._dirty: set[str] = set()
         super().__init__()
         with self.hold_trait_notifications():
             self.set_trait("n_layers", maps.n_layers)
             self.set_trait("n_heads", maps.n_heads)
             self.set_trait("query_tokens", list(maps.query_display))
             self.set_trait("key_tokens", list(maps.key_display))
-            self.layer = layer
-            self.head = head
-        self._update_panel()
+        self._batch += 1
+        try:
+            self.layer, self.head, self.threshold, self.query = layer, head, threshold, query
+            self.mode, self.colormap, self.scale, self.top_k = mode, colormap, scale, top_k
+        finally:
+            self._batch -= 1
+        self._dirty = {"atlas", "panel", "metrics"}
+        self._flush()
 
     @classmethod
-    def from_tensor(cls, weights: Any, tokens: Any = None, **record: Any) -> AttentionView:
-        """From raw weights ``[Q,K]``, ``[H,Q,K]`` or ``[L,H,Q,K]`` and optional tokens."""
-        return cls(AttentionMaps.from_tensor(weights, tokens, **record))
+    def from_tensor(cls, weights: Any, tokens: Any = None, **options: Any) -> AttentionView:
+        """From raw weights ``[Q,K]``, ``[H,Q,K]`` or ``[L,H,Q,K]`` and optional tokens.
+
+        ``options`` go to :meth:`AttentionMaps.from_tensor` (``model_name``,
+        ``text``, ``causal``, ...) or to the view (``layer``, ``head``, ...).
+        """
+        view_keys = {"layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k"}
+        view_opts = {k: options.pop(k) for k in list(options) if k in view_keys}
+        return cls(AttentionMaps.from_tensor(weights, tokens, **options), **view_opts)
 
     @property
     def maps(self) -> AttentionMaps:
         """The record this view shows."""
         return self._maps
 
-    def _check_range(self, proposal: dict[str, Any], name: str, size: int) -> int:
-        value = proposal["value"]
+    # ------------------------------------------------------------------ validation
+    def _in_range(self, name: str, value: int, size: int) -> int:
         if not 0 <= value < size:
             raise traitlets.TraitError(f"{name}: expected 0..{size - 1}, got {value}")
         return value
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal: dict[str, Any]) -> int:
-        return self._check_range(proposal, "layer", self.n_layers)
+        return self._in_range("layer", proposal["value"], self.n_layers)
 
     @traitlets.validate("head")
     def _valid_head(self, proposal: dict[str, Any]) -> int:
-        return self._check_range(proposal, "head", self.n_heads)
+        return self._in_range("head", proposal["value"], self.n_heads)
 
-    @traitlets.observe("layer", "head")
-    def _on_select(self, _change: dict[str, Any]) -> None:
-        if hasattr(self, "_maps"):
-            self._update_panel()
+    @traitlets.validate("query")
+    def _valid_query(self, proposal: dict[str, Any]) -> int | None:
+        value = proposal["value"]
+        Q = self._maps.shape[2]
+        if value is not None and not 0 <= value < Q:
+            raise traitlets.TraitError(f"query: expected 0..{Q - 1} or None, got {value}")
+        return value
 
-    def _update_panel(self) -> None:
+    @traitlets.validate("threshold")
+    def _valid_threshold(self, proposal: dict[str, Any]) -> float:
+        value = proposal["value"]
+        if not 0.0 <= value <= 1.0:  # also refuses NaN
+            raise traitlets.TraitError(f"threshold: expected 0..1, got {value}")
+        return value
+
+    @traitlets.validate("top_k")
+    def _valid_top_k(self, proposal: dict[str, Any]) -> int:
+        value = proposal["value"]
+        if value < 1:
+            raise traitlets.TraitError(f"top_k: expected an int >= 1 (capped at the row's keys), got {value}")
+        return value
+
+    def _one_of(self, name: str, value: str, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            raise traitlets.TraitError(f"{name}: expected one of {choices}, got {value!r}")
+        return value
+
+    @traitlets.validate("mode")
+    def _valid_mode(self, proposal: dict[str, Any]) -> str:
+        value = self._one_of("mode", proposal["value"], MODES)
+        _, _, Q, K = self._maps.shape
+        if value == "rollout" and Q != K:
+            raise traitlets.TraitError(
+                f"mode: 'rollout' needs self-attention (as many queries as keys), got {Q} x {K}"
+            )
+        return value
+
+    @traitlets.validate("colormap")
+    def _valid_colormap(self, proposal: dict[str, Any]) -> str:
+        return self._one_of("colormap", proposal["value"], COLORMAPS)
+
+    @traitlets.validate("scale")
+    def _valid_scale(self, proposal: dict[str, Any]) -> str:
+        return self._one_of("scale", proposal["value"], SCALES)
+
+    @traitlets.validate("viewport")
+    def _valid_viewport(self, proposal: dict[str, Any]) -> list[int]:
+        value = list(proposal["value"])
+        _, _, Q, K = self._maps.shape
+        if value and not (
+            len(value) == 4 and 0 <= value[0] < value[1] <= Q and 0 <= value[2] < value[3] <= K
+        ):
+            raise traitlets.TraitError(
+                f"viewport: expected [] or [q0, q1, k0, k1] with 0 <= q0 < q1 <= {Q} and "
+                f"0 <= k0 < k1 <= {K}, got {value}"
+            )
+        return value
+
+    # ------------------------------------------------------------------ updates
+    _WHAT_CHANGES = {
+        "layer": {"atlas", "panel", "metrics", "detail"},
+        "head": {"panel", "metrics", "detail"},
+        "mode": {"panel", "metrics", "detail"},
+        "scale": {"panel", "detail"},
+        "threshold": {"metrics"},
+        "query": {"metrics"},
+        "top_k": {"metrics"},
+        "viewport": {"detail"},
+    }
+
+    @traitlets.observe(*_WHAT_CHANGES)
+    def _on_change(self, change: dict[str, Any]) -> None:
+        self._dirty |= self._WHAT_CHANGES[change["name"]]
+        if not self._batch:
+            self._flush()
+
+    def set_state(self, sync_data: dict[str, Any]) -> None:
+        # the browser may send several traits in one message: update once, after all of them
+        self._batch += 1
+        try:
+            super().set_state(sync_data)
+        finally:
+            self._batch -= 1
+        self._flush()
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        if not dirty or not hasattr(self, "_maps"):
+            return
+        try:
+            # panel and metrics first: they are sent as soon as they are set, so the
+            # browser paints the map while the thumbnails are still being pooled
+            if "panel" in dirty:
+                self._send_panel()
+            if "metrics" in dirty:
+                self._send_metrics()
+            if "detail" in dirty or "panel" in dirty:
+                self._send_detail()
+            if "atlas" in dirty:
+                self._send_atlas()
+            self._trim_cache()
+            if self.status:
+                self.set_trait("status", "")
+        except Exception as exc:  # shown in the view; the traceback still goes to the log
+            self.set_trait("status", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _view_key(self) -> dict[str, Any]:
+        head = self.head if self.mode in ("head", "grid") else None
+        return {"mode": self.mode, "layer": self.layer, "head": head}
+
+    def _source(self) -> PanelMetrics:
+        """Metrics object of the shown map (a head, the layer's average or the rollout), cached."""
+        key = (self.mode if self.mode != "grid" else "head", self.layer,
+               self.head if self.mode in ("head", "grid") else None)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        maps = self._maps
+        _, _, Q, K = maps.shape
+        mask, causal = _record_mask(maps, Q, K)
+        if key[0] == "head":
+            pm = PanelMetrics(maps.head(self.layer, self.head), mask=mask, causal=causal)
+        elif key[0] == "average":
+            mean = torch.from_numpy(maps.layer(self.layer)).mean(dim=0)
+            pm = PanelMetrics(mean, mask=mask, causal=causal)
+        else:
+            if self._rollout is None:
+                self._rollout = attention_rollout(maps.weights)
+            # the residual term puts weight on padded positions' own rows, so only causality applies
+            pm = PanelMetrics(self._rollout[self.layer], causal=causal)
+        self._cache[key] = pm
+        return pm
+
+    def _trim_cache(self) -> None:
+        # after the update, when the shown map's sorted copy exists and counts
+        total = sum(v.nbytes for v in self._cache.values())
+        while total > METRICS_CACHE_BYTES and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            total -= old.nbytes
+
+    def _vmax(self, pm: PanelMetrics) -> float:
+        if self.scale == "fixed":
+            return 1.0
+        top = float(pm.weights.max())
+        return top if top > 0 else 1.0
+
+    def _send_panel(self) -> None:
+        pm = self._source()
+        Q, K = pm.shape
+        factor = pool_factor(Q, K, OVERVIEW_SIDE)
+        pooled, visible = pool_max(pm.weights, factor, pm.visible())
+        self.set_trait("panel", encode_panel(
+            pooled, vmax=self._vmax(pm), visible=visible,
+            view=self._view_key(), pool=factor, full_shape=[Q, K],
+        ))
+        self.set_trait("caption", self._caption())
+
+    def _send_detail(self) -> None:
+        vp = self.viewport
+        pm = self._source()
+        Q, K = pm.shape
+        if not vp or pool_factor(Q, K, OVERVIEW_SIDE) == 1:
+            if self.detail:
+                self.set_trait("detail", {})
+            return
+        q0, q1, k0, k1 = vp
+        factor = pool_factor(q1 - q0, k1 - k0, DETAIL_SIDE)
+        window = pm.weights[q0:q1, k0:k1]
+        visible = pm.visible()
+        pooled, visible = pool_max(window, factor, None if visible is None else visible[q0:q1, k0:k1])
+        self.set_trait("detail", encode_panel(
+            pooled, vmax=self._vmax(pm), visible=visible,
+            view=self._view_key(), pool=factor, origin=[q0, k0], window=vp,
+        ))
+
+    def _send_metrics(self) -> None:
+        pm = self._source()
+        out = pm.at(self.threshold, self.query, min(self.top_k, pm.shape[1]))
+        kind = {"head": "head", "grid": "head", "average": "average of heads",
+                "rollout": "attention rollout"}[self.mode]
+        view = {**self._view_key(), "threshold": self.threshold, "query": self.query,
+                "top_k": self.top_k}
+        self.set_trait("metrics", {**out, "kind": kind, "view": view})
+
+    def _send_atlas(self) -> None:
+        maps = self._maps
+        layer = torch.from_numpy(maps.layer(self.layer))  # [H, Q, K], no copy of the stack
+        H, Q, K = layer.shape
+        mask, causal = _record_mask(maps, Q, K)
+        factor = pool_factor(Q, K, THUMB_SIDE)
+        pooled = torch.nn.functional.max_pool2d(layer[:, None], factor, ceil_mode=True)[:, 0]
+        badges = head_badges(layer, mask=mask, causal=causal)
+        vmax = pooled.flatten(1).amax(1).clamp(min=1e-30)
+        # each thumbnail on its own colour range, so weak heads still show their shape
+        levels = torch.round(pooled / vmax[:, None, None] * 254).to(torch.uint8)
+        _, vis = pool_max(np.zeros((Q, K), np.float32), factor, maps.visible_cells())
+        levels[:, ~torch.from_numpy(vis)] = 255
+        self.set_trait("atlas", {
+            "buffer": memoryview(levels.numpy().tobytes()), "dtype": "uint8",
+            "shape": list(levels.shape), "layer": self.layer, "pool": factor,
+            "badges": [
+                {"head": h, "name": maps.head_names[h], "entropy": float(badges["entropy"][h]),
+                 "normalized_entropy": float(badges["normalized_entropy"][h]),
+                 "sharpness": float(badges["sharpness"][h]), "grade": str(badges["grade"][h])}
+                for h in range(H)
+            ],
+        })
+
+    def _caption(self) -> str:
         maps = self._maps
         text = maps.text or ""
         if len(text) > CAPTION_TEXT_CHARS:
             text = text[: CAPTION_TEXT_CHARS - 1] + "…"
-        head = maps.head_names[self.head] + (" (AVERAGE, not a head)" if maps.is_average else "")
+        if self.mode == "average":
+            what = f"mean of {maps.n_heads} heads (AVERAGE, not a head)"
+        elif self.mode == "rollout":
+            what = "attention rollout to here (all heads averaged, residual 0.5)"
+        else:
+            what = maps.head_names[self.head] + (" (AVERAGE, not a head)" if maps.is_average else "")
         masking = "causal mask" if maps.causal else "no causal mask"
-        with self.hold_trait_notifications():
-            self.set_trait("panel", encode_panel(maps.head(self.layer, self.head)))
-            self.set_trait(
-                "caption",
-                f"{maps.model_name or 'unknown model'} · {maps.layer_names[self.layer]} · "
-                f"{head} · {masking}" + (f" · “{text}”" if text else ""),
-            )
+        padded = int(np.asarray(maps.key_padding).sum())
+        if padded:
+            masking += f", {padded} padded key{'s' if padded != 1 else ''}"
+        return (
+            f"{maps.model_name or 'unknown model'} · {maps.layer_names[self.layer]} · {what} · "
+            f"{masking}" + (f" · “{text}”" if text else "")
+        )

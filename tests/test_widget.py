@@ -1,44 +1,236 @@
-"""AttentionView (first version): traits, validation, panel bytes, caption."""
+"""AttentionView: traits and their validation, the bytes it sends, and metrics equal to attnwidget.metrics."""
+
+import json
 
 import numpy as np
 import pytest
+import torch
 import traitlets
 from tiny_models import TEXT
 
+import attnwidget.widget as widget_module
 from attnwidget import AttentionMaps, AttentionView
-from attnwidget._codec import decode_panel, encode_panel
+from attnwidget._codec import LEVELS, MASKED, decode_panel
+from attnwidget.metrics import attention_rollout, head_badges, panel_metrics
+
+STEP = 0.5 / LEVELS  # half a colour level: the uint8 quantisation error at vmax 1
 
 
-def stack(rng, L=2, H=3, Q=4):
-    e = np.exp(rng.normal(size=(L, H, Q, Q)))
+def stack(rng, L=2, H=3, Q=4, K=None):
+    e = np.exp(rng.normal(size=(L, H, Q, K or Q)))
     return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def causal_stack(rng, L=2, H=3, Q=6):
+    e = np.exp(rng.normal(size=(L, H, Q, Q))) * np.tri(Q, Q)
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def without_view(metrics):
+    return {k: v for k, v in metrics.items() if k not in ("view", "kind")}
+
+
+def assert_metrics_equal(got, expected):
+    assert json.dumps(without_view(got), sort_keys=True) == json.dumps(expected, sort_keys=True)
 
 
 def test_view_of_maps_sends_the_selected_head():
     rng = np.random.default_rng(0)
     w = stack(rng)
     maps = AttentionMaps(w, ["<b>x</b>", "Ġb", "c", "d"], model_name="toy", text="x b c d")
-    view = AttentionView(maps)
+    view = AttentionView(maps, scale="fixed")
     assert (view.n_layers, view.n_heads) == (2, 3)
     assert view.query_tokens == ["<b>x</b>", "b", "c", "d"]
-    assert bytes(view.panel["buffer"]) == bytes(encode_panel(w[0, 0])["buffer"])
+    np.testing.assert_allclose(decode_panel(view.panel), w[0, 0], atol=STEP + 1e-7)
     view.layer, view.head = 1, 2
-    np.testing.assert_allclose(decode_panel(view.panel), w[1, 2], atol=0.5 / 255 + 1e-7)
+    assert view.panel["view"] == {"mode": "head", "layer": 1, "head": 2}
+    assert (view.panel["pool"], view.panel["full_shape"], view.panel["vmax"]) == (1, [4, 4], 1.0)
+    np.testing.assert_allclose(decode_panel(view.panel), w[1, 2], atol=STEP + 1e-7)
     assert view.caption == "toy · layer 1 · head 2 · no causal mask · “x b c d”"
+
+
+def test_auto_scale_spans_the_panel_maximum():
+    w = stack(np.random.default_rng(10))
+    view = AttentionView.from_tensor(w)
+    top = float(w[0, 0].max())
+    assert view.panel["vmax"] == pytest.approx(top)
+    levels = np.frombuffer(bytes(view.panel["buffer"]), np.uint8)
+    assert levels.max() == LEVELS  # the strongest weight gets the top colour
+    np.testing.assert_allclose(decode_panel(view.panel), w[0, 0], atol=top * STEP + 1e-7)
 
 
 def test_trait_validation_states_the_range():
     view = AttentionView.from_tensor(stack(np.random.default_rng(1)))
-    with pytest.raises(traitlets.TraitError, match=r"layer: expected 0..1, got 2"):
-        view.layer = 2
-    with pytest.raises(traitlets.TraitError, match=r"head: expected 0..2, got -1"):
-        view.head = -1
-    assert (view.layer, view.head) == (0, 0)
+    cases = [
+        ("layer", 2, r"layer: expected 0..1, got 2"),
+        ("head", -1, r"head: expected 0..2, got -1"),
+        ("threshold", 1.5, r"threshold: expected 0..1, got 1.5"),
+        ("threshold", float("nan"), r"threshold: expected 0..1, got nan"),
+        ("query", 4, r"query: expected 0..3 or None, got 4"),
+        ("mode", "heads", r"mode: expected one of \('head', 'grid', 'average', 'rollout'\), got 'heads'"),
+        ("colormap", "jet", r"colormap: expected one of \('viridis', .*\), got 'jet'"),
+        ("scale", "log", r"scale: expected one of \('auto', 'fixed'\), got 'log'"),
+        ("top_k", 0, r"top_k: expected an int >= 1 \(capped at the row's keys\), got 0"),
+        ("viewport", [0, 5, 0, 2], r"viewport: expected \[\] or \[q0, q1, k0, k1\] with 0 <= q0 < q1 <= 4"),
+    ]
+    for name, value, message in cases:
+        with pytest.raises(traitlets.TraitError, match=message):
+            setattr(view, name, value)
+    assert (view.layer, view.head, view.threshold, view.query, view.mode) == (0, 0, 0.1, None, "head")
     with pytest.raises(traitlets.TraitError):
         view.panel = {}
+    with pytest.raises(traitlets.TraitError):
+        view.metrics = {}
 
 
-def test_head_average_is_labelled():
+def test_top_k_is_capped_at_the_visible_keys():
+    w = causal_stack(np.random.default_rng(1), Q=6)
+    view = AttentionView(AttentionMaps(w, list("abcdef"), causal=True), query=2, top_k=5)
+    assert view.metrics["query"]["top_k"] == panel_metrics(w[0, 0], 0.1, 2, 3, causal=True)["query"]["top_k"]
+    assert len(view.metrics["query"]["top_k"]) == 3  # query 2 sees keys 0..2 only
+
+
+def test_metrics_follow_every_change_and_equal_panel_metrics():
+    rng = np.random.default_rng(2)
+    w = stack(rng, L=3, H=4, Q=7)
+    view = AttentionView.from_tensor(w)
+    assert_metrics_equal(view.metrics, panel_metrics(w[0, 0], 0.1))
+    steps = [("layer", 2), ("head", 3), ("threshold", 0.25), ("query", 5), ("top_k", 2),
+             ("threshold", 0.0), ("query", None), ("head", 1)]
+    for name, value in steps:
+        setattr(view, name, value)
+        expected = panel_metrics(w[view.layer, view.head], view.threshold, view.query, view.top_k)
+        assert_metrics_equal(view.metrics, expected)
+        assert view.metrics["view"] == {
+            "mode": "head", "layer": view.layer, "head": view.head, "threshold": view.threshold,
+            "query": view.query, "top_k": view.top_k,
+        }
+
+
+def test_threshold_and_query_send_no_new_panel():
+    view = AttentionView.from_tensor(stack(np.random.default_rng(3)))
+    panel = view.panel
+    view.threshold = 0.3
+    view.query = 2
+    assert view.panel is panel  # dimming happens in the browser on the panel it has
+    assert view.metrics["sparsity"] == pytest.approx(panel_metrics(view.maps.head(0, 0), 0.3)["sparsity"])
+
+
+def test_average_and_rollout_modes_are_labelled_and_measured():
+    rng = np.random.default_rng(4)
+    w = stack(rng, L=3, H=4, Q=6)
+    view = AttentionView.from_tensor(w, model_name="toy")
+    view.layer, view.mode = 1, "average"
+    assert "mean of 4 heads (AVERAGE, not a head)" in view.caption
+    assert view.metrics["kind"] == "average of heads"
+    assert view.panel["view"] == {"mode": "average", "layer": 1, "head": None}
+    mean = w[1].mean(0)
+    assert_metrics_equal(view.metrics, panel_metrics(mean, 0.1))
+    view.mode = "rollout"
+    rollout = attention_rollout(w)
+    np.testing.assert_allclose(decode_panel(view.panel), rollout[1],
+                               atol=float(rollout[1].max()) * STEP + 1e-6)
+    assert_metrics_equal(view.metrics, panel_metrics(rollout[1], 0.1))
+    assert "attention rollout" in view.caption
+    view.mode = "grid"  # the grid shows every head; the metrics are the selected head's
+    assert_metrics_equal(view.metrics, panel_metrics(w[1, 0], 0.1))
+
+
+def test_rollout_refused_for_cross_attention():
+    w = stack(np.random.default_rng(5), Q=3, K=5)
+    view = AttentionView(AttentionMaps(w, list("abc"), list("vwxyz")))
+    with pytest.raises(traitlets.TraitError, match=r"'rollout' needs self-attention .* got 3 x 5"):
+        view.mode = "rollout"
+
+
+def test_masked_cells_are_marked_apart_from_zero_weights():
+    rng = np.random.default_rng(6)
+    w = causal_stack(rng, Q=6)
+    w[0, 0, 5, 2] = 0.0  # a visible weight that is exactly 0
+    w[0, 0, 5] /= w[0, 0, 5].sum()
+    maps = AttentionMaps(w, list("abcdef"), causal=True)
+    view = AttentionView(maps)
+    levels = np.frombuffer(bytes(view.panel["buffer"]), np.uint8).reshape(6, 6)
+    np.testing.assert_array_equal(levels == MASKED, ~np.tri(6, 6, dtype=bool))
+    assert levels[5, 2] == 0
+    assert view.metrics == {**view.metrics, **panel_metrics(w[0, 0], 0.1, causal=True)}
+    assert "causal mask" in view.caption
+
+
+def test_padding_is_masked_in_panel_metrics_and_caption():
+    w = np.zeros((1, 2, 4, 4), np.float32)
+    w[..., :3, :3] = 1 / 3  # the last position is padding: no weight on it, its row empty
+    maps = AttentionMaps(w, list("abc") + ["[PAD]"], key_padding=[0, 0, 0, 1], query_padding=[0, 0, 0, 1])
+    view = AttentionView(maps)
+    levels = np.frombuffer(bytes(view.panel["buffer"]), np.uint8).reshape(4, 4)
+    assert (levels[3] == MASKED).all() and (levels[:, 3] == MASKED).all()
+    assert (levels[:3, :3] == LEVELS).all()
+    assert view.metrics["sparsity"] == 0.0  # the 7 padded cells do not count as sparse
+    assert "1 padded key" in view.caption
+
+
+def test_atlas_has_every_head_of_the_layer_with_badges():
+    rng = np.random.default_rng(7)
+    w = stack(rng, L=2, H=5, Q=8)
+    view = AttentionView.from_tensor(w, layer=1)
+    atlas = view.atlas
+    assert (atlas["shape"], atlas["layer"], atlas["pool"]) == ([5, 8, 8], 1, 1)
+    thumbs = np.frombuffer(bytes(atlas["buffer"]), np.uint8).reshape(5, 8, 8)
+    for h in range(5):  # each thumbnail on its own range: its maximum is the top level
+        np.testing.assert_allclose(thumbs[h] / LEVELS * w[1, h].max(), w[1, h],
+                                   atol=w[1, h].max() * STEP + 1e-7)
+    badges = head_badges(w[1])
+    assert [b["grade"] for b in atlas["badges"]] == list(badges["grade"])
+    np.testing.assert_allclose([b["entropy"] for b in atlas["badges"]], badges["entropy"], rtol=1e-6)
+    atlas_before = view.atlas
+    view.head = 3
+    assert view.atlas is atlas_before  # a head change inside the layer re-sends no thumbnails
+    view.layer = 0
+    assert view.atlas["layer"] == 0
+
+
+def test_long_input_is_pooled_and_zoom_sends_full_resolution():
+    rng = np.random.default_rng(8)
+    n = 1100
+    w = np.zeros((1, 1, n, n), np.float32)
+    idx = rng.integers(0, n, size=n)
+    w[0, 0, np.arange(n), idx] = 1.0  # one-hot rows: the sharpest head there is
+    view = AttentionView.from_tensor(w, scale="fixed")
+    assert view.panel["pool"] == 3 and view.panel["shape"] == [367, 367]
+    overview = decode_panel(view.panel)
+    # max-pooling keeps every one-hot weight visible in its block
+    for q in range(0, n, 97):
+        assert overview[q // 3, idx[q] // 3] == pytest.approx(1.0)
+    assert view.detail == {}
+    view.viewport = [100, 400, 200, 700]
+    d = view.detail
+    assert (d["origin"], d["pool"], d["shape"]) == ([100, 200], 1, [300, 500])
+    np.testing.assert_allclose(decode_panel(d), w[0, 0, 100:400, 200:700], atol=STEP)
+    view.viewport = []
+    assert view.detail == {}
+
+
+def test_browser_message_with_several_traits_updates_once(monkeypatch):
+    view = AttentionView.from_tensor(stack(np.random.default_rng(9), L=3, H=3))
+    calls = []
+    original = view._send_panel
+    monkeypatch.setattr(view, "_send_panel", lambda: (calls.append(1), original()))
+    view.set_state({"layer": 2, "head": 1, "threshold": 0.2})
+    assert len(calls) == 1
+    assert view.metrics["view"]["layer"] == 2 and view.metrics["view"]["head"] == 1
+
+
+def test_metrics_cache_stays_within_its_budget(monkeypatch):
+    monkeypatch.setattr(widget_module, "METRICS_CACHE_BYTES", 3000)
+    view = AttentionView.from_tensor(stack(np.random.default_rng(11), L=2, H=3, Q=8))
+    for layer in range(2):
+        for head in range(3):
+            view.layer, view.head = layer, head
+    assert sum(v.nbytes for v in view._cache.values()) <= 3000 or len(view._cache) == 1
+    assert len(view._cache) < 6
+
+
+def test_head_average_record_is_labelled():
     maps = AttentionMaps(stack(np.random.default_rng(2)), list("abcd")).head_mean()
     assert "mean of 3 heads (AVERAGE, not a head)" in AttentionView(maps).caption
 
@@ -56,11 +248,23 @@ def test_maps_view_refuses_extraction_arguments():
         AttentionView(maps, truncation=True)
 
 
-def test_view_from_model(minilm):
+def test_state_is_json_safe():
+    view = AttentionView.from_tensor(stack(np.random.default_rng(12)), query=1)
+    state = view.get_state()
+    for key in ("metrics", "caption", "query_tokens"):
+        json.dumps(state[key], allow_nan=False)  # NaN would break the browser's JSON.parse
+
+
+def test_view_from_model_metrics_match(minilm):
     model, tok = minilm
     view = AttentionView(model, TEXT, tokenizer=tok, layer=5, head=11)
     assert view.caption.startswith("sentence-transformers/all-MiniLM-L6-v2 · layer 5 · head 11")
     assert view.query_tokens[0] == "[CLS]"
-    np.testing.assert_allclose(
-        decode_panel(view.panel), view.maps.head(5, 11), atol=0.5 / 255 + 1e-7
-    )
+    head = view.maps.head(5, 11)
+    np.testing.assert_allclose(decode_panel(view.panel), head, atol=float(head.max()) * STEP + 1e-7)
+    for layer, h, threshold, query in [(0, 0, 0.05, None), (3, 7, 0.2, 2), (5, 11, 0.5, 0)]:
+        view.layer, view.head, view.threshold, view.query = layer, h, threshold, query
+        assert_metrics_equal(view.metrics, panel_metrics(view.maps.head(layer, h), threshold, query, 5))
+    # the record's heads really differ, so equal metrics are not a coincidence
+    assert view.metrics["mean_entropy"] != panel_metrics(view.maps.head(0, 0))["mean_entropy"]
+    assert torch.is_tensor(view.maps.weights)

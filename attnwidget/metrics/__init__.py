@@ -42,7 +42,13 @@ from attnwidget.metrics.patterns import (
     repeated_token_scores,
     sharpness_grade,
 )
-from attnwidget.metrics.summary import analyze_stack, head_summary, panel_metrics
+from attnwidget.metrics.summary import (
+    PanelMetrics,
+    analyze_stack,
+    head_badges,
+    head_summary,
+    panel_metrics,
+)
 
 __all__ = [
     "GRADES",
@@ -76,6 +82,8 @@ __all__ = [
     "max_position",
     "normalized_entropy",
     "panel_metrics",
+    "PanelMetrics",
+    "head_badges",
     "pattern_scores",
     "previous_token_score",
     "recency_ratio",

@@ -107,7 +107,8 @@ def prepare(
         if pad.any():
             key_mask = (~pad).expand(Q, K)
     if mask is not None:
-        m = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.asarray(mask))
+        # a copy: masks may be read-only broadcast views, which torch cannot wrap
+        m = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.array(mask))
         if m.dtype != torch.bool:
             raise TypeError(f"mask: expected booleans (True = key visible), got dtype {m.dtype}")
         try:

@@ -72,6 +72,25 @@ def _scores(p: Prepared, window: int = 2) -> dict[str, torch.Tensor]:
     return scores
 
 
+def _upper_sums(w: torch.Tensor, chunk: int = 2**20) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column sums of the strict upper triangle ``j > i`` of ``w`` ``[..., Q, K]``.
+
+    Row blocks small enough for L2 are masked one at a time, instead of a full
+    ``triu`` copy (64 MB at 4096 tokens) that would cost more than the sums.
+    """
+    Q, K = w.shape[-2:]
+    lead = w.shape[:-2]
+    row = torch.empty(*lead, Q, dtype=w.dtype)
+    col = torch.zeros(*lead, K, dtype=w.dtype)
+    per_row = max(1, int(np.prod(lead, dtype=np.int64))) * K
+    step = max(1, chunk // per_row)
+    for r0 in range(0, Q, step):
+        block = torch.triu(w[..., r0 : r0 + step, :], diagonal=r0 + 1)
+        row[..., r0 : r0 + step] = block.sum(-1)
+        col += block.sum(-2)
+    return row, col
+
+
 def _block_score(
     w: torch.Tensor,
     row_sums: torch.Tensor,
@@ -98,8 +117,7 @@ def _block_score(
     Q, K = w.shape[-2:]
     if Q != K or Q < 4:
         return torch.zeros(w.shape[:-2], dtype=w.dtype)
-    upper = torch.triu(w, diagonal=1)
-    up_row, up_col = upper.sum(-1), upper.sum(-2)
+    up_row, up_col = _upper_sums(w)
     band_total, band_row, band_col, band_left, band_above = band
 
     def split(total, rows, cols, left, above):  # -> (inside, across) for s = 2..Q-2
@@ -114,12 +132,14 @@ def _block_score(
         off_total, row_sums - band_row, col_sums - band_col,
         (row_sums - up_row) - band_left, up_col - band_above,
     )
-    ones = torch.ones(Q, K, dtype=w.dtype)
-    c_upper = torch.triu(ones, diagonal=1)
+    # the same sums over a matrix of ones count cells; a stride-0 view avoids a Q x K array
+    ones = torch.ones(1, dtype=w.dtype).expand(Q, K)
     c_total, c_row, c_col, c_left, c_above = _band_sums(ones, window)
+    upper_in_row = torch.arange(K - 1, -1, -1, dtype=w.dtype)  # cells j > i in row i (Q == K)
+    upper_in_col = torch.arange(K, dtype=w.dtype)  # cells i < j in column j
     cells_in, cells_out = split(
         torch.tensor(float(Q * K)) - c_total, K - c_row, Q - c_col,
-        (K - c_upper.sum(-1)) - c_left, c_upper.sum(-2) - c_above,
+        (K - upper_in_row) - c_left, upper_in_col - c_above,
     )
     dens_in = mass_in / cells_in.clamp(min=1)
     dens_out = mass_out / cells_out.clamp(min=1)

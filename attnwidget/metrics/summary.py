@@ -6,14 +6,16 @@ makes the whole-stack call fast: see ``benchmarks/bench_metrics.py``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
+import torch
 
 from attnwidget.metrics._input import Prepared, check_int, check_threshold, prepare
 from attnwidget.metrics.basic import (
+    _mean_normalized_entropy,
     _mean_row_max,
-    _normalized_rows,
     _row_entropy,
     _sparsity,
     _statistics,
@@ -64,6 +66,118 @@ def _head_summary(p: Prepared, threshold: float, k: int) -> dict[str, Any]:
     return out
 
 
+def _json_float(value: Any) -> float | None:
+    """A float for JSON: NaN and infinities (which JSON cannot carry) become None."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class PanelMetrics:
+    """The numbers shown next to one ``[Q, K]`` map, validated once and computed on demand.
+
+    The widget keeps one of these per shown map: the threshold-free measures are
+    computed once (:meth:`static`), a new threshold is a binary search in the
+    already sorted weights (:meth:`sparsity`), and a query's block reads one
+    row (:meth:`query`). :func:`panel_metrics` is the one-call form.
+
+    ``attention``: one ``[Q, K]`` matrix (numpy, torch or a single-head
+    AttentionMaps); ``mask``/``causal`` as in every metric.
+    """
+
+    def __init__(self, attention: Any, *, mask: Any = None, causal: bool = False) -> None:
+        p = prepare(attention, "attention", mask=mask, causal=causal)
+        if p.w.ndim != 2:
+            if p.w.ndim < 2 or any(d != 1 for d in p.w.shape[:-2]):
+                raise ValueError(
+                    f"attention: expected one [Q, K] matrix, got shape {tuple(p.w.shape)}"
+                )
+            # a one-head record [1, 1, Q, K] is one matrix: drop the unit axes
+            Q, K = p.w.shape[-2:]
+            mask2 = None if p.key_mask is None else p.key_mask.expand(p.w.shape).reshape(Q, K)
+            p = Prepared(p.w.reshape(Q, K), mask2, p.rows.reshape(Q), p.n_keys.reshape(Q),
+                         p.sums.reshape(Q), p.dense, {})
+        self._p = p
+        self._static: dict[str, Any] | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(Q, K)``."""
+        return tuple(self._p.w.shape)  # type: ignore[return-value]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this object holds on to (weights, masks and cached intermediates), for LRU budgets."""
+        total = 0
+        for t in (self._p.w, self._p.key_mask, *self._p.cache.values()):
+            if isinstance(t, torch.Tensor):
+                total += t.element_size() * t.numel()
+        return total
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """The validated ``[Q, K]`` weights (masked cells hold 0); read, do not write."""
+        return self._p.w
+
+    def visible(self) -> np.ndarray | None:
+        """bool ``[Q, K]``: cells that count (visible key in a non-empty row), or None when all do."""
+        if self._p.dense:
+            return None
+        return _visible(self._p).expand(self._p.w.shape).numpy()
+
+    def static(self) -> dict[str, Any]:
+        """Threshold- and query-free measures: statistics, pattern and scores, sharpness, grade, shape."""
+        if self._static is None:
+            p = self._p
+            raw_scores = _scores(p)
+            sharp_rel = float(_mean_spread(p)[1])
+            self._static = {
+                **{key: _json_float(v) for key, v in _statistics(p).items()},
+                "pattern": _label(raw_scores).item(),
+                "scores": {key: _json_float(v) for key, v in raw_scores.items()},
+                "sharpness": _json_float(sharp_rel),
+                "grade": _grade(np.asarray(sharp_rel)).item(),
+                "shape": list(p.w.shape),
+            }
+        return self._static
+
+    def sparsity(self, threshold: float = 0.1) -> float:
+        """Fraction of visible weights strictly below ``threshold`` (:func:`compute_attention_sparsity`)."""
+        threshold = check_threshold(threshold)
+        self.static()  # sorts the weights once (for Gini); every threshold is then a binary search
+        return float(_sparsity(self._p, threshold))
+
+    def query(self, query: int, k: int = 3) -> dict[str, Any]:
+        """One row's block: ``index``, ``masked``, ``top_k`` keys and ``top_k_weights`` (strongest
+        first, ties to the lower position, at most the row's visible keys), ``row`` (K floats),
+        its ``entropy`` (nats) and ``normalized_entropy`` (None with fewer than 2 visible keys)."""
+        p = self._p
+        Q, K = p.w.shape
+        q = check_int(query, "query", -Q, Q - 1) % Q
+        k = check_int(k, "k", 1, K)
+        kk = max(1, min(k, int(p.n_keys[q])))
+        row_visible = None if p.dense else _visible(p).expand(p.w.shape)[q : q + 1]
+        idx, weights = (t[0] for t in _topk(p.w[q : q + 1], row_visible, kk))
+        row_entropy = _row_entropy(p)
+        n = float(p.n_keys[q])
+        return {
+            "index": q,
+            "masked": not bool(p.rows[q]),
+            "top_k": [int(i) for i in idx if i >= 0],
+            "top_k_weights": [float(w) for w, i in zip(weights, idx, strict=True) if i >= 0],
+            "row": p.w[q].tolist(),
+            "entropy": float(row_entropy[q]),
+            "normalized_entropy": float(row_entropy[q]) / math.log(n) if n >= 2 else None,
+        }
+
+    def at(self, threshold: float = 0.1, query: int | None = None, k: int = 3) -> dict[str, Any]:
+        """Everything for one state of the view, as :func:`panel_metrics` documents it."""
+        out = {**self.static(), "threshold": check_threshold(threshold)}
+        out["sparsity"] = self.sparsity(out["threshold"])
+        if query is not None:
+            out["query"] = self.query(query, k)
+        return out
+
+
 def panel_metrics(
     attention: Any,
     threshold: float = 0.1,
@@ -77,47 +191,30 @@ def panel_metrics(
 
     Statistics (see :func:`compute_attention_statistics`), ``sparsity`` at
     ``threshold``, ``pattern`` with its ``scores``, ``sharpness`` (relative) and
-    ``grade``; with ``query`` set, ``query`` block: its ``top_k`` keys and
-    weights, its ``row`` (the full weight profile, a list of K floats) and the
-    row's entropy and normalised entropy.
+    ``grade``, ``shape``; with ``query`` set, a ``query`` block: its ``top_k``
+    keys and weights, its ``row`` (the full weight profile, a list of K floats)
+    and the row's entropy and normalised entropy. Values JSON cannot carry
+    (NaN) are None.
     """
-    threshold = check_threshold(threshold)
+    return PanelMetrics(attention, mask=mask, causal=causal).at(threshold, query, k)
+
+
+def head_badges(attention: Any, *, mask: Any = None, causal: bool = False) -> dict[str, Any]:
+    """The short per-head labels of a head grid, for every matrix of ``[..., Q, K]`` at once.
+
+    Cheap on purpose (no sort, no pattern rules), since the widget computes it
+    for a whole layer whenever the layer changes. Arrays ``[...]``:
+    ``entropy`` (mean row entropy, nats), ``normalized_entropy`` (0..1),
+    ``sharpness`` (relative spread, see :func:`head_sharpness`) and ``grade``.
+    """
     p = prepare(attention, "attention", mask=mask, causal=causal)
-    if p.w.ndim != 2:
-        raise ValueError(f"attention: expected one [Q, K] matrix, got shape {tuple(p.w.shape)}")
-    Q, K = p.w.shape
-    stats = {key: float(v) for key, v in _statistics(p).items()}
-    raw_scores = _scores(p)
-    scores = {key: float(v) for key, v in raw_scores.items()}
-    sharp_rel = float(_mean_spread(p)[1])
-    out: dict[str, Any] = {
-        **stats,
-        "threshold": threshold,
-        "sparsity": float(_sparsity(p, threshold)),
-        "pattern": _label(raw_scores).item(),
-        "scores": scores,
-        "sharpness": sharp_rel,
-        "grade": _grade(np.asarray(sharp_rel)).item(),
-        "shape": [Q, K],
+    _, rel = _mean_spread(p)
+    return {
+        "entropy": _mean_entropy(p).numpy(),
+        "normalized_entropy": _mean_normalized_entropy(p).numpy(),
+        "sharpness": rel.numpy(),
+        "grade": _grade(rel.numpy()),
     }
-    if query is not None:
-        q = check_int(query, "query", -Q, Q - 1) % Q
-        visible = int(p.n_keys[q])
-        kk = max(1, min(k, visible))
-        # top-k of the selected row only: this runs on every slider move
-        row_visible = None if p.dense else _visible(p).expand(p.w.shape)[q : q + 1]
-        idx, weights = (t[0] for t in _topk(p.w[q : q + 1], row_visible, kk))
-        norm = _normalized_rows(p)[q]
-        out["query"] = {
-            "index": q,
-            "masked": not bool(p.rows[q]),
-            "top_k": [int(i) for i in idx if i >= 0],
-            "top_k_weights": [float(w) for w, i in zip(weights, idx, strict=True) if i >= 0],
-            "row": [float(v) for v in p.w[q]],
-            "entropy": float(_row_entropy(p)[q]),
-            "normalized_entropy": None if bool(norm.isnan()) else float(norm),
-        }
-    return out
 
 
 def analyze_stack(attention: Any, threshold: float = 0.1, k: int = 3) -> dict[str, Any]:

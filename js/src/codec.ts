@@ -1,17 +1,45 @@
-/** Decoding of the binary panel trait sent by attnwidget/_codec.py. */
+/** Decoding of the binary traits sent by attnwidget/_codec.py and attnwidget/widget.py. */
 
-/** One [queries, keys] map; mirrors the Python dict {"buffer", "dtype", "shape"}. */
+/** Level of a masked cell; visible weights use 0..LEVELS (see attnwidget/_codec.py). */
+export const MASKED = 255;
+export const LEVELS = 254;
+
+/** The view state a reply belongs to; mirrors AttentionView._view_key. */
+export interface ViewKey {
+  mode: string;
+  layer: number;
+  head: number | null;
+}
+
+/** One [queries, keys] map as sent in the `panel` or `detail` trait. */
 export interface PanelMessage {
   buffer: DataView | ArrayBuffer | Uint8Array;
   dtype: "uint8" | "float32";
-  shape: [number, number];
+  shape: number[];
+  vmax?: number;
+  view?: ViewKey;
+  /** Block size of the max-pooling (1 = full resolution). */
+  pool?: number;
+  full_shape?: [number, number];
+  /** detail only: [q0, k0] of the window in full-resolution cells. */
+  origin?: [number, number];
 }
 
 export interface Panel {
   rows: number;
   cols: number;
-  /** Weights quantised to 0..255 (row-major), what the colormap indexes. */
+  /** Colour levels 0..254 (weight / vmax * 254), MASKED for masked cells, row-major. */
   levels: Uint8Array;
+  /** The weight drawn with the top colour. */
+  vmax: number;
+  pool: number;
+  /** Full-resolution size of the whole map. */
+  fullRows: number;
+  fullCols: number;
+  /** Full-resolution position of cell (0, 0). */
+  originRow: number;
+  originCol: number;
+  view: ViewKey | null;
 }
 
 function bytesOf(buffer: PanelMessage["buffer"]): Uint8Array {
@@ -21,21 +49,83 @@ function bytesOf(buffer: PanelMessage["buffer"]): Uint8Array {
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
+/** float32 weights -> levels exactly as the Python codec quantises them (NaN = masked). */
+export function quantise(values: Float32Array, vmax: number): Uint8Array {
+  const levels = new Uint8Array(values.length);
+  const scale = LEVELS / vmax;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    levels[i] = Number.isNaN(v) ? MASKED : Math.round(Math.min(vmax, Math.max(0, v)) * scale);
+  }
+  return levels;
+}
+
 export function decodePanel(msg: PanelMessage): Panel {
   const [rows, cols] = msg.shape;
   const bytes = bytesOf(msg.buffer);
   const n = rows * cols;
+  const vmax = msg.vmax ?? 1;
+  let levels: Uint8Array;
   if (msg.dtype === "uint8") {
     if (bytes.length !== n) throw new Error(`panel: expected ${n} bytes for ${rows}x${cols}, got ${bytes.length}`);
-    return { rows, cols, levels: bytes.slice() };
-  }
-  if (msg.dtype === "float32") {
+    levels = bytes.slice();
+  } else if (msg.dtype === "float32") {
     if (bytes.length !== 4 * n) throw new Error(`panel: expected ${4 * n} bytes for ${rows}x${cols} float32, got ${bytes.length}`);
     // copy first so the Float32Array is 4-byte aligned whatever the offset was
-    const values = new Float32Array(bytes.slice().buffer);
-    const levels = new Uint8Array(n);
-    for (let i = 0; i < n; i++) levels[i] = Math.round(Math.min(1, Math.max(0, values[i])) * 255);
-    return { rows, cols, levels };
+    levels = quantise(new Float32Array(bytes.slice().buffer), vmax);
+  } else {
+    throw new Error(`panel: unknown dtype ${String((msg as { dtype: unknown }).dtype)}`);
   }
-  throw new Error(`panel: unknown dtype ${String((msg as { dtype: unknown }).dtype)}`);
+  const pool = msg.pool ?? 1;
+  const [fullRows, fullCols] = msg.full_shape ?? [rows * pool, cols * pool];
+  const [originRow, originCol] = msg.origin ?? [0, 0];
+  return { rows, cols, levels, vmax, pool, fullRows, fullCols, originRow, originCol, view: msg.view ?? null };
+}
+
+/** Head thumbnails of one layer, as sent in the `atlas` trait. */
+export interface AtlasMessage {
+  buffer: DataView | ArrayBuffer | Uint8Array;
+  dtype: "uint8";
+  shape: [number, number, number];
+  layer: number;
+  pool: number;
+  badges: Badge[];
+}
+
+export interface Badge {
+  head: number;
+  name: string;
+  entropy: number;
+  normalized_entropy: number;
+  sharpness: number;
+  grade: string;
+}
+
+export interface Atlas {
+  layer: number;
+  heads: number;
+  rows: number;
+  cols: number;
+  /** [heads * rows * cols] levels, each thumbnail on its own 0..254 range. */
+  levels: Uint8Array;
+  badges: Badge[];
+}
+
+export function decodeAtlas(msg: AtlasMessage): Atlas {
+  const [heads, rows, cols] = msg.shape;
+  const bytes = bytesOf(msg.buffer);
+  if (bytes.length !== heads * rows * cols) {
+    throw new Error(`atlas: expected ${heads * rows * cols} bytes for ${heads}x${rows}x${cols}, got ${bytes.length}`);
+  }
+  return { layer: msg.layer, heads, rows, cols, levels: bytes.slice(), badges: msg.badges };
+}
+
+/** One thumbnail of an atlas as a Panel (full resolution unknown here: pool 1). */
+export function atlasPanel(atlas: Atlas, head: number): Panel {
+  const n = atlas.rows * atlas.cols;
+  return {
+    rows: atlas.rows, cols: atlas.cols, levels: atlas.levels.subarray(head * n, (head + 1) * n),
+    vmax: 1, pool: 1, fullRows: atlas.rows, fullCols: atlas.cols, originRow: 0, originCol: 0,
+    view: null,
+  };
 }

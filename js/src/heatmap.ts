@@ -1,72 +1,370 @@
-/** Canvas drawing of one panel with token labels. Draws; never computes a metric. */
-import type { Panel } from "./codec";
+/** Canvas drawing of attention panels, head grids and row profiles. Draws; never computes a metric. */
+import { type Atlas, atlasPanel, LEVELS, MASKED, type Panel } from "./codec";
 import { colorOf } from "./colormaps";
 
-export const PLOT_PX = 420; // side of the square plot area, CSS pixels
-export const MARGIN_LEFT = 90;
-export const MARGIN_TOP = 90;
+export const PLOT_PX = 512; // side of the square plot area, CSS pixels
+export const MARGIN_LEFT = 96;
+export const MARGIN_TOP = 96;
+const BAR_GAP = 14;
+const BAR_W = 12;
+const BAR_LABELS = 52;
 const LABEL_PX = 11; // label font size; labels closer than this are thinned
+/** Share of a dimmed cell's colour that is kept (the rest is the background). */
+export const DIM_KEEP = 0.18;
 
-/** Indices of labels to draw so that neighbours are at least LABEL_PX apart. */
-export function thinLabels(count: number, cellPx: number): number[] {
+export interface Theme {
+  text: string;
+  background: [number, number, number];
+  masked: string;
+  accent: string;
+}
+
+/** A window of the full-resolution map, in cells (floats, end exclusive). */
+export interface Viewport {
+  q0: number;
+  q1: number;
+  k0: number;
+  k1: number;
+}
+
+export function fullViewport(rows: number, cols: number): Viewport {
+  return { q0: 0, q1: rows, k0: 0, k1: cols };
+}
+
+/** Keep a viewport inside [0, rows] x [0, cols], at least `minCells` cells wide, same size when moved. */
+export function clampViewport(vp: Viewport, rows: number, cols: number, minCells = 4): Viewport {
+  const fit = (a: number, b: number, size: number): [number, number] => {
+    let span = Math.min(size, Math.max(Math.min(minCells, size), b - a));
+    if (!(span > 0)) span = size;
+    let start = Math.min(Math.max(0, a), size - span);
+    if (!Number.isFinite(start)) start = 0;
+    return [start, start + span];
+  };
+  const [q0, q1] = fit(vp.q0, vp.q1, rows);
+  const [k0, k1] = fit(vp.k0, vp.k1, cols);
+  return { q0, q1, k0, k1 };
+}
+
+/** Zoom by `factor` (> 1 zooms in) keeping the full-resolution point (q, k) under the cursor. */
+export function zoomViewport(vp: Viewport, rows: number, cols: number, q: number, k: number, factor: number): Viewport {
+  const scale = 1 / factor;
+  return clampViewport({
+    q0: q - (q - vp.q0) * scale, q1: q + (vp.q1 - q) * scale,
+    k0: k - (k - vp.k0) * scale, k1: k + (vp.k1 - k) * scale,
+  }, rows, cols);
+}
+
+export function isFull(vp: Viewport, rows: number, cols: number): boolean {
+  return vp.q0 <= 0 && vp.k0 <= 0 && vp.q1 >= rows && vp.k1 >= cols;
+}
+
+/** Where the plot sits on the canvas and how big a full-resolution cell is. */
+export interface Layout {
+  vp: Viewport;
+  cell: number;
+  width: number;
+  height: number;
+}
+
+export function layoutOf(vp: Viewport): Layout {
+  const cell = Math.min(PLOT_PX / (vp.k1 - vp.k0), PLOT_PX / (vp.q1 - vp.q0));
+  return { vp, cell, width: cell * (vp.k1 - vp.k0), height: cell * (vp.q1 - vp.q0) };
+}
+
+/** Full-resolution cell under canvas point (x, y) in CSS pixels, or null outside the plot. */
+export function cellAt(layout: Layout, x: number, y: number): { q: number; k: number } | null {
+  const px = x - MARGIN_LEFT;
+  const py = y - MARGIN_TOP;
+  if (px < 0 || py < 0 || px >= layout.width || py >= layout.height) return null;
+  return { q: Math.floor(layout.vp.q0 + py / layout.cell), k: Math.floor(layout.vp.k0 + px / layout.cell) };
+}
+
+/** Indices in [start, end) of labels to draw so that neighbours are at least LABEL_PX apart. */
+export function thinLabels(count: number, cellPx: number, start = 0): number[] {
   const step = Math.max(1, Math.ceil(LABEL_PX / Math.max(cellPx, 1e-9)));
   const out: number[] = [];
-  for (let i = 0; i < count; i += step) out.push(i);
+  const first = Math.ceil(start / step) * step; // stable positions while panning
+  for (let i = first; i < count; i += step) out.push(i);
   return out;
 }
 
-/** RGBA pixels, one per cell, for a panel under a colormap. */
-export function panelPixels(panel: Panel, lut: Uint8Array): Uint8ClampedArray<ArrayBuffer> {
+/**
+ * The level below which cells are dimmed for a threshold. A cell is dimmed when
+ * its level is below threshold / vmax * 254: exact up to the uint8 quantisation
+ * (half a level, vmax / 508); the metrics are computed in Python on the exact weights.
+ */
+export function thresholdLevel(threshold: number, vmax: number): number {
+  return (threshold / vmax) * LEVELS;
+}
+
+/** RGBA pixels, one per cell: colormap colour, dimmed below the threshold, transparent if masked. */
+export function panelPixels(
+  panel: Pick<Panel, "rows" | "cols" | "levels">, lut: Uint8Array,
+  dimBelow = 0, background: [number, number, number] = [255, 255, 255],
+): Uint8ClampedArray<ArrayBuffer> {
   const px = new Uint8ClampedArray(panel.rows * panel.cols * 4);
+  const keep = DIM_KEEP;
+  const [br, bg, bb] = background;
   for (let i = 0; i < panel.levels.length; i++) {
-    const [r, g, b] = colorOf(lut, panel.levels[i]);
-    px[4 * i] = r; px[4 * i + 1] = g; px[4 * i + 2] = b; px[4 * i + 3] = 255;
+    const level = panel.levels[i];
+    const o = 4 * i;
+    if (level === MASKED) continue; // alpha 0: the masked hatch underneath shows through
+    let [r, g, b] = colorOf(lut, (level * 255) / LEVELS);
+    if (level < dimBelow) {
+      r = r * keep + br * (1 - keep);
+      g = g * keep + bg * (1 - keep);
+      b = b * keep + bb * (1 - keep);
+    }
+    px[o] = r; px[o + 1] = g; px[o + 2] = b; px[o + 3] = 255;
   }
   return px;
 }
 
 function shorten(label: string, max = 12): string {
-  return label.length > max ? label.slice(0, max - 1) + "…" : label;
+  // one line: newlines and tabs in a token would break the axis
+  const flat = label.replace(/[\r\n\t]/g, " ");
+  return flat.length > max ? flat.slice(0, max - 1) + "…" : flat;
 }
 
-export function drawHeatmap(
-  canvas: HTMLCanvasElement, panel: Panel, lut: Uint8Array,
-  queryTokens: string[], keyTokens: string[], textColor: string,
-): void {
+function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: number): CanvasRenderingContext2D | null {
   const dpr = window.devicePixelRatio || 1;
-  const width = MARGIN_LEFT + PLOT_PX + 8;
-  const height = MARGIN_TOP + PLOT_PX + 8;
-  canvas.width = Math.round(width * dpr);
-  canvas.height = Math.round(height * dpr);
+  const w = Math.round(width * dpr);
+  const h = Math.round(height * dpr);
+  if (canvas.width !== w) canvas.width = w;
+  if (canvas.height !== h) canvas.height = h;
   canvas.style.width = `${width}px`;
   canvas.style.height = `${height}px`;
   const ctx = canvas.getContext("2d");
-  if (!ctx) return;
+  if (!ctx) return null;
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, width, height);
+  return ctx;
+}
 
-  const cell = Math.min(PLOT_PX / panel.cols, PLOT_PX / panel.rows);
-  const image = new ImageData(panelPixels(panel, lut), panel.cols, panel.rows);
+function hatch(ctx: CanvasRenderingContext2D, colour: string): CanvasPattern | string {
+  const tile = document.createElement("canvas");
+  tile.width = 6; tile.height = 6;
+  const t = tile.getContext("2d");
+  if (!t) return colour;
+  t.strokeStyle = colour;
+  t.lineWidth = 1;
+  t.beginPath();
+  t.moveTo(0, 6); t.lineTo(6, 0);
+  t.stroke();
+  return ctx.createPattern(tile, "repeat") ?? colour;
+}
+
+function imageOf(panel: Pick<Panel, "rows" | "cols" | "levels">, lut: Uint8Array, dimBelow: number, bg: [number, number, number]): HTMLCanvasElement {
   const off = document.createElement("canvas");
   off.width = panel.cols; off.height = panel.rows;
-  off.getContext("2d")?.putImageData(image, 0, 0);
+  off.getContext("2d")?.putImageData(new ImageData(panelPixels(panel, lut, dimBelow, bg), panel.cols, panel.rows), 0, 0);
+  return off;
+}
+
+/** Draw the part of `panel` that falls in the viewport (panel cells cover `pool` full cells each). */
+function blit(ctx: CanvasRenderingContext2D, image: HTMLCanvasElement, panel: Panel, layout: Layout): void {
+  const { vp, cell } = layout;
+  const p = panel.pool;
+  // the panel's extent in full-resolution cells, intersected with the viewport
+  const q0 = Math.max(vp.q0, panel.originRow);
+  const k0 = Math.max(vp.k0, panel.originCol);
+  const q1 = Math.min(vp.q1, panel.originRow + panel.rows * p, panel.fullRows);
+  const k1 = Math.min(vp.k1, panel.originCol + panel.cols * p, panel.fullCols);
+  if (q1 <= q0 || k1 <= k0) return;
+  ctx.drawImage(
+    image,
+    (k0 - panel.originCol) / p, (q0 - panel.originRow) / p, (k1 - k0) / p, (q1 - q0) / p,
+    MARGIN_LEFT + (k0 - vp.k0) * cell, MARGIN_TOP + (q0 - vp.q0) * cell, (k1 - k0) * cell, (q1 - q0) * cell,
+  );
+}
+
+export interface HeatmapInput {
+  panel: Panel;
+  /** A full-resolution window (zoom), drawn over the overview where it applies. */
+  detail: Panel | null;
+  viewport: Viewport;
+  lut: Uint8Array;
+  threshold: number;
+  queryTokens: string[];
+  keyTokens: string[];
+  query: number | null;
+  theme: Theme;
+}
+
+export function formatWeight(v: number): string {
+  if (v === 0) return "0";
+  if (v >= 0.01) return v.toFixed(3);
+  return v.toExponential(2);
+}
+
+/** Draw one map with its token axes, colour bar and the selected query; returns the layout for hit tests. */
+export function drawHeatmap(canvas: HTMLCanvasElement, input: HeatmapInput): Layout {
+  const { panel, detail, viewport, lut, theme } = input;
+  const layout = layoutOf(viewport);
+  const width = MARGIN_LEFT + PLOT_PX + BAR_GAP + BAR_W + BAR_LABELS;
+  const height = MARGIN_TOP + PLOT_PX + 8;
+  const ctx = sizeCanvas(canvas, width, height);
+  if (!ctx) return layout;
+
+  // masked cells are transparent in the image: the hatch marks them, unlike a weight of 0
+  ctx.fillStyle = hatch(ctx, theme.masked);
+  ctx.fillRect(MARGIN_LEFT, MARGIN_TOP, layout.width, layout.height);
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(off, MARGIN_LEFT, MARGIN_TOP, cell * panel.cols, cell * panel.rows);
+  const dim = thresholdLevel(input.threshold, panel.vmax);
+  blit(ctx, imageOf(panel, lut, dim, theme.background), panel, layout);
+  if (detail) blit(ctx, imageOf(detail, lut, thresholdLevel(input.threshold, detail.vmax), theme.background), detail, layout);
+
+  const { vp, cell } = layout;
+  if (input.query !== null && input.query >= vp.q0 && input.query < vp.q1) {
+    ctx.strokeStyle = theme.accent;
+    ctx.lineWidth = 2;
+    ctx.strokeRect(MARGIN_LEFT - 1, MARGIN_TOP + (input.query - vp.q0) * cell, layout.width + 2, Math.max(cell, 2));
+  }
 
   // token labels are user data: fillText draws them as text, nothing is parsed as HTML
-  ctx.fillStyle = textColor;
+  ctx.fillStyle = theme.text;
   ctx.font = `${LABEL_PX - 1}px sans-serif`;
   ctx.textBaseline = "middle";
   ctx.textAlign = "right";
-  for (const q of thinLabels(panel.rows, cell)) {
-    ctx.fillText(shorten(queryTokens[q] ?? String(q)), MARGIN_LEFT - 4, MARGIN_TOP + (q + 0.5) * cell);
+  const qStart = Math.floor(vp.q0);
+  for (const q of thinLabels(Math.ceil(vp.q1), cell, qStart)) {
+    ctx.fillText(shorten(input.queryTokens[q] ?? String(q)), MARGIN_LEFT - 4, MARGIN_TOP + (q + 0.5 - vp.q0) * cell);
   }
   ctx.textAlign = "left";
-  for (const k of thinLabels(panel.cols, cell)) {
+  const kStart = Math.floor(vp.k0);
+  for (const k of thinLabels(Math.ceil(vp.k1), cell, kStart)) {
     ctx.save();
-    ctx.translate(MARGIN_LEFT + (k + 0.5) * cell, MARGIN_TOP - 4);
+    ctx.translate(MARGIN_LEFT + (k + 0.5 - vp.k0) * cell, MARGIN_TOP - 4);
     ctx.rotate(-Math.PI / 2);
-    ctx.fillText(shorten(keyTokens[k] ?? String(k)), 0, 0);
+    ctx.fillText(shorten(input.keyTokens[k] ?? String(k)), 0, 0);
     ctx.restore();
   }
+  drawColourBar(ctx, lut, panel.vmax, input.threshold, layout.height, theme);
+  return layout;
+}
+
+function drawColourBar(ctx: CanvasRenderingContext2D, lut: Uint8Array, vmax: number, threshold: number, height: number, theme: Theme): void {
+  const x = MARGIN_LEFT + PLOT_PX + BAR_GAP;
+  const h = Math.max(height, 60);
+  for (let i = 0; i < 256; i++) {
+    const [r, g, b] = colorOf(lut, i);
+    ctx.fillStyle = `rgb(${r},${g},${b})`;
+    const y0 = MARGIN_TOP + h - ((i + 1) / 256) * h;
+    ctx.fillRect(x, y0, BAR_W, h / 256 + 0.5);
+  }
+  ctx.fillStyle = theme.text;
+  ctx.font = "10px sans-serif";
+  ctx.textAlign = "left";
+  ctx.textBaseline = "middle";
+  for (const f of [0, 0.5, 1]) ctx.fillText(formatWeight(f * vmax), x + BAR_W + 3, MARGIN_TOP + h - f * h);
+  if (threshold > 0 && threshold <= vmax) {
+    const y = MARGIN_TOP + h - (threshold / vmax) * h;
+    ctx.strokeStyle = theme.accent;
+    ctx.lineWidth = 2;
+    ctx.beginPath(); ctx.moveTo(x - 3, y); ctx.lineTo(x + BAR_W + 2, y); ctx.stroke();
+  }
+  ctx.save();
+  ctx.translate(x - 4, MARGIN_TOP - 6);
+  ctx.fillText("weight", 0, 0);
+  ctx.restore();
+}
+
+/** Cells of the head grid: position of each head's thumbnail on the canvas. */
+export interface GridLayout {
+  cols: number;
+  size: number;
+  boxes: { head: number; x: number; y: number }[];
+}
+
+export function gridLayout(heads: number, side = PLOT_PX, labelPx = 14): GridLayout {
+  const cols = Math.ceil(Math.sqrt(heads));
+  const size = Math.floor(side / cols);
+  const boxes = [];
+  for (let h = 0; h < heads; h++) {
+    boxes.push({ head: h, x: (h % cols) * size, y: Math.floor(h / cols) * size + labelPx });
+  }
+  return { cols, size, boxes };
+}
+
+/** All heads of a layer as a grid in the main canvas; the selected head is outlined. */
+export function drawGrid(canvas: HTMLCanvasElement, atlas: Atlas, lut: Uint8Array, selected: number, theme: Theme): GridLayout {
+  const grid = gridLayout(atlas.heads);
+  const rowsUsed = Math.ceil(atlas.heads / grid.cols);
+  const ctx = sizeCanvas(canvas, grid.cols * grid.size, rowsUsed * grid.size + 14);
+  if (!ctx) return grid;
+  ctx.imageSmoothingEnabled = false;
+  ctx.font = "11px sans-serif";
+  ctx.textBaseline = "bottom";
+  for (const box of grid.boxes) {
+    const inner = grid.size - 18;
+    const thumb = atlasPanel(atlas, box.head);
+    ctx.fillStyle = hatch(ctx, theme.masked);
+    ctx.fillRect(box.x + 2, box.y + 2, inner, inner);
+    ctx.drawImage(imageOf(thumb, lut, 0, theme.background), box.x + 2, box.y + 2, inner, inner);
+    const badge = atlas.badges[box.head];
+    ctx.fillStyle = theme.text;
+    ctx.fillText(`${badge?.name ?? box.head} · ${badge?.grade ?? ""} · H ${badge ? badge.entropy.toFixed(2) : ""}`, box.x + 2, box.y + inner + 16);
+    if (box.head === selected) {
+      ctx.strokeStyle = theme.accent;
+      ctx.lineWidth = 3;
+      ctx.strokeRect(box.x + 1, box.y + 1, inner + 2, inner + 2);
+    }
+  }
+  return grid;
+}
+
+/** A thumbnail (one head of the atlas) into a small canvas. */
+export function drawThumb(canvas: HTMLCanvasElement, atlas: Atlas, head: number, lut: Uint8Array, side: number, theme: Theme): void {
+  const ctx = sizeCanvas(canvas, side, side);
+  if (!ctx) return;
+  ctx.fillStyle = hatch(ctx, theme.masked);
+  ctx.fillRect(0, 0, side, side);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(imageOf(atlasPanel(atlas, head), lut, 0, theme.background), 0, 0, side, side);
+}
+
+/**
+ * Reduce a row to at most `width` points, keeping each bucket's maximum, so a
+ * single sharp key in a 4096-token row still shows as a spike.
+ */
+export function bucketMax(row: number[], width: number): number[] {
+  if (row.length <= width) return row.slice();
+  const out: number[] = [];
+  for (let b = 0; b < width; b++) {
+    const a = Math.floor((b * row.length) / width);
+    const e = Math.max(a + 1, Math.floor(((b + 1) * row.length) / width));
+    let m = -Infinity;
+    for (let i = a; i < e; i++) m = Math.max(m, row[i]);
+    out.push(m);
+  }
+  return out;
+}
+
+/** The selected query's weights over the key positions (its history), top-k keys marked. */
+export function drawRowPlot(canvas: HTMLCanvasElement, row: number[], topK: number[], theme: Theme, width = 300, height = 90): void {
+  const ctx = sizeCanvas(canvas, width, height);
+  if (!ctx || row.length === 0) return;
+  const pad = 4;
+  const values = bucketMax(row, width - 2 * pad);
+  const top = Math.max(...values, 1e-12);
+  const x = (i: number) => pad + (values.length === 1 ? 0 : (i / (values.length - 1)) * (width - 2 * pad));
+  const y = (v: number) => height - pad - (v / top) * (height - 2 * pad - 10);
+  ctx.strokeStyle = theme.text;
+  ctx.globalAlpha = 0.3;
+  ctx.beginPath(); ctx.moveTo(pad, height - pad); ctx.lineTo(width - pad, height - pad); ctx.stroke();
+  ctx.globalAlpha = 1;
+  ctx.strokeStyle = theme.accent;
+  ctx.lineWidth = 1.5;
+  ctx.beginPath();
+  values.forEach((v, i) => (i ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v))));
+  ctx.stroke();
+  ctx.fillStyle = theme.text;
+  const scale = (values.length - 1) / Math.max(row.length - 1, 1);
+  for (const k of topK) {
+    const i = Math.round(k * scale);
+    ctx.beginPath(); ctx.arc(x(i), y(values[i] ?? 0), 3, 0, 2 * Math.PI); ctx.fill();
+  }
+  ctx.font = "10px sans-serif";
+  ctx.textBaseline = "top";
+  ctx.fillText(`max ${formatWeight(Math.max(...row))}`, pad, 0);
 }

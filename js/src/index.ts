@@ -1,23 +1,39 @@
-/** anywidget entry: wires the model's traits to the canvas and the sliders. */
-import { decodePanel, type PanelMessage } from "./codec";
-import { COLORMAPS } from "./colormaps";
-import { drawHeatmap } from "./heatmap";
+/** anywidget entry: wires the model's traits to the canvas, the controls and the metrics panel.
+ *  Draws what Python sent; computes no metric. */
+import { type Atlas, type AtlasMessage, decodeAtlas, decodePanel, LEVELS, MASKED, type Panel, type PanelMessage } from "./codec";
+import { lutOf } from "./colormaps";
+import { badgeText, type Metrics, renderMetrics, select, slider } from "./controls";
+import {
+  cellAt, clampViewport, drawGrid, drawHeatmap, drawRowPlot, drawThumb, formatWeight, fullViewport,
+  type GridLayout, isFull, type Layout, MARGIN_LEFT, MARGIN_TOP, type Theme, type Viewport, zoomViewport,
+} from "./heatmap";
 
 /** Mirrors the synced traits of attnwidget.widget.AttentionView, same names. */
 export interface ViewState {
   layer: number;
   head: number;
+  threshold: number;
+  query: number | null;
+  mode: string;
+  colormap: string;
+  scale: string;
+  top_k: number;
+  viewport: number[];
   n_layers: number;
   n_heads: number;
   panel: PanelMessage;
+  detail: PanelMessage | Record<string, never>;
+  atlas: AtlasMessage | Record<string, never>;
+  metrics: Metrics;
   query_tokens: string[];
   key_tokens: string[];
   caption: string;
+  status: string;
 }
 
-export const STATE_KEYS: (keyof ViewState)[] = [
-  "layer", "head", "n_layers", "n_heads", "panel", "query_tokens", "key_tokens", "caption",
-];
+export const MODES = ["head", "grid", "average", "rollout"];
+export const COLORMAP_NAMES = ["viridis", "magma", "inferno", "cividis", "greys"];
+export const SCALES = ["auto", "fixed"];
 
 interface Model {
   get<K extends keyof ViewState>(key: K): ViewState[K];
@@ -27,46 +43,231 @@ interface Model {
   off(event: string, cb: () => void): void;
 }
 
-function slider(name: "layer" | "head"): { box: HTMLLabelElement; input: HTMLInputElement; value: HTMLSpanElement } {
-  const box = document.createElement("label");
-  box.className = `aw-control aw-${name}`;
-  const title = document.createElement("span");
-  title.textContent = name;
-  const input = document.createElement("input");
-  input.type = "range";
-  input.step = "1";
-  input.min = "0";
-  input.className = `aw-slider-${name}`;
-  // JupyterLab's command-mode shortcuts would swallow arrow keys on a focused slider
-  input.setAttribute("data-lm-suppress-shortcuts", "true");
-  const value = document.createElement("span");
-  value.className = "aw-value";
-  box.append(title, input, value);
-  return { box, input, value };
+/** The state a metrics reply must carry to be current (AttentionView._send_metrics' `view`). */
+export function stateKey(s: { mode: string; layer: number; head: number; threshold: number; query: number | null; top_k: number }): string {
+  const head = s.mode === "head" || s.mode === "grid" ? s.head : null;
+  return JSON.stringify([s.mode, s.layer, head, s.threshold, s.query, s.top_k]);
+}
+
+export function replyKey(view: Record<string, unknown> | undefined): string {
+  if (!view) return "";
+  return JSON.stringify([view.mode, view.layer, view.head, view.threshold, view.query, view.top_k]);
+}
+
+function panelKey(mode: string, layer: number, head: number | null): string {
+  return JSON.stringify([mode === "grid" ? "head" : mode, layer, mode === "head" || mode === "grid" ? head : null]);
+}
+
+function colourOf(probe: CanvasRenderingContext2D | null, css: string, fallback: [number, number, number]): [number, number, number] {
+  if (!probe || !css) return fallback;
+  probe.fillStyle = "#000";
+  probe.fillStyle = css; // the canvas normalises any CSS colour to #rrggbb (or rgba())
+  const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(String(probe.fillStyle));
+  return m ? [parseInt(m[1], 16), parseInt(m[2], 16), parseInt(m[3], 16)] : fallback;
 }
 
 function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   el.classList.add("attnwidget");
-  const canvas = document.createElement("canvas");
-  canvas.className = "aw-heatmap";
-  const caption = document.createElement("div");
-  caption.className = "aw-caption";
   const controls = document.createElement("div");
   controls.className = "aw-controls";
-  const layer = slider("layer");
-  const head = slider("head");
-  controls.append(layer.box, head.box);
-  el.append(controls, canvas, caption);
+  const layer = slider("layer", "1");
+  const head = slider("head", "1");
+  const threshold = slider("threshold", "0.005");
+  threshold.input.max = "1";
+  const mode = select("mode", MODES);
+  const colormap = select("colormap", COLORMAP_NAMES);
+  const scale = select("scale", SCALES);
+  controls.append(layer.box, head.box, threshold.box, mode.box, colormap.box, scale.box);
 
+  const status = document.createElement("div");
+  status.className = "aw-status";
+  status.setAttribute("role", "alert");
+  const body = document.createElement("div");
+  body.className = "aw-body";
+  const plot = document.createElement("div");
+  plot.className = "aw-plot";
+  const canvas = document.createElement("canvas");
+  canvas.className = "aw-heatmap";
+  canvas.tabIndex = 0;
+  canvas.setAttribute("aria-label", "attention map: click a row to select a query, wheel to zoom, drag to pan, double-click to reset");
+  const gridCanvas = document.createElement("canvas");
+  gridCanvas.className = "aw-grid-view";
+  const tooltip = document.createElement("div");
+  tooltip.className = "aw-tooltip";
+  const stale = document.createElement("div");
+  stale.className = "aw-stale";
+  stale.textContent = "updating…";
+  plot.append(canvas, gridCanvas, tooltip, stale);
+  const side = document.createElement("div");
+  side.className = "aw-side";
+  const metricsBox = document.createElement("div");
+  metricsBox.className = "aw-metrics";
+  side.append(metricsBox);
+  body.append(plot, side);
+  const strip = document.createElement("div");
+  strip.className = "aw-heads";
+  const caption = document.createElement("div");
+  caption.className = "aw-caption";
+  el.append(controls, status, body, strip, caption);
+
+  const probe = document.createElement("canvas").getContext("2d");
+  const theme = (): Theme => {
+    const css = getComputedStyle(el);
+    const v = (name: string, fb: string) => css.getPropertyValue(name).trim() || fb;
+    return {
+      text: v("--jp-ui-font-color1", "#222"),
+      background: colourOf(probe, v("--jp-layout-color0", "#ffffff"), [255, 255, 255]),
+      masked: v("--jp-border-color1", "#9e9e9e"),
+      accent: v("--jp-brand-color1", "#e8590c"),
+    };
+  };
+
+  // ---- decoded data, cached per message
+  let panel: Panel | null = null;
+  let detail: Panel | null = null;
+  let atlas: Atlas | null = null;
+  let viewport: Viewport | null = null;
+  let layout: Layout | null = null;
+  let grid: GridLayout | null = null;
+  const decodeAll = () => {
+    const p = model.get("panel");
+    const prev = panel;
+    panel = p && "buffer" in p ? decodePanel(p) : null;
+    if (panel && (!prev || prev.fullRows !== panel.fullRows || prev.fullCols !== panel.fullCols)) {
+      viewport = fullViewport(panel.fullRows, panel.fullCols);
+    }
+  };
+  const decodeDetail = () => {
+    const d = model.get("detail");
+    detail = d && "buffer" in d ? decodePanel(d as PanelMessage) : null;
+  };
+  const decodeThumbs = () => {
+    const a = model.get("atlas");
+    atlas = a && "buffer" in a ? decodeAtlas(a as AtlasMessage) : null;
+  };
+
+  const current = () => ({
+    mode: model.get("mode"), layer: model.get("layer"), head: model.get("head"),
+    threshold: model.get("threshold"), query: model.get("query"), top_k: model.get("top_k"),
+  });
+  const panelFresh = () => {
+    const s = current();
+    return !!panel?.view && panelKey(panel.view.mode, panel.view.layer, panel.view.head) === panelKey(s.mode, s.layer, s.head);
+  };
+  const metricsFresh = () => replyKey(model.get("metrics").view) === stateKey(current());
+
+  // ---- requests to Python: one in flight at a time, the latest state wins
+  let waiting: string | null = null;
+  let pending = false;
+  let waitTimer = 0;
+  const release = () => {
+    waiting = null;
+    clearTimeout(waitTimer);
+    if (pending) {
+      pending = false;
+      request();
+    }
+  };
+  const request = () => {
+    if (waiting !== null) {
+      pending = true;
+      return;
+    }
+    const want = stateKey(current());
+    model.save_changes();
+    if (want === replyKey(model.get("metrics").view)) return; // Python already shows this state
+    waiting = want;
+    waitTimer = window.setTimeout(release, 3000); // a lost or failed reply must not block the sliders
+  };
+
+  // ---- drawing
   let frame = 0;
   const draw = () => {
     cancelAnimationFrame(frame);
-    frame = requestAnimationFrame(() => {
-      const color = getComputedStyle(el).getPropertyValue("--jp-ui-font-color1").trim() || "#333";
-      drawHeatmap(canvas, decodePanel(model.get("panel")), COLORMAPS.viridis,
-        model.get("query_tokens"), model.get("key_tokens"), color);
-    });
+    frame = requestAnimationFrame(paint);
   };
+  const paint = () => {
+    const th = theme();
+    const lut = lutOf(model.get("colormap"));
+    const s = current();
+    const inGrid = s.mode === "grid";
+    canvas.style.display = inGrid ? "none" : "";
+    gridCanvas.style.display = inGrid ? "" : "none";
+    let fresh: boolean;
+    if (inGrid) {
+      fresh = !!atlas && atlas.layer === s.layer;
+      if (atlas) grid = drawGrid(gridCanvas, atlas, lut, s.head, th);
+    } else {
+      fresh = panelFresh();
+      if (panel && viewport) {
+        const d = detail && detail.view && panel.view && JSON.stringify(detail.view) === JSON.stringify(panel.view) ? detail : null;
+        layout = drawHeatmap(canvas, {
+          panel, detail: d, viewport, lut, threshold: s.threshold,
+          queryTokens: model.get("query_tokens"), keyTokens: model.get("key_tokens"), query: s.query, theme: th,
+        });
+      }
+    }
+    const metricsOk = metricsFresh();
+    metricsBox.classList.toggle("aw-is-stale", !metricsOk);
+    stale.style.display = fresh && metricsOk ? "none" : "";
+    plot.classList.toggle("aw-is-stale", !fresh);
+    if (fresh && metricsOk) {
+      const key = stateKey(s);
+      el.dataset.rendered = key;
+      el.dispatchEvent(new CustomEvent("aw-rendered", { detail: { key, time: performance.now() } }));
+    }
+  };
+
+  const showMetrics = () => {
+    const m = model.get("metrics");
+    const rowPlot = renderMetrics(metricsBox, m, model.get("key_tokens"), model.get("query_tokens"));
+    if (rowPlot && m.query) drawRowPlot(rowPlot, m.query.row, m.query.top_k, theme());
+    if (waiting !== null && replyKey(m.view) === waiting) release();
+    draw();
+  };
+
+  const thumbs: HTMLCanvasElement[] = [];
+  const showThumbs = () => {
+    const a = atlas;
+    if (!a) return;
+    if (strip.childElementCount !== a.heads) {
+      strip.replaceChildren();
+      thumbs.length = 0;
+      for (let h = 0; h < a.heads; h++) {
+        const box = document.createElement("button");
+        box.type = "button";
+        box.className = "aw-thumb";
+        box.dataset.head = String(h);
+        const c = document.createElement("canvas");
+        const label = document.createElement("span");
+        label.className = "aw-badge";
+        box.append(c, label);
+        box.addEventListener("click", () => selectHead(h));
+        strip.append(box);
+        thumbs.push(c);
+      }
+    }
+    const th = theme();
+    const lut = lutOf(model.get("colormap"));
+    const selected = model.get("head");
+    a.badges.forEach((b, h) => {
+      drawThumb(thumbs[h], a, h, lut, 56, th);
+      const box = strip.children[h] as HTMLElement;
+      (box.lastChild as HTMLElement).textContent = badgeText(b);
+      box.classList.toggle("aw-selected", h === selected);
+      box.title = `${b.name}: mean entropy ${b.entropy.toFixed(3)} nats, sharpness ${b.sharpness.toFixed(3)} (${b.grade})`;
+    });
+    strip.classList.toggle("aw-is-stale", a.layer !== model.get("layer"));
+  };
+
+  const selectHead = (h: number) => {
+    model.set("head", h);
+    if (model.get("mode") === "average" || model.get("mode") === "rollout") model.set("mode", "head");
+    sync();
+    request();
+    draw();
+  };
+
   const sync = () => {
     for (const [name, s] of [["layer", layer], ["head", head]] as const) {
       const count = model.get(name === "layer" ? "n_layers" : "n_heads");
@@ -74,28 +275,226 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
       s.input.value = String(model.get(name));
       s.value.textContent = `${model.get(name)} / ${count - 1}`;
     }
+    const headUsed = ["head", "grid"].includes(model.get("mode"));
+    head.input.disabled = !headUsed;
+    threshold.input.value = String(model.get("threshold"));
+    threshold.value.textContent = model.get("threshold").toFixed(3);
+    mode.input.value = model.get("mode");
+    colormap.input.value = model.get("colormap");
+    scale.input.value = model.get("scale");
     caption.textContent = model.get("caption"); // text, never HTML
+    status.textContent = model.get("status");
+    status.style.display = model.get("status") ? "" : "none";
+    for (let h = 0; h < strip.childElementCount; h++) {
+      (strip.children[h] as HTMLElement).classList.toggle("aw-selected", h === model.get("head"));
+    }
   };
-  const onInput = (name: "layer" | "head", input: HTMLInputElement) => () => {
+
+  // ---- control events
+  const onSlider = (name: "layer" | "head", input: HTMLInputElement) => () => {
     model.set(name, Number(input.value));
+    sync();
+    request();
+    draw();
+  };
+  const onLayer = onSlider("layer", layer.input);
+  const onHead = onSlider("head", head.input);
+  const onThreshold = () => {
+    model.set("threshold", Number(threshold.input.value));
+    sync();
+    draw(); // dimming is applied here at once; the metrics follow from Python
+    request();
+  };
+  const onMode = () => {
+    model.set("mode", mode.input.value);
+    sync();
+    request();
+    draw();
+  };
+  const onColormap = () => {
+    model.set("colormap", colormap.input.value);
+    model.save_changes();
+    showThumbs();
+    draw();
+  };
+  const onScale = () => {
+    model.set("scale", scale.input.value);
     model.save_changes();
   };
-  const onLayer = onInput("layer", layer.input);
-  const onHead = onInput("head", head.input);
-  layer.input.addEventListener("input", onLayer);
-  head.input.addEventListener("input", onHead);
-  const events = ["change:panel", "change:query_tokens", "change:key_tokens"];
-  const syncEvents = ["change:layer", "change:head", "change:caption", "change:n_layers", "change:n_heads"];
-  for (const e of events) model.on(e, draw);
-  for (const e of syncEvents) model.on(e, sync);
+  const listeners: [EventTarget, string, EventListener][] = [
+    [layer.input, "input", onLayer], [head.input, "input", onHead], [threshold.input, "input", onThreshold],
+    [mode.input, "change", onMode], [colormap.input, "change", onColormap], [scale.input, "change", onScale],
+  ];
+
+  // ---- canvas interaction: hover, click a row, wheel zoom, drag pan, double-click reset
+  let zoomTimer = 0;
+  const requestDetail = () => {
+    clearTimeout(zoomTimer);
+    zoomTimer = window.setTimeout(() => {
+      if (!panel || !viewport) return;
+      let want: number[] = [];
+      if (panel.pool > 1 && !isFull(viewport, panel.fullRows, panel.fullCols)) {
+        want = [Math.floor(viewport.q0), Math.ceil(viewport.q1), Math.floor(viewport.k0), Math.ceil(viewport.k1)];
+      }
+      if (JSON.stringify(want) !== JSON.stringify(model.get("viewport"))) {
+        model.set("viewport", want);
+        model.save_changes();
+      }
+    }, 120);
+  };
+  const pointer = (ev: MouseEvent) => {
+    const r = canvas.getBoundingClientRect();
+    return { x: ev.clientX - r.left, y: ev.clientY - r.top };
+  };
+  const valueAt = (q: number, k: number): string => {
+    const src = detail && detail.view && panel?.view && JSON.stringify(detail.view) === JSON.stringify(panel.view)
+      && q >= detail.originRow && q < detail.originRow + detail.rows * detail.pool
+      && k >= detail.originCol && k < detail.originCol + detail.cols * detail.pool ? detail : panel;
+    if (!src) return "";
+    const i = Math.floor((q - src.originRow) / src.pool);
+    const j = Math.floor((k - src.originCol) / src.pool);
+    const level = src.levels[i * src.cols + j];
+    if (level === MASKED) return "masked";
+    const v = formatWeight((level / LEVELS) * src.vmax);
+    return src.pool > 1 ? `≈${v} (max of a ${src.pool}×${src.pool} block; zoom in for single cells)` : `≈${v}`;
+  };
+  let drag: { x: number; y: number; vp: Viewport; moved: boolean } | null = null;
+  const onMove = (ev: MouseEvent) => {
+    if (!layout || !panel || !viewport) return;
+    const { x, y } = pointer(ev);
+    if (drag) {
+      const dx = (x - drag.x) / layout.cell;
+      const dy = (y - drag.y) / layout.cell;
+      if (Math.abs(x - drag.x) + Math.abs(y - drag.y) > 3) drag.moved = true;
+      if (drag.moved) {
+        viewport = clampViewport({ q0: drag.vp.q0 - dy, q1: drag.vp.q1 - dy, k0: drag.vp.k0 - dx, k1: drag.vp.k1 - dx }, panel.fullRows, panel.fullCols);
+        draw();
+        requestDetail();
+      }
+    }
+    const cell = cellAt(layout, x, y);
+    if (!cell) {
+      tooltip.style.display = "none";
+      return;
+    }
+    const qt = model.get("query_tokens")[cell.q] ?? String(cell.q);
+    const kt = model.get("key_tokens")[cell.k] ?? String(cell.k);
+    tooltip.textContent = `${qt} → ${kt}: ${valueAt(cell.q, cell.k)}`; // textContent: tokens stay text
+    tooltip.style.display = "block";
+    tooltip.style.left = `${x + 14}px`;
+    tooltip.style.top = `${y + 10}px`;
+  };
+  const onLeave = () => {
+    tooltip.style.display = "none";
+  };
+  const onDown = (ev: MouseEvent) => {
+    if (!viewport) return;
+    const { x, y } = pointer(ev);
+    drag = { x, y, vp: { ...viewport }, moved: false };
+  };
+  const onUp = (ev: MouseEvent) => {
+    const wasDrag = drag?.moved;
+    drag = null;
+    if (wasDrag || !layout) return;
+    const { x, y } = pointer(ev);
+    const cell = cellAt(layout, x, y);
+    if (!cell) return;
+    model.set("query", model.get("query") === cell.q ? null : cell.q); // click the selected row again to clear
+    request();
+    draw();
+  };
+  const onWheel = (ev: WheelEvent) => {
+    if (!layout || !panel || !viewport) return;
+    const { x, y } = pointer(ev);
+    const cell = cellAt(layout, x, y);
+    if (!cell) return;
+    ev.preventDefault();
+    const q = viewport.q0 + (y - MARGIN_TOP) / layout.cell;
+    const k = viewport.k0 + (x - MARGIN_LEFT) / layout.cell;
+    viewport = zoomViewport(viewport, panel.fullRows, panel.fullCols, q, k, ev.deltaY < 0 ? 1.25 : 0.8);
+    draw();
+    requestDetail();
+  };
+  const onDouble = () => {
+    if (!panel) return;
+    viewport = fullViewport(panel.fullRows, panel.fullCols);
+    draw();
+    requestDetail();
+  };
+  const onKey = (ev: KeyboardEvent) => {
+    if (!panel || !viewport) return;
+    const q = model.get("query");
+    const rows = panel.fullRows;
+    if (ev.key === "Escape") model.set("query", null);
+    else if (ev.key === "ArrowDown") model.set("query", q === null ? 0 : Math.min(rows - 1, q + 1));
+    else if (ev.key === "ArrowUp") model.set("query", q === null ? 0 : Math.max(0, q - 1));
+    else if (ev.key === "+" || ev.key === "-") {
+      const c = { q: (viewport.q0 + viewport.q1) / 2, k: (viewport.k0 + viewport.k1) / 2 };
+      viewport = zoomViewport(viewport, rows, panel.fullCols, c.q, c.k, ev.key === "+" ? 1.5 : 1 / 1.5);
+      requestDetail();
+      draw();
+      ev.preventDefault();
+      return;
+    } else if (ev.key === "0") {
+      onDouble();
+      return;
+    } else return;
+    ev.preventDefault();
+    request();
+    draw();
+  };
+  const onGridClick = (ev: MouseEvent) => {
+    if (!grid) return;
+    const r = gridCanvas.getBoundingClientRect();
+    const x = ev.clientX - r.left;
+    const y = ev.clientY - r.top;
+    const hit = grid.boxes.find((b) => x >= b.x && x < b.x + grid!.size && y >= b.y - 14 && y < b.y + grid!.size - 14);
+    if (hit) selectHead(hit.head);
+  };
+  listeners.push(
+    [canvas, "mousemove", onMove as EventListener], [canvas, "mouseleave", onLeave],
+    [canvas, "mousedown", onDown as EventListener], [window, "mouseup", onUp as EventListener],
+    [canvas, "dblclick", onDouble], [canvas, "keydown", onKey as EventListener],
+    [gridCanvas, "click", onGridClick as EventListener],
+  );
+  for (const [target, type, fn] of listeners) target.addEventListener(type, fn);
+  canvas.addEventListener("wheel", onWheel, { passive: false });
+  // the grid canvas shares the plot's mouse handling for hover-free selection only
+  gridCanvas.style.cursor = "pointer";
+
+  // ---- model events
+  const onPanel = () => { decodeAll(); draw(); };
+  const onDetail = () => { decodeDetail(); draw(); };
+  const onAtlas = () => { decodeThumbs(); showThumbs(); draw(); };
+  const onSync = () => { sync(); draw(); };
+  const handlers: [string, () => void][] = [
+    ["change:panel", onPanel], ["change:detail", onDetail], ["change:atlas", onAtlas],
+    ["change:metrics", showMetrics], ["change:query_tokens", draw], ["change:key_tokens", draw],
+    ["change:colormap", () => { sync(); showThumbs(); draw(); }],
+  ];
+  for (const name of ["layer", "head", "threshold", "query", "mode", "scale", "caption", "status", "n_layers", "n_heads", "top_k"]) {
+    handlers.push([`change:${name}`, onSync]);
+  }
+  for (const [e, fn] of handlers) model.on(e, fn);
+
+  // light/dark: JupyterLab flips attributes on <body> when the theme changes
+  const themeWatch = new MutationObserver(() => { showThumbs(); showMetrics(); });
+  themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
+
+  decodeAll();
+  decodeDetail();
+  decodeThumbs();
   sync();
-  draw();
+  showThumbs();
+  showMetrics();
   return () => {
     cancelAnimationFrame(frame);
-    for (const e of events) model.off(e, draw);
-    for (const e of syncEvents) model.off(e, sync);
-    layer.input.removeEventListener("input", onLayer);
-    head.input.removeEventListener("input", onHead);
+    clearTimeout(waitTimer);
+    clearTimeout(zoomTimer);
+    themeWatch.disconnect();
+    for (const [e, fn] of handlers) model.off(e, fn);
+    for (const [target, type, fn] of listeners) target.removeEventListener(type, fn);
+    canvas.removeEventListener("wheel", onWheel);
   };
 }
 

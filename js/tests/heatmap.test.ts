@@ -1,18 +1,51 @@
 import { describe, expect, it } from "vitest";
-import { COLORMAPS, colorOf } from "../src/colormaps";
-import { panelPixels, thinLabels } from "../src/heatmap";
+import { MASKED } from "../src/codec";
+import { COLORMAPS, colorOf, lutOf } from "../src/colormaps";
+import { fmt } from "../src/controls";
+import {
+  bucketMax, cellAt, clampViewport, DIM_KEEP, fullViewport, layoutOf, MARGIN_LEFT, MARGIN_TOP,
+  panelPixels, PLOT_PX, thinLabels, thresholdLevel, zoomViewport,
+} from "../src/heatmap";
+import { replyKey, stateKey } from "../src/index";
 
-describe("colormap", () => {
-  it("has 256 viridis entries with the published end points", () => {
-    expect(COLORMAPS.viridis.length).toBe(256 * 3);
+describe("colormaps", () => {
+  it("has 256 entries per map with the published end points", () => {
+    for (const name of ["viridis", "magma", "inferno", "cividis", "greys"]) expect(COLORMAPS[name].length).toBe(256 * 3);
     expect(colorOf(COLORMAPS.viridis, 0)).toEqual([0x44, 0x01, 0x54]);
     expect(colorOf(COLORMAPS.viridis, 255)).toEqual([0xfd, 0xe7, 0x24]);
+    expect(colorOf(COLORMAPS.magma, 0)).toEqual([0x00, 0x00, 0x03]);
     expect(colorOf(COLORMAPS.viridis, 999)).toEqual([0xfd, 0xe7, 0x24]); // clamped
+    // grey scale: no weight is white, the strongest is black
+    expect(colorOf(COLORMAPS.greys, 0)).toEqual([255, 255, 255]);
+    expect(colorOf(COLORMAPS.greys, 255)).toEqual([0, 0, 0]);
+    expect(lutOf("nope")).toBe(COLORMAPS.viridis);
   });
 
-  it("maps each quantised cell to its RGBA pixel", () => {
-    const px = panelPixels({ rows: 1, cols: 2, levels: new Uint8Array([0, 255]) }, COLORMAPS.viridis);
-    expect(Array.from(px)).toEqual([0x44, 0x01, 0x54, 255, 0xfd, 0xe7, 0x24, 255]);
+  it("maps levels 0..254 onto the whole table and leaves masked cells transparent", () => {
+    const px = panelPixels({ rows: 1, cols: 3, levels: new Uint8Array([0, 254, MASKED]) }, COLORMAPS.viridis);
+    expect(Array.from(px)).toEqual([0x44, 0x01, 0x54, 255, 0xfd, 0xe7, 0x24, 255, 0, 0, 0, 0]);
+  });
+});
+
+describe("threshold dimming", () => {
+  it("dims exactly the cells whose level is below threshold / vmax * 254", () => {
+    // vmax 0.5: level 127 is weight 0.25; threshold 0.25 -> dim below level 127
+    const dim = thresholdLevel(0.25, 0.5);
+    expect(dim).toBe(127);
+    const px = panelPixels({ rows: 1, cols: 3, levels: new Uint8Array([126, 127, 254]) }, COLORMAPS.greys, dim, [255, 0, 0]);
+    const [r, g, b] = colorOf(COLORMAPS.greys, (126 * 255) / 254);
+    // dimmed: blended toward the background (red here) keeping DIM_KEEP of the colour
+    expect(Array.from(px.slice(0, 3))).toEqual([
+      Math.round(r * DIM_KEEP + 255 * (1 - DIM_KEEP)), Math.round(g * DIM_KEEP), Math.round(b * DIM_KEEP),
+    ]);
+    expect(Array.from(px.slice(4, 7))).toEqual(colorOf(COLORMAPS.greys, (127 * 255) / 254)); // at the threshold: kept
+    expect(Array.from(px.slice(8, 11))).toEqual([0, 0, 0]);
+  });
+
+  it("dims nothing at threshold 0 and everything below vmax at threshold 1 when vmax < 1", () => {
+    expect(thresholdLevel(0, 0.3)).toBe(0);
+    const px = panelPixels({ rows: 1, cols: 1, levels: new Uint8Array([254]) }, COLORMAPS.greys, thresholdLevel(1, 0.3), [255, 255, 255]);
+    expect(px[0]).toBe(Math.round(255 * (1 - DIM_KEEP)));
   });
 });
 
@@ -21,8 +54,56 @@ describe("thinLabels", () => {
     expect(thinLabels(5, 20)).toEqual([0, 1, 2, 3, 4]);
   });
   it("keeps labels at least 11 px apart when cells are small", () => {
-    const kept = thinLabels(100, 4.2); // 420 px / 100 tokens
+    const kept = thinLabels(100, 4.2);
     expect(kept.slice(0, 3)).toEqual([0, 3, 6]);
     expect(kept.length).toBe(34);
+  });
+  it("keeps the same tokens labelled while panning (positions on the step grid)", () => {
+    expect(thinLabels(20, 4, 5)).toEqual([6, 9, 12, 15, 18]);
+  });
+});
+
+describe("viewport", () => {
+  it("zooms around the cursor's cell and stays inside the map", () => {
+    const vp = zoomViewport(fullViewport(4096, 4096), 4096, 4096, 1000, 3000, 4);
+    expect(vp.q1 - vp.q0).toBeCloseTo(1024);
+    // the point under the cursor keeps its relative place
+    expect((1000 - vp.q0) / (vp.q1 - vp.q0)).toBeCloseTo(1000 / 4096);
+    const out = zoomViewport(vp, 4096, 4096, 1000, 3000, 0.01);
+    expect(out).toEqual(fullViewport(4096, 4096));
+  });
+
+  it("clamps a pan at the edges without changing the window size", () => {
+    expect(clampViewport({ q0: -5, q1: 15, k0: 95, k1: 115 }, 100, 100)).toEqual({ q0: 0, q1: 20, k0: 80, k1: 100 });
+  });
+
+  it("finds the cell under the pointer", () => {
+    const layout = layoutOf({ q0: 10, q1: 20, k0: 0, k1: 10 });
+    expect(layout.cell).toBe(PLOT_PX / 10);
+    expect(cellAt(layout, MARGIN_LEFT + 1.5 * layout.cell, MARGIN_TOP + 0.2 * layout.cell)).toEqual({ q: 10, k: 1 });
+    expect(cellAt(layout, MARGIN_LEFT - 1, MARGIN_TOP)).toBeNull();
+  });
+});
+
+describe("row plot and numbers", () => {
+  it("keeps each bucket's maximum so one sharp key still shows", () => {
+    const row = new Array(4096).fill(0);
+    row[2049] = 0.9;
+    const b = bucketMax(row, 100);
+    expect(b.length).toBe(100);
+    expect(Math.max(...b)).toBe(0.9);
+  });
+
+  it("formats numbers with 4 significant digits", () => {
+    expect(fmt(0.5)).toBe("0.5");
+    expect(fmt(1.23456)).toBe("1.235");
+    expect(fmt(null)).toBe("–");
+  });
+
+  it("matches the view key the Python metrics carry", () => {
+    const state = { mode: "average", layer: 2, head: 5, threshold: 0.15, query: null, top_k: 5 };
+    // AttentionView._send_metrics: head is None outside the head and grid modes
+    expect(stateKey(state)).toBe(replyKey({ mode: "average", layer: 2, head: null, threshold: 0.15, query: null, top_k: 5 }));
+    expect(stateKey({ ...state, mode: "head" })).not.toBe(replyKey({ mode: "head", layer: 2, head: null, threshold: 0.15, query: null, top_k: 5 }));
   });
 });

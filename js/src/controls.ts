@@ -1,0 +1,148 @@
+/** Sliders, selects, the metrics panel and the head strip. Builds DOM with textContent only:
+ *  every token and every value is user data or a number, never HTML. */
+import type { Badge } from "./codec";
+
+export interface Slider {
+  box: HTMLLabelElement;
+  input: HTMLInputElement;
+  value: HTMLSpanElement;
+}
+
+export function slider(name: string, step: string): Slider {
+  const box = document.createElement("label");
+  box.className = `aw-control aw-${name}`;
+  const title = document.createElement("span");
+  title.textContent = name;
+  const input = document.createElement("input");
+  input.type = "range";
+  input.step = step;
+  input.min = "0";
+  input.className = `aw-slider-${name}`;
+  // JupyterLab's command-mode shortcuts would swallow arrow keys on a focused slider
+  input.setAttribute("data-lm-suppress-shortcuts", "true");
+  const value = document.createElement("span");
+  value.className = "aw-value";
+  box.append(title, input, value);
+  return { box, input, value };
+}
+
+export function select(name: string, options: string[]): { box: HTMLLabelElement; input: HTMLSelectElement } {
+  const box = document.createElement("label");
+  box.className = `aw-control aw-${name}`;
+  const title = document.createElement("span");
+  title.textContent = name;
+  const input = document.createElement("select");
+  input.className = `aw-select-${name}`;
+  input.setAttribute("data-lm-suppress-shortcuts", "true");
+  for (const o of options) {
+    const opt = document.createElement("option");
+    opt.value = o;
+    opt.textContent = o;
+    input.append(opt);
+  }
+  box.append(title, input);
+  return { box, input };
+}
+
+/** A number as shown in the panel: 4 significant digits, no trailing zeros; None as a dash. */
+export function fmt(v: unknown): string {
+  if (typeof v !== "number") return v === null || v === undefined ? "–" : String(v);
+  if (!Number.isFinite(v)) return String(v);
+  return String(Number(v.toPrecision(4)));
+}
+
+/** What the metrics panel lists, in order: key in the metrics dict -> label. */
+export const METRIC_ROWS: [string, string][] = [
+  ["mean_entropy", "mean entropy (nats)"],
+  ["normalized_entropy", "normalised entropy"],
+  ["sparsity", "sparsity"],
+  ["sparsity_gini", "Gini"],
+  ["effective_tokens", "effective tokens"],
+  ["max", "max weight"],
+  ["diagonal_mean", "diagonal mean"],
+  ["sharpness", "sharpness"],
+];
+
+export interface QueryBlock {
+  index: number;
+  masked: boolean;
+  top_k: number[];
+  top_k_weights: number[];
+  row: number[];
+  entropy: number;
+  normalized_entropy: number | null;
+}
+
+export type Metrics = Record<string, unknown> & {
+  view?: Record<string, unknown>;
+  scores?: Record<string, number | null>;
+  query?: QueryBlock;
+};
+
+function row(table: HTMLElement, key: string, label: string, value: string): void {
+  const tr = document.createElement("tr");
+  tr.dataset.key = key;
+  const th = document.createElement("th");
+  th.textContent = label;
+  const td = document.createElement("td");
+  td.className = "aw-metric-value";
+  td.textContent = value;
+  tr.append(th, td);
+  table.append(tr);
+}
+
+/** Fill the metrics panel from a metrics dict; the row plot canvas is returned for the caller to draw. */
+export function renderMetrics(box: HTMLElement, m: Metrics, keyTokens: string[], queryTokens: string[]): HTMLCanvasElement | null {
+  box.replaceChildren();
+  const head = document.createElement("div");
+  head.className = "aw-metrics-title";
+  head.textContent = `${String(m.kind ?? "head")}: ${String(m.pattern ?? "")} · ${String(m.grade ?? "")}`;
+  box.append(head);
+  const table = document.createElement("table");
+  table.className = "aw-metrics-table";
+  for (const [key, label] of METRIC_ROWS) {
+    const shown = key === "sparsity" ? `${label} (< ${fmt(m.threshold)})` : label;
+    row(table, key, shown, fmt(m[key]));
+  }
+  row(table, "pattern", "pattern", String(m.pattern ?? "–"));
+  row(table, "grade", "grade", String(m.grade ?? "–"));
+  box.append(table);
+
+  const scores = document.createElement("details");
+  scores.className = "aw-scores";
+  const summary = document.createElement("summary");
+  summary.textContent = "pattern scores";
+  const st = document.createElement("table");
+  for (const [name, v] of Object.entries(m.scores ?? {})) row(st, `score-${name}`, name, fmt(v));
+  scores.append(summary, st);
+  box.append(scores);
+
+  const q = m.query;
+  if (!q) {
+    const hint = document.createElement("div");
+    hint.className = "aw-hint";
+    hint.textContent = "Click a row to select a query.";
+    box.append(hint);
+    return null;
+  }
+  const qt = document.createElement("div");
+  qt.className = "aw-query-title";
+  qt.textContent = `query ${q.index} “${queryTokens[q.index] ?? ""}”` + (q.masked ? " (fully masked)" : "");
+  box.append(qt);
+  const qtable = document.createElement("table");
+  qtable.className = "aw-query-table";
+  row(qtable, "query-entropy", "entropy (nats)", fmt(q.entropy));
+  row(qtable, "query-normalized_entropy", "normalised entropy", fmt(q.normalized_entropy));
+  q.top_k.forEach((k, i) => row(qtable, `top-${i}`, `#${i + 1} key ${k} “${keyTokens[k] ?? ""}”`, fmt(q.top_k_weights[i])));
+  box.append(qtable);
+  const plot = document.createElement("canvas");
+  plot.className = "aw-row-plot";
+  plot.setAttribute("aria-label", "attention of the selected query over the key positions");
+  box.append(plot);
+  return plot;
+}
+
+/** Label under a head thumbnail: name, grade and mean entropy. */
+export function badgeText(b: Badge): string {
+  return `${b.name} · ${b.grade} · H ${b.entropy.toFixed(2)}`;
+}
