@@ -145,6 +145,7 @@ class AttentionView(anywidget.AnyWidget):
             maps = extract_attention(model, text, tokenizer, **extract_options)
         self._maps = maps
         self._cache: OrderedDict[tuple, PanelMetrics] = OrderedDict()
+        self._encoded: dict[tuple, dict[str, Any]] = {}
         self._rollout: np.ndarray | None = None
         self._batch = 0
         self._dirty: set[str] = set()
@@ -304,10 +305,13 @@ class AttentionView(anywidget.AnyWidget):
         head = self.head if self.mode in ("head", "grid") else None
         return {"mode": self.mode, "layer": self.layer, "head": head}
 
+    def _key(self) -> tuple:
+        return (self.mode if self.mode != "grid" else "head", self.layer,
+                self.head if self.mode in ("head", "grid") else None)
+
     def _source(self) -> PanelMetrics:
         """Metrics object of the shown map (a head, the layer's average or the rollout), cached."""
-        key = (self.mode if self.mode != "grid" else "head", self.layer,
-               self.head if self.mode in ("head", "grid") else None)
+        key = self._key()
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -327,12 +331,20 @@ class AttentionView(anywidget.AnyWidget):
         self._cache[key] = pm
         return pm
 
+    def _cached_bytes(self, key: tuple, pm: PanelMetrics) -> int:
+        # a head's weights are a view into the record; an average or rollout map is our own copy
+        own = 0 if key[0] == "head" else pm.weights.element_size() * pm.weights.numel()
+        encoded = self._encoded.get(key)
+        return pm.nbytes + own + (len(encoded["buffer"]) if encoded else 0)
+
     def _trim_cache(self) -> None:
-        # after the update, when the shown map's sorted copy exists and counts
-        total = sum(v.nbytes for v in self._cache.values())
+        # after the update, when the shown map's intermediates exist and count
+        total = sum(self._cached_bytes(k, v) for k, v in self._cache.items())
         while total > METRICS_CACHE_BYTES and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            total -= old.nbytes
+            key, old = self._cache.popitem(last=False)
+            total -= self._cached_bytes(key, old)
+            for enc in [k for k in self._encoded if k[:3] == key]:
+                del self._encoded[enc]
 
     def _vmax(self, pm: PanelMetrics) -> float:
         if self.scale == "fixed":
@@ -342,13 +354,16 @@ class AttentionView(anywidget.AnyWidget):
 
     def _send_panel(self) -> None:
         pm = self._source()
-        Q, K = pm.shape
-        factor = pool_factor(Q, K, OVERVIEW_SIDE)
-        pooled, visible = pool_max(pm.weights, factor, pm.visible())
-        self.set_trait("panel", encode_panel(
-            pooled, vmax=self._vmax(pm), visible=visible,
-            view=self._view_key(), pool=factor, full_shape=[Q, K],
-        ))
+        key = (*self._key(), self.scale)
+        if key not in self._encoded:  # pooling a 4096-token map costs ~20 ms: do it once per map
+            Q, K = pm.shape
+            factor = pool_factor(Q, K, OVERVIEW_SIDE)
+            pooled, visible = pool_max(pm.weights, factor, pm.visible())
+            self._encoded[key] = encode_panel(
+                pooled, vmax=self._vmax(pm), visible=visible,
+                view=self._view_key(), pool=factor, full_shape=[Q, K],
+            )
+        self.set_trait("panel", self._encoded[key])
         self.set_trait("caption", self._caption())
 
     def _send_detail(self) -> None:

@@ -221,13 +221,16 @@ def test_browser_message_with_several_traits_updates_once(monkeypatch):
 
 
 def test_metrics_cache_stays_within_its_budget(monkeypatch):
-    monkeypatch.setattr(widget_module, "METRICS_CACHE_BYTES", 3000)
+    monkeypatch.setattr(widget_module, "METRICS_CACHE_BYTES", 1000)
     view = AttentionView.from_tensor(stack(np.random.default_rng(11), L=2, H=3, Q=8))
     for layer in range(2):
         for head in range(3):
             view.layer, view.head = layer, head
-    assert sum(v.nbytes for v in view._cache.values()) <= 3000 or len(view._cache) == 1
-    assert len(view._cache) < 6
+    assert sum(view._cached_bytes(k, v) for k, v in view._cache.items()) <= 1000
+    assert 1 <= len(view._cache) < 6
+    assert {k[:3] for k in view._encoded} <= set(view._cache)  # evicted maps take their bytes along
+    view.layer, view.head = 0, 0  # an evicted map comes back, recomputed
+    assert_metrics_equal(view.metrics, panel_metrics(view.maps.head(0, 0), 0.1))
 
 
 def test_head_average_record_is_labelled():

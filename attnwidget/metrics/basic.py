@@ -159,7 +159,7 @@ def _sparsity(p: Prepared, threshold: float) -> torch.Tensor:
             np.array([np.searchsorted(row, t, side="left") for row in ordered], dtype=np.float64)
         ).reshape(w.shape[:-2]).to(w.dtype)
     else:
-        below = torch.where(w < threshold, 1.0, 0.0).to(w.dtype).sum(dim=(-2, -1))
+        below = (w < threshold).sum(dim=(-2, -1)).to(w.dtype)
     n_vis = _n_visible(p)
     if threshold > 0 and not p.dense:
         # hidden entries are 0, so below any threshold > 0: count them out

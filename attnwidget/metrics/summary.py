@@ -72,6 +72,11 @@ def _json_float(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+#: Up to this many cells (1024 x 1024) PanelMetrics keeps the sorted weights for instant
+#: threshold changes; above it the copy is dropped after the first use.
+KEEP_SORTED_CELLS = 2**20
+
+
 class PanelMetrics:
     """The numbers shown next to one ``[Q, K]`` map, validated once and computed on demand.
 
@@ -106,9 +111,9 @@ class PanelMetrics:
 
     @property
     def nbytes(self) -> int:
-        """Bytes this object holds on to (weights, masks and cached intermediates), for LRU budgets."""
+        """Bytes of the intermediates this object keeps beyond the weights it was given (LRU budgets)."""
         total = 0
-        for t in (self._p.w, self._p.key_mask, *self._p.cache.values()):
+        for t in self._p.cache.values():
             if isinstance(t, torch.Tensor):
                 total += t.element_size() * t.numel()
         return total
@@ -138,12 +143,16 @@ class PanelMetrics:
                 "grade": _grade(np.asarray(sharp_rel)).item(),
                 "shape": list(p.w.shape),
             }
+            if p.w.numel() > KEEP_SORTED_CELLS:
+                # a sorted copy as big as the map is not worth keeping: a new threshold
+                # then costs one comparison pass instead of a binary search
+                p.cache.pop("sorted", None)
         return self._static
 
     def sparsity(self, threshold: float = 0.1) -> float:
         """Fraction of visible weights strictly below ``threshold`` (:func:`compute_attention_sparsity`)."""
         threshold = check_threshold(threshold)
-        self.static()  # sorts the weights once (for Gini); every threshold is then a binary search
+        self.static()  # sorts the weights (for Gini); small maps keep them for a binary search
         return float(_sparsity(self._p, threshold))
 
     def query(self, query: int, k: int = 3) -> dict[str, Any]:

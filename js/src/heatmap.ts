@@ -1,5 +1,5 @@
 /** Canvas drawing of attention panels, head grids and row profiles. Draws; never computes a metric. */
-import { type Atlas, atlasPanel, LEVELS, MASKED, type Panel } from "./codec";
+import { type Atlas, atlasPanel, LEVELS, type Panel } from "./codec";
 import { colorOf } from "./colormaps";
 
 export const PLOT_PX = 512; // side of the square plot area, CSS pixels
@@ -97,26 +97,39 @@ export function thresholdLevel(threshold: number, vmax: number): number {
   return (threshold / vmax) * LEVELS;
 }
 
-/** RGBA pixels, one per cell: colormap colour, dimmed below the threshold, transparent if masked. */
-export function panelPixels(
-  panel: Pick<Panel, "rows" | "cols" | "levels">, lut: Uint8Array,
-  dimBelow = 0, background: [number, number, number] = [255, 255, 255],
-): Uint8ClampedArray<ArrayBuffer> {
-  const px = new Uint8ClampedArray(panel.rows * panel.cols * 4);
+/**
+ * RGBA for each of the 256 levels under a colormap and threshold: the colour,
+ * blended toward the background below the threshold, transparent for MASKED.
+ * Painting is then one table lookup per cell.
+ */
+export function levelPalette(lut: Uint8Array, dimBelow = 0, background: [number, number, number] = [255, 255, 255]): Uint8ClampedArray {
+  const pal = new Uint8ClampedArray(256 * 4);
   const keep = DIM_KEEP;
   const [br, bg, bb] = background;
-  for (let i = 0; i < panel.levels.length; i++) {
-    const level = panel.levels[i];
-    const o = 4 * i;
-    if (level === MASKED) continue; // alpha 0: the masked hatch underneath shows through
+  for (let level = 0; level <= LEVELS; level++) {
     let [r, g, b] = colorOf(lut, (level * 255) / LEVELS);
     if (level < dimBelow) {
       r = r * keep + br * (1 - keep);
       g = g * keep + bg * (1 - keep);
       b = b * keep + bb * (1 - keep);
     }
-    px[o] = r; px[o + 1] = g; px[o + 2] = b; px[o + 3] = 255;
+    pal.set([r, g, b, 255], 4 * level);
   }
+  // MASKED stays (0, 0, 0, 0): the masked hatch underneath shows through
+  return pal;
+}
+
+/** RGBA pixels, one per cell: colormap colour, dimmed below the threshold, transparent if masked. */
+export function panelPixels(
+  panel: Pick<Panel, "rows" | "cols" | "levels">, lut: Uint8Array,
+  dimBelow = 0, background: [number, number, number] = [255, 255, 255],
+): Uint8ClampedArray<ArrayBuffer> {
+  const px = new Uint8ClampedArray(panel.rows * panel.cols * 4);
+  // 32-bit words: one read and one write per cell (byte order is the platform's for both)
+  const pal32 = new Uint32Array(levelPalette(lut, dimBelow, background).buffer);
+  const out32 = new Uint32Array(px.buffer);
+  const levels = panel.levels;
+  for (let i = 0; i < levels.length; i++) out32[i] = pal32[levels[i]];
   return px;
 }
 

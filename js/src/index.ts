@@ -211,10 +211,12 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     metricsBox.classList.toggle("aw-is-stale", !metricsOk);
     stale.style.display = fresh && metricsOk ? "none" : "";
     plot.classList.toggle("aw-is-stale", !fresh);
+    // hooks for tests and benchmarks: every paint, and every paint where picture and numbers are current
+    el.dispatchEvent(new CustomEvent("aw-painted", { bubbles: true, detail: { key: stateKey(s), fresh, time: performance.now() } }));
     if (fresh && metricsOk) {
       const key = stateKey(s);
       el.dataset.rendered = key;
-      el.dispatchEvent(new CustomEvent("aw-rendered", { detail: { key, time: performance.now() } }));
+      el.dispatchEvent(new CustomEvent("aw-rendered", { bubbles: true, detail: { key, time: performance.now() } }));
     }
   };
 

@@ -1,25 +1,32 @@
-"""AttentionView on the real MiniLM, in a real JupyterLab / Notebook 7, in headless Chromium."""
+"""AttentionView on the real MiniLM, in a real JupyterLab / Notebook 7, in headless Chromium.
+
+The numbers in the page are checked against attnwidget.metrics computed here,
+in the test process, on the same model and text (CPU float32 is deterministic).
+"""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from lab_server import APPS, jupyter_server, write_notebook
 
 pytestmark = pytest.mark.e2e
 
+TEXT = "The cat sat on the mat."
 XSS = "<img src=x onerror=alert(1)>"
-SETUP = """
+SETUP = f"""
 from attnwidget import AttentionView, AttentionMaps
 from attnwidget.models import load_minilm
 model, tok = load_minilm()
-view = AttentionView(model, "The cat sat on the mat.", tokenizer=tok)
+view = AttentionView(model, {TEXT!r}, tokenizer=tok)
 view
 """
 # A view whose tokens carry markup: it must show as text and add no element.
 XSS_CELL = f"""
 import numpy as np
 w = np.full((1, 1, 3, 3), 1 / 3, dtype=np.float32)
-hostile = AttentionView(AttentionMaps(w, ["a", {XSS!r}, "c"], text={XSS!r}))
+hostile = AttentionView(AttentionMaps(w, ["a", {XSS!r}, "c"], text={XSS!r}), query=1)
 hostile
 """
 
@@ -28,14 +35,45 @@ PIXELS = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.he
   for (let i = 0; i < d.length; i += 4) { if (d[i + 3]) painted++;
     colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]); }
   return { painted, colours: colours.size }; }"""
+METRIC_KEYS = ("mean_entropy", "normalized_entropy", "sparsity", "sparsity_gini", "effective_tokens", "max")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The record and a metrics function computed in the test process."""
+    pytest.importorskip("transformers")
+    from attnwidget import extract_attention
+    from attnwidget.metrics import panel_metrics
+    from attnwidget.models import load_minilm
+
+    model, tok = load_minilm()
+    maps = extract_attention(model, TEXT, tok)
+    return maps, lambda layer, head, threshold=0.1, query=None: panel_metrics(
+        maps.head(layer, head), threshold, query, 5)
+
+
+def state_key(mode="head", layer=0, head=0, threshold=0.1, query=None, top_k=5):
+    """What the widget writes to data-rendered once picture and metrics belong to this state."""
+    head = head if mode in ("head", "grid") else None
+    return json.dumps([mode, layer, head, threshold, query, top_k], separators=(",", ":"))
+
+
+def check_metrics(view, expected):
+    """Every number in the metrics panel equals Python's value to its 4 shown digits."""
+    for key in METRIC_KEYS:
+        text = view.locator(f".aw-metrics tr[data-key='{key}'] td").inner_text()
+        assert float(text) == pytest.approx(expected[key], rel=1e-3, abs=1e-9), key
+    assert view.locator(".aw-metrics tr[data-key='pattern'] td").inner_text() == expected["pattern"]
+    assert view.locator(".aw-metrics tr[data-key='grade'] td").inner_text() == expected["grade"]
 
 
 @pytest.mark.parametrize("app", list(APPS))
-def test_view_draws_and_follows_sliders(app, page, artifacts):
+def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifacts, reference):
     if app == "notebook7":
         pytest.importorskip("notebook", minversion="7", reason="notebook>=7 not installed")
     from playwright.sync_api import expect
 
+    maps, metrics_of = reference
     with jupyter_server(app, artifacts) as (url, token, root):
         write_notebook(root / "demo.ipynb", [SETUP, XSS_CELL])
         external: list[str] = []
@@ -43,6 +81,8 @@ def test_view_draws_and_follows_sliders(app, page, artifacts):
                 else external.append(r.url))
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         try:
             page.goto(f"{url}{APPS[app][1].format('demo.ipynb')}?token={token}")
             toolbar = page.locator(".jp-NotebookPanel-toolbar")
@@ -58,29 +98,93 @@ def test_view_draws_and_follows_sliders(app, page, artifacts):
             view = views.nth(0)
             canvas = view.locator("canvas.aw-heatmap")
             expect(canvas).to_be_visible()
+            expect(view).to_have_attribute("data-rendered", state_key(), timeout=30_000)
             caption = view.locator(".aw-caption")
             expect(caption).to_contain_text("all-MiniLM-L6-v2 · layer 0 · head 0")
-            page.wait_for_timeout(300)  # one animation frame for the paint
             stats = canvas.evaluate(PIXELS)
             assert stats["painted"] > 10_000, stats
             assert stats["colours"] >= 16, stats  # a real map, not a blank or flat fill
+            check_metrics(view, metrics_of(0, 0))
 
+            # layer slider
             before = canvas.evaluate("c => c.toDataURL()")
             view.locator("input.aw-slider-layer").fill("4")
+            expect(view).to_have_attribute("data-rendered", state_key(layer=4))
             expect(caption).to_contain_text("layer 4 · head 0")
             expect(view.locator(".aw-layer .aw-value")).to_have_text("4 / 5")
-            view.locator("input.aw-slider-head").focus()
-            page.keyboard.press("ArrowRight")  # keyboard works inside the notebook
-            expect(caption).to_contain_text("layer 4 · head 1")
-            page.wait_for_timeout(300)
+            check_metrics(view, metrics_of(4, 0))
             assert canvas.evaluate("c => c.toDataURL()") != before  # repainted
 
+            # head slider, by keyboard inside the notebook
+            view.locator("input.aw-slider-head").focus()
+            page.keyboard.press("ArrowRight")
+            expect(view).to_have_attribute("data-rendered", state_key(layer=4, head=1))
+            expect(caption).to_contain_text("layer 4 · head 1")
+            check_metrics(view, metrics_of(4, 1))
+
+            # threshold slider: the picture dims at once, the sparsity follows from Python
+            before = canvas.evaluate("c => c.toDataURL()")
+            view.locator("input.aw-slider-threshold").fill("0.25")
+            expect(view).to_have_attribute("data-rendered", state_key(layer=4, head=1, threshold=0.25))
+            check_metrics(view, metrics_of(4, 1, 0.25))
+            assert canvas.evaluate("c => c.toDataURL()") != before
+
+            # a head thumbnail
+            thumbs = view.locator(".aw-heads .aw-thumb")
+            expect(thumbs).to_have_count(12)
+            expect(thumbs.nth(7)).to_contain_text("head 7")
+            thumbs.nth(7).click()
+            expect(view).to_have_attribute("data-rendered", state_key(layer=4, head=7, threshold=0.25))
+            expect(thumbs.nth(7)).to_have_class("aw-thumb aw-selected")
+            check_metrics(view, metrics_of(4, 7, 0.25))
+
+            # hover a cell: query token -> key token: weight
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()
+            n = maps.shape[2]
+            cell = 512 / n
+            qx, qy = 3, 2  # key 3, query 2
+            page.mouse.move(box["x"] + 96 + (qx + 0.5) * cell, box["y"] + 96 + (qy + 0.5) * cell)
+            tip = view.locator(".aw-tooltip")
+            expect(tip).to_be_visible()
+            weight = float(maps.head(4, 7)[qy, qx])
+            expect(tip).to_contain_text(f"{maps.query_display[qy]} → {maps.key_display[qx]}: ≈")
+            shown = float(tip.inner_text().split("≈")[1])
+            vmax = float(maps.head(4, 7).max())
+            assert shown == pytest.approx(weight, abs=vmax / 254 + 1e-3)
+
+            # click the row: that query's top-k keys appear, as Python ranks them
+            page.mouse.click(box["x"] + 96 + (qx + 0.5) * cell, box["y"] + 96 + (qy + 0.5) * cell)
+            expect(view).to_have_attribute("data-rendered",
+                                           state_key(layer=4, head=7, threshold=0.25, query=qy))
+            expected = metrics_of(4, 7, 0.25, qy)["query"]
+            for i, (k, w) in enumerate(zip(expected["top_k"], expected["top_k_weights"], strict=True)):
+                row = view.locator(f".aw-query-table tr[data-key='top-{i}']")
+                assert f"key {k} " in row.locator("th").inner_text()
+                assert float(row.locator("td").inner_text()) == pytest.approx(w, rel=1e-3)
+            expect(view.locator("canvas.aw-row-plot")).to_be_visible()
+
+            # the head average, labelled as one
+            view.locator("select.aw-select-mode").select_option("average")
+            expect(view).to_have_attribute("data-rendered", state_key(
+                mode="average", layer=4, head=7, threshold=0.25, query=qy))
+            expect(caption).to_contain_text("(AVERAGE, not a head)")
+            expect(view.locator(".aw-metrics-title")).to_contain_text("average of heads")
+
+            page.screenshot(path=str(artifacts / f"widget-{app}.png"), full_page=True)
+
+            # token text stays text: caption, tooltip and the query title
             hostile = views.nth(1)
             expect(hostile.locator(".aw-caption")).to_contain_text(XSS)
+            expect(hostile.locator(".aw-query-title")).to_contain_text(XSS)
+            hostile.locator("canvas.aw-heatmap").scroll_into_view_if_needed()
+            hbox = hostile.locator("canvas.aw-heatmap").bounding_box()
+            page.mouse.move(hbox["x"] + 96 + 1.5 * 512 / 3, hbox["y"] + 96 + 0.5 * 512 / 3)
+            expect(hostile.locator(".aw-tooltip")).to_contain_text(f"a → {XSS}")
             assert page.locator("img[src='x']").count() == 0
-            page.screenshot(path=str(artifacts / f"widget-{app}.png"), full_page=True)
             assert dialogs == [], f"script ran from token text: {dialogs}"
             assert external == [], f"the page tried to reach the network: {external}"
+            assert [e for e in errors if "attnwidget" in e or "aw-" in e] == [], errors
         except Exception:
             page.screenshot(path=str(artifacts / f"failure-{app}.png"), full_page=True)
             raise

@@ -1,0 +1,291 @@
+"""AttentionView in a real JupyterLab and headless Chromium: latency, bytes, and the peers.
+
+What is timed (all in the browser, with ``performance.now()``):
+
+* ``head_switch``: from a slider ``input`` event to the end of the first paint
+  where both the picture and the metrics belong to the new state (the
+  widget's ``aw-rendered`` event). Head and layer slider moves, each to a head
+  not shown before (so the metrics are computed, not cached), on the real
+  MiniLM at 512 positions and on a synthetic 2 x 6 x 4096 x 4096 stack.
+  Targets: median < 50 ms at 512, < 150 ms at 4096.
+* ``threshold_paint``: from a threshold ``input`` event to the end of the
+  repaint with the new dimming (``aw-painted``), at 1024 tokens. Target: one
+  frame (16.7 ms).
+* ``bytes_per_head_change``: websocket bytes the browser receives per head
+  change at 512 tokens (everything: panel, metrics, kernel status). Target
+  <= 300 KB.
+* ``first_render``: from Ctrl+Enter on a cell that builds a new view of an
+  already extracted record (no model run, like the peers' pre-rendered HTML)
+  to its first ``aw-rendered`` (64, 256, 510 tokens), and the websocket bytes
+  the browser received meanwhile.
+* Peers on the same MiniLM input (64, 256, 510 tokens): BertViz ``head_view``
+  and CircuitsVis ``attention_heads`` HTML, loaded from file:// with every
+  network request refused (offline): size of the HTML, time to first render
+  (an SVG/canvas with the tokens), JS heap. Needs ``pip install --no-deps
+  bertviz==1.4.1 circuitsvis==1.43.3 importlib-metadata``; skipped if absent.
+
+    python benchmarks/bench_widget.py [--out benchmarks/results/widget.json] [--no-peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from lab_server import CHROMIUM_ARGS, find_chromium, jupyter_server, write_notebook  # noqa: E402
+
+SIZES = (64, 256, 510)
+PARAGRAPH = (
+    "Attention lets every token look at every other token and decide how much of each to read. "
+    "Some heads look at the previous word, some at the first token, some at repeated names, and "
+    "many spread their weight thinly over the whole sentence, which is why one picture per head "
+    "says more than an average over all of them."
+)
+
+SETUP = f"""
+import numpy as np
+from IPython.display import display
+from attnwidget import AttentionView
+from attnwidget.models import load_minilm
+from attnwidget.synthetic import create_synthetic_attention
+model, tok = load_minilm()
+words = {PARAGRAPH!r}.split()
+
+def text_of(n_words_tokens):
+    # the longest prefix of repeated words whose encoding (with [CLS]/[SEP]) fits n + 2 positions
+    text, i = "", 0
+    while True:
+        cand = (text + " " + words[i % len(words)]).strip()
+        if len(tok(cand)["input_ids"]) > n_words_tokens + 2:
+            return text
+        text, i = cand, i + 1
+
+views = {{n: AttentionView(model, text_of(n), tokenizer=tok) for n in {SIZES!r}}}
+patterns = ["local", "diagonal", "bos", "block", "broadcast", "uniform"]
+big = np.stack([np.stack([np.asarray(create_synthetic_attention(4096, p, seed=10 * l + h), np.float32)
+                          for h, p in enumerate(patterns)]) for l in range(2)])
+v4096 = AttentionView.from_tensor(big, model_name="synthetic 4096")
+mid = np.stack([np.asarray(create_synthetic_attention(1024, p, seed=h), np.float32)
+                for h, p in enumerate(patterns[:2])])[None]
+v1024 = AttentionView.from_tensor(mid, model_name="synthetic 1024")
+print({{n: v.maps.shape for n, v in views.items()}})
+"""
+CELLS = [SETUP, "AttentionView(views[64].maps)", "AttentionView(views[256].maps)",
+         "AttentionView(views[510].maps)", "v4096", "v1024"]
+INDEX = {64: 0, 256: 1, 510: 2, 4096: 3, 1024: 4}  # order of the .attnwidget elements
+
+MOVES_JS = """
+async ({index, moves, settle}) => {
+  const el = document.querySelectorAll('.jp-OutputArea-output .attnwidget')[index];
+  const out = [];
+  for (const [slider, value, event] of moves) {
+    const input = el.querySelector(`input.aw-slider-${slider}`);
+    const done = new Promise((resolve) => {
+      const h = (e) => { el.removeEventListener(event, h); resolve(e.detail.time); };
+      el.addEventListener(event, h);
+    });
+    const t0 = performance.now();
+    input.value = String(value);
+    input.dispatchEvent(new Event('input', { bubbles: true }));
+    const t1 = await Promise.race([done, new Promise((r) => setTimeout(() => r(NaN), 30000))]);
+    out.push(t1 - t0);
+    // wait until this state is fully shown (metrics too) before the next move
+    await new Promise((r) => { const f = () => el.dataset.rendered ? r() : setTimeout(f, 5); setTimeout(f, settle); });
+  }
+  return out;
+}
+"""
+
+
+def summary(values: list[float]) -> dict:
+    ok = [v for v in values if v == v]
+    return {
+        "n": len(values), "failed": len(values) - len(ok),
+        "median_ms": round(statistics.median(ok), 2) if ok else None,
+        "p90_ms": round(sorted(ok)[int(0.9 * (len(ok) - 1))], 2) if ok else None,
+        "min_ms": round(min(ok), 2) if ok else None, "max_ms": round(max(ok), 2) if ok else None,
+    }
+
+
+def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
+    from playwright.sync_api import expect
+
+    write_notebook(root / "bench.ipynb", CELLS)
+    frames: list[tuple[float, int]] = []
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda payload: frames.append((time.monotonic(), len(payload)))))
+    page.goto(f"{url}/lab/tree/bench.ipynb?token={token}")
+    toolbar = page.locator(".jp-NotebookPanel-toolbar")
+    expect(toolbar.get_by_role("button", name="Python 3 (ipykernel)")).to_be_visible(timeout=120_000)
+    expect(toolbar.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=120_000)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    views = page.locator(".jp-OutputArea-output .attnwidget")
+    expect(views).to_have_count(5, timeout=180_000)
+    for i in range(5):
+        expect(views.nth(i)).to_have_attribute("data-rendered", __import__("re").compile("."),
+                                                timeout=300_000)
+
+    def moves(index: int, seq: list, settle: int = 30) -> list[float]:
+        return page.evaluate(MOVES_JS, {"index": index, "moves": seq, "settle": settle})
+
+    # 512 positions: 11 head moves in layer 0, then layer moves (each shows a new head's map)
+    head_seq = [["head", h, "aw-rendered"] for h in range(1, 12)]
+    layer_seq = [["layer", layer, "aw-rendered"] for layer in (1, 2, 3, 4, 5)]
+    start = time.monotonic()
+    head_times = moves(INDEX[510], head_seq)
+    end = time.monotonic()
+    bytes_in = sum(n for t, n in frames if start <= t <= end)
+    layer_times = moves(INDEX[510], layer_seq)
+    revisit = moves(INDEX[510], [["head", h, "aw-rendered"] for h in (0, 5, 11, 3, 7, 1, 9)])
+    out["head_switch_512"] = {"head_moves": summary(head_times), "layer_moves": summary(layer_times),
+                              "all_new": summary(head_times + layer_times),
+                              "cached_revisits": summary(revisit), "target_median_ms": 50}
+    out["bytes_per_head_change_512"] = {"bytes": round(bytes_in / len(head_seq)), "target_bytes": 300_000}
+
+    big_seq = [["head", h, "aw-rendered"] for h in range(1, 6)] + [["layer", 1, "aw-rendered"]] + [
+        ["head", h, "aw-rendered"] for h in range(4, -1, -1)]
+    big_times = moves(INDEX[4096], big_seq, settle=100)
+    big_revisit = moves(INDEX[4096], [["head", h, "aw-rendered"] for h in (2, 5, 1, 3)], settle=100)
+    out["head_switch_4096"] = {"all_new": summary(big_times), "cached_revisits": summary(big_revisit),
+                               "target_median_ms": 150}
+
+    thr = [["threshold", round(0.01 * i, 3), "aw-painted"] for i in range(2, 42, 2)]
+    paint = moves(INDEX[1024], thr, settle=60)
+    out["threshold_paint_1024"] = {**summary(paint),
+                                   "within_one_frame": sum(v <= 1000 / 60 for v in paint),
+                                   "target_ms": round(1000 / 60, 1)}
+
+    # first render: re-run a display cell, time to the new view's first fresh paint
+    first = {}
+    for n, cell_index in ((64, 1), (256, 2), (510, 3)):
+        cell = page.locator(".jp-Notebook .jp-Cell").nth(cell_index)
+        cell.locator(".jp-InputArea-editor").click()
+        page.evaluate("""() => { window.__awFirst = null;
+          document.addEventListener('aw-rendered', (e) => { if (window.__awFirst === null) window.__awFirst = e.detail.time; },
+                                    { once: true }); window.__awStart = performance.now(); }""")
+        t_start = time.monotonic()
+        page.keyboard.press("Control+Enter")
+        page.wait_for_function("() => window.__awFirst !== null", timeout=60_000)
+        t_end = time.monotonic() + 0.05
+        ms = page.evaluate("() => window.__awFirst - window.__awStart")
+        first[str(n)] = {"first_render_ms": round(ms, 1),
+                         "bytes": sum(k for t, k in frames if t_start <= t <= t_end)}
+        page.keyboard.press("Escape")
+    out["first_render"] = first
+
+
+def measure_peers(browser, out: dict) -> None:
+    try:
+        import circuitsvis.utils.render as cv_render
+        from bertviz import head_view
+        from circuitsvis.attention import attention_heads
+    except ImportError as exc:
+        out["peers"] = {"skipped": f"not installed: {exc}"}
+        return
+    from attnwidget import extract_attention
+    from attnwidget.models import load_minilm
+
+    model, tok = load_minilm()
+    words = PARAGRAPH.split()
+    tmp = Path(tempfile.mkdtemp(prefix="aw-peers-"))
+    peers: dict = {}
+    for n in SIZES:
+        text, i = "", 0
+        while True:
+            cand = (text + " " + words[i % len(words)]).strip()
+            if len(tok(cand)["input_ids"]) > n + 2:
+                break
+            text, i = cand, i + 1
+        maps = extract_attention(model, text, tok)
+        tokens = list(maps.query_tokens)
+        att = maps.weights
+        bv = head_view([att[layer][None] for layer in range(att.shape[0])], tokens, html_action="return")
+        (tmp / f"bertviz-{n}.html").write_text(bv.data)
+        cv = cv_render.render_local("AttentionHeads", attention=att[0].numpy().tolist(), tokens=tokens)
+        (tmp / f"circuitsvis-{n}.html").write_text(f"<!doctype html><html><body>{cv}</body></html>")
+        for name, ready in (
+            ("bertviz", "() => document.querySelectorAll('svg text').length > 0"),
+            ("circuitsvis", "() => document.querySelectorAll('canvas, svg').length > 0 && "
+                            "document.body.innerText.length > 100"),
+        ):
+            path = tmp / f"{name}-{n}.html"
+            page = browser.new_page()
+            refused: list[str] = []
+            page.route("**/*", lambda route, req: (route.continue_() if req.url.startswith("file:")
+                                                   else (refused.append(req.url), route.abort())))
+            entry = {"html_bytes": path.stat().st_size}
+            try:
+                page.goto(path.as_uri(), timeout=240_000)
+                page.wait_for_function(ready, timeout=240_000 if name == "circuitsvis" else 20_000)
+                entry["first_render_ms"] = round(page.evaluate("() => performance.now()"), 1)
+                entry["js_heap_mb"] = round(page.evaluate(
+                    "() => performance.memory ? performance.memory.usedJSHeapSize / 2**20 : null") or 0, 1)
+            except Exception as exc:  # noqa: BLE001 (recorded, not raised: a peer failing is a result)
+                entry["rendered"] = False
+                entry["error"] = type(exc).__name__
+            entry["refused_requests"] = refused[:3]
+            page.close()
+            peers.setdefault(name, {})[str(n)] = entry
+            print(name, n, entry, flush=True)
+    out["peers"] = peers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "widget.json"))
+    ap.add_argument("--no-peers", action="store_true")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    chromium = find_chromium()
+    if chromium is None:
+        sys.exit("no Chromium found (apt-get install chromium, or set CHROMIUM_PATH)")
+    out: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                             "platform": platform.platform()}}
+    artifacts = Path(tempfile.mkdtemp(prefix="aw-bench-"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(120_000)
+            with jupyter_server("lab", artifacts) as (url, token, root):
+                try:
+                    measure_ours(page, url, token, root, out)
+                except Exception:
+                    page.screenshot(path=str(artifacts / "failure.png"), full_page=True)
+                    print("failure screenshot:", artifacts / "failure.png", file=sys.stderr)
+                    raise
+            print(json.dumps(out, indent=1), flush=True)
+            if not args.no_peers:
+                measure_peers(browser, out)
+        finally:
+            browser.close()
+    ours = out.get("first_render", {})
+    for name, runs in out.get("peers", {}).items():
+        if not isinstance(runs, dict):
+            continue
+        for n, entry in runs.items():
+            if n in ours and ours[n]["bytes"]:
+                entry["bytes_ratio_vs_attnwidget"] = round(entry["html_bytes"] / ours[n]["bytes"], 1)
+            if n in ours and "first_render_ms" in entry:
+                entry["time_ratio_vs_attnwidget"] = round(entry["first_render_ms"] / ours[n]["first_render_ms"], 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
