@@ -14,7 +14,9 @@ as current.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,11 @@ OVERVIEW_SIDE = 512
 DETAIL_SIDE = 512
 #: Head thumbnails in the atlas have at most this many cells a side.
 THUMB_SIDE = 64
-#: Metrics objects (each holds its map and a sorted copy) are kept up to this many bytes.
+#: Metrics objects and encoded panels are kept up to this many bytes of their own.
 METRICS_CACHE_BYTES = 512 * 2**20
+#: Maps with more cells than this (768 x 768) get their neighbouring heads computed ahead of
+#: time in a worker thread, so that the next slider step finds them ready.
+PREFETCH_CELLS = 768 * 768
 
 MODES = ("head", "grid", "average", "rollout")
 COLORMAPS = ("viridis", "magma", "inferno", "cividis", "greys")
@@ -146,6 +151,9 @@ class AttentionView(anywidget.AnyWidget):
         self._maps = maps
         self._cache: OrderedDict[tuple, PanelMetrics] = OrderedDict()
         self._encoded: dict[tuple, dict[str, Any]] = {}
+        self._lock = threading.RLock()  # guards _cache/_encoded against the prefetch worker
+        self._prefetch: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
         self._rollout: np.ndarray | None = None
         self._batch = 0
         self._dirty: set[str] = set()
@@ -295,6 +303,8 @@ class AttentionView(anywidget.AnyWidget):
             if "atlas" in dirty:
                 self._send_atlas()
             self._trim_cache()
+            if "panel" in dirty:
+                self._schedule_prefetch()
             if self.status:
                 self.set_trait("status", "")
         except Exception as exc:  # shown in the view; the traceback still goes to the log
@@ -309,27 +319,80 @@ class AttentionView(anywidget.AnyWidget):
         return (self.mode if self.mode != "grid" else "head", self.layer,
                 self.head if self.mode in ("head", "grid") else None)
 
-    def _source(self) -> PanelMetrics:
-        """Metrics object of the shown map (a head, the layer's average or the rollout), cached."""
-        key = self._key()
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        maps = self._maps
-        _, _, Q, K = maps.shape
-        mask, causal = _record_mask(maps, Q, K)
-        if key[0] == "head":
-            pm = PanelMetrics(maps.head(self.layer, self.head), mask=mask, causal=causal)
-        elif key[0] == "average":
-            mean = torch.from_numpy(maps.layer(self.layer)).mean(dim=0)
-            pm = PanelMetrics(mean, mask=mask, causal=causal)
-        else:
-            if self._rollout is None:
-                self._rollout = attention_rollout(maps.weights)
-            # the residual term puts weight on padded positions' own rows, so only causality applies
-            pm = PanelMetrics(self._rollout[self.layer], causal=causal)
-        self._cache[key] = pm
-        return pm
+    def _source(self, key: tuple | None = None) -> PanelMetrics:
+        """Metrics object of a map (a head, the layer's average or the rollout), cached.
+
+        ``key`` is ``(kind, layer, head)``; default: the map shown now.
+        """
+        key = self._key() if key is None else key
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            kind, layer, head = key
+            maps = self._maps
+            _, _, Q, K = maps.shape
+            mask, causal = _record_mask(maps, Q, K)
+            if kind == "head":
+                pm = PanelMetrics(maps.head(layer, head), mask=mask, causal=causal)
+            elif kind == "average":
+                mean = torch.from_numpy(maps.layer(layer)).mean(dim=0)
+                pm = PanelMetrics(mean, mask=mask, causal=causal)
+            else:
+                if self._rollout is None:
+                    self._rollout = attention_rollout(maps.weights)
+                # the residual term puts weight on padded positions' own rows: only causality applies
+                pm = PanelMetrics(self._rollout[layer], causal=causal)
+            self._cache[key] = pm
+            return pm
+
+    def _encoded_panel(self, key: tuple, pm: PanelMetrics) -> dict[str, Any]:
+        """The overview of a map as sent (max-pooled, quantised), cached per map and scale."""
+        ekey = (*key, self.scale)
+        with self._lock:
+            if ekey in self._encoded:
+                return self._encoded[ekey]
+        Q, K = pm.shape
+        factor = pool_factor(Q, K, OVERVIEW_SIDE)
+        pooled, visible = pool_max(pm.weights, factor, pm.visible())
+        view = {"mode": key[0], "layer": key[1], "head": key[2]}
+        msg = encode_panel(pooled, vmax=self._vmax(pm), visible=visible, view=view,
+                           pool=factor, full_shape=[Q, K])
+        with self._lock:
+            self._encoded[ekey] = msg
+        return msg
+
+    def _schedule_prefetch(self) -> None:
+        """Compute the heads next to the shown one ahead of time (large maps only)."""
+        for fut in self._pending:
+            fut.cancel()  # only those not started yet; a running one finishes and is cached
+        self._pending = []
+        _, n_heads, Q, K = self._maps.shape
+        if Q * K <= PREFETCH_CELLS or self.mode not in ("head", "grid"):
+            return
+        if self._prefetch is None:
+            self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnwidget-prefetch")
+        for head in (self.head + 1, self.head - 1):
+            key = ("head", self.layer, head)
+            if 0 <= head < n_heads and key not in self._cache:
+                self._pending.append(self._prefetch.submit(self._warm, key))
+
+    def _warm(self, key: tuple) -> None:
+        pm = self._source(key)
+        pm.static()
+        self._encoded_panel(key, pm)
+
+    def close(self) -> None:
+        """Close the view in every front end, stop the prefetch worker and drop the caches."""
+        pool = getattr(self, "_prefetch", None)  # absent when __init__ failed early
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._prefetch = None
+        if hasattr(self, "_cache"):
+            with self._lock:
+                self._cache.clear()
+                self._encoded.clear()
+        super().close()
 
     def _cached_bytes(self, key: tuple, pm: PanelMetrics) -> int:
         # a head's weights are a view into the record; an average or rollout map is our own copy
@@ -338,13 +401,18 @@ class AttentionView(anywidget.AnyWidget):
         return pm.nbytes + own + (len(encoded["buffer"]) if encoded else 0)
 
     def _trim_cache(self) -> None:
+        with self._lock:
+            self._trim_cache_locked()
+
+    def _trim_cache_locked(self) -> None:
         # after the update, when the shown map's intermediates exist and count
         total = sum(self._cached_bytes(k, v) for k, v in self._cache.items())
         while total > METRICS_CACHE_BYTES and len(self._cache) > 1:
             key, old = self._cache.popitem(last=False)
             total -= self._cached_bytes(key, old)
-            for enc in [k for k in self._encoded if k[:3] == key]:
-                del self._encoded[enc]
+        # also panels the prefetch worker encoded for maps evicted meanwhile
+        for enc in [k for k in self._encoded if k[:3] not in self._cache]:
+            del self._encoded[enc]
 
     def _vmax(self, pm: PanelMetrics) -> float:
         if self.scale == "fixed":
@@ -353,17 +421,9 @@ class AttentionView(anywidget.AnyWidget):
         return top if top > 0 else 1.0
 
     def _send_panel(self) -> None:
-        pm = self._source()
-        key = (*self._key(), self.scale)
-        if key not in self._encoded:  # pooling a 4096-token map costs ~20 ms: do it once per map
-            Q, K = pm.shape
-            factor = pool_factor(Q, K, OVERVIEW_SIDE)
-            pooled, visible = pool_max(pm.weights, factor, pm.visible())
-            self._encoded[key] = encode_panel(
-                pooled, vmax=self._vmax(pm), visible=visible,
-                view=self._view_key(), pool=factor, full_shape=[Q, K],
-            )
-        self.set_trait("panel", self._encoded[key])
+        msg = self._encoded_panel(self._key(), self._source())
+        # the view it belongs to, as the browser compares it (grid shows the head's map)
+        self.set_trait("panel", {**msg, "view": self._view_key()})
         self.set_trait("caption", self._caption())
 
     def _send_detail(self) -> None:

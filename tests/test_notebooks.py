@@ -52,6 +52,15 @@ def test_quickstart(minilm):
     layer, head = summary["best_previous_token_head"]
     assert f"layer {layer} · head {head}" in summary["caption"]
     assert summary["special_share_spread"] > 0.2  # heads really differ, the average hides it
+    from attnwidget.metrics import panel_metrics
+
+    # the widget's numbers for the state the notebook left it in
+    assert summary["mode"] == "head"
+    assert summary["metrics_view"] == {"mode": "head", "layer": layer, "head": head,
+                                       "threshold": 0.2, "query": None, "top_k": 5}
+    expected = panel_metrics(maps.head(layer, head), 0.2)
+    assert summary["metrics_sparsity"] == pytest.approx(expected["sparsity"], abs=1e-7)
+    assert summary["grade"] == expected["grade"]
     widget_outputs = [o for c in cells for o in c.get("outputs", [])
                       if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widget_outputs, "the AttentionView cell displayed no widget"

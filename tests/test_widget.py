@@ -271,3 +271,20 @@ def test_view_from_model_metrics_match(minilm):
     # the record's heads really differ, so equal metrics are not a coincidence
     assert view.metrics["mean_entropy"] != panel_metrics(view.maps.head(0, 0))["mean_entropy"]
     assert torch.is_tensor(view.maps.weights)
+
+
+def test_neighbouring_heads_of_a_large_map_are_computed_ahead(monkeypatch):
+    monkeypatch.setattr(widget_module, "PREFETCH_CELLS", 10)
+    w = stack(np.random.default_rng(13), L=1, H=4, Q=8)
+    view = AttentionView.from_tensor(w, head=1)
+    view.head = 2
+    for fut in list(view._pending):
+        fut.result(timeout=30)
+    assert {("head", 0, 1), ("head", 0, 3)} <= set(view._cache)
+    assert view._cache[("head", 0, 3)]._static is not None  # computed, not only created
+    view.head = 3  # served from the prefetched entry, and equal to a fresh computation
+    assert_metrics_equal(view.metrics, panel_metrics(w[0, 3], 0.1))
+    np.testing.assert_allclose(decode_panel(view.panel), w[0, 3], atol=float(w[0, 3].max()) * STEP + 1e-7)
+    assert view.panel["view"] == {"mode": "head", "layer": 0, "head": 3}
+    view.close()
+    assert view._prefetch is None

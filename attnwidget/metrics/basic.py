@@ -159,7 +159,12 @@ def _sparsity(p: Prepared, threshold: float) -> torch.Tensor:
             np.array([np.searchsorted(row, t, side="left") for row in ordered], dtype=np.float64)
         ).reshape(w.shape[:-2]).to(w.dtype)
     else:
-        below = (w < threshold).sum(dim=(-2, -1)).to(w.dtype)
+        flat = w.reshape(-1, w.shape[-2] * w.shape[-1]).numpy()
+        # numpy counts a boolean mask ~10x faster than torch's sum over a bool tensor here
+        t = flat.dtype.type(threshold)
+        below = torch.from_numpy(
+            np.array([np.count_nonzero(row < t) for row in flat], dtype=np.float64)
+        ).reshape(w.shape[:-2]).to(w.dtype)
     n_vis = _n_visible(p)
     if threshold > 0 and not p.dense:
         # hidden entries are 0, so below any threshold > 0: count them out

@@ -7,6 +7,7 @@ makes the whole-stack call fast: see ``benchmarks/bench_metrics.py``.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,7 @@ class PanelMetrics:
                          p.sums.reshape(Q), p.dense, {})
         self._p = p
         self._static: dict[str, Any] | None = None
+        self._lock = threading.RLock()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -130,7 +132,15 @@ class PanelMetrics:
         return _visible(self._p).expand(self._p.w.shape).numpy()
 
     def static(self) -> dict[str, Any]:
-        """Threshold- and query-free measures: statistics, pattern and scores, sharpness, grade, shape."""
+        """Threshold- and query-free measures: statistics, pattern and scores, sharpness, grade, shape.
+
+        Thread-safe: a second caller waits for the first one's result instead of computing it again
+        (the widget computes neighbouring heads ahead of time in a worker thread).
+        """
+        with self._lock:
+            return self._compute_static()
+
+    def _compute_static(self) -> dict[str, Any]:
         if self._static is None:
             p = self._p
             raw_scores = _scores(p)
@@ -152,8 +162,9 @@ class PanelMetrics:
     def sparsity(self, threshold: float = 0.1) -> float:
         """Fraction of visible weights strictly below ``threshold`` (:func:`compute_attention_sparsity`)."""
         threshold = check_threshold(threshold)
-        self.static()  # sorts the weights (for Gini); small maps keep them for a binary search
-        return float(_sparsity(self._p, threshold))
+        with self._lock:
+            self.static()  # sorts the weights (for Gini); small maps keep them for a binary search
+            return float(_sparsity(self._p, threshold))
 
     def query(self, query: int, k: int = 3) -> dict[str, Any]:
         """One row's block: ``index``, ``masked``, ``top_k`` keys and ``top_k_weights`` (strongest
@@ -166,7 +177,8 @@ class PanelMetrics:
         kk = max(1, min(k, int(p.n_keys[q])))
         row_visible = None if p.dense else _visible(p).expand(p.w.shape)[q : q + 1]
         idx, weights = (t[0] for t in _topk(p.w[q : q + 1], row_visible, kk))
-        row_entropy = _row_entropy(p)
+        with self._lock:  # the entropy cache is shared with static()
+            row_entropy = _row_entropy(p)
         n = float(p.n_keys[q])
         return {
             "index": q,
