@@ -15,6 +15,7 @@ as current.
 from __future__ import annotations
 
 import threading
+import typing
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -261,7 +262,7 @@ class AttentionView(anywidget.AnyWidget):
         return value
 
     # ------------------------------------------------------------------ updates
-    _WHAT_CHANGES = {
+    _WHAT_CHANGES: typing.ClassVar[dict[str, set[str]]] = {
         "layer": {"atlas", "panel", "metrics", "detail"},
         "head": {"panel", "metrics", "detail"},
         "mode": {"panel", "metrics", "detail"},

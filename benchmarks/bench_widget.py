@@ -100,8 +100,8 @@ async ({index, moves, settle}) => {
     input.dispatchEvent(new Event('input', { bubbles: true }));
     const t1 = await Promise.race([done, new Promise((r) => setTimeout(() => r(NaN), 30000))]);
     out.push(t1 - t0);
-    // wait until this state is fully shown (metrics too) before the next move
-    await new Promise((r) => { const f = () => el.dataset.rendered ? r() : setTimeout(f, 5); setTimeout(f, settle); });
+    // the state is fully shown (aw-rendered fired); pause as a user would before the next move
+    await new Promise((r) => setTimeout(r, settle));
   }
   return out;
 }
@@ -115,6 +115,7 @@ def summary(values: list[float]) -> dict:
         "median_ms": round(statistics.median(ok), 2) if ok else None,
         "p90_ms": round(sorted(ok)[int(0.9 * (len(ok) - 1))], 2) if ok else None,
         "min_ms": round(min(ok), 2) if ok else None, "max_ms": round(max(ok), 2) if ok else None,
+        "values_ms": [round(v, 1) for v in values],
     }
 
 
@@ -149,6 +150,8 @@ def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
     end = time.monotonic()
     bytes_in = sum(n for t, n in frames if start <= t <= end)
     layer_times = moves(INDEX[510], layer_seq)
+    # back to layer 0, whose heads were all shown above: their metrics and panels are cached
+    moves(INDEX[510], [["layer", 0, "aw-rendered"]])
     revisit = moves(INDEX[510], [["head", h, "aw-rendered"] for h in (0, 5, 11, 3, 7, 1, 9)])
     out["head_switch_512"] = {"head_moves": summary(head_times), "layer_moves": summary(layer_times),
                               "all_new": summary(head_times + layer_times),
@@ -179,8 +182,9 @@ def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
         cell = page.locator(".jp-Notebook .jp-Cell").nth(cell_index)
         cell.locator(".jp-InputArea-editor").click()
         page.evaluate("""() => { window.__awFirst = null;
-          document.addEventListener('aw-rendered', (e) => { if (window.__awFirst === null) window.__awFirst = e.detail.time; },
-                                    { once: true }); window.__awStart = performance.now(); }""")
+          document.addEventListener('aw-rendered', (e) => {
+            if (window.__awFirst === null) window.__awFirst = e.detail.time; }, { once: true });
+          window.__awStart = performance.now(); }""")
         t_start = time.monotonic()
         page.keyboard.press("Control+Enter")
         page.wait_for_function("() => window.__awFirst !== null", timeout=60_000)
@@ -196,8 +200,7 @@ def measure_peers(browser, out: dict) -> None:
     try:
         import circuitsvis.utils.render as cv_render
         from bertviz import head_view
-        from circuitsvis.attention import attention_heads
-    except ImportError as exc:
+    except ImportError as exc:  # circuitsvis.attention.attention_heads renders through render_local
         out["peers"] = {"skipped": f"not installed: {exc}"}
         return
     from attnwidget import extract_attention
@@ -229,8 +232,15 @@ def measure_peers(browser, out: dict) -> None:
             path = tmp / f"{name}-{n}.html"
             page = browser.new_page()
             refused: list[str] = []
-            page.route("**/*", lambda route, req: (route.continue_() if req.url.startswith("file:")
-                                                   else (refused.append(req.url), route.abort())))
+
+            def offline(route, req, refused=refused):
+                if req.url.startswith("file:"):
+                    route.continue_()
+                else:
+                    refused.append(req.url)
+                    route.abort()
+
+            page.route("**/*", offline)
             entry = {"html_bytes": path.stat().st_size}
             try:
                 page.goto(path.as_uri(), timeout=240_000)
@@ -238,7 +248,7 @@ def measure_peers(browser, out: dict) -> None:
                 entry["first_render_ms"] = round(page.evaluate("() => performance.now()"), 1)
                 entry["js_heap_mb"] = round(page.evaluate(
                     "() => performance.memory ? performance.memory.usedJSHeapSize / 2**20 : null") or 0, 1)
-            except Exception as exc:  # noqa: BLE001 (recorded, not raised: a peer failing is a result)
+            except Exception as exc:  # recorded, not raised: a peer failing is a result
                 entry["rendered"] = False
                 entry["error"] = type(exc).__name__
             entry["refused_requests"] = refused[:3]
@@ -284,14 +294,15 @@ def main() -> None:
         finally:
             browser.close()
     ours = out.get("first_render", {})
-    for name, runs in out.get("peers", {}).items():
+    for runs in out.get("peers", {}).values():
         if not isinstance(runs, dict):
             continue
         for n, entry in runs.items():
             if n in ours and ours[n]["bytes"]:
                 entry["bytes_ratio_vs_attnwidget"] = round(entry["html_bytes"] / ours[n]["bytes"], 1)
             if n in ours and "first_render_ms" in entry:
-                entry["time_ratio_vs_attnwidget"] = round(entry["first_render_ms"] / ours[n]["first_render_ms"], 1)
+                ratio = entry["first_render_ms"] / ours[n]["first_render_ms"]
+                entry["time_ratio_vs_attnwidget"] = round(ratio, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))

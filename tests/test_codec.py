@@ -64,7 +64,8 @@ def test_max_pooling_keeps_a_single_sharp_weight():
     assert pool_factor(10, 10, 4) == 3
     pooled, vis = pool_max(w, 3)
     assert pooled.shape == (4, 4)  # ceil(10 / 3): the edge block is partial
-    assert pooled[2, 1] == pytest.approx(0.9) and pooled.sum() == pytest.approx(0.9)
+    assert pooled[2, 1] == pytest.approx(0.9)
+    assert pooled.sum() == pytest.approx(0.9)
     assert vis is None
     causal = np.tri(10, 10, dtype=bool)
     _, vis = pool_max(w, 3, causal)
@@ -77,7 +78,7 @@ def test_bad_inputs():
         encode_panel(np.zeros((2, 2)), dtype="float16")
     with pytest.raises(ValueError, match="panel: expected a 2-D"):
         encode_panel(np.zeros(3))
-    with pytest.raises(ValueError, match="vmax: expected a positive finite number, got 0.0"):
+    with pytest.raises(ValueError, match=r"vmax: expected a positive finite number, got 0\.0"):
         encode_panel(np.zeros((2, 2)), vmax=0)
     with pytest.raises(ValueError, match=r"visible: expected shape \(2, 2\), got \(2, 3\)"):
         encode_panel(np.zeros((2, 2)), visible=np.ones((2, 3), bool))

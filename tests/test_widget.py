@@ -160,10 +160,11 @@ def test_masked_cells_are_marked_apart_from_zero_weights():
 def test_padding_is_masked_in_panel_metrics_and_caption():
     w = np.zeros((1, 2, 4, 4), np.float32)
     w[..., :3, :3] = 1 / 3  # the last position is padding: no weight on it, its row empty
-    maps = AttentionMaps(w, list("abc") + ["[PAD]"], key_padding=[0, 0, 0, 1], query_padding=[0, 0, 0, 1])
+    maps = AttentionMaps(w, [*"abc", "[PAD]"], key_padding=[0, 0, 0, 1], query_padding=[0, 0, 0, 1])
     view = AttentionView(maps)
     levels = np.frombuffer(bytes(view.panel["buffer"]), np.uint8).reshape(4, 4)
-    assert (levels[3] == MASKED).all() and (levels[:, 3] == MASKED).all()
+    assert (levels[3] == MASKED).all()
+    assert (levels[:, 3] == MASKED).all()
     assert (levels[:3, :3] == LEVELS).all()
     assert view.metrics["sparsity"] == 0.0  # the 7 padded cells do not count as sparse
     assert "1 padded key" in view.caption
@@ -196,7 +197,7 @@ def test_long_input_is_pooled_and_zoom_sends_full_resolution():
     idx = rng.integers(0, n, size=n)
     w[0, 0, np.arange(n), idx] = 1.0  # one-hot rows: the sharpest head there is
     view = AttentionView.from_tensor(w, scale="fixed")
-    assert view.panel["pool"] == 3 and view.panel["shape"] == [367, 367]
+    assert (view.panel["pool"], view.panel["shape"]) == (3, [367, 367])
     overview = decode_panel(view.panel)
     # max-pooling keeps every one-hot weight visible in its block
     for q in range(0, n, 97):
@@ -217,7 +218,7 @@ def test_browser_message_with_several_traits_updates_once(monkeypatch):
     monkeypatch.setattr(view, "_send_panel", lambda: (calls.append(1), original()))
     view.set_state({"layer": 2, "head": 1, "threshold": 0.2})
     assert len(calls) == 1
-    assert view.metrics["view"]["layer"] == 2 and view.metrics["view"]["head"] == 1
+    assert (view.metrics["view"]["layer"], view.metrics["view"]["head"]) == (2, 1)
 
 
 def test_metrics_cache_stays_within_its_budget(monkeypatch):

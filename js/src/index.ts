@@ -31,6 +31,13 @@ export interface ViewState {
   status: string;
 }
 
+/** Every synced trait, same names as in Python (tests/test_package.py checks both lists agree). */
+export const STATE_KEYS: (keyof ViewState)[] = [
+  "layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k", "viewport",
+  "n_layers", "n_heads", "panel", "detail", "atlas", "metrics", "query_tokens", "key_tokens",
+  "caption", "status",
+];
+
 export const MODES = ["head", "grid", "average", "rollout"];
 export const COLORMAP_NAMES = ["viridis", "magma", "inferno", "cividis", "greys"];
 export const SCALES = ["auto", "fixed"];
