@@ -14,6 +14,7 @@ as current.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import typing
 from collections import OrderedDict
@@ -44,6 +45,8 @@ METRICS_CACHE_BYTES = 512 * 2**20
 #: Maps with more cells than this (768 x 768) get their neighbouring heads computed ahead of
 #: time in a worker thread, so that the next slider step finds them ready.
 PREFETCH_CELLS = 768 * 768
+#: Inside a kernel the thumbnails of a new layer are computed this long after its map is sent.
+ATLAS_DELAY_S = 0.03
 
 MODES = ("head", "grid", "average", "rollout")
 COLORMAPS = ("viridis", "magma", "inferno", "cividis", "greys")
@@ -120,7 +123,11 @@ class AttentionView(anywidget.AnyWidget):
     detail = traitlets.Dict(read_only=True).tag(sync=True)
     """dict: the zoomed window at full resolution (``origin`` = its ``[q0, k0]``), or empty."""
     atlas = traitlets.Dict(read_only=True).tag(sync=True)
-    """dict: thumbnails ``[H, h, w]`` of the layer's heads as one binary block, with ``badges``."""
+    """dict: thumbnails ``[H, h, w]`` of the layer's heads as one binary block, with ``badges``.
+
+    Inside a kernel it follows a layer change one event-loop turn after the map and the
+    metrics (its ``layer`` says which layer it shows), so the map is painted first and a
+    next slider move is not kept waiting behind the thumbnails."""
     metrics = traitlets.Dict(read_only=True).tag(sync=True)
     """dict: :func:`panel_metrics` of the shown map plus ``view`` and ``kind``."""
     query_tokens = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
@@ -155,6 +162,7 @@ class AttentionView(anywidget.AnyWidget):
         self._lock = threading.RLock()  # guards _cache/_encoded against the prefetch worker
         self._prefetch: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
+        self._atlas_scheduled = False
         self._rollout: np.ndarray | None = None
         self._batch = 0
         self._dirty: set[str] = set()
@@ -302,7 +310,7 @@ class AttentionView(anywidget.AnyWidget):
             if "detail" in dirty or "panel" in dirty:
                 self._send_detail()
             if "atlas" in dirty:
-                self._send_atlas()
+                self._schedule_atlas()
             self._trim_cache()
             if "panel" in dirty:
                 self._schedule_prefetch()
@@ -453,6 +461,24 @@ class AttentionView(anywidget.AnyWidget):
         view = {**self._view_key(), "threshold": self.threshold, "query": self.query,
                 "top_k": self.top_k}
         self.set_trait("metrics", {**out, "kind": kind, "view": view})
+
+    def _schedule_atlas(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # plain Python (no kernel loop): compute it now
+            self._send_atlas()
+            return
+        if not self._atlas_scheduled:
+            self._atlas_scheduled = True
+            loop.call_later(ATLAS_DELAY_S, self._send_atlas_if_due)
+
+    def _send_atlas_if_due(self) -> None:
+        self._atlas_scheduled = False
+        if self.atlas.get("layer") != self.layer and getattr(self, "comm", None) is not None:
+            try:
+                self._send_atlas()
+            except Exception as exc:  # a callback has no caller to raise to: show it in the view
+                self.set_trait("status", f"{type(exc).__name__}: {exc}")
 
     def _send_atlas(self) -> None:
         maps = self._maps

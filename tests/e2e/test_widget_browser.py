@@ -132,7 +132,13 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             # a head thumbnail
             thumbs = view.locator(".aw-heads .aw-thumb")
             expect(thumbs).to_have_count(12)
-            expect(thumbs.nth(7)).to_contain_text("head 7")
+            # the strip follows the layer (it arrives just after the map) with Python's badges
+            expect(view.locator(".aw-heads")).to_have_class("aw-heads")
+            from attnwidget.metrics import head_badges
+
+            badges = head_badges(maps.layer(4))
+            expect(thumbs.nth(7)).to_have_text(
+                f"head 7 · {badges['grade'][7]} · H {badges['entropy'][7]:.2f}")
             thumbs.nth(7).click()
             expect(view).to_have_attribute("data-rendered", state_key(layer=4, head=7, threshold=0.25))
             expect(thumbs.nth(7)).to_have_class("aw-thumb aw-selected")
