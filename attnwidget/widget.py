@@ -15,6 +15,7 @@ as current.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import typing
 from collections import OrderedDict
@@ -45,8 +46,6 @@ METRICS_CACHE_BYTES = 512 * 2**20
 #: Maps with more cells than this (768 x 768) get their neighbouring heads computed ahead of
 #: time in a worker thread, so that the next slider step finds them ready.
 PREFETCH_CELLS = 768 * 768
-#: Inside a kernel the thumbnails of a new layer are computed this long after its map is sent.
-ATLAS_DELAY_S = 0.03
 
 MODES = ("head", "grid", "average", "rollout")
 COLORMAPS = ("viridis", "magma", "inferno", "cividis", "greys")
@@ -125,9 +124,9 @@ class AttentionView(anywidget.AnyWidget):
     atlas = traitlets.Dict(read_only=True).tag(sync=True)
     """dict: thumbnails ``[H, h, w]`` of the layer's heads as one binary block, with ``badges``.
 
-    Inside a kernel it follows a layer change one event-loop turn after the map and the
-    metrics (its ``layer`` says which layer it shows), so the map is painted first and a
-    next slider move is not kept waiting behind the thumbnails."""
+    Inside a kernel a worker thread builds it after a layer change, so it arrives after the
+    map and the metrics (its ``layer`` says which layer it shows) and no slider move waits
+    for it."""
     metrics = traitlets.Dict(read_only=True).tag(sync=True)
     """dict: :func:`panel_metrics` of the shown map plus ``view`` and ``kind``."""
     query_tokens = traitlets.List(traitlets.Unicode(), read_only=True).tag(sync=True)
@@ -162,7 +161,6 @@ class AttentionView(anywidget.AnyWidget):
         self._lock = threading.RLock()  # guards _cache/_encoded against the prefetch worker
         self._prefetch: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
-        self._atlas_scheduled = False
         self._rollout: np.ndarray | None = None
         self._batch = 0
         self._dirty: set[str] = set()
@@ -379,12 +377,10 @@ class AttentionView(anywidget.AnyWidget):
         _, n_heads, Q, K = self._maps.shape
         if Q * K <= PREFETCH_CELLS or self.mode not in ("head", "grid"):
             return
-        if self._prefetch is None:
-            self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnwidget-prefetch")
         for head in (self.head + 1, self.head - 1):
             key = ("head", self.layer, head)
             if 0 <= head < n_heads and key not in self._cache:
-                self._pending.append(self._prefetch.submit(self._warm, key))
+                self._pending.append(self._worker().submit(self._warm, key))
 
     def _warm(self, key: tuple) -> None:
         pm = self._source(key)
@@ -462,27 +458,46 @@ class AttentionView(anywidget.AnyWidget):
                 "top_k": self.top_k}
         self.set_trait("metrics", {**out, "kind": kind, "view": view})
 
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._prefetch is None:
+            self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnwidget-worker")
+        return self._prefetch
+
     def _schedule_atlas(self) -> None:
+        """Send the thumbnails of the shown layer: now in plain Python, from the worker in a kernel.
+
+        In a kernel the worker thread builds them (a 4096-token layer takes a second) while
+        the kernel goes on answering slider moves; the result is handed back to the kernel's
+        event loop, which sets the trait unless the layer has changed meanwhile.
+        """
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # plain Python (no kernel loop): compute it now
-            self._send_atlas()
+        except RuntimeError:  # no event loop: nothing could deliver a result later
+            self.set_trait("atlas", self._build_atlas(self.layer))
             return
-        if not self._atlas_scheduled:
-            self._atlas_scheduled = True
-            loop.call_later(ATLAS_DELAY_S, self._send_atlas_if_due)
+        layer = self.layer
+        fut = self._worker().submit(self._build_atlas, layer)
+        def hand_back(f: Future) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the kernel is going away
+                loop.call_soon_threadsafe(self._deliver_atlas, f, layer)
 
-    def _send_atlas_if_due(self) -> None:
-        self._atlas_scheduled = False
-        if self.atlas.get("layer") != self.layer and getattr(self, "comm", None) is not None:
-            try:
-                self._send_atlas()
-            except Exception as exc:  # a callback has no caller to raise to: show it in the view
-                self.set_trait("status", f"{type(exc).__name__}: {exc}")
+        fut.add_done_callback(hand_back)
 
-    def _send_atlas(self) -> None:
+    def _deliver_atlas(self, fut: Future, layer: int) -> None:
+        if fut.cancelled() or getattr(self, "comm", None) is None or layer != self.layer:
+            return
+        exc = fut.exception()
+        if exc is not None:  # a callback has no caller to raise to: show it in the view
+            self.set_trait("status", f"{type(exc).__name__}: {exc}")
+        elif fut.result() is not None:
+            self.set_trait("atlas", fut.result())
+
+    def _build_atlas(self, layer_index: int) -> dict[str, Any] | None:
+        """Thumbnails ``[H, h, w]`` of one layer and their badges; None if the layer is no longer shown."""
+        if layer_index != self.layer:
+            return None
         maps = self._maps
-        layer = torch.from_numpy(maps.layer(self.layer))  # [H, Q, K], no copy of the stack
+        layer = torch.from_numpy(maps.layer(layer_index))  # [H, Q, K], no copy of the stack
         H, Q, K = layer.shape
         mask, causal = _record_mask(maps, Q, K)
         factor = pool_factor(Q, K, THUMB_SIDE)
@@ -493,16 +508,16 @@ class AttentionView(anywidget.AnyWidget):
         levels = torch.round(pooled / vmax[:, None, None] * 254).to(torch.uint8)
         _, vis = pool_max(np.zeros((Q, K), np.float32), factor, maps.visible_cells())
         levels[:, ~torch.from_numpy(vis)] = 255
-        self.set_trait("atlas", {
+        return {
             "buffer": memoryview(levels.numpy().tobytes()), "dtype": "uint8",
-            "shape": list(levels.shape), "layer": self.layer, "pool": factor,
+            "shape": list(levels.shape), "layer": layer_index, "pool": factor,
             "badges": [
                 {"head": h, "name": maps.head_names[h], "entropy": float(badges["entropy"][h]),
                  "normalized_entropy": float(badges["normalized_entropy"][h]),
                  "sharpness": float(badges["sharpness"][h]), "grade": str(badges["grade"][h])}
                 for h in range(H)
             ],
-        })
+        }
 
     def _caption(self) -> str:
         maps = self._maps

@@ -1,5 +1,6 @@
 """AttentionView: traits and their validation, the bytes it sends, and metrics equal to attnwidget.metrics."""
 
+import asyncio
 import json
 
 import numpy as np
@@ -289,3 +290,23 @@ def test_neighbouring_heads_of_a_large_map_are_computed_ahead(monkeypatch):
     assert view.panel["view"] == {"mode": "head", "layer": 0, "head": 3}
     view.close()
     assert view._prefetch is None
+
+
+def test_atlas_is_built_off_the_event_loop_and_handed_back_to_it():
+    w = stack(np.random.default_rng(14), L=3, H=2, Q=5)
+
+    async def session():
+        view = AttentionView.from_tensor(w)
+        view.layer = 2  # the map and metrics are set at once; the thumbnails follow
+        assert view.metrics["view"]["layer"] == 2
+        for _ in range(500):
+            if view.atlas.get("layer") == 2:
+                break
+            await asyncio.sleep(0.01)
+        return view
+
+    view = asyncio.run(session())
+    assert view.atlas["layer"] == 2
+    thumbs = np.frombuffer(bytes(view.atlas["buffer"]), np.uint8).reshape(2, 5, 5)
+    np.testing.assert_allclose(thumbs[1] / LEVELS * w[2, 1].max(), w[2, 1], atol=w[2, 1].max() * STEP + 1e-7)
+    view.close()
