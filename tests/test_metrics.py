@@ -340,6 +340,17 @@ def test_flow_hand_solved_graph():
     np.testing.assert_allclose(one, a1)  # one layer: the flow is the edge itself
 
 
+def test_flow_in_worker_processes_equals_in_process():
+    rng = np.random.default_rng(21)
+    e = np.exp(rng.normal(size=(3, 2, 7, 7)) * 2)
+    w = e / e.sum(-1, keepdims=True)
+    here = M.attention_flow(w, workers=1)
+    np.testing.assert_allclose(M.attention_flow(w, workers=3), here, rtol=1e-12)
+    np.testing.assert_allclose(M.attention_flow(w, outputs=[6, 0], workers=2), here[[6, 0]], rtol=1e-12)
+    with pytest.raises(ValueError, match=r"workers: expected an int in 1..1024, got 0"):
+        M.attention_flow(w, workers=0)
+
+
 # --------------------------------------------------------------------------- history
 def test_history_hand_case():
     row = np.array([[1.0, 0, 0, 0], [0.5, 0.5, 0, 0], [0.2, 0.3, 0.5, 0], [0.1, 0.1, 0.3, 0.5]])

@@ -10,6 +10,9 @@ with gradient- or ablation-based attributions (Jain & Wallace 2019; Wiegreffe
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,6 +86,7 @@ def attention_flow(
     outputs: Sequence[int] | None = None,
     head_fusion: str = "mean",
     residual: bool = True,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Attention flow: maximum flow from each input token to each chosen output position.
 
@@ -94,14 +98,36 @@ def attention_flow(
     networkx (shortest augmenting paths, reusing one residual network). Returns ``[len(outputs), Q]``
     (all positions by default). Each max-flow is a separate solve, so the cost
     grows as ``Q^2`` solves on a graph with ``L Q^2`` edges: keep Q small (tens of tokens).
+
+    ``workers``: processes that share the outputs (default: the CPU count, at
+    most one per output; 1 = in this process). The solves are pure Python, so
+    threads would not run them in parallel; on Linux the workers are forked
+    (they touch only numpy and networkx), elsewhere the solves run here.
     See the module docstring: attention is not explanation.
     """
+    mix = _mixing(attention, head_fusion, 0.0, residual).to(torch.float64).numpy()
+    Q = mix.shape[1]
+    targets = list(range(Q)) if outputs is None else [check_int(o, "outputs", -Q, Q - 1) % Q for o in outputs]
+    n = len(targets) if workers is None else check_int(workers, "workers", 1, 1024)
+    n = min(n, os.cpu_count() or 1, len(targets)) if workers is None else min(n, len(targets))
+    if n > 1 and "fork" in multiprocessing.get_all_start_methods():
+        chunks = [targets[w::n] for w in range(n)]
+        ctx = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx) as pool:
+            parts = list(pool.map(_flows, [mix] * n, chunks))
+        flow = np.zeros((len(targets), Q))
+        for w, part in enumerate(parts):
+            flow[w::n] = part
+        return flow
+    return _flows(mix, targets)
+
+
+def _flows(mix: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+    """Max-flow from every input to each target position, ``[len(targets), Q]`` (see attention_flow)."""
     import networkx as nx
     from networkx.algorithms.flow import build_residual_network, shortest_augmenting_path
 
-    mix = _mixing(attention, head_fusion, 0.0, residual).to(torch.float64).numpy()
     L, Q, _ = mix.shape
-    targets = list(range(Q)) if outputs is None else [check_int(o, "outputs", -Q, Q - 1) % Q for o in outputs]
     graph = nx.DiGraph()
     for layer in range(L):
         for i in range(Q):
