@@ -35,6 +35,17 @@ PIXELS = """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.he
   for (let i = 0; i < d.length; i += 4) { if (d[i + 3]) painted++;
     colours.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]); }
   return { painted, colours: colours.size }; }"""
+# 500 alternating layer/head moves, 20 ms apart, ending on layer 2, head 9.
+STORM = """async ({moves, gap_ms}) => {
+  const el = document.querySelector('.jp-OutputArea-output .attnwidget');
+  const set = (name, v) => { const i = el.querySelector(`input.aw-slider-${name}`);
+    i.value = String(v); i.dispatchEvent(new Event('input', { bubbles: true })); };
+  for (let i = 0; i < moves - 2; i++) {
+    if (i % 2) set('head', (i * 7) % 12); else set('layer', (i * 5) % 6);
+    await new Promise((r) => setTimeout(r, gap_ms));
+  }
+  set('layer', 2); set('head', 9);
+}"""
 METRIC_KEYS = ("mean_entropy", "normalized_entropy", "sparsity", "sparsity_gini", "effective_tokens", "max")
 
 
@@ -170,10 +181,19 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
                 assert float(row.locator("td").inner_text()) == pytest.approx(w, rel=1e-3)
             expect(view.locator("canvas.aw-row-plot")).to_be_visible()
 
+            # a storm of slider moves: whatever replies arrive late, the view ends on the
+            # last values, with the picture and the numbers of that state
+            page.evaluate(STORM, {"moves": 500, "gap_ms": 20})
+            final = state_key(layer=2, head=9, threshold=0.25, query=qy)
+            expect(view).to_have_attribute("data-rendered", final, timeout=30_000)
+            expect(caption).to_contain_text("layer 2 · head 9")
+            check_metrics(view, metrics_of(2, 9, 0.25))
+            expect(view.locator(".aw-stale")).to_be_hidden()
+
             # the head average, labelled as one
             view.locator("select.aw-select-mode").select_option("average")
             expect(view).to_have_attribute("data-rendered", state_key(
-                mode="average", layer=4, head=7, threshold=0.25, query=qy))
+                mode="average", layer=2, head=9, threshold=0.25, query=qy))
             expect(caption).to_contain_text("(AVERAGE, not a head)")
             expect(view.locator(".aw-metrics-title")).to_contain_text("average of heads")
 
