@@ -234,3 +234,17 @@ def test_training_mode_restored(minilm):
     finally:
         model.eval()
     assert np.isfinite(a.to_numpy()).all()
+
+
+def test_batch_encoding_input_equals_text_input(minilm):
+    model, tok = minilm
+    from_text = extract_attention(model, TEXT, tok)
+    enc = tok(TEXT, return_tensors="pt")
+    from_inputs = extract_attention(model, enc, tok)
+    assert from_inputs.query_tokens == from_text.query_tokens  # reused from the encoding
+    torch.testing.assert_close(from_inputs.weights, from_text.weights)
+    batch = tok([TEXT, "A much longer second sentence than the first one."], return_tensors="pt",
+                padding=True)
+    second = extract_attention(model, batch, tok, batch_index=1)
+    assert second.query_tokens == tuple(tok.convert_ids_to_tokens(
+        tok("A much longer second sentence than the first one.")["input_ids"]))

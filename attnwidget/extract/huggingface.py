@@ -247,7 +247,10 @@ def extract_hf(
             )
         inputs, raw_tokens = _encode(tokenizer, text, limit, source, truncation, "text")
     else:
+        # a fast tokenizer's BatchEncoding carries its token strings: reuse them
         raw_tokens = None
+        if getattr(text_or_inputs, "is_fast", False) and text_or_inputs["input_ids"].ndim == 2:
+            raw_tokens = text_or_inputs.tokens(batch_index or 0)
         inputs = _as_inputs(text_or_inputs)
         check_length(int(inputs["input_ids"].shape[-1]), limit, source, "text_or_inputs")
 
