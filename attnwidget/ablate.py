@@ -1,0 +1,413 @@
+"""Head ablation: switch attention heads off and measure what changes.
+
+A head's output enters the residual stream through the layer's output
+projection, ``out = W_o [c_1; ...; c_H] + b``, where ``c_h`` ``[B, Q, d_head]``
+is head h's weighted sum of values. Ablating head h replaces ``c_h``:
+
+* ``mode="zero"``: by 0 (the head contributes nothing; the bias stays);
+* ``mode="mean"``: by its mean over the sequence positions of the same input
+  (the head keeps its average contribution but loses all position-specific
+  information; padding positions are included in that mean).
+
+Where it is done (one site per attention layer, in model order):
+
+* transformers BERT-like (``BertAttention``: ``output.dense``), GPT-2
+  (``c_proj``), Llama-style and other ``o_proj``/``out_proj`` layouts: a forward
+  pre-hook on the output projection rewrites the slice ``[h * d, (h + 1) * d)``
+  of its input. With grouped-query attention the slices are the *query* heads,
+  the same heads ``extract_attention`` shows one map each for.
+* ``nn.MultiheadAttention`` (its forward reads ``out_proj.weight`` directly, so
+  hooks on ``out_proj`` never run): a forward hook recomputes each ablated head's
+  ``c_h = A_h v_h`` from the module's per-head weights and its value input and
+  subtracts ``W_h (c_h - replacement)`` from the output, which by linearity
+  equals running the projection on the replaced ``c_h``.
+
+Everything is undone when the ``with`` block ends, also after an exception;
+ablating nothing registers nothing and changes nothing, bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+MODES = ("zero", "mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """One attention layer: where its heads meet the residual stream."""
+
+    layer: int
+    name: str
+    n_heads: int
+    head_dim: int
+    attention: nn.Module
+    projection: nn.Module  # the output projection (for nn.MultiheadAttention: the module itself)
+    kind: str  # "projection" (pre-hook on the output projection) or "mha"
+
+
+def _heads_of(module: nn.Module, config: Any) -> int | None:
+    for owner in (module, getattr(module, "self", None), config):
+        for attr in ("num_heads", "num_attention_heads", "n_head", "n_heads"):
+            value = getattr(owner, attr, None) if owner is not None else None
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+def _projection_of(module: nn.Module) -> nn.Module | None:
+    """The output projection of a transformers-style attention module, if it has one."""
+    output = getattr(module, "output", None)
+    if output is not None and isinstance(getattr(output, "dense", None), nn.Module):
+        return output.dense  # BERT family: BertAttention.output.dense
+    for attr in ("o_proj", "c_proj", "out_proj", "o"):
+        proj = getattr(module, attr, None)
+        if isinstance(proj, nn.Module):
+            return proj
+    return None
+
+
+def _in_features(proj: nn.Module) -> int | None:
+    if isinstance(proj, nn.Linear):
+        return proj.in_features
+    weight = getattr(proj, "weight", None)  # GPT-2's Conv1D stores [in, out]
+    if isinstance(weight, torch.Tensor) and type(proj).__name__ == "Conv1D":
+        return int(weight.shape[0])
+    return None
+
+
+def attention_sites(model: nn.Module) -> list[Site]:
+    """The attention layers of ``model`` that heads can be ablated in, in model order.
+
+    Raises ValueError for encoder-decoder models (their layer numbering would be
+    ambiguous) and for models where no attention layer is recognised.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(
+            f"model: {type(model).__name__} is an encoder-decoder model; ablate_heads supports "
+            "encoder-only and decoder-only models and nn.MultiheadAttention"
+        )
+    sites: list[Site] = []
+    claimed: set[int] = set()
+    for name, module in model.named_modules():
+        if id(module) in claimed:
+            continue
+        if isinstance(module, nn.MultiheadAttention):
+            sites.append(Site(len(sites), name, module.num_heads, module.head_dim, module, module, "mha"))
+            claimed.update(id(m) for m in module.modules())
+            continue
+        if not type(module).__name__.endswith("Attention"):
+            continue
+        proj = _projection_of(module)
+        heads = _heads_of(module, config)
+        width = _in_features(proj) if proj is not None else None
+        if proj is None or heads is None or width is None or width % heads:
+            continue
+        sites.append(Site(len(sites), name, heads, width // heads, module, proj, "projection"))
+        claimed.update(id(m) for m in module.modules())
+    if not sites:
+        raise ValueError(
+            f"model: found no attention layer to ablate in {type(model).__name__} (looked for "
+            "nn.MultiheadAttention and transformers *Attention modules with an output projection)"
+        )
+    return sites
+
+
+def _check_heads(heads: Any, sites: Sequence[Site]) -> dict[int, list[int]]:
+    if not isinstance(heads, Mapping):
+        raise TypeError(f"heads: expected a mapping {{layer: [head, ...]}}, got {type(heads).__name__}")
+    out: dict[int, list[int]] = {}
+    for layer, hs in heads.items():
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(sites):
+            raise ValueError(f"heads: layer {layer!r} is not one of 0..{len(sites) - 1}")
+        if isinstance(hs, int):
+            hs = [hs]
+        n = sites[layer].n_heads
+        chosen = []
+        for h in hs:
+            if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h < n:
+                raise ValueError(f"heads: head {h!r} of layer {layer} is not one of 0..{n - 1}")
+            chosen.append(h)
+        if chosen:
+            out[layer] = sorted(set(chosen))
+    return out
+
+
+def _replace(part: torch.Tensor, mode: str) -> torch.Tensor:
+    """The stand-in for a head's output ``[..., Q, d]``: 0, or its mean over positions."""
+    if mode == "zero":
+        return torch.zeros_like(part)
+    return part.mean(dim=-2, keepdim=True).expand_as(part)
+
+
+def _projection_hook(heads: list[int], head_dim: int, mode: str):
+    def hook(_module: nn.Module, args: tuple) -> tuple:
+        x = args[0].clone()
+        for h in heads:
+            part = x[..., h * head_dim : (h + 1) * head_dim]
+            x[..., h * head_dim : (h + 1) * head_dim] = _replace(part, mode)
+        return (x, *args[1:])
+
+    return hook
+
+
+def _mha_hooks(site: Site, heads: list[int], mode: str):
+    """A pre-hook asking nn.MultiheadAttention for per-head weights, and a hook fixing its output."""
+    mha: nn.MultiheadAttention = site.attention  # type: ignore[assignment]
+    asked: dict[str, Any] = {}
+
+    def pre(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
+                 "average_attn_weights", "is_causal")
+        bound = dict(zip(names, args, strict=False))
+        bound.update(kwargs)
+        asked["need_weights"] = bound.get("need_weights", True)
+        asked["average"] = bound.get("average_attn_weights", True)
+        asked["value"] = bound["value"]
+        bound["need_weights"] = True
+        bound["average_attn_weights"] = False
+        return (), bound
+
+    def post(_module: nn.Module, _args: tuple, _kwargs: dict, output: tuple) -> tuple:
+        out, weights = output  # out [B, Q, E] (or [Q, B, E]), weights [B, H, Q, K]
+        value = asked["value"]
+        batched = value.dim() == 3
+        if batched and not mha.batch_first:
+            value = value.transpose(0, 1)  # -> [B, K, E]
+        if not batched:
+            value = value.unsqueeze(0)
+            weights = weights.unsqueeze(0)
+        E, d = mha.embed_dim, site.head_dim
+        w_v = mha.in_proj_weight[2 * E :] if mha.in_proj_weight is not None else mha.v_proj_weight
+        b_v = mha.in_proj_bias[2 * E :] if mha.in_proj_bias is not None else None
+        v = nn.functional.linear(value, w_v, b_v)  # [B, K, E]
+        fix = torch.zeros(weights.shape[0], weights.shape[2], E, dtype=out.dtype, device=out.device)
+        for h in heads:
+            c_h = weights[:, h] @ v[..., h * d : (h + 1) * d]  # [B, Q, d]
+            delta = c_h - _replace(c_h, mode)
+            fix = fix + delta @ mha.out_proj.weight[:, h * d : (h + 1) * d].T
+        if not batched:
+            fix = fix[0]
+        elif not mha.batch_first:
+            fix = fix.transpose(0, 1)
+        out = out - fix
+        if not asked["need_weights"]:
+            return out, None
+        if asked["average"]:
+            weights = weights.mean(dim=1)
+        return out, weights if batched else weights[0]
+
+    return pre, post
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath() -> Iterator[None]:
+    # the fused fast path skips the module's forward (and so its hooks) in eval mode
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
+@contextlib.contextmanager
+def ablate_heads(model: nn.Module, heads: Mapping[int, Sequence[int] | int], mode: str = "zero") -> Iterator[
+    list[Site]
+]:
+    """Ablate attention heads inside a ``with`` block; the model is restored on exit.
+
+    ``heads``: ``{layer: [head, ...]}`` with layers numbered as
+    :func:`attention_sites` (and ``extract_attention``) number them. ``mode``:
+    ``"zero"`` or ``"mean"`` (see the module docstring). Yields the sites.
+    Errors name the argument: unknown layer or head, unknown mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    sites = attention_sites(model)
+    chosen = _check_heads(heads, sites)
+    handles = []
+    with contextlib.ExitStack() as stack:
+        try:
+            if any(sites[layer].kind == "mha" for layer in chosen):
+                stack.enter_context(_no_mha_fastpath())
+            for layer, hs in chosen.items():
+                site = sites[layer]
+                if site.kind == "mha":
+                    pre, post = _mha_hooks(site, hs, mode)
+                    handles.append(site.attention.register_forward_pre_hook(pre, with_kwargs=True))
+                    handles.append(site.attention.register_forward_hook(post, with_kwargs=True))
+                else:
+                    hook = _projection_hook(hs, site.head_dim, mode)
+                    handles.append(site.projection.register_forward_pre_hook(hook))
+            yield sites
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+# --------------------------------------------------------------------------- effects
+def _prepare(model: nn.Module, text_or_inputs: Any, tokenizer: Any) -> dict[str, torch.Tensor]:
+    from attnwidget.extract._common import check_text
+    from attnwidget.extract.huggingface import _as_inputs, infer_tokenizer
+
+    if isinstance(text_or_inputs, str):
+        check_text(text_or_inputs)
+        tokenizer = tokenizer if tokenizer is not None else infer_tokenizer(model)
+        if tokenizer is None:
+            raise ValueError("tokenizer: needed to turn text into input ids; pass tokenizer=...")
+        return dict(tokenizer(text_or_inputs, return_tensors="pt"))
+    return _as_inputs(text_or_inputs)
+
+
+def _is_causal_lm(model: nn.Module, out: Any) -> bool:
+    config = getattr(model, "config", None)
+    return getattr(out, "logits", None) is not None and (
+        bool(getattr(config, "is_decoder", False))
+        or type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+    )
+
+
+def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool) -> Any:
+    from attnwidget.extract._common import eval_mode
+    from attnwidget.extract.huggingface import eager_attention
+
+    guard = eager_attention(model) if attentions else contextlib.nullcontext()
+    with eval_mode(model), guard, torch.inference_mode():
+        return model(**inputs, output_attentions=attentions, output_hidden_states=True, return_dict=True)
+
+
+def _next_token_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """Mean cross-entropy (nats) of predicting token t+1 from position t, over real tokens."""
+    logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
+    target = ids[:, 1:]
+    nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    keep = mask[:, 1:].bool() if mask is not None else torch.ones_like(nll, dtype=torch.bool)
+    return float(nll[keep].mean())
+
+
+def _pooled(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over real (non-padding) positions: the sentence embedding ``[B, D]``."""
+    if mask is None:
+        return hidden.mean(dim=1)
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def ablation_effect(
+    model: nn.Module,
+    text_or_inputs: Any,
+    heads: Mapping[int, Sequence[int] | int],
+    tokenizer: Any = None,
+    *,
+    mode: str = "zero",
+    top_k: int = 5,
+    attention: bool = True,
+) -> dict[str, Any]:
+    """What ablating ``heads`` changes on one input (a transformers model).
+
+    Returns a dict:
+
+    * ``score``: one number per ablation, larger = the heads matter more: the
+      increase of next-token loss (nats) for causal LMs, ``1 - cosine`` of the
+      sentence embedding for encoders; ``metric`` names it.
+    * causal LMs: ``loss`` / ``loss_ablated`` (mean next-token cross-entropy,
+      nats) and ``top_predictions`` / ``top_predictions_ablated`` at the last
+      position (``[(token, probability), ...]``, ``top_k`` of them).
+    * encoders: ``embedding_cosine`` (mean-pooled last hidden state, padding left out).
+    * both: ``hidden_change`` ``[L + 1]`` (relative L2 change of each layer's
+      hidden states, embeddings first) and, with ``attention=True``,
+      ``attention_change`` ``[L, H]`` (mean absolute change of each head's
+      weights; exactly 0 below the first ablated layer).
+    """
+
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
+    inputs = _prepare(model, text_or_inputs, tokenizer)
+    return _effect(model, inputs, heads, tokenizer, mode, top_k, attention,
+                   _run(model, inputs, attention))
+
+
+def _effect(
+    model: nn.Module, inputs: dict[str, torch.Tensor], heads: Mapping[int, Sequence[int] | int],
+    tokenizer: Any, mode: str, top_k: int, attention: bool, base: Any,
+) -> dict[str, Any]:
+
+    with ablate_heads(model, heads, mode):
+        abl = _run(model, inputs, attention)
+    mask = inputs.get("attention_mask")
+    out: dict[str, Any] = {"heads": _check_heads(heads, attention_sites(model)), "mode": mode}
+    hidden = [
+        float((a - b).norm() / b.norm().clamp(min=1e-30))
+        for b, a in zip(base.hidden_states, abl.hidden_states, strict=True)
+    ]
+    out["hidden_change"] = np.array(hidden)
+    if attention and base.attentions:
+        out["attention_change"] = np.stack([
+            (a - b).abs().mean(dim=(0, 2, 3)).double().numpy()
+            for b, a in zip(base.attentions, abl.attentions, strict=True)
+        ])
+    if _is_causal_lm(model, base):
+        ids = inputs["input_ids"]
+        out["metric"] = "next-token loss increase (nats)"
+        out["loss"] = _next_token_loss(base.logits, ids, mask)
+        out["loss_ablated"] = _next_token_loss(abl.logits, ids, mask)
+        out["score"] = out["loss_ablated"] - out["loss"]
+        tok = tokenizer
+        for key, res in (("top_predictions", base), ("top_predictions_ablated", abl)):
+            p = torch.softmax(res.logits[0, -1].double(), dim=-1)
+            vals, idx = p.topk(min(top_k, p.numel()))
+            names = (tok.convert_ids_to_tokens(idx.tolist()) if tok is not None
+                     else [f"#{int(i)}" for i in idx])
+            out[key] = [(str(n), float(v)) for n, v in zip(names, vals, strict=True)]
+    else:
+        last_b, last_a = base.hidden_states[-1], abl.hidden_states[-1]
+        cos = torch.nn.functional.cosine_similarity(_pooled(last_b, mask).double(),
+                                                    _pooled(last_a, mask).double(), dim=-1)
+        out["metric"] = "1 - cosine of the sentence embedding"
+        out["embedding_cosine"] = float(cos.mean())
+        out["score"] = 1.0 - out["embedding_cosine"]
+    return out
+
+
+def ablation_sweep(
+    model: nn.Module,
+    text_or_inputs: Any,
+    tokenizer: Any = None,
+    *,
+    mode: str = "zero",
+    heads: Mapping[int, Sequence[int]] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Ablate each head on its own and score it: ``score`` ``[L, H]`` (NaN where not swept).
+
+    ``heads``: the heads to sweep (default: every head of every layer). Each
+    cell equals ``ablation_effect(model, input, {l: [h]}, mode=mode)["score"]``
+    (computed here without the attention maps, which the score does not need).
+    A tqdm progress bar shows with ``progress=True``.
+    """
+    from tqdm.auto import tqdm
+
+    sites = attention_sites(model)
+    todo = _check_heads(heads, sites) if heads is not None else {
+        s.layer: list(range(s.n_heads)) for s in sites
+    }
+    n_heads = max(s.n_heads for s in sites)
+    score = np.full((len(sites), n_heads), np.nan)
+    metric = None
+    pairs = [(layer, h) for layer, hs in todo.items() for h in hs]
+    inputs = _prepare(model, text_or_inputs, tokenizer)
+    base = _run(model, inputs, False)  # one unablated run serves every cell
+    for layer, h in tqdm(pairs, desc="ablating heads", disable=not progress):
+        res = _effect(model, inputs, {layer: [h]}, tokenizer, mode, 1, False, base)
+        score[layer, h] = res["score"]
+        metric = res["metric"]
+    return {"score": score, "metric": metric, "mode": mode}

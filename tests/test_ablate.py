@@ -1,0 +1,194 @@
+"""Head ablation: equal to zeroing the head by hand, restored on exit, effects and sweeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import TEXT, tiny
+from torch import nn
+
+from attnwidget.ablate import ablate_heads, ablation_effect, ablation_sweep, attention_sites
+
+FAMILIES = ("bert", "gpt2", "llama")
+
+
+def ids(vocab=100, n=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab, (1, n), generator=g)
+
+
+def forward(model, x):
+    with torch.no_grad():
+        out = model(input_ids=x)
+    return out.logits if hasattr(out, "logits") and out.logits is not None else out.last_hidden_state
+
+
+def surgery(site, heads):
+    """Zero the weights that carry the heads' outputs into the residual stream: the by-hand reference."""
+    proj = site.projection
+    saved = proj.weight.detach().clone()
+    d = site.head_dim
+    with torch.no_grad():
+        for h in heads:
+            if type(proj).__name__ == "Conv1D":  # GPT-2 stores [in, out]
+                proj.weight[h * d : (h + 1) * d] = 0
+            else:
+                proj.weight[:, h * d : (h + 1) * d] = 0
+    return saved
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_zero_ablation_equals_zeroing_the_heads_weights(kind):
+    model = tiny(kind, 100, "eager")
+    x = ids()
+    sites = attention_sites(model)
+    assert len(sites) == 2
+    assert [s.n_heads for s in sites] == [4, 4]
+    with ablate_heads(model, {1: [0, 2]}):
+        ablated = forward(model, x)
+    saved = surgery(sites[1], [0, 2])
+    try:
+        by_hand = forward(model, x)
+    finally:
+        with torch.no_grad():
+            sites[1].projection.weight.copy_(saved)
+    torch.testing.assert_close(ablated, by_hand, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(ablated, forward(model, x))  # the heads mattered
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_restored_on_exit_and_after_an_error_and_nothing_changes_nothing(kind):
+    model = tiny(kind, 100, "eager")
+    x = ids()
+    before = forward(model, x)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with ablate_heads(model, {}):
+        assert torch.equal(forward(model, x), before)  # bit for bit
+    changed = []
+
+    def run_and_fail():
+        with ablate_heads(model, {0: [1], 1: 3}, mode="mean"):
+            changed.append(not torch.equal(forward(model, x), before))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_and_fail()
+    assert changed == [True]
+    assert torch.equal(forward(model, x), before)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+
+
+def test_mean_ablation_replaces_the_heads_output_by_its_position_mean():
+    model = tiny("llama", 100, "eager")  # grouped-query attention: 4 query heads, 2 key/value heads
+    site = attention_sites(model)[0]
+    x = ids(n=7)
+    seen = {}
+    def record(_module, args, output):
+        seen["abl" if "base" in seen else "base"] = (args[0].clone(), output.clone())
+
+    hook = site.projection.register_forward_hook(record)
+    try:
+        forward(model, x)
+        with ablate_heads(model, {0: [3]}, mode="mean"):
+            forward(model, x)
+    finally:
+        hook.remove()
+    x_in, _ = seen["base"]
+    _, y_abl = seen["abl"]
+    d = site.head_dim
+    by_hand = x_in.clone()
+    by_hand[..., 3 * d :] = x_in[..., 3 * d :].mean(dim=1, keepdim=True)
+    torch.testing.assert_close(y_abl, site.projection(by_hand), rtol=1e-5, atol=1e-6)
+
+
+def mha_by_hand(mha: nn.MultiheadAttention, x: torch.Tensor, heads, mode, mask=None):
+    """nn.MultiheadAttention's forward written out (batch first), with heads replaced."""
+    E, H = mha.embed_dim, mha.num_heads
+    d = E // H
+    q, k, v = nn.functional.linear(x, mha.in_proj_weight, mha.in_proj_bias).split(E, dim=-1)
+    B, T, _ = x.shape
+    q, k, v = (t.reshape(B, T, H, d).transpose(1, 2) for t in (q, k, v))
+    scores = q @ k.transpose(-1, -2) / d**0.5
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
+    c = torch.softmax(scores, dim=-1) @ v  # [B, H, T, d]
+    for h in heads:
+        c[:, h] = 0 if mode == "zero" else c[:, h].mean(dim=1, keepdim=True)
+    return mha.out_proj(c.transpose(1, 2).reshape(B, T, E))
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multihead_attention_equals_the_forward_written_out(mode, batch_first):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=batch_first).eval()
+    mha = layer.self_attn
+    x = torch.randn(2, 6, 16)
+    causal = torch.ones(6, 6, dtype=torch.bool).triu(1)
+    xin = x if batch_first else x.transpose(0, 1)
+    with torch.no_grad(), ablate_heads(layer, {0: [1, 3]}, mode=mode):
+        out, _ = mha(xin, xin, xin, attn_mask=causal, need_weights=False)
+    out = out if batch_first else out.transpose(0, 1)
+    with torch.no_grad():
+        expected = mha_by_hand(mha, x, [1, 3], mode, causal)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
+    with torch.no_grad():  # the whole layer runs through the hooks too (fast path off inside)
+        base = layer(xin)
+        with ablate_heads(layer, {0: [1]}):
+            assert not torch.allclose(layer(xin), base)
+        assert torch.equal(layer(xin), base)
+
+
+def test_bad_arguments_name_themselves():
+    model = tiny("bert", 100, "eager")
+    with pytest.raises(ValueError, match=r"heads: layer 2 is not one of 0\.\.1"), \
+            ablate_heads(model, {2: [0]}):
+        pass
+    with pytest.raises(ValueError, match=r"heads: head 4 of layer 0 is not one of 0\.\.3"), \
+            ablate_heads(model, {0: [4]}):
+        pass
+    with pytest.raises(ValueError, match=r"mode: expected one of \('zero', 'mean'\), got 'half'"), \
+            ablate_heads(model, {0: [0]}, mode="half"):
+        pass
+    with pytest.raises(TypeError, match="heads: expected a mapping"), ablate_heads(model, [0]):
+        pass
+    with pytest.raises(ValueError, match="encoder-decoder"):
+        attention_sites(tiny("bart", 100, "eager"))
+    with pytest.raises(ValueError, match="found no attention layer"):
+        attention_sites(nn.Linear(3, 3))
+
+
+def test_effects_on_a_causal_lm(bpe_tokenizer):
+    model = tiny("gpt2", len(bpe_tokenizer), "eager")
+    text = "The cat sat on the mat and looked at the dog."
+    res = ablation_effect(model, text, {1: [0, 1, 2, 3]}, bpe_tokenizer, top_k=3)
+    enc = bpe_tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        loss = model(**enc, labels=enc["input_ids"]).loss  # transformers' own shifted loss
+    assert res["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert res["score"] == pytest.approx(res["loss_ablated"] - res["loss"])
+    assert len(res["top_predictions"]) == 3
+    assert res["top_predictions"][0][1] >= res["top_predictions"][1][1]
+    # attention below the ablated layer cannot change; layer 1's own weights neither
+    np.testing.assert_array_equal(res["attention_change"], np.zeros((2, 4)))
+    assert res["hidden_change"][0] == 0
+    assert res["hidden_change"][-1] > 0
+
+
+def test_effects_and_sweep_on_the_real_encoder(minilm):
+    model, tok = minilm
+    res = ablation_effect(model, TEXT, {2: [5]}, tok)
+    assert res["metric"] == "1 - cosine of the sentence embedding"
+    assert 0 < res["score"] < 1
+    change = res["attention_change"]
+    assert change.shape == (6, 12)
+    assert (change[:3] == 0).all()  # only later layers move
+    assert (change[3:] > 0).all()
+    sweep = ablation_sweep(model, TEXT, tok, heads={0: [0, 1], 4: [7]}, progress=False)
+    assert np.isnan(sweep["score"][1]).all()
+    for layer, head in [(0, 0), (0, 1), (4, 7)]:  # a sweep's cell equals the single run
+        single = ablation_effect(model, TEXT, {layer: [head]}, tok, attention=False)
+        assert sweep["score"][layer, head] == pytest.approx(single["score"], rel=1e-9, abs=1e-12)
