@@ -411,3 +411,46 @@ def ablation_sweep(
         score[layer, h] = res["score"]
         metric = res["metric"]
     return {"score": score, "metric": metric, "mode": mode}
+
+
+def ablated_record(
+    model: nn.Module,
+    text_or_inputs: Any,
+    heads: Mapping[int, Sequence[int] | int],
+    tokenizer: Any = None,
+    *,
+    mode: str = "zero",
+    original: Any = None,
+    **extract_options: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """The attention record with ``heads`` ablated, and a JSON-ready summary of the effect.
+
+    ``original``: the unablated :class:`AttentionMaps` of the same input, to
+    measure the attention change against (extracted here when not given). The
+    summary holds ``heads`` (``[[layer, head], ...]``), ``mode``, ``metric``,
+    ``score`` and the metric's before/after values from :func:`ablation_effect`,
+    plus ``attention_change`` (``[L][H]`` mean absolute change of each head's
+    weights) and ``attention_change_by_layer`` (``[L]``).
+    """
+    from attnwidget.extract import extract_attention
+
+    if original is None:
+        original = extract_attention(model, text_or_inputs, tokenizer, **extract_options)
+    with ablate_heads(model, heads, mode):
+        maps = extract_attention(model, text_or_inputs, tokenizer, **extract_options)
+    effect = ablation_effect(model, text_or_inputs, heads, tokenizer, mode=mode, attention=False)
+    change = (maps.weights - original.weights).abs().mean(dim=(-2, -1)).double().numpy()  # [L, H]
+    summary: dict[str, Any] = {
+        "heads": [[layer, h] for layer, hs in effect["heads"].items() for h in hs],
+        "mode": mode, "metric": effect["metric"], "score": float(effect["score"]),
+        "attention_change": change.tolist(),
+        "attention_change_by_layer": change.mean(axis=1).tolist(),
+        "hidden_change": [float(v) for v in effect["hidden_change"]],
+    }
+    for key in ("loss", "loss_ablated", "embedding_cosine"):
+        if key in effect:
+            summary[key] = float(effect[key])
+    for key in ("top_predictions", "top_predictions_ablated"):
+        if key in effect:
+            summary[key] = [[t, p] for t, p in effect[key]]
+    return maps, summary

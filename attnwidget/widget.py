@@ -110,6 +110,13 @@ class AttentionView(anywidget.AnyWidget):
     """str: ``auto`` (colours span 0..the map's largest weight) or ``fixed`` (0..1)."""
     top_k = traitlets.Int(5).tag(sync=True)
     """int >= 1: how many keys the selected query's block lists (at most the row's visible keys)."""
+    ablated = traitlets.List(traitlets.List(traitlets.Int()), default_value=[]).tag(sync=True)
+    """``[[layer, head], ...]``: heads switched off (views built from a model only); the model re-runs."""
+    ablation_mode = traitlets.Unicode("zero").tag(sync=True)
+    """str: ``zero`` or ``mean`` (see :mod:`attnwidget.ablate`)."""
+    compare = traitlets.Bool(False).tag(sync=True)
+    """bool: show the comparison record (the unablated original, or :meth:`compare_with`'s) beside
+    this one, with their difference."""
     viewport = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
     """``[q0, q1, k0, k1]`` (end exclusive) of a zoomed window, or ``[]``; set by the browser."""
 
@@ -137,6 +144,14 @@ class AttentionView(anywidget.AnyWidget):
     """str: provenance under the map: model, layer, head, masking, input text."""
     status = traitlets.Unicode("", read_only=True).tag(sync=True)
     """str: an error from the last update, shown in the view (empty when all is well)."""
+    effect = traitlets.Dict(read_only=True).tag(sync=True)
+    """dict: what the ablation changed (:func:`attnwidget.ablate.ablated_record`), empty with none."""
+    panel_b = traitlets.Dict(read_only=True).tag(sync=True)
+    """dict: the comparison record's map at the same layer/head (same colour range), or empty."""
+    panel_diff = traitlets.Dict(read_only=True).tag(sync=True)
+    """dict: this map minus the comparison's, symmetric range ``[-vmax, vmax]``, or empty."""
+    caption_b = traitlets.Unicode("", read_only=True).tag(sync=True)
+    """str: what the comparison record is."""
 
     def __init__(
         self, model: Any, text: Any = None, tokenizer: Any = None, *,
@@ -151,11 +166,16 @@ class AttentionView(anywidget.AnyWidget):
                 ]
                 raise TypeError(f"AttentionView(maps) takes no extraction arguments, got {extra}")
             maps = model
+            self._source_model = None
         else:
             from attnwidget.extract import extract_attention
 
             maps = extract_attention(model, text, tokenizer, **extract_options)
+            self._source_model = (model, text, tokenizer, extract_options)
         self._maps = maps
+        self._original = maps
+        self._other: tuple[AttentionMaps, str] | None = None
+        self._gen = 0  # bumped whenever the record changes (ablation): part of every cache key
         self._cache: OrderedDict[tuple, PanelMetrics] = OrderedDict()
         self._encoded: dict[tuple, dict[str, Any]] = {}
         self._lock = threading.RLock()  # guards _cache/_encoded against the prefetch worker
@@ -254,6 +274,30 @@ class AttentionView(anywidget.AnyWidget):
     def _valid_scale(self, proposal: dict[str, Any]) -> str:
         return self._one_of("scale", proposal["value"], SCALES)
 
+    @traitlets.validate("ablated")
+    def _valid_ablated(self, proposal: dict[str, Any]) -> list[list[int]]:
+        pairs = proposal["value"]
+        if pairs and self._source_model is None:
+            raise traitlets.TraitError(
+                "ablated: this view shows a record, not a model; build it with "
+                "AttentionView(model, text, tokenizer=...) to ablate heads"
+            )
+        out = set()
+        for pair in pairs:
+            if len(pair) != 2 or not (0 <= pair[0] < self.n_layers and 0 <= pair[1] < self.n_heads):
+                raise traitlets.TraitError(
+                    f"ablated: expected [layer, head] pairs with layer 0..{self.n_layers - 1} and "
+                    f"head 0..{self.n_heads - 1}, got {pair}"
+                )
+            out.add((int(pair[0]), int(pair[1])))
+        return [list(p) for p in sorted(out)]
+
+    @traitlets.validate("ablation_mode")
+    def _valid_ablation_mode(self, proposal: dict[str, Any]) -> str:
+        from attnwidget.ablate import MODES as ABLATION_MODES
+
+        return self._one_of("ablation_mode", proposal["value"], ABLATION_MODES)
+
     @traitlets.validate("viewport")
     def _valid_viewport(self, proposal: dict[str, Any]) -> list[int]:
         value = list(proposal["value"])
@@ -277,6 +321,9 @@ class AttentionView(anywidget.AnyWidget):
         "query": {"metrics"},
         "top_k": {"metrics"},
         "viewport": {"detail"},
+        "ablated": {"ablation"},
+        "ablation_mode": {"ablation"},
+        "compare": {"panel"},
     }
 
     @traitlets.observe(*_WHAT_CHANGES)
@@ -299,6 +346,9 @@ class AttentionView(anywidget.AnyWidget):
         if not dirty or not hasattr(self, "_maps"):
             return
         try:
+            if "ablation" in dirty:
+                self._apply_ablation()
+                dirty |= {"panel", "metrics", "detail", "atlas"}
             # panel and metrics first: they are sent as soon as they are set, so the
             # browser paints the map while the thumbnails are still being pooled
             if "panel" in dirty:
@@ -320,11 +370,11 @@ class AttentionView(anywidget.AnyWidget):
 
     def _view_key(self) -> dict[str, Any]:
         head = self.head if self.mode in ("head", "grid") else None
-        return {"mode": self.mode, "layer": self.layer, "head": head}
+        return {"mode": self.mode, "layer": self.layer, "head": head, "ablated": self.ablated}
 
     def _key(self) -> tuple:
         return (self.mode if self.mode != "grid" else "head", self.layer,
-                self.head if self.mode in ("head", "grid") else None)
+                self.head if self.mode in ("head", "grid") else None, self._gen)
 
     def _source(self, key: tuple | None = None) -> PanelMetrics:
         """Metrics object of a map (a head, the layer's average or the rollout), cached.
@@ -336,7 +386,9 @@ class AttentionView(anywidget.AnyWidget):
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            kind, layer, head = key
+            kind, layer, head, gen = key
+            if gen != self._gen:  # a worker asking for a record that was replaced meanwhile
+                raise RuntimeError("stale request")
             maps = self._maps
             _, _, Q, K = maps.shape
             mask, causal = _record_mask(maps, Q, K)
@@ -362,7 +414,7 @@ class AttentionView(anywidget.AnyWidget):
         Q, K = pm.shape
         factor = pool_factor(Q, K, OVERVIEW_SIDE)
         pooled, visible = pool_max(pm.weights, factor, pm.visible())
-        view = {"mode": key[0], "layer": key[1], "head": key[2]}
+        view = {"mode": key[0], "layer": key[1], "head": key[2], "ablated": self.ablated}
         msg = encode_panel(pooled, vmax=self._vmax(pm), visible=visible, view=view,
                            pool=factor, full_shape=[Q, K])
         with self._lock:
@@ -378,7 +430,7 @@ class AttentionView(anywidget.AnyWidget):
         if Q * K <= PREFETCH_CELLS or self.mode not in ("head", "grid"):
             return
         for head in (self.head + 1, self.head - 1):
-            key = ("head", self.layer, head)
+            key = ("head", self.layer, head, self._gen)
             if 0 <= head < n_heads and key not in self._cache:
                 self._pending.append(self._worker().submit(self._warm, key))
 
@@ -416,7 +468,7 @@ class AttentionView(anywidget.AnyWidget):
             key, old = self._cache.popitem(last=False)
             total -= self._cached_bytes(key, old)
         # also panels the prefetch worker encoded for maps evicted meanwhile
-        for enc in [k for k in self._encoded if k[:3] not in self._cache]:
+        for enc in [k for k in self._encoded if k[:4] not in self._cache]:
             del self._encoded[enc]
 
     def _vmax(self, pm: PanelMetrics) -> float:
@@ -426,10 +478,106 @@ class AttentionView(anywidget.AnyWidget):
         return top if top > 0 else 1.0
 
     def _send_panel(self) -> None:
-        msg = self._encoded_panel(self._key(), self._source())
-        # the view it belongs to, as the browser compares it (grid shows the head's map)
-        self.set_trait("panel", {**msg, "view": self._view_key()})
+        if not self._send_comparison():
+            msg = self._encoded_panel(self._key(), self._source())
+            # the view it belongs to, as the browser compares it (grid shows the head's map)
+            self.set_trait("panel", {**msg, "view": self._view_key()})
         self.set_trait("caption", self._caption())
+
+    def _comparison(self) -> tuple[AttentionMaps, str] | None:
+        if self._other is not None:
+            return self._other
+        if self.ablated:
+            return self._original, "original (no head ablated)"
+        return None
+
+    def _send_comparison(self) -> bool:
+        """Send B and A − B when comparing; then A too, on the colour range shared with B.
+
+        Returns whether it sent the panel A.
+        """
+        other = self._comparison() if self.compare else None
+        if other is None or self.mode not in ("head", "grid", "average"):
+            for name in ("panel_b", "panel_diff"):
+                if getattr(self, name):
+                    self.set_trait(name, {})
+            self.set_trait("caption_b", "" if other is None else
+                           "comparison: shown for one head or the head average")
+            return False
+        maps_b, label = other
+        a = self._source().weights
+        if self.mode == "average":
+            b = torch.from_numpy(maps_b.layer(self.layer)).mean(dim=0)
+        else:
+            b = torch.from_numpy(maps_b.head(self.layer, self.head))
+        Q, K = a.shape
+        factor = pool_factor(Q, K, OVERVIEW_SIDE)
+        pm = self._source()
+        pooled_a, visible = pool_max(a, factor, pm.visible())
+        pooled_b, _ = pool_max(b, factor)
+        vmax = 1.0 if self.scale == "fixed" else max(float(a.max()), float(b.max()), 1e-30)
+        view = self._view_key()
+        self.set_trait("panel", encode_panel(pooled_a, vmax=vmax, visible=visible, view=view,
+                                             pool=factor, full_shape=[Q, K]))
+        self.set_trait("panel_b", encode_panel(pooled_b, vmax=vmax, view=view, pool=factor,
+                                               full_shape=list(b.shape)))
+        if tuple(b.shape) == (Q, K):
+            diff = (a - b).numpy()
+            # signed: pool the largest magnitude of each block, keeping its sign
+            pooled_hi, _ = pool_max(diff, factor)
+            pooled_lo, _ = pool_max(-diff, factor)
+            signed = np.where(pooled_hi >= pooled_lo, pooled_hi, -pooled_lo)
+            span = max(float(np.abs(signed).max()), 1e-30)
+            shifted = (signed / span + 1.0) / 2.0  # -span..span -> 0..1
+            self.set_trait("panel_diff", encode_panel(
+                shifted, vmax=1.0, view=view, pool=factor, full_shape=[Q, K], span=span))
+        elif self.panel_diff:
+            self.set_trait("panel_diff", {})
+        self.set_trait("caption_b", f"B: {label}" + ("" if tuple(b.shape) == (Q, K) else
+                                                    " (different shape: no difference map)"))
+        return True
+
+    def compare_with(self, other: AttentionMaps, label: str = "other record") -> None:
+        """Show ``other`` beside this record under the same sliders, with the difference A − B.
+
+        ``other`` needs the same layers and heads; the difference map also needs
+        the same number of tokens. Turns ``compare`` on.
+        """
+        if not isinstance(other, AttentionMaps):
+            raise TypeError(f"other: expected an AttentionMaps, got {type(other).__name__}")
+        if other.shape[:2] != self._maps.shape[:2]:
+            raise ValueError(
+                f"other: expected {self._maps.shape[0]} layers x {self._maps.shape[1]} heads like "
+                f"this view, got {other.shape[0]} x {other.shape[1]}"
+            )
+        self._other = (other, str(label))
+        if self.compare:
+            self._dirty.add("panel")
+            self._flush()
+        else:
+            self.compare = True
+
+    def _apply_ablation(self) -> None:
+        """Re-run the model with the ablated heads switched off (or restore the original)."""
+        if not self.ablated:
+            self._maps = self._original
+            self.set_trait("effect", {})
+        else:
+            from attnwidget.ablate import ablated_record
+
+            model, text, tokenizer, options = self._source_model  # type: ignore[misc]
+            heads: dict[int, list[int]] = {}
+            for layer, head in self.ablated:
+                heads.setdefault(layer, []).append(head)
+            maps, effect = ablated_record(model, text, heads, tokenizer, mode=self.ablation_mode,
+                                          original=self._original, **options)
+            self._maps = maps
+            self.set_trait("effect", effect)
+        with self._lock:
+            self._gen += 1
+            self._cache.clear()
+            self._encoded.clear()
+        self._rollout = None
 
     def _send_detail(self) -> None:
         vp = self.viewport
@@ -455,7 +603,7 @@ class AttentionView(anywidget.AnyWidget):
         kind = {"head": "head", "grid": "head", "average": "average of heads",
                 "rollout": "attention rollout"}[self.mode]
         view = {**self._view_key(), "threshold": self.threshold, "query": self.query,
-                "top_k": self.top_k}
+                "top_k": self.top_k}  # _view_key carries the ablated heads too
         self.set_trait("metrics", {**out, "kind": kind, "view": view})
 
     def _worker(self) -> ThreadPoolExecutor:
@@ -475,16 +623,17 @@ class AttentionView(anywidget.AnyWidget):
         except RuntimeError:  # no event loop: nothing could deliver a result later
             self.set_trait("atlas", self._build_atlas(self.layer))
             return
-        layer = self.layer
+        layer, gen = self.layer, self._gen
         fut = self._worker().submit(self._build_atlas, layer)
         def hand_back(f: Future) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the kernel is going away
-                loop.call_soon_threadsafe(self._deliver_atlas, f, layer)
+                loop.call_soon_threadsafe(self._deliver_atlas, f, layer, gen)
 
         fut.add_done_callback(hand_back)
 
-    def _deliver_atlas(self, fut: Future, layer: int) -> None:
-        if fut.cancelled() or getattr(self, "comm", None) is None or layer != self.layer:
+    def _deliver_atlas(self, fut: Future, layer: int, gen: int) -> None:
+        stale = layer != self.layer or gen != self._gen
+        if fut.cancelled() or getattr(self, "comm", None) is None or stale:
             return
         exc = fut.exception()
         if exc is not None:  # a callback has no caller to raise to: show it in the view

@@ -82,8 +82,9 @@ v1024 = AttentionView.from_tensor(mid, model_name="synthetic 1024")
 print({{n: v.maps.shape for n, v in views.items()}})
 """
 CELLS = [SETUP, "AttentionView(views[64].maps)", "AttentionView(views[256].maps)",
-         "AttentionView(views[510].maps)", "v4096", "v1024"]
-INDEX = {64: 0, 256: 1, 510: 2, 4096: 3, 1024: 4}  # order of the .attnwidget elements
+         "AttentionView(views[510].maps)", "v4096", "v1024",
+         "v128 = AttentionView(model, text_of(128), tokenizer=tok)\nv128"]
+INDEX = {64: 0, 256: 1, 510: 2, 4096: 3, 1024: 4, 128: 5}  # order of the .attnwidget elements
 
 MOVES_JS = """
 async ({index, moves, settle}) => {
@@ -102,6 +103,40 @@ async ({index, moves, settle}) => {
     out.push(t1 - t0);
     // the state is fully shown (aw-rendered fired); pause as a user would before the next move
     await new Promise((r) => setTimeout(r, settle));
+  }
+  return out;
+}
+"""
+
+
+TOGGLE_JS = """
+async ({index, heads}) => {
+  const el = document.querySelectorAll('.jp-OutputArea-output .attnwidget')[index];
+  const rendered = () => new Promise((resolve) => {
+    const h = (e) => { el.removeEventListener('aw-rendered', h); resolve(e.detail.time); };
+    el.addEventListener('aw-rendered', h);
+  });
+  const set = async (name, v) => {
+    const input = el.querySelector(`input.aw-slider-${name}`);
+    if (input.value === String(v)) return;
+    const done = rendered();
+    input.value = String(v);
+    input.dispatchEvent(new Event('input', { bubbles: true }));
+    await done;
+  };
+  const out = [];
+  for (const [layer, head] of heads) {
+    await set('layer', layer);
+    await set('head', head);
+    const button = el.querySelector('button.aw-ablate');
+    let done = rendered();
+    const t0 = performance.now();
+    button.click();
+    out.push((await done) - t0);
+    done = rendered();
+    button.click();  // restore
+    await done;
+    await new Promise((r) => setTimeout(r, 100));
   }
   return out;
 }
@@ -134,8 +169,8 @@ def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     views = page.locator(".jp-OutputArea-output .attnwidget")
-    expect(views).to_have_count(5, timeout=180_000)
-    for i in range(5):
+    expect(views).to_have_count(6, timeout=180_000)
+    for i in range(6):
         expect(views.nth(i)).to_have_attribute("data-rendered", __import__("re").compile("."),
                                                 timeout=300_000)
 
@@ -175,6 +210,12 @@ def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
     out["threshold_paint_1024"] = {**summary(paint),
                                    "within_one_frame": sum(v <= 1000 / 60 for v in paint),
                                    "target_ms": round(1000 / 60, 1)}
+
+    # ablation: click "ablate" on a head of the 128-token MiniLM view -> model re-run, new
+    # maps and metrics painted (measured); click "restore" (not measured) before the next
+    toggles = page.evaluate(TOGGLE_JS, {"index": INDEX[128], "heads": [[0, 3], [2, 5], [4, 7], [1, 0],
+                                                                     [3, 11], [5, 2], [2, 9], [4, 4]]})
+    out["ablation_toggle_128"] = {**summary(toggles), "target_median_ms": 300}
 
     # first render: re-run a display cell, time to the new view's first fresh paint
     first = {}

@@ -57,7 +57,8 @@ def test_quickstart(minilm):
     # the widget's numbers for the state the notebook left it in
     assert summary["mode"] == "head"
     assert summary["metrics_view"] == {"mode": "head", "layer": layer, "head": head,
-                                       "threshold": 0.2, "query": None, "top_k": 5}
+                                       "threshold": 0.2, "query": None, "top_k": 5,
+                                       "ablated": []}
     expected = panel_metrics(maps.head(layer, head), 0.2)
     assert summary["metrics_sparsity"] == pytest.approx(expected["sparsity"], abs=1e-7)
     assert summary["grade"] == expected["grade"]

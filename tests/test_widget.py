@@ -44,7 +44,7 @@ def test_view_of_maps_sends_the_selected_head():
     assert view.query_tokens == ["<b>x</b>", "b", "c", "d"]
     np.testing.assert_allclose(decode_panel(view.panel), w[0, 0], atol=STEP + 1e-7)
     view.layer, view.head = 1, 2
-    assert view.panel["view"] == {"mode": "head", "layer": 1, "head": 2}
+    assert view.panel["view"] == {"mode": "head", "layer": 1, "head": 2, "ablated": []}
     assert (view.panel["pool"], view.panel["full_shape"], view.panel["vmax"]) == (1, [4, 4], 1.0)
     np.testing.assert_allclose(decode_panel(view.panel), w[1, 2], atol=STEP + 1e-7)
     assert view.caption == "toy · layer 1 · head 2 · no causal mask · “x b c d”"
@@ -104,7 +104,7 @@ def test_metrics_follow_every_change_and_equal_panel_metrics():
         assert_metrics_equal(view.metrics, expected)
         assert view.metrics["view"] == {
             "mode": "head", "layer": view.layer, "head": view.head, "threshold": view.threshold,
-            "query": view.query, "top_k": view.top_k,
+            "query": view.query, "top_k": view.top_k, "ablated": [],
         }
 
 
@@ -124,7 +124,7 @@ def test_average_and_rollout_modes_are_labelled_and_measured():
     view.layer, view.mode = 1, "average"
     assert "mean of 4 heads (AVERAGE, not a head)" in view.caption
     assert view.metrics["kind"] == "average of heads"
-    assert view.panel["view"] == {"mode": "average", "layer": 1, "head": None}
+    assert view.panel["view"] == {"mode": "average", "layer": 1, "head": None, "ablated": []}
     mean = w[1].mean(0)
     assert_metrics_equal(view.metrics, panel_metrics(mean, 0.1))
     view.mode = "rollout"
@@ -230,7 +230,7 @@ def test_metrics_cache_stays_within_its_budget(monkeypatch):
             view.layer, view.head = layer, head
     assert sum(view._cached_bytes(k, v) for k, v in view._cache.items()) <= 1000
     assert 1 <= len(view._cache) < 6
-    assert {k[:3] for k in view._encoded} <= set(view._cache)  # evicted maps take their bytes along
+    assert {k[:4] for k in view._encoded} <= set(view._cache)  # evicted maps take their bytes along
     view.layer, view.head = 0, 0  # an evicted map comes back, recomputed
     assert_metrics_equal(view.metrics, panel_metrics(view.maps.head(0, 0), 0.1))
 
@@ -282,12 +282,12 @@ def test_neighbouring_heads_of_a_large_map_are_computed_ahead(monkeypatch):
     view.head = 2
     for fut in list(view._pending):
         fut.result(timeout=30)
-    assert {("head", 0, 1), ("head", 0, 3)} <= set(view._cache)
-    assert view._cache[("head", 0, 3)]._static is not None  # computed, not only created
+    assert {("head", 0, 1, 0), ("head", 0, 3, 0)} <= set(view._cache)
+    assert view._cache[("head", 0, 3, 0)]._static is not None  # computed, not only created
     view.head = 3  # served from the prefetched entry, and equal to a fresh computation
     assert_metrics_equal(view.metrics, panel_metrics(w[0, 3], 0.1))
     np.testing.assert_allclose(decode_panel(view.panel), w[0, 3], atol=float(w[0, 3].max()) * STEP + 1e-7)
-    assert view.panel["view"] == {"mode": "head", "layer": 0, "head": 3}
+    assert view.panel["view"] == {"mode": "head", "layer": 0, "head": 3, "ablated": []}
     view.close()
     assert view._prefetch is None
 
@@ -310,3 +310,73 @@ def test_atlas_is_built_off_the_event_loop_and_handed_back_to_it():
     thumbs = np.frombuffer(bytes(view.atlas["buffer"]), np.uint8).reshape(2, 5, 5)
     np.testing.assert_allclose(thumbs[1] / LEVELS * w[2, 1].max(), w[2, 1], atol=w[2, 1].max() * STEP + 1e-7)
     view.close()
+
+
+def test_ablation_needs_a_model_and_valid_heads():
+    view = AttentionView.from_tensor(stack(np.random.default_rng(15)))
+    with pytest.raises(traitlets.TraitError, match="ablated: this view shows a record, not a model"):
+        view.ablated = [[0, 1]]
+    with pytest.raises(traitlets.TraitError, match=r"ablation_mode: expected one of \('zero', 'mean'\)"):
+        view.ablation_mode = "half"
+
+
+def test_ablating_a_head_reruns_the_model_and_restores(minilm):
+    from attnwidget import extract_attention
+    from attnwidget.ablate import ablate_heads, ablation_effect
+
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=4, head=1)
+    original = view.maps
+    before = dict(view.metrics)
+    with pytest.raises(traitlets.TraitError, match=r"ablated: expected \[layer, head\] pairs"):
+        view.ablated = [[6, 0]]
+    view.ablated = [[2, 5], [2, 5]]  # duplicates collapse
+    assert view.ablated == [[2, 5]]
+    with ablate_heads(model, {2: [5]}):
+        by_hand = extract_attention(model, TEXT, tok)
+    torch.testing.assert_close(view.maps.weights, by_hand.weights)
+    torch.testing.assert_close(view.maps.weights[:3], original.weights[:3])  # earlier layers untouched
+    assert not torch.allclose(view.maps.weights[4], original.weights[4])
+    assert_metrics_equal(view.metrics, panel_metrics(by_hand.head(4, 1), 0.1))
+    assert view.metrics["view"]["ablated"] == [[2, 5]]
+    assert view.panel["view"]["ablated"] == [[2, 5]]
+    expected = ablation_effect(model, TEXT, {2: [5]}, tok, attention=False)
+    assert view.effect["score"] == pytest.approx(expected["score"], rel=1e-9)
+    assert view.effect["heads"] == [[2, 5]]
+    assert view.effect["attention_change_by_layer"][:3] == [0.0, 0.0, 0.0]
+    json.dumps(view.effect, allow_nan=False)
+
+    # side by side with the original, and their difference
+    view.compare = True
+    b = decode_panel(view.panel_b)
+    head_b = original.head(4, 1)
+    np.testing.assert_allclose(b, head_b, atol=view.panel_b["vmax"] * STEP + 1e-7)
+    assert view.panel["vmax"] == view.panel_b["vmax"]  # one colour range for A and B
+    span = view.panel_diff["span"]
+    diff = decode_panel(view.panel_diff) * 2 * span - span
+    np.testing.assert_allclose(diff, by_hand.head(4, 1) - head_b, atol=span / LEVELS + 1e-6)
+    assert view.caption_b == "B: original (no head ablated)"
+
+    view.ablated = []
+    assert view.maps is original
+    assert view.effect == {}
+    assert without_view(view.metrics) == without_view(before)
+    assert view.panel_b == {}  # nothing to compare with any more
+    assert view.panel_diff == {}
+
+
+def test_compare_with_another_record():
+    rng = np.random.default_rng(16)
+    a, b = stack(rng, L=2, H=2, Q=5), stack(rng, L=2, H=2, Q=5)
+    view = AttentionView.from_tensor(a, layer=1, head=1, scale="fixed")
+    with pytest.raises(ValueError, match=r"other: expected 2 layers x 2 heads like this view, got 1 x 2"):
+        view.compare_with(AttentionMaps(b[:1], list("abcde")))
+    view.compare_with(AttentionMaps(b, list("abcde")), label="second input")
+    assert view.compare
+    np.testing.assert_allclose(decode_panel(view.panel_b), b[1, 1], atol=STEP + 1e-7)
+    assert view.caption_b == "B: second input"
+    view.head = 0  # B follows the sliders
+    np.testing.assert_allclose(decode_panel(view.panel_b), b[1, 0], atol=STEP + 1e-7)
+    span = view.panel_diff["span"]
+    np.testing.assert_allclose(decode_panel(view.panel_diff) * 2 * span - span, a[1, 0] - b[1, 0],
+                               atol=span / LEVELS + 1e-6)

@@ -9,6 +9,8 @@ export interface ViewKey {
   mode: string;
   layer: number;
   head: number | null;
+  /** [[layer, head], ...] switched off when this reply was made. */
+  ablated?: number[][];
 }
 
 /** One [queries, keys] map as sent in the `panel` or `detail` trait. */

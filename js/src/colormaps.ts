@@ -22,6 +22,21 @@ export const COLORMAPS: Record<string, Uint8Array> = Object.fromEntries(
   Object.entries(HEX).map(([name, hex]) => [name, parseHex(hex)]),
 );
 
+/**
+ * Blue (B larger) - white (equal) - red (A larger), for difference maps: ColorBrewer RdBu's
+ * end and middle colours, interpolated linearly in RGB.
+ */
+export const DIVERGING: Uint8Array = (() => {
+  const stops: [number, number, number][] = [[33, 102, 172], [247, 247, 247], [178, 24, 43]];
+  const out = new Uint8Array(256 * 3);
+  for (let i = 0; i < 256; i++) {
+    const t = i / 255;
+    const [a, b, f] = t < 0.5 ? [stops[0], stops[1], t * 2] : [stops[1], stops[2], (t - 0.5) * 2];
+    for (let c = 0; c < 3; c++) out[3 * i + c] = Math.round(a[c] + (b[c] - a[c]) * f);
+  }
+  return out;
+})();
+
 /** The table for a name, viridis for an unknown one. */
 export function lutOf(name: string): Uint8Array {
   return COLORMAPS[name] ?? COLORMAPS.viridis;

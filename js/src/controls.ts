@@ -146,3 +146,39 @@ export function renderMetrics(box: HTMLElement, m: Metrics, keyTokens: string[],
 export function badgeText(b: Badge): string {
   return `${b.name} · ${b.grade} · H ${b.entropy.toFixed(2)}`;
 }
+
+/** What an ablation changed; mirrors attnwidget.ablate.ablated_record's summary. */
+export type Effect = Record<string, never> | {
+  heads: number[][];
+  mode: string;
+  metric: string;
+  score: number;
+  attention_change_by_layer: number[];
+  loss?: number;
+  loss_ablated?: number;
+  embedding_cosine?: number;
+  top_predictions?: [string, number][];
+  top_predictions_ablated?: [string, number][];
+};
+
+/** The ablation block under the metrics: which heads are off and what it did (numbers from Python). */
+export function renderEffect(box: HTMLElement, e: Effect): void {
+  box.replaceChildren();
+  if (!e || !("heads" in e) || e.heads.length === 0) return;
+  const title = document.createElement("div");
+  title.className = "aw-effect-title";
+  title.textContent = `ablated (${e.mode}): ` + e.heads.map(([l, h]) => `L${l} H${h}`).join(", ");
+  box.append(title);
+  const table = document.createElement("table");
+  table.className = "aw-effect-table";
+  row(table, "effect-score", e.metric, fmt(e.score));
+  if (e.loss !== undefined) row(table, "effect-loss", "next-token loss before → after", `${fmt(e.loss)} → ${fmt(e.loss_ablated)}`);
+  if (e.embedding_cosine !== undefined) row(table, "effect-cosine", "embedding cosine to original", fmt(e.embedding_cosine));
+  e.attention_change_by_layer.forEach((v, l) => row(table, `effect-layer-${l}`, `attention change, layer ${l}`, fmt(v)));
+  if (e.top_predictions && e.top_predictions_ablated) {
+    const show = (p: [string, number][]) => p.slice(0, 3).map(([t, v]) => `${t} ${fmt(v)}`).join(", ");
+    row(table, "effect-top", "next token before", show(e.top_predictions));
+    row(table, "effect-top-ablated", "next token after", show(e.top_predictions_ablated));
+  }
+  box.append(table);
+}

@@ -66,8 +66,8 @@ export interface Layout {
   height: number;
 }
 
-export function layoutOf(vp: Viewport): Layout {
-  const cell = Math.min(PLOT_PX / (vp.k1 - vp.k0), PLOT_PX / (vp.q1 - vp.q0));
+export function layoutOf(vp: Viewport, side = PLOT_PX): Layout {
+  const cell = Math.min(side / (vp.k1 - vp.k0), side / (vp.q1 - vp.q0));
   return { vp, cell, width: cell * (vp.k1 - vp.k0), height: cell * (vp.q1 - vp.q0) };
 }
 
@@ -202,6 +202,10 @@ export interface HeatmapInput {
   keyTokens: string[];
   query: number | null;
   theme: Theme;
+  /** Side of the plot area in CSS pixels (default PLOT_PX). */
+  side?: number;
+  /** Colour bar range; default [0, vmax]. A difference map passes [-span, span]. */
+  barRange?: [number, number];
 }
 
 export function formatWeight(v: number): string {
@@ -213,9 +217,10 @@ export function formatWeight(v: number): string {
 /** Draw one map with its token axes, colour bar and the selected query; returns the layout for hit tests. */
 export function drawHeatmap(canvas: HTMLCanvasElement, input: HeatmapInput): Layout {
   const { panel, detail, viewport, lut, theme } = input;
-  const layout = layoutOf(viewport);
-  const width = MARGIN_LEFT + PLOT_PX + BAR_GAP + BAR_W + BAR_LABELS;
-  const height = MARGIN_TOP + PLOT_PX + 8;
+  const side = input.side ?? PLOT_PX;
+  const layout = layoutOf(viewport, side);
+  const width = MARGIN_LEFT + side + BAR_GAP + BAR_W + BAR_LABELS;
+  const height = MARGIN_TOP + side + 8;
   const ctx = sizeCanvas(canvas, width, height);
   if (!ctx) return layout;
 
@@ -252,12 +257,17 @@ export function drawHeatmap(canvas: HTMLCanvasElement, input: HeatmapInput): Lay
     ctx.fillText(shorten(input.keyTokens[k] ?? String(k)), 0, 0);
     ctx.restore();
   }
-  drawColourBar(ctx, lut, panel.vmax, input.threshold, layout.height, theme);
+  drawColourBar(ctx, lut, input.barRange ?? [0, panel.vmax], input.threshold, layout.height, theme, side);
   return layout;
 }
 
-function drawColourBar(ctx: CanvasRenderingContext2D, lut: Uint8Array, vmax: number, threshold: number, height: number, theme: Theme): void {
-  const x = MARGIN_LEFT + PLOT_PX + BAR_GAP;
+function drawColourBar(
+  ctx: CanvasRenderingContext2D, lut: Uint8Array, range: [number, number], threshold: number,
+  height: number, theme: Theme, side: number,
+): void {
+  const [lo, hi] = range;
+  const vmax = hi;
+  const x = MARGIN_LEFT + side + BAR_GAP;
   const h = Math.max(height, 60);
   for (let i = 0; i < 256; i++) {
     const [r, g, b] = colorOf(lut, i);
@@ -269,8 +279,9 @@ function drawColourBar(ctx: CanvasRenderingContext2D, lut: Uint8Array, vmax: num
   ctx.font = "10px sans-serif";
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
-  for (const f of [0, 0.5, 1]) ctx.fillText(formatWeight(f * vmax), x + BAR_W + 3, MARGIN_TOP + h - f * h);
-  if (threshold > 0 && threshold <= vmax) {
+  const label = (v: number) => (v < 0 ? "−" + formatWeight(-v) : formatWeight(v));
+  for (const f of [0, 0.5, 1]) ctx.fillText(label(lo + f * (hi - lo)), x + BAR_W + 3, MARGIN_TOP + h - f * h);
+  if (lo === 0 && threshold > 0 && threshold <= vmax) {
     const y = MARGIN_TOP + h - (threshold / vmax) * h;
     ctx.strokeStyle = theme.accent;
     ctx.lineWidth = 2;

@@ -1,8 +1,8 @@
 /** anywidget entry: wires the model's traits to the canvas, the controls and the metrics panel.
  *  Draws what Python sent; computes no metric. */
 import { type Atlas, type AtlasMessage, decodeAtlas, decodePanel, LEVELS, MASKED, type Panel, type PanelMessage } from "./codec";
-import { lutOf } from "./colormaps";
-import { badgeText, type Metrics, renderMetrics, select, slider } from "./controls";
+import { DIVERGING, lutOf } from "./colormaps";
+import { badgeText, type Effect, type Metrics, renderEffect, renderMetrics, select, slider } from "./controls";
 import {
   cellAt, clampViewport, drawGrid, drawHeatmap, drawRowPlot, drawThumb, formatWeight, fullViewport,
   type GridLayout, isFull, type Layout, MARGIN_LEFT, MARGIN_TOP, type Theme, type Viewport, zoomViewport,
@@ -29,13 +29,21 @@ export interface ViewState {
   key_tokens: string[];
   caption: string;
   status: string;
+  ablated: number[][];
+  ablation_mode: string;
+  compare: boolean;
+  effect: Effect;
+  panel_b: PanelMessage | Record<string, never>;
+  panel_diff: PanelMessage | Record<string, never>;
+  caption_b: string;
 }
 
 /** Every synced trait, same names as in Python (tests/test_package.py checks both lists agree). */
 export const STATE_KEYS: (keyof ViewState)[] = [
   "layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k", "viewport",
   "n_layers", "n_heads", "panel", "detail", "atlas", "metrics", "query_tokens", "key_tokens",
-  "caption", "status",
+  "caption", "status", "ablated", "ablation_mode", "compare", "effect", "panel_b", "panel_diff",
+  "caption_b",
 ];
 
 export const MODES = ["head", "grid", "average", "rollout"];
@@ -51,18 +59,21 @@ interface Model {
 }
 
 /** The state a metrics reply must carry to be current (AttentionView._send_metrics' `view`). */
-export function stateKey(s: { mode: string; layer: number; head: number; threshold: number; query: number | null; top_k: number }): string {
+export function stateKey(s: {
+  mode: string; layer: number; head: number; threshold: number; query: number | null; top_k: number;
+  ablated?: number[][];
+}): string {
   const head = s.mode === "head" || s.mode === "grid" ? s.head : null;
-  return JSON.stringify([s.mode, s.layer, head, s.threshold, s.query, s.top_k]);
+  return JSON.stringify([s.mode, s.layer, head, s.threshold, s.query, s.top_k, s.ablated ?? []]);
 }
 
 export function replyKey(view: Record<string, unknown> | undefined): string {
   if (!view) return "";
-  return JSON.stringify([view.mode, view.layer, view.head, view.threshold, view.query, view.top_k]);
+  return JSON.stringify([view.mode, view.layer, view.head, view.threshold, view.query, view.top_k, view.ablated ?? []]);
 }
 
-function panelKey(mode: string, layer: number, head: number | null): string {
-  return JSON.stringify([mode === "grid" ? "head" : mode, layer, mode === "head" || mode === "grid" ? head : null]);
+function panelKey(mode: string, layer: number, head: number | null, ablated: unknown): string {
+  return JSON.stringify([mode === "grid" ? "head" : mode, layer, mode === "head" || mode === "grid" ? head : null, ablated ?? []]);
 }
 
 function colourOf(probe: CanvasRenderingContext2D | null, css: string, fallback: [number, number, number]): [number, number, number] {
@@ -84,7 +95,18 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const mode = select("mode", MODES);
   const colormap = select("colormap", COLORMAP_NAMES);
   const scale = select("scale", SCALES);
-  controls.append(layer.box, head.box, threshold.box, mode.box, colormap.box, scale.box);
+  const compareBox = document.createElement("label");
+  compareBox.className = "aw-control aw-compare-toggle";
+  const compareInput = document.createElement("input");
+  compareInput.type = "checkbox";
+  compareInput.className = "aw-check-compare";
+  const compareTitle = document.createElement("span");
+  compareTitle.textContent = "compare";
+  compareBox.append(compareInput, compareTitle);
+  const ablateButton = document.createElement("button");
+  ablateButton.type = "button";
+  ablateButton.className = "aw-ablate";
+  controls.append(layer.box, head.box, threshold.box, mode.box, colormap.box, scale.box, compareBox, ablateButton);
 
   const status = document.createElement("div");
   status.className = "aw-status";
@@ -105,12 +127,26 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   stale.className = "aw-stale";
   stale.textContent = "updating…";
   plot.append(canvas, gridCanvas, tooltip, stale);
+  const compareArea = document.createElement("div");
+  compareArea.className = "aw-compare";
+  const captionB = document.createElement("div");
+  captionB.className = "aw-caption-b";
+  const canvasB = document.createElement("canvas");
+  canvasB.className = "aw-heatmap-b";
+  const canvasDiff = document.createElement("canvas");
+  canvasDiff.className = "aw-heatmap-diff";
+  const diffTitle = document.createElement("div");
+  diffTitle.className = "aw-diff-title";
+  diffTitle.textContent = "A − B (red: A larger, blue: B larger)";
+  compareArea.append(captionB, canvasB, diffTitle, canvasDiff);
+  const effectBox = document.createElement("div");
+  effectBox.className = "aw-effect";
   const side = document.createElement("div");
   side.className = "aw-side";
   const metricsBox = document.createElement("div");
   metricsBox.className = "aw-metrics";
-  side.append(metricsBox);
-  body.append(plot, side);
+  side.append(metricsBox, effectBox);
+  body.append(plot, compareArea, side);
   const strip = document.createElement("div");
   strip.className = "aw-heads";
   const caption = document.createElement("div");
@@ -156,10 +192,12 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const current = () => ({
     mode: model.get("mode"), layer: model.get("layer"), head: model.get("head"),
     threshold: model.get("threshold"), query: model.get("query"), top_k: model.get("top_k"),
+    ablated: model.get("ablated"),
   });
   const panelFresh = () => {
     const s = current();
-    return !!panel?.view && panelKey(panel.view.mode, panel.view.layer, panel.view.head) === panelKey(s.mode, s.layer, s.head);
+    return !!panel?.view && panelKey(panel.view.mode, panel.view.layer, panel.view.head, panel.view.ablated)
+      === panelKey(s.mode, s.layer, s.head, s.ablated);
   };
   const metricsFresh = () => replyKey(model.get("metrics").view) === stateKey(current());
 
@@ -214,6 +252,27 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
         });
       }
     }
+    const pb = model.get("panel_b");
+    const pd = model.get("panel_diff");
+    const comparing = model.get("compare") && !!pb && "buffer" in pb && !inGrid;
+    compareArea.style.display = comparing ? "" : "none";
+    if (comparing && viewport) {
+      const b = decodePanel(pb as PanelMessage);
+      const common = { detail: null, viewport, threshold: s.threshold, queryTokens: model.get("query_tokens"),
+        keyTokens: model.get("key_tokens"), query: s.query, theme: th, side: 256 };
+      drawHeatmap(canvasB, { ...common, panel: b, lut });
+      const hasDiff = !!pd && "buffer" in pd;
+      canvasDiff.style.display = diffTitle.style.display = hasDiff ? "" : "none";
+      if (hasDiff) {
+        const d = decodePanel(pd as PanelMessage);
+        const span = Number((pd as PanelMessage & { span?: number }).span ?? 1);
+        drawHeatmap(canvasDiff, { ...common, panel: d, lut: DIVERGING, threshold: 0, barRange: [-span, span] });
+      }
+      captionB.textContent = model.get("caption_b");
+      const v = b.view;
+      compareArea.classList.toggle("aw-is-stale",
+        !v || panelKey(v.mode, v.layer, v.head, v.ablated) !== panelKey(s.mode, s.layer, s.head, s.ablated));
+    }
     const metricsOk = metricsFresh();
     metricsBox.classList.toggle("aw-is-stale", !metricsOk);
     stale.style.display = fresh && metricsOk ? "none" : "";
@@ -231,6 +290,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     const m = model.get("metrics");
     const rowPlot = renderMetrics(metricsBox, m, model.get("key_tokens"), model.get("query_tokens"));
     if (rowPlot && m.query) drawRowPlot(rowPlot, m.query.row, m.query.top_k, theme());
+    renderEffect(effectBox, model.get("effect"));
     if (waiting !== null && replyKey(m.view) === waiting) release();
     draw();
   };
@@ -251,7 +311,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
         const label = document.createElement("span");
         label.className = "aw-badge";
         box.append(c, label);
-        box.addEventListener("click", () => selectHead(h));
+        box.addEventListener("click", (ev) => (ev.shiftKey ? toggleAblation(model.get("layer"), h) : selectHead(h)));
         strip.append(box);
         thumbs.push(c);
       }
@@ -259,16 +319,27 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     const th = theme();
     const lut = lutOf(model.get("colormap"));
     const selected = model.get("head");
+    const off = new Set(model.get("ablated").filter(([l]) => l === a.layer).map(([, h]) => h));
     a.badges.forEach((b, h) => {
       drawThumb(thumbs[h], a, h, lut, 56, th);
       const box = strip.children[h] as HTMLElement;
-      (box.lastChild as HTMLElement).textContent = badgeText(b);
+      (box.lastChild as HTMLElement).textContent = (off.has(h) ? "✕ ablated · " : "") + badgeText(b);
+      box.classList.toggle("aw-ablated", off.has(h));
       box.classList.toggle("aw-selected", h === selected);
       box.title = `${b.name}: mean entropy ${b.entropy.toFixed(3)} nats, sharpness ${b.sharpness.toFixed(3)} (${b.grade})`;
     });
     strip.classList.toggle("aw-is-stale", a.layer !== model.get("layer"));
   };
 
+  const isAblated = (l: number, h: number) => model.get("ablated").some(([a, b]) => a === l && b === h);
+  const toggleAblation = (l: number, h: number) => {
+    const now = model.get("ablated");
+    model.set("ablated", isAblated(l, h) ? now.filter(([a, b]) => !(a === l && b === h)) : [...now, [l, h]].sort((x, y) => x[0] - y[0] || x[1] - y[1]));
+    sync();
+    showThumbs();
+    request();
+    draw();
+  };
   const selectHead = (h: number) => {
     model.set("head", h);
     if (model.get("mode") === "average" || model.get("mode") === "rollout") model.set("mode", "head");
@@ -292,6 +363,12 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     colormap.input.value = model.get("colormap");
     scale.input.value = model.get("scale");
     caption.textContent = model.get("caption"); // text, never HTML
+    compareInput.checked = model.get("compare");
+    const l = model.get("layer");
+    const h = model.get("head");
+    ablateButton.textContent = isAblated(l, h) ? `restore layer ${l} head ${h}` : `ablate layer ${l} head ${h}`;
+    ablateButton.classList.toggle("aw-active", isAblated(l, h));
+    ablateButton.disabled = !headUsed;
     status.textContent = model.get("status");
     status.style.display = model.get("status") ? "" : "none";
     for (let h = 0; h < strip.childElementCount; h++) {
@@ -330,7 +407,13 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     model.set("scale", scale.input.value);
     model.save_changes();
   };
+  const onCompare = () => {
+    model.set("compare", compareInput.checked);
+    model.save_changes();
+  };
+  const onAblate = () => toggleAblation(model.get("layer"), model.get("head"));
   const listeners: [EventTarget, string, EventListener][] = [
+    [compareInput, "change", onCompare], [ablateButton, "click", onAblate],
     [layer.input, "input", onLayer], [head.input, "input", onHead], [threshold.input, "input", onThreshold],
     [mode.input, "change", onMode], [colormap.input, "change", onColormap], [scale.input, "change", onScale],
   ];
@@ -458,7 +541,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     const x = ev.clientX - r.left;
     const y = ev.clientY - r.top;
     const hit = grid.boxes.find((b) => x >= b.x && x < b.x + grid!.size && y >= b.y - 14 && y < b.y + grid!.size - 14);
-    if (hit) selectHead(hit.head);
+    if (hit) (ev.shiftKey ? toggleAblation(model.get("layer"), hit.head) : selectHead(hit.head));
   };
   listeners.push(
     [canvas, "mousemove", onMove as EventListener], [canvas, "mouseleave", onLeave],
@@ -479,6 +562,8 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const handlers: [string, () => void][] = [
     ["change:panel", onPanel], ["change:detail", onDetail], ["change:atlas", onAtlas],
     ["change:metrics", showMetrics], ["change:query_tokens", draw], ["change:key_tokens", draw],
+    ["change:effect", showMetrics], ["change:panel_b", draw], ["change:panel_diff", draw], ["change:caption_b", draw],
+    ["change:ablated", () => { sync(); showThumbs(); draw(); }], ["change:compare", () => { sync(); draw(); }],
     ["change:colormap", () => { sync(); showThumbs(); draw(); }],
   ];
   for (const name of ["layer", "head", "threshold", "query", "mode", "scale", "caption", "status", "n_layers", "n_heads", "top_k"]) {

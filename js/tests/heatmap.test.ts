@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { MASKED } from "../src/codec";
-import { COLORMAPS, colorOf, lutOf } from "../src/colormaps";
+import { COLORMAPS, colorOf, DIVERGING, lutOf } from "../src/colormaps";
 import { fmt } from "../src/controls";
 import {
   bucketMax, cellAt, clampViewport, DIM_KEEP, fullViewport, layoutOf, MARGIN_LEFT, MARGIN_TOP,
@@ -19,6 +19,11 @@ describe("colormaps", () => {
     expect(colorOf(COLORMAPS.greys, 0)).toEqual([255, 255, 255]);
     expect(colorOf(COLORMAPS.greys, 255)).toEqual([0, 0, 0]);
     expect(lutOf("nope")).toBe(COLORMAPS.viridis);
+    // difference maps: blue for B larger, near-white for equal, red for A larger
+    expect(colorOf(DIVERGING, 0)).toEqual([33, 102, 172]);
+    expect(colorOf(DIVERGING, 255)).toEqual([178, 24, 43]);
+    const mid = colorOf(DIVERGING, 127.5);
+    expect(Math.min(...mid)).toBeGreaterThan(240);
   });
 
   it("maps levels 0..254 onto the whole table and leaves masked cells transparent", () => {
@@ -103,7 +108,10 @@ describe("row plot and numbers", () => {
   it("matches the view key the Python metrics carry", () => {
     const state = { mode: "average", layer: 2, head: 5, threshold: 0.15, query: null, top_k: 5 };
     // AttentionView._send_metrics: head is None outside the head and grid modes
-    expect(stateKey(state)).toBe(replyKey({ mode: "average", layer: 2, head: null, threshold: 0.15, query: null, top_k: 5 }));
-    expect(stateKey({ ...state, mode: "head" })).not.toBe(replyKey({ mode: "head", layer: 2, head: null, threshold: 0.15, query: null, top_k: 5 }));
+    expect(stateKey(state)).toBe(replyKey({ mode: "average", layer: 2, head: null, threshold: 0.15, query: null, top_k: 5, ablated: [] }));
+    expect(stateKey({ ...state, mode: "head" })).not.toBe(replyKey({ mode: "head", layer: 2, head: null, threshold: 0.15, query: null, top_k: 5, ablated: [] }));
+    // a reply made before an ablation is not the reply for the ablated state
+    expect(stateKey({ ...state, ablated: [[1, 3]] })).not.toBe(replyKey({ mode: "average", layer: 2, head: null, threshold: 0.15, query: null, top_k: 5, ablated: [] }));
+    expect(stateKey({ ...state, ablated: [[1, 3]] })).toBe(replyKey({ mode: "average", layer: 2, head: null, threshold: 0.15, query: null, top_k: 5, ablated: [[1, 3]] }));
   });
 });

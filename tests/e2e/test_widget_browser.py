@@ -63,10 +63,11 @@ def reference():
         maps.head(layer, head), threshold, query, 5)
 
 
-def state_key(mode="head", layer=0, head=0, threshold=0.1, query=None, top_k=5):
+def state_key(mode="head", layer=0, head=0, threshold=0.1, query=None, top_k=5, ablated=()):
     """What the widget writes to data-rendered once picture and metrics belong to this state."""
     head = head if mode in ("head", "grid") else None
-    return json.dumps([mode, layer, head, threshold, query, top_k], separators=(",", ":"))
+    return json.dumps([mode, layer, head, threshold, query, top_k, [list(p) for p in ablated]],
+                      separators=(",", ":"))
 
 
 def check_metrics(view, expected):
@@ -78,11 +79,27 @@ def check_metrics(view, expected):
     assert view.locator(".aw-metrics tr[data-key='grade'] td").inner_text() == expected["grade"]
 
 
+@pytest.fixture(scope="module")
+def ablated_reference(reference):
+    """MiniLM's record with layer 2 head 9 switched off, and the effect, computed here."""
+    from attnwidget import extract_attention
+    from attnwidget.ablate import ablate_heads, ablation_effect
+    from attnwidget.models import load_minilm
+
+    model, tok = load_minilm()
+    with ablate_heads(model, {2: [9]}):
+        maps = extract_attention(model, TEXT, tok)
+    return maps, ablation_effect(model, TEXT, {2: [9]}, tok, attention=False)
+
+
 @pytest.mark.parametrize("app", list(APPS))
-def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifacts, reference):
+def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifacts, reference,
+                                                              ablated_reference):
     if app == "notebook7":
         pytest.importorskip("notebook", minversion="7", reason="notebook>=7 not installed")
     from playwright.sync_api import expect
+
+    from attnwidget.metrics import panel_metrics
 
     maps, metrics_of = reference
     with jupyter_server(app, artifacts) as (url, token, root):
@@ -189,6 +206,41 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             expect(caption).to_contain_text("layer 2 · head 9")
             check_metrics(view, metrics_of(2, 9, 0.25))
             expect(view.locator(".aw-stale")).to_be_hidden()
+
+            # ablation round trip: switch layer 2 head 9 off, the model re-runs, later layers
+            # change (as Python computes them), the head is marked; switch it back on
+            ablated_maps, effect = ablated_reference
+            view.locator("button.aw-ablate").click()
+            ab = [(2, 9)]
+            expect(view).to_have_attribute("data-rendered", state_key(
+                layer=2, head=9, threshold=0.25, query=qy, ablated=ab), timeout=30_000)
+            expect(thumbs.nth(9)).to_contain_text("✕ ablated")
+            score = view.locator(".aw-effect tr[data-key='effect-score'] td").inner_text()
+            assert float(score) == pytest.approx(effect["score"], rel=1e-3)
+            view.locator("input.aw-slider-layer").fill("3")
+            expect(view).to_have_attribute("data-rendered", state_key(
+                layer=3, head=9, threshold=0.25, query=qy, ablated=ab))
+            ablated_metrics = panel_metrics(ablated_maps.head(3, 9), 0.25, qy, 5)
+            check_metrics(view, ablated_metrics)
+            original_metrics = metrics_of(3, 9, 0.25)
+            assert ablated_metrics["mean_entropy"] != original_metrics["mean_entropy"]
+            view.locator("input.aw-check-compare").check()
+            expect(view.locator("canvas.aw-heatmap-diff")).to_be_visible()
+            expect(view.locator(".aw-caption-b")).to_have_text("B: original (no head ablated)")
+            view.locator("canvas.aw-heatmap-diff").scroll_into_view_if_needed()
+            page.screenshot(path=str(artifacts / f"compare-{app}.png"))
+            view.locator("input.aw-slider-layer").fill("2")
+            expect(view.locator("button.aw-ablate")).to_have_text("restore layer 2 head 9")
+            view.locator("button.aw-ablate").click()
+            expect(view).to_have_attribute("data-rendered", state_key(
+                layer=2, head=9, threshold=0.25, query=qy))
+            view.locator("input.aw-slider-layer").fill("3")
+            expect(view).to_have_attribute("data-rendered", state_key(
+                layer=3, head=9, threshold=0.25, query=qy))
+            check_metrics(view, original_metrics)  # back to the original numbers
+            expect(view.locator(".aw-effect")).to_be_empty()
+            view.locator("input.aw-check-compare").uncheck()
+            view.locator("input.aw-slider-layer").fill("2")
 
             # the head average, labelled as one
             view.locator("select.aw-select-mode").select_option("average")
