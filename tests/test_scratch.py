@@ -105,7 +105,8 @@ def test_scaling_experiment_shows_saturation_without_the_scale():
         assert scaled["score_std"] == pytest.approx(1.0, rel=0.2)
     # without the scale: the softmax saturates and its gradient vanishes as d_k grows
     assert by[(1024, False)]["max_weight"] > 0.9
-    assert by[(1024, False)]["grad_norm"] < 0.2 * by[(16, False)]["grad_norm"]
+    assert by[(1024, False)]["grad_norm"] < 0.5 * by[(1024, True)]["grad_norm"]
+    assert by[(1024, False)]["grad_norm"] < 0.5 * by[(16, False)]["grad_norm"]
     assert by[(1024, False)]["entropy"] < 0.3
     raw_max = [by[(d, False)]["max_weight"] for d in (16, 64, 256, 1024)]
     assert raw_max == sorted(raw_max)  # the wider the keys, the harder it saturates
