@@ -270,6 +270,8 @@ def _prepare(model: nn.Module, text_or_inputs: Any, tokenizer: Any) -> dict[str,
 
 def _is_causal_lm(model: nn.Module, out: Any) -> bool:
     config = getattr(model, "config", None)
+    if getattr(out, "hidden_states", None) is None:  # a plain model returning logits: our tiny LMs
+        return True  # next-token prediction, whatever its mask (a reverse mask makes it cheat)
     return getattr(out, "logits", None) is not None and (
         bool(getattr(config, "is_decoder", False))
         or type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
@@ -277,9 +279,22 @@ def _is_causal_lm(model: nn.Module, out: Any) -> bool:
 
 
 def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool) -> Any:
-    from attnwidget.extract._common import eval_mode
-    from attnwidget.extract.huggingface import eager_attention
+    """One forward: transformers models with hidden states (and attentions when asked);
+    any other model as ``model(input_ids) -> logits [B, T, vocab]`` (the project's tiny LMs)."""
+    import types
 
+    from attnwidget.extract._common import eval_mode
+    from attnwidget.extract.huggingface import eager_attention, is_hf_model
+
+    if not is_hf_model(model):
+        with eval_mode(model), torch.inference_mode():
+            out = model(inputs["input_ids"])
+        if not isinstance(out, torch.Tensor) or out.ndim != 3:
+            raise TypeError(
+                f"model: expected {type(model).__name__}(input_ids) to return logits [batch, tokens, "
+                f"vocab], got {type(out).__name__}"
+            )
+        return types.SimpleNamespace(logits=out, hidden_states=None, attentions=None)
     guard = eager_attention(model) if attentions else contextlib.nullcontext()
     with eval_mode(model), guard, torch.inference_mode():
         return model(**inputs, output_attentions=attentions, output_hidden_states=True, return_dict=True)
@@ -347,7 +362,7 @@ def _effect(
     out: dict[str, Any] = {"heads": _check_heads(heads, attention_sites(model)), "mode": mode}
     hidden = [
         float((a - b).norm() / b.norm().clamp(min=1e-30))
-        for b, a in zip(base.hidden_states, abl.hidden_states, strict=True)
+        for b, a in zip(base.hidden_states or (), abl.hidden_states or (), strict=True)
     ]
     out["hidden_change"] = np.array(hidden)
     if attention and base.attentions:

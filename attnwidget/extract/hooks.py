@@ -240,7 +240,7 @@ def extract_hooks(
         tokens if tokens is not None else [str(i) for i in range(Q)],
         None if Q == K else [str(i) for i in range(K)],
         layer_names=[n for n, _ in captured],
-        model_name=model_name or type(model).__name__,
+        model_name=model_name or getattr(model, "name_or_path", None) or type(model).__name__,
         text=text,
         causal=causal,
         special_tokens=list(getattr(tokenizer, "all_special_tokens", []) or []),

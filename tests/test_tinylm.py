@@ -1,0 +1,122 @@
+"""The tiny models: the shipped induction model, reproducible training, and its use everywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from attnwidget import AttentionView, extract_attention
+from attnwidget.ablate import ablate_heads, attention_sites
+from attnwidget.metrics import panel_metrics, repeated_token_scores
+from attnwidget.models import TINY_LM_WEIGHTS, load_tiny_lm
+from attnwidget.tinylm import (
+    INDUCTION_RECIPE,
+    CharTokenizer,
+    TinyConfig,
+    TinyLM,
+    induction_batch,
+    next_token_loss,
+    train_induction,
+)
+
+SEGMENT = "q8Zr2kLmxT"
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    return load_tiny_lm()
+
+
+def test_shipped_model_has_a_previous_token_head_and_induction_heads(tiny_lm):
+    model, _ = tiny_lm
+    scores = repeated_token_scores(model, period=16, n_samples=8, vocab_size=64, seed=5)
+    prev, induction = scores["previous_token"], scores["induction"]
+    # layer 0 has a previous-token head, layer 1 reads through it: induction heads
+    assert prev[0].max() > 0.5
+    assert induction[1].max() > 0.7
+    assert int(np.argmax(induction.max(axis=1))) == 1  # the induction heads sit in layer 1
+    assert induction[0].max() < 0.2
+
+
+def test_it_predicts_the_repeat_and_ablating_the_induction_heads_breaks_it(tiny_lm):
+    model, _ = tiny_lm
+    gen = torch.Generator().manual_seed(11)
+    ids = induction_batch(32, 48, 64, gen, periods=(16, 16))
+    with torch.no_grad():
+        logits = model(ids)
+    second = logits[:, 16:31].argmax(-1) == ids[:, 17:32]  # predictions inside the copy
+    assert second.float().mean() > 0.9
+    sites = attention_sites(model)
+    assert [(s.name, s.n_heads, s.head_dim) for s in sites] == [
+        ("blocks.0.attn", 4, 16), ("blocks.1.attn", 4, 16)]
+    induction = repeated_token_scores(model, period=16, vocab_size=64)["induction"][1]
+    heads = [int(h) for h in np.flatnonzero(induction > 0.5)]
+    with torch.no_grad():
+        base = float(next_token_loss(model, ids))
+        with ablate_heads(model, {1: heads}):
+            broken = float(next_token_loss(model, ids))
+            broken_acc = (model(ids)[:, 16:31].argmax(-1) == ids[:, 17:32]).float().mean()
+        assert float(next_token_loss(model, ids)) == base  # restored
+    assert broken > base + 0.5
+    assert broken_acc < 0.5
+
+
+def test_widget_and_extraction_on_the_tiny_model(tiny_lm):
+    model, tok = tiny_lm
+    text = SEGMENT * 2
+    maps = extract_attention(model, text, tok)
+    assert maps.shape == (2, 4, 20, 20)
+    assert maps.causal
+    assert maps.model_name.startswith("attnwidget tiny induction LM")
+    assert list(maps.query_tokens) == list(text)
+    view = AttentionView(model, text, tokenizer=tok, layer=1)
+    assert view.caption.startswith("attnwidget tiny induction LM")
+    assert without_view(view.metrics) == panel_metrics(maps.head(1, 0), 0.1, causal=True)
+    view.ablated = [[0, 2]]  # the widget re-runs the tiny model too
+    with ablate_heads(model, {0: [2]}):
+        expected = extract_attention(model, text, tok)
+    torch.testing.assert_close(view.maps.weights, expected.weights)
+
+
+def without_view(metrics):
+    return {k: v for k, v in metrics.items() if k not in ("view", "kind")}
+
+
+def test_tokenizer_and_model_errors():
+    tok = CharTokenizer()
+    assert tok.vocab_size == 64
+    assert tok.decode(tok.encode("aZ9.")) == "aZ9."
+    with pytest.raises(ValueError, match=r"text: characters \[' ', '!'\] are not in the tokenizer's"):
+        tok.encode("a b!")
+    with pytest.raises(ValueError, match="input_ids: 49 tokens, but the model takes at most 48"):
+        TinyLM(TinyConfig(max_len=48))(torch.zeros(1, 49, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"mask: expected one of \('causal', 'reverse'\)"):
+        TinyConfig(mask="bidirectional")
+    with pytest.raises(ValueError, match=r"periods: expected 1 <= lo <= hi <= length / 2"):
+        induction_batch(2, 10, 64, torch.Generator(), periods=(3, 6))
+
+
+def test_training_is_seeded():
+    a, la = train_induction(progress=False, steps=15)
+    b, lb = train_induction(progress=False, steps=15)
+    assert la == lb
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)
+
+
+@pytest.mark.slow
+def test_training_script_reproduces_the_shipped_weights():
+    saved = torch.load(TINY_LM_WEIGHTS, weights_only=True)
+    here = (str(torch.__version__), torch.get_num_threads())
+    if (saved["meta"]["torch"], saved["meta"]["threads"]) != here:
+        pytest.skip(f"bitwise reproduction needs torch {saved['meta']['torch']} with "
+                    f"{saved['meta']['threads']} threads, here {here[0]} with {here[1]}")
+    recipe = {k: list(v) if isinstance(v, tuple) else v for k, v in INDUCTION_RECIPE.items()}
+    assert saved["recipe"] == recipe
+    model, _ = train_induction(progress=False)
+    assert dataclasses.asdict(model.config) == saved["config"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved["state_dict"][name]), name
