@@ -152,6 +152,9 @@ class AttentionView(anywidget.AnyWidget):
     """dict: this map minus the comparison's, symmetric range ``[-vmax, vmax]``, or empty."""
     caption_b = traitlets.Unicode("", read_only=True).tag(sync=True)
     """str: what the comparison record is."""
+    sweep_scores = traitlets.Dict(read_only=True).tag(sync=True)
+    """dict: ``{"score": [L][H] (None where not swept), "metric", "mode"}`` from :meth:`sweep`, or empty;
+    the head strip shows each head's score."""
 
     def __init__(
         self, model: Any, text: Any = None, tokenizer: Any = None, *,
@@ -536,6 +539,24 @@ class AttentionView(anywidget.AnyWidget):
         self.set_trait("caption_b", f"B: {label}" + ("" if tuple(b.shape) == (Q, K) else
                                                     " (different shape: no difference map)"))
         return True
+
+    def sweep(self, mode: str = "zero", progress: bool = True) -> np.ndarray:
+        """Ablate every head on its own (:func:`attnwidget.ablate.ablation_sweep`); returns ``[L, H]``.
+
+        The scores also go to the view: each head thumbnail shows its own.
+        """
+        if self._source_model is None:
+            raise ValueError("sweep: this view shows a record, not a model; build it from a model")
+        from attnwidget.ablate import ablation_sweep
+
+        model, text, tokenizer, _ = self._source_model
+        res = ablation_sweep(model, text, tokenizer, mode=mode, progress=progress)
+        score = res["score"]
+        self.set_trait("sweep_scores", {
+            "score": [[None if np.isnan(v) else float(v) for v in row] for row in score],
+            "metric": res["metric"], "mode": mode,
+        })
+        return score
 
     def compare_with(self, other: AttentionMaps, label: str = "other record") -> None:
         """Show ``other`` beside this record under the same sliders, with the difference A − B.

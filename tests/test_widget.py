@@ -380,3 +380,18 @@ def test_compare_with_another_record():
     span = view.panel_diff["span"]
     np.testing.assert_allclose(decode_panel(view.panel_diff) * 2 * span - span, a[1, 0] - b[1, 0],
                                atol=span / LEVELS + 1e-6)
+
+
+def test_sweep_scores_reach_the_view(minilm):
+    from attnwidget.ablate import ablation_sweep
+
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok)
+    score = view.sweep(progress=False)
+    assert score.shape == (6, 12)
+    np.testing.assert_allclose(score, ablation_sweep(model, TEXT, tok, progress=False)["score"])
+    assert view.sweep_scores["score"][3][4] == pytest.approx(float(score[3, 4]))
+    assert view.sweep_scores["metric"] == "1 - cosine of the sentence embedding"
+    json.dumps(view.sweep_scores, allow_nan=False)
+    with pytest.raises(ValueError, match="sweep: this view shows a record"):
+        AttentionView.from_tensor(stack(np.random.default_rng(17))).sweep()

@@ -2,7 +2,7 @@
  *  Draws what Python sent; computes no metric. */
 import { type Atlas, type AtlasMessage, decodeAtlas, decodePanel, LEVELS, MASKED, type Panel, type PanelMessage } from "./codec";
 import { DIVERGING, lutOf } from "./colormaps";
-import { badgeText, type Effect, type Metrics, renderEffect, renderMetrics, select, slider } from "./controls";
+import { badgeText, type Effect, fmt, type Metrics, renderEffect, renderMetrics, select, slider } from "./controls";
 import {
   cellAt, clampViewport, drawGrid, drawHeatmap, drawRowPlot, drawThumb, formatWeight, fullViewport,
   type GridLayout, isFull, type Layout, MARGIN_LEFT, MARGIN_TOP, type Theme, type Viewport, zoomViewport,
@@ -36,6 +36,7 @@ export interface ViewState {
   panel_b: PanelMessage | Record<string, never>;
   panel_diff: PanelMessage | Record<string, never>;
   caption_b: string;
+  sweep_scores: { score?: (number | null)[][]; metric?: string; mode?: string };
 }
 
 /** Every synced trait, same names as in Python (tests/test_package.py checks both lists agree). */
@@ -43,7 +44,7 @@ export const STATE_KEYS: (keyof ViewState)[] = [
   "layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k", "viewport",
   "n_layers", "n_heads", "panel", "detail", "atlas", "metrics", "query_tokens", "key_tokens",
   "caption", "status", "ablated", "ablation_mode", "compare", "effect", "panel_b", "panel_diff",
-  "caption_b",
+  "caption_b", "sweep_scores",
 ];
 
 export const MODES = ["head", "grid", "average", "rollout"];
@@ -323,7 +324,9 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     a.badges.forEach((b, h) => {
       drawThumb(thumbs[h], a, h, lut, 56, th);
       const box = strip.children[h] as HTMLElement;
-      (box.lastChild as HTMLElement).textContent = (off.has(h) ? "✕ ablated · " : "") + badgeText(b);
+      const swept = model.get("sweep_scores").score?.[a.layer]?.[h];
+      (box.lastChild as HTMLElement).textContent = (off.has(h) ? "✕ ablated · " : "") + badgeText(b)
+        + (swept === undefined || swept === null ? "" : ` · Δ ${fmt(swept)}`);
       box.classList.toggle("aw-ablated", off.has(h));
       box.classList.toggle("aw-selected", h === selected);
       box.title = `${b.name}: mean entropy ${b.entropy.toFixed(3)} nats, sharpness ${b.sharpness.toFixed(3)} (${b.grade})`;
@@ -564,6 +567,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     ["change:metrics", showMetrics], ["change:query_tokens", draw], ["change:key_tokens", draw],
     ["change:effect", showMetrics], ["change:panel_b", draw], ["change:panel_diff", draw], ["change:caption_b", draw],
     ["change:ablated", () => { sync(); showThumbs(); draw(); }], ["change:compare", () => { sync(); draw(); }],
+    ["change:sweep_scores", showThumbs],
     ["change:colormap", () => { sync(); showThumbs(); draw(); }],
   ];
   for (const name of ["layer", "head", "threshold", "query", "mode", "scale", "caption", "status", "n_layers", "n_heads", "top_k"]) {
