@@ -154,7 +154,12 @@ function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: number): C
   return ctx;
 }
 
+// one hatch tile per colour, made once: a threshold drag repaints many times a second
+const hatchTiles = new Map<string, HTMLCanvasElement>();
+
 function hatch(ctx: CanvasRenderingContext2D, colour: string): CanvasPattern | string {
+  const cached = hatchTiles.get(colour);
+  if (cached) return ctx.createPattern(cached, "repeat") ?? colour;
   const tile = document.createElement("canvas");
   tile.width = 6; tile.height = 6;
   const t = tile.getContext("2d");
@@ -164,12 +169,24 @@ function hatch(ctx: CanvasRenderingContext2D, colour: string): CanvasPattern | s
   t.beginPath();
   t.moveTo(0, 6); t.lineTo(6, 0);
   t.stroke();
+  hatchTiles.set(colour, tile);
   return ctx.createPattern(tile, "repeat") ?? colour;
 }
 
-function imageOf(panel: Pick<Panel, "rows" | "cols" | "levels">, lut: Uint8Array, dimBelow: number, bg: [number, number, number]): HTMLCanvasElement {
-  const off = document.createElement("canvas");
-  off.width = panel.cols; off.height = panel.rows;
+// offscreen canvases reused across paints (one per role: main panel, detail window, thumbnails)
+const scratchCanvases = new Map<string, HTMLCanvasElement>();
+
+function imageOf(
+  panel: Pick<Panel, "rows" | "cols" | "levels">, lut: Uint8Array, dimBelow: number,
+  bg: [number, number, number], role = "",
+): HTMLCanvasElement {
+  let off = role ? scratchCanvases.get(role) : undefined;
+  if (!off) {
+    off = document.createElement("canvas");
+    if (role) scratchCanvases.set(role, off);
+  }
+  if (off.width !== panel.cols) off.width = panel.cols;
+  if (off.height !== panel.rows) off.height = panel.rows;
   off.getContext("2d")?.putImageData(new ImageData(panelPixels(panel, lut, dimBelow, bg), panel.cols, panel.rows), 0, 0);
   return off;
 }
@@ -229,8 +246,8 @@ export function drawHeatmap(canvas: HTMLCanvasElement, input: HeatmapInput): Lay
   ctx.fillRect(MARGIN_LEFT, MARGIN_TOP, layout.width, layout.height);
   ctx.imageSmoothingEnabled = false;
   const dim = thresholdLevel(input.threshold, panel.vmax);
-  blit(ctx, imageOf(panel, lut, dim, theme.background), panel, layout);
-  if (detail) blit(ctx, imageOf(detail, lut, thresholdLevel(input.threshold, detail.vmax), theme.background), detail, layout);
+  blit(ctx, imageOf(panel, lut, dim, theme.background, "panel"), panel, layout);
+  if (detail) blit(ctx, imageOf(detail, lut, thresholdLevel(input.threshold, detail.vmax), theme.background, "detail"), detail, layout);
 
   const { vp, cell } = layout;
   if (input.query !== null && input.query >= vp.q0 && input.query < vp.q1) {
