@@ -65,3 +65,53 @@ def test_quickstart(minilm):
     widget_outputs = [o for c in cells for o in c.get("outputs", [])
                       if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert widget_outputs, "the AttentionView cell displayed no widget"
+
+
+def test_attention_from_scratch():
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    summary = last_json(run_notebook("02-attention-from-scratch.ipynb"))
+    Q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    K = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 0.5]])
+    V = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    weights = torch.softmax(Q @ K.T / 2**0.5, dim=-1)  # independent of attnwidget
+    np.testing.assert_allclose(summary["weights"], weights.numpy(), rtol=1e-6)
+    fused = F.scaled_dot_product_attention(Q[None], K[None], V[None])[0]
+    np.testing.assert_allclose(summary["output"], fused, rtol=1e-5)
+    assert summary["matches_fused"]
+    assert summary["sharper_with_2k"]
+    entropy = float(-(weights * weights.log()).sum(-1).mean())
+    assert summary["view_metrics_entropy"] == pytest.approx(entropy, rel=1e-5)
+
+
+def test_masks_and_the_reverse_cheat():
+    summary = last_json(run_notebook("03-masks-and-the-reverse-cheat.ipynb"))
+    causal, reverse = summary["results"]["causal"], summary["results"]["reverse"]
+    assert reverse["loss_with_its_mask"] < 0.15  # it reads the answer
+    assert reverse["honest_loss"] > 2.0  # and knows nothing without it
+    assert causal["honest_loss"] == pytest.approx(causal["loss_with_its_mask"], rel=1e-4)
+    assert causal["honest_loss"] < 1.0
+    assert summary["row3_naive_nan"]
+    assert summary["row3_weights"] == [0.0] * 6
+    assert summary["max_next_token_weight"] > 0.5  # some head of the cheat reads the next character
+
+
+def test_scaling_experiment_notebook():
+    from attnwidget.scratch import scaling_experiment
+
+    summary = last_json(run_notebook("04-the-scaling-experiment.ipynb"))
+    assert summary["table"] == json.loads(json.dumps(scaling_experiment(d_k=(16, 64, 256, 1024))))
+    big = summary["big"]  # columns, one row per (d_k, scaled)
+    raw = big["scaled"].index(False)
+    assert big["d_k"][raw] == 4096
+    assert big["max_weight"][raw] > 0.9
+
+
+def test_induction_heads_notebook():
+    summary = last_json(run_notebook("09-induction-heads.ipynb"))
+    assert summary["induction_heads"]  # found by the scores
+    assert all(summary["scores"]["induction"][1][h] > 0.5 for h in summary["induction_heads"])
+    assert summary["accuracy_before"] > 0.9
+    assert summary["accuracy_after"] < 0.5
+    assert summary["accuracy_without_prev"] < summary["accuracy_before"] - 0.2

@@ -120,3 +120,29 @@ def test_training_script_reproduces_the_shipped_weights():
     assert dataclasses.asdict(model.config) == saved["config"]
     for name, value in model.state_dict().items():
         assert torch.equal(value, saved["state_dict"][name]), name
+
+
+def test_reverse_mask_cheats_and_the_causal_model_learns():
+    from attnwidget.tinylm import generated_corpus, honest_loss, train_text_model
+
+    text = generated_corpus()
+    assert text == generated_corpus()  # seeded
+    held_out = generated_corpus(5, seed=99)
+    results = {}
+    for mask in ("causal", "reverse"):
+        model, tok, losses = train_text_model(text, mask=mask, steps=300, progress=False)
+        ids = torch.tensor(tok.encode(held_out))[:32]
+        with torch.no_grad():
+            train_like = float(next_token_loss(model, ids[None]))
+        results[mask] = (losses[0], train_like, honest_loss(model, ids), model, tok)
+    c0, c_train, c_honest, causal, tok = results["causal"]
+    r0, r_train, r_honest, _, _ = results["reverse"]
+    assert c0 > 3.0  # both start at about ln(28)
+    assert r0 > 3.0
+    assert r_train < 0.15  # it reads the answer from the future
+    assert c_train > 2 * r_train
+    assert c_honest == pytest.approx(c_train, rel=1e-4)  # a causal model never saw the future
+    assert r_honest > 2.0 > 1.0 > c_honest  # without the future, the cheat knows nothing
+    sample = tok.decode(causal.generate(torch.tensor(tok.encode("the cat ")), 30).tolist())
+    words = {w for s in text.split(".") for w in s.split()}
+    assert sum(w in words for w in sample.split()) >= 3  # real words
