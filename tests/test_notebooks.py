@@ -115,3 +115,60 @@ def test_induction_heads_notebook():
     assert summary["accuracy_before"] > 0.9
     assert summary["accuracy_after"] < 0.5
     assert summary["accuracy_without_prev"] < summary["accuracy_before"] - 0.2
+
+
+def test_heads_are_not_averages(minilm):
+    from attnwidget import extract_attention
+    from attnwidget import metrics as M  # noqa: N812 (the notebooks' name)
+
+    summary = last_json(run_notebook("05-heads-are-not-averages.ipynb"))
+    model, tok = minilm
+    maps = extract_attention(
+        model, "The quick brown fox jumps over the lazy dog because the dog was asleep.", tok)
+    layer = summary["layer"]
+    np.testing.assert_allclose(summary["per_head"], M.head_sharpness(maps.layer(layer), relative=True),
+                               rtol=1e-5)
+    # the lesson: the average is less sharp than the typical head it averages
+    assert summary["average"] < np.median(summary["per_head"])
+    kl = np.asarray(summary["kl"])
+    assert np.allclose(np.diag(kl), 0, atol=1e-6)
+    i, j = summary["pair"]
+    assert kl[i, j] + kl[j, i] == pytest.approx((kl + kl.T).max())
+
+
+def test_pattern_gallery():
+    summary = last_json(run_notebook("06-pattern-gallery.ipynb"))
+    labels = summary["synthetic"]
+    assert labels["diagonal"] == "diagonal"
+    assert labels["local"] == "local"
+    assert labels["bos"] == "beginning_of_sequence"
+    assert labels["uniform"] == "uniform"
+    assert sum(summary["real_counts"].values()) == 72
+
+
+def test_rollout_and_flow_notebook():
+    summary = last_json(run_notebook("07-rollout-and-flow.ipynb"))
+    assert sum(summary["rollout_row"]) == pytest.approx(1.0, abs=1e-5)
+    assert max(summary["flow_row"]) <= 1.0 + 1e-6  # capacities are float32 weights
+    assert -1.0 <= summary["rho"] <= 1.0
+
+
+def test_long_contexts_notebook():
+    summary = last_json(run_notebook("08-long-contexts.ipynb"))
+    max_pos = np.asarray(summary["max_position_mean"])
+    assert max_pos.shape == (2, 4)
+    # the induction heads of layer 1 read the earlier copy, in the middle of the history
+    assert ((max_pos[1] > 0.3) & (max_pos[1] < 0.7)).sum() >= 2
+    assert all(isinstance(h, str) for _, h in summary["hints"])
+
+
+def test_ablation_notebook(minilm):
+    from attnwidget.ablate import ablation_sweep
+
+    summary = last_json(run_notebook("10-ablation.ipynb"))
+    model, tok = minilm
+    sweep = ablation_sweep(model, "The cat sat on the mat because it was warm.", tok, progress=False)
+    np.testing.assert_allclose(summary["score"], sweep["score"], rtol=1e-9, atol=1e-12)
+    assert summary["top"] == list(np.unravel_index(np.argmax(sweep["score"]), sweep["score"].shape))
+    assert summary["effect_score"] == pytest.approx(float(sweep["score"].max()), rel=1e-9)
+    assert summary["view_effect_score"] == pytest.approx(summary["effect_score"], rel=1e-9)
