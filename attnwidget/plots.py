@@ -71,8 +71,12 @@ def _matrix_figure(
     w: np.ndarray, query_labels: Sequence[str], key_labels: Sequence[str], title: str,
     palette: str = "viridis", vmax: float | None = 1.0, annotate: bool = False, size: int = 520,
     colorbar_title: str = "Attention weight", low: float = 0.0, tools: bool = True,
+    threshold: float | None = None,
 ) -> Any:
-    """One ``[Q, K]`` matrix as rectangles, queries down and keys across."""
+    """One ``[Q, K]`` matrix as rectangles, queries down and keys across.
+
+    ``threshold``: cells strictly below it are drawn faint (as the widget dims them).
+    """
     w = np.asarray(w, dtype=float)
     Q, K = w.shape
     qi, ki = np.meshgrid(np.arange(Q), np.arange(K), indexing="ij")
@@ -80,13 +84,14 @@ def _matrix_figure(
         "x": ki.ravel(), "y": qi.ravel(), "weight": w.ravel(),
         "query": np.asarray(list(query_labels), dtype=object)[qi.ravel()],
         "key": np.asarray(list(key_labels), dtype=object)[ki.ravel()],
+        "alpha": np.where(w.ravel() < threshold, 0.2, 1.0) if threshold else np.ones(w.size),
     })
     high = float(np.nanmax(w)) if vmax is None else float(vmax)
     mapper = LinearColorMapper(palette=list(_palette(palette)), low=low, high=high if high > low else low + 1)
     fig = figure(title=title, width=size + 90, height=size, x_range=(-0.5, K - 0.5), y_range=(Q - 0.5, -0.5),
                  tools="pan,wheel_zoom,box_zoom,reset,save" if tools else "", toolbar_location="above")
     fig.rect("x", "y", 1, 1, source=source, fill_color={"field": "weight", "transform": mapper},
-             line_color=None)
+             fill_alpha="alpha", line_color=None)
     fig.add_tools(HoverTool(tooltips=[("query", "@query"), ("key", "@key"), ("weight", "@weight{0.0000}")]))
     step_q = max(1, int(np.ceil(Q / 40)))
     step_k = max(1, int(np.ceil(K / 40)))
@@ -110,9 +115,18 @@ def _matrix_figure(
     return fig
 
 
+def matrix_figure(
+    weights: Any, query_labels: Sequence[str], key_labels: Sequence[str], title: str, *,
+    palette: str = "viridis", adaptive: bool = False, threshold: float | None = None, size: int = 520,
+) -> Any:
+    """Any ``[Q, K]`` map (a head, a head average, a rollout) with tokens, colour bar and hover."""
+    return _matrix_figure(np.asarray(weights), query_labels, key_labels, title, palette,
+                          None if adaptive else 1.0, size=size, threshold=threshold)
+
+
 def heatmap(
     maps: Any, layer: int = 0, head: int = 0, *, palette: str = "viridis", adaptive: bool = False,
-    annotate: bool = False, size: int = 520,
+    annotate: bool = False, size: int = 520, threshold: float | None = None,
 ) -> Any:
     """One head: tokens on both axes, colour bar "Attention weight", hover, a provenance title.
 
@@ -122,7 +136,7 @@ def heatmap(
     maps = _as_maps(maps)
     w = maps.head(layer, head)
     return _matrix_figure(w, maps.query_display, maps.key_display, caption(maps, layer, head), palette,
-                          None if adaptive else 1.0, annotate, size)
+                          None if adaptive else 1.0, annotate, size, threshold=threshold)
 
 
 def heads_grid(
@@ -256,4 +270,90 @@ def save_html(fig: Any, path: str | Path, title: str = "attnwidget figure") -> P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(file_html(fig, INLINE, title), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- export
+CHROMIUM_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync")
+
+
+def _find(env: str, names: Sequence[str]) -> str | None:
+    import os
+    import shutil
+
+    if os.environ.get(env):
+        return os.environ[env]
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _webdriver(scale: float = 1.0) -> Any:
+    """A headless Chromium driven by Debian's chromedriver, offline, with a fresh profile."""
+    import tempfile
+
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            "PNG/SVG export needs selenium: pip install 'attnwidget[export]'"
+        ) from exc
+    browser = _find("CHROMIUM_PATH", ("chromium", "chromium-browser", "google-chrome"))
+    driver = _find("CHROMEDRIVER_PATH", ("chromedriver",))
+    if browser is None or driver is None:
+        raise FileNotFoundError(
+            "PNG/SVG export needs Chromium and chromedriver (Debian: apt-get install chromium "
+            "chromium-driver, or scripts/install-browser.sh); set CHROMIUM_PATH/CHROMEDRIVER_PATH "
+            "if they live elsewhere"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in CHROMIUM_ARGS:
+        options.add_argument(arg)
+    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='aw-export-')}")
+    options.add_argument(f"--force-device-scale-factor={scale}")  # bokeh renders PNGs at this ratio
+    return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+
+
+def _svg_backend(obj: Any) -> None:
+    for fig in obj.select({"type": figure().__class__}) if hasattr(obj, "select") else []:
+        fig.output_backend = "svg"
+    if hasattr(obj, "output_backend"):
+        obj.output_backend = "svg"
+
+
+def export(fig: Any, path: str | Path, *, scale: float = 2.0, title: str = "attnwidget figure") -> Path:
+    """Save a figure as ``.html`` (offline), ``.png`` (``scale`` x its CSS size, for print) or ``.svg``.
+
+    PNG and SVG are rendered by a headless Chromium (bokeh's exporter), with no network.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".html":
+        return save_html(fig, path, title)
+    if suffix not in (".png", ".svg"):
+        raise ValueError(f"path: expected a .html, .png or .svg file name, got {path.name!r}")
+    from bokeh.io import export_png, export_svg
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    driver = _webdriver(scale if suffix == ".png" else 1.0)
+    figs = list(fig.select({"type": figure().__class__})) if hasattr(fig, "select") else [fig]
+    toolbars = [(f, f.toolbar_location) for f in figs]
+    for f, _ in toolbars:  # a printed figure has no buttons
+        f.toolbar_location = None
+    try:
+        if suffix == ".png":
+            export_png(fig, filename=str(path), webdriver=driver, scale_factor=scale)
+        else:
+            _svg_backend(fig)
+            export_svg(fig, filename=str(path), webdriver=driver)
+    finally:
+        driver.quit()
+        for f, where in toolbars:
+            f.toolbar_location = where
     return path

@@ -558,6 +558,18 @@ class AttentionView(anywidget.AnyWidget):
         })
         return score
 
+    def export(self, path: str | Path, scale: float = 2.0) -> Path:
+        """Save what the view shows (same map, threshold, colormap and colour range, caption as
+        title) as ``.html`` (offline), ``.png`` or ``.svg``; see :func:`attnwidget.plots.export`."""
+        from attnwidget import plots
+
+        maps = self._maps
+        fig = plots.matrix_figure(
+            self._source().weights.numpy(), maps.query_display, maps.key_display, self.caption,
+            palette=self.colormap, adaptive=self.scale == "auto", threshold=self.threshold or None,
+        )
+        return plots.export(fig, path, scale=scale, title=self.caption)
+
     def compare_with(self, other: AttentionMaps, label: str = "other record") -> None:
         """Show ``other`` beside this record under the same sliders, with the difference A − B.
 

@@ -2,7 +2,8 @@
 # Debian's chromium for the browser tests (Playwright drives it via
 # executable_path; `playwright install` would download a browser and fails offline).
 set -euo pipefail
-if [ -x /usr/bin/chromium ]; then
+# chromium for the browser tests, chromium-driver for bokeh's PNG/SVG export
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
   exit 0
 fi
 SUDO=""

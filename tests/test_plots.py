@@ -109,3 +109,47 @@ def test_bad_arguments(maps):
         plots.heatmap(big, annotate=True)
     assert isinstance(next(x for x in plots.heatmap(big).right if isinstance(x, ColorBar)).color_mapper,
                       LinearColorMapper)
+
+
+@pytest.mark.slow
+def test_png_and_svg_export_with_debian_chromium(maps, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from PIL import Image
+
+    if plots._find("CHROMEDRIVER_PATH", ("chromedriver",)) is None:
+        pytest.skip("chromedriver is not installed (scripts/install-browser.sh installs it)")
+    png = plots.export(plots.heatmap(maps, 1, 0, size=300), tmp_path / "head.png", scale=2)
+    image = np.asarray(Image.open(png).convert("RGB"))
+    assert image.shape[0] >= 2 * 300  # publication resolution: scale x the figure's size
+    assert image.shape[1] >= 2 * 390
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 20  # a real picture, not blank
+    svg = plots.export(plots.heads_grid(maps, 0, size=150), tmp_path / "grid.svg")
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg")
+    texts = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
+    assert "L0 H1" in texts  # titles are there as SVG text
+    with pytest.raises(ValueError, match=r"path: expected a \.html, \.png or \.svg file name, got 'x\.pdf'"):
+        plots.export(plots.heatmap(maps), tmp_path / "x.pdf")
+
+
+@pytest.mark.slow
+def test_view_export_saves_what_is_shown(tmp_path):
+    from attnwidget import AttentionView
+
+    rng = np.random.default_rng(3)
+    e = np.exp(rng.normal(size=(2, 2, 4, 4)))
+    w = (e / e.sum(-1, keepdims=True)).astype(np.float32)
+    view = AttentionView.from_tensor(w, list("wxyz"), model_name="toy", layer=1, head=1,
+                                     threshold=0.3, colormap="magma", mode="average")
+    html = view.export(tmp_path / "view.html").read_text()
+    assert "mean of 2 heads (AVERAGE, not a head)" in html
+    assert "cdn.bokeh.org" not in html
+    fig = plots.matrix_figure(w[1].mean(0), list("wxyz"), list("wxyz"), "t", threshold=0.3)
+    data = next(r.data_source.data for r in fig.renderers)
+    np.testing.assert_array_equal(data["alpha"], np.where(w[1].mean(0).ravel() < 0.3, 0.2, 1.0))
+    if plots._find("CHROMEDRIVER_PATH", ("chromedriver",)) is not None:
+        from PIL import Image
+
+        png = view.export(tmp_path / "view.png", scale=1)
+        assert Image.open(png).size[0] > 500
