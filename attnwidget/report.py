@@ -1,0 +1,200 @@
+"""``python -m attnwidget report``: every layer and head of one input, as an offline HTML report.
+
+Writes into ``--out``:
+
+* ``index.html``: provenance, the per-head metrics table, the pattern summary,
+  entropy by layer x head, every layer's heads as small multiples, rollout,
+  the last query's history and attention received, and compression hints.
+  bokeh's JavaScript is inlined (opens offline); every text from the input or
+  the tokenizer is HTML-escaped or handed to bokeh as data.
+* ``metrics.json``: the same numbers, from :mod:`attnwidget.metrics`.
+* ``figures/*.png``: the figures at print resolution (``--no-png`` skips them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Longest input the report accepts, in characters, before tokenizing (the model's own
+#: position limit is checked after tokenizing, with its own message).
+MAX_TEXT_CHARS = 20_000
+
+
+class ReportError(Exception):
+    """A bad argument: printed as one line, exit status 2."""
+
+
+def load_model(spec: str) -> tuple[Any, Any]:
+    """``minilm``, ``tiny`` or a local transformers folder -> ``(model, tokenizer)``."""
+    from attnwidget.models import load_minilm, load_tiny_lm
+
+    if spec == "minilm":
+        return load_minilm()
+    if spec == "tiny":
+        return load_tiny_lm()
+    path = Path(spec)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ReportError(
+            f"--model: no model at {spec!r}; expected minilm, tiny or a local transformers folder "
+            "with a config.json"
+        )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        model = AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # one line, whatever transformers raised
+        message = f"--model: could not load {spec!r}: {type(exc).__name__}: {exc}"
+        raise ReportError(message.splitlines()[0]) from exc
+    return model, tokenizer
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if np.isfinite(v) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def compute(maps: Any) -> dict[str, Any]:
+    """Everything the report shows, JSON-ready: per-head statistics, pattern, grade, history, hints."""
+    from attnwidget import metrics as M  # noqa: N812
+
+    stats = M.compute_attention_statistics(maps)  # dict of [L, H]
+    history = M.history_metrics([maps.weights.numpy()], causal=maps.causal)
+    return _json({
+        "model": maps.model_name, "text": maps.text, "causal": maps.causal,
+        "shape": list(maps.shape), "tokens": list(maps.query_tokens),
+        "statistics": stats,
+        "pattern": M.identify_attention_pattern(maps),
+        "sharpness": M.head_sharpness(maps, relative=True),
+        "grade": M.sharpness_grade(maps),
+        "history": {k: v for k, v in history.items() if isinstance(v, dict)},
+        "hints": [{**h, "index": list(h["index"])} for h in M.compression_hints(history)],
+    })
+
+
+def _table(numbers: dict[str, Any], maps: Any) -> str:
+    cols = ("mean_entropy", "normalized_entropy", "sparsity_gini", "effective_tokens", "max",
+            "diagonal_mean")
+    head = "".join(f"<th>{c}</th>" for c in ("layer", "head", "pattern", "grade", *cols))
+    rows = []
+    for layer in range(maps.n_layers):
+        for h in range(maps.n_heads):
+            cells = [str(layer), html.escape(maps.head_names[h]),
+                     html.escape(str(numbers["pattern"][layer][h])),
+                     html.escape(str(numbers["grade"][layer][h]))]
+            cells += [f"{numbers['statistics'][c][layer][h]:.4g}" for c in cols]
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table class='metrics'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def build(text: str, model_spec: str, out: Path, *, png: bool = True, progress: bool = True) -> Path:
+    """Write the report for ``text`` on ``model_spec`` into ``out``; returns ``out / "index.html"``."""
+    from collections import Counter
+
+    from bokeh.embed import components
+    from bokeh.resources import INLINE
+    from tqdm.auto import tqdm
+
+    from attnwidget import plots
+    from attnwidget.extract import extract_attention
+
+    if not isinstance(text, str) or not text.strip():
+        raise ReportError(f"text: expected a non-empty string, got {text!r}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ReportError(f"text: {len(text)} characters, the report takes at most {MAX_TEXT_CHARS}")
+    model, tokenizer = load_model(model_spec)
+    try:
+        maps = extract_attention(model, text, tokenizer)
+    except ValueError as exc:  # too long for the model, characters the tokenizer lacks, ...
+        raise ReportError(str(exc).splitlines()[0]) from exc
+    out.mkdir(parents=True, exist_ok=True)
+    numbers = compute(maps)
+    (out / "metrics.json").write_text(json.dumps(numbers, indent=1, allow_nan=False) + "\n")
+
+    figures: list[tuple[str, str, Any]] = [("entropy", "Entropy by layer and head", plots.entropy_grid(maps))]
+    bar = tqdm(range(maps.n_layers), desc="report: layers", disable=not progress)
+    for layer in bar:
+        figures.append((f"layer{layer}", f"Layer {layer}: every head",
+                        plots.heads_grid(maps, layer, size=200)))
+    if maps.shape[2] == maps.shape[3]:
+        figures.append(("rollout", "Attention rollout", plots.rollout_figure(maps)))
+    last = maps.n_layers - 1
+    figures.append(("history", "Last query over the history (last layer, head 0)",
+                    plots.last_query_figure(maps, last, 0)))
+    figures.append(("received", "Attention received per position (last layer, head 0)",
+                    plots.received_figure(maps, last, 0)))
+
+    script, divs = components([fig for _, _, fig in figures])
+    counts = Counter(p for row in numbers["pattern"] for p in row)
+    hints = "".join(
+        f"<li>{html.escape(str(h['index']))}: {html.escape(h['hint'])} ({html.escape(h['reason'])})</li>"
+        for h in numbers["hints"]
+    ) or "<li>none</li>"
+    sections = "".join(
+        f"<h2>{html.escape(title)}</h2>{div}" for (_, title, _), div in zip(figures, divs, strict=True)
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>attnwidget report</title>
+{INLINE.render()}
+<style>body{{font-family:sans-serif;margin:2em}} table.metrics{{border-collapse:collapse;font-size:12px}}
+table.metrics td,table.metrics th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}</style>
+</head><body>
+<h1>Attention report</h1>
+<p class="provenance">model: {html.escape(str(maps.model_name))} · {maps.n_layers} layers ×
+{maps.n_heads} heads · {maps.shape[2]} tokens · {"causal mask" if maps.causal else "no causal mask"}</p>
+<p class="text">text: {html.escape(text)}</p>
+<h2>Pattern summary</h2><p>{html.escape(", ".join(f"{k}: {v}" for k, v in counts.most_common()))}</p>
+<h2>Compression hints</h2><ul>{hints}</ul>
+{sections}
+<h2>Every head</h2>{_table(numbers, maps)}
+{script}
+</body></html>
+"""
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    if png:
+        (out / "figures").mkdir(exist_ok=True)
+        for name, _, fig in tqdm(figures, desc="report: PNG figures", disable=not progress):
+            plots.export(fig, out / "figures" / f"{name}.png", scale=2)
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m attnwidget report",
+        description="Write an offline HTML report of every layer's and head's attention for one input.",
+    )
+    parser.add_argument("text", help="the input text (quote it)")
+    parser.add_argument("--model", default="minilm",
+                        help="minilm (embedded all-MiniLM-L6-v2), tiny (the embedded induction LM) or "
+                             "a local transformers model folder (default: minilm)")
+    parser.add_argument("--out", default="report", type=Path, help="output folder (default: report/)")
+    parser.add_argument("--no-png", action="store_true", help="skip the PNG figures (they need chromium)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        index = build(args.text, args.model, args.out, png=not args.no_png, progress=not args.quiet)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {index}")
+    return 0
