@@ -129,6 +129,10 @@ def test_png_and_svg_export_with_debian_chromium(maps, tmp_path):
     assert root.tag.endswith("svg")
     texts = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
     assert "L0 H1" in texts  # titles are there as SVG text
+    single = plots.export(plots.heatmap(maps, 0, 0, size=200), tmp_path / "head.svg")
+    labels = [t.text for t in ET.parse(single).getroot().iter() if t.tag.endswith("text")]
+    assert "toy · layer 0 · head 0 · no causal mask · “a b c d e”" in labels  # the title
+    assert {"a", "c", "Attention weight"} <= set(labels)  # tick labels and the colour bar title
     with pytest.raises(ValueError, match=r"path: expected a \.html, \.png or \.svg file name, got 'x\.pdf'"):
         plots.export(plots.heatmap(maps), tmp_path / "x.pdf")
 

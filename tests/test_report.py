@@ -84,3 +84,17 @@ def test_minilm_report_matches_the_metrics_and_is_offline(tmp_path, minilm):
     assert png.size[0] >= 800
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
     assert sorted(p.name for p in (tmp_path / "figures").iterdir())[:2] == ["entropy.png", "history.png"]
+
+
+def test_report_from_a_local_transformers_folder(tmp_path, bpe_tokenizer):
+    from tiny_models import tiny
+
+    folder = tmp_path / "model"
+    tiny("bert", len(bpe_tokenizer), "eager").save_pretrained(folder)
+    bpe_tokenizer.save_pretrained(folder)
+    res = run("report", "The cat sat on the mat.", "--model", str(folder), "--out", str(tmp_path / "r"),
+              "--quiet", "--no-png")
+    assert res.returncode == 0, res.stderr
+    numbers = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert numbers["shape"][:2] == [2, 4]
+    assert numbers["tokens"][0] == "The"
