@@ -63,21 +63,17 @@ def main() -> None:
             del out
             return t
 
-        def extract(text=text, n=n) -> float:
-            t0 = time.perf_counter()
-            maps = extract_attention(model, text, tok)
-            t = time.perf_counter() - t0
-            assert maps.shape == (6, 12, n, n)
-            del maps
-            return t
+        def extraction(source, n=n):
+            def timed() -> float:
+                t0 = time.perf_counter()
+                maps = extract_attention(model, source, tok)
+                t = time.perf_counter() - t0
+                assert maps.shape == (6, 12, n, n)
+                del maps
+                return t
+            return timed
 
-        def from_inputs(inputs=inputs, n=n) -> float:
-            t0 = time.perf_counter()
-            maps = extract_attention(model, inputs, tok)
-            t = time.perf_counter() - t0
-            assert maps.shape == (6, 12, n, n)
-            del maps
-            return t
+        extract, from_inputs = extraction(text), extraction(inputs)
 
         calls = (bare, from_inputs, extract)
         for i in range(args.repeats + 2):  # 2 warm-up rounds
