@@ -93,6 +93,10 @@ def encode_panel(
             f"panel: {panel.shape[0]} x {panel.shape[1]} as {dtype} is {size / 2**20:.1f} MiB, "
             f"over the {MAX_PANEL_BYTES / 2**20:.0f} MiB limit per panel; select fewer tokens"
         )
+    if panel.dtype.kind not in "fiub":
+        raise TypeError(f"panel: expected numeric weights, got dtype {panel.dtype}")
+    if not np.isfinite(panel).all():
+        raise ValueError("panel: expected finite weights (mark masked cells with visible=), got NaN or inf")
     hidden = None
     if visible is not None:
         visible = np.asarray(visible, dtype=bool)
@@ -100,7 +104,8 @@ def encode_panel(
             raise ValueError(f"visible: expected shape {panel.shape}, got {visible.shape}")
         hidden = ~visible
     if dtype == "uint8":
-        scaled = np.clip(panel, 0.0, vmax) * np.float32(LEVELS / vmax)
+        # float64: a float16 panel or a huge vmax must not overflow on the way
+        scaled = np.clip(panel.astype(np.float64), 0.0, vmax) * (LEVELS / vmax)
         data = np.rint(scaled).astype(np.uint8)
         if hidden is not None:
             data[hidden] = MASKED

@@ -211,6 +211,10 @@ class AttentionMaps:
                 raise ValueError("weights: expected at least one layer, got an empty sequence")
             layers = [_as_float32_tensor(w, f"weights[{i}]") for i, w in enumerate(weights)]
             for i, w in enumerate(layers):
+                if w.ndim == 3 and 0 in w.shape:
+                    raise ValueError(
+                        f"weights[{i}]: every axis needs at least one entry, got shape {tuple(w.shape)}"
+                    )
                 if w.ndim != 3 or w.shape != layers[0].shape:
                     raise ValueError(
                         f"weights[{i}]: expected [heads, queries, keys] like layer 0's "
@@ -223,6 +227,10 @@ class AttentionMaps:
                 "weights: expected a 4-D array [layers, heads, queries, keys], "
                 f"got {w.ndim}-D with shape {tuple(w.shape)} "
                 "(use AttentionMaps.from_tensor for [Q,K] or [H,Q,K])"
+            )
+        if 0 in w.shape:
+            raise ValueError(
+                f"weights: every axis needs at least one entry, got shape {tuple(w.shape)}"
             )
         return list(w.unbind(0)), w
 
