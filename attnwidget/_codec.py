@@ -104,9 +104,11 @@ def encode_panel(
             raise ValueError(f"visible: expected shape {panel.shape}, got {visible.shape}")
         hidden = ~visible
     if dtype == "uint8":
-        # float64: a float16 panel or a huge vmax must not overflow on the way
-        scaled = np.clip(panel.astype(np.float64), 0.0, vmax) * (LEVELS / vmax)
-        data = np.rint(scaled).astype(np.uint8)
+        # float64 and a ratio clipped to [0, 1]: a float16 panel, a huge or a subnormal vmax
+        # must neither overflow nor turn into NaN on the way
+        with np.errstate(over="ignore"):
+            ratio = np.clip(panel.astype(np.float64) / vmax, 0.0, 1.0)
+        data = np.rint(ratio * LEVELS).astype(np.uint8)
         if hidden is not None:
             data[hidden] = MASKED
     else:
@@ -136,6 +138,8 @@ def decode_panel(message: dict[str, Any]) -> np.ndarray:
         )
     if dtype == "float32":
         return raw.reshape(shape).astype(np.float32)
-    out = raw.reshape(shape).astype(np.float32) * np.float32(message.get("vmax", 1.0) / LEVELS)
-    out[raw.reshape(shape) == MASKED] = np.nan
+    levels = raw.reshape(shape)
+    with np.errstate(over="ignore"):  # a vmax beyond float32's range decodes to inf, as it must
+        out = (levels * (float(message.get("vmax", 1.0)) / LEVELS)).astype(np.float32)
+    out[levels == MASKED] = np.nan
     return out
