@@ -44,9 +44,9 @@ def pool_factor(rows: int, cols: int, max_side: int) -> int:
 def pool_max(
     panel: Any, factor: int, visible: Any = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Max-pool ``[Q, K]`` in ``factor x factor`` blocks (edge blocks are partial).
+    """Max-pool ``[..., Q, K]`` in ``factor x factor`` blocks (edge blocks are partial).
 
-    Returns the pooled weights ``[ceil(Q/f), ceil(K/f)]`` and, when ``visible``
+    Returns the pooled weights ``[..., ceil(Q/f), ceil(K/f)]`` and, when ``visible``
     (bool ``[Q, K]``) is given, the pooled visibility: a block counts as
     visible when any of its cells is. Max, not mean, so that a head that puts
     all its weight on one key per row still shows at 1/8 resolution.
@@ -54,7 +54,9 @@ def pool_max(
     w = torch.as_tensor(np.asarray(panel, dtype=np.float32))
     if factor == 1:
         return w.numpy(), None if visible is None else np.asarray(visible, dtype=bool)
-    pooled = torch.nn.functional.max_pool2d(w[None, None], factor, ceil_mode=True)[0, 0]
+    lead, (Q, K) = w.shape[:-2], w.shape[-2:]
+    pooled = torch.nn.functional.max_pool2d(w.reshape(-1, 1, Q, K), factor, ceil_mode=True)
+    pooled = pooled.reshape(*lead, *pooled.shape[-2:])
     vis = None
     if visible is not None:
         v = torch.as_tensor(np.asarray(visible, dtype=np.float32))

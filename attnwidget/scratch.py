@@ -76,8 +76,9 @@ def attention(
 
 def causal_mask(n_q: int, n_k: int | None = None) -> torch.Tensor:
     """bool ``[n_q, n_k]``: query i sees keys up to its own position (aligned at the last key)."""
-    n_k = n_q if n_k is None else n_k
-    return torch.ones(n_q, n_k, dtype=torch.bool).tril(n_k - n_q)
+    from attnwidget.metrics._input import causal_key_mask  # the metrics' own definition
+
+    return causal_key_mask(n_q, n_q if n_k is None else n_k)
 
 
 def reverse_mask(n: int) -> torch.Tensor:

@@ -683,16 +683,13 @@ class AttentionView(anywidget.AnyWidget):
         H, Q, K = layer.shape
         mask, causal = _record_mask(maps, Q, K)
         factor = pool_factor(Q, K, THUMB_SIDE)
-        pooled = torch.nn.functional.max_pool2d(layer[:, None], factor, ceil_mode=True)[:, 0]
+        pooled, vis = pool_max(layer, factor, maps.visible_cells())  # [H, h, w], [h, w]
         badges = head_badges(layer, mask=mask, causal=causal)
-        vmax = pooled.flatten(1).amax(1).clamp(min=1e-30)
         # each thumbnail on its own colour range, so weak heads still show their shape
-        levels = torch.round(pooled / vmax[:, None, None] * 254).to(torch.uint8)
-        _, vis = pool_max(np.zeros((Q, K), np.float32), factor, maps.visible_cells())
-        levels[:, ~torch.from_numpy(vis)] = 255
+        thumbs = [encode_panel(p, vmax=max(float(p.max()), 1e-30), visible=vis) for p in pooled]
         return {
-            "buffer": memoryview(levels.numpy().tobytes()), "dtype": "uint8",
-            "shape": list(levels.shape), "layer": layer_index, "pool": factor,
+            "buffer": memoryview(b"".join(bytes(t["buffer"]) for t in thumbs)), "dtype": "uint8",
+            "shape": [H, *pooled.shape[1:]], "layer": layer_index, "pool": factor,
             "badges": [
                 {"head": h, "name": maps.head_names[h], "entropy": float(badges["entropy"][h]),
                  "normalized_entropy": float(badges["normalized_entropy"][h]),

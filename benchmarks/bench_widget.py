@@ -43,7 +43,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lab_server import CHROMIUM_ARGS, find_chromium, jupyter_server, write_notebook  # noqa: E402
+from lab_server import (  # noqa: E402
+    CHROMIUM_ARGS,
+    find_chromium,
+    jupyter_server,
+    open_and_run_all,
+    write_notebook,
+)
 
 SIZES = (64, 256, 510)
 PARAGRAPH = (
@@ -161,13 +167,7 @@ def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
     frames: list[tuple[float, int]] = []
     page.on("websocket", lambda ws: ws.on(
         "framereceived", lambda payload: frames.append((time.monotonic(), len(payload)))))
-    page.goto(f"{url}/lab/tree/bench.ipynb?token={token}")
-    toolbar = page.locator(".jp-NotebookPanel-toolbar")
-    expect(toolbar.get_by_role("button", name="Python 3 (ipykernel)")).to_be_visible(timeout=120_000)
-    expect(toolbar.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
-        "data-status", "idle", timeout=120_000)
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    open_and_run_all(page, url, token, "lab", "bench.ipynb", timeout_ms=120_000)
     views = page.locator(".jp-OutputArea-output .attnwidget")
     expect(views).to_have_count(6, timeout=180_000)
     for i in range(6):

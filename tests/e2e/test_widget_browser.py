@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from lab_server import APPS, jupyter_server, write_notebook
+from lab_server import APPS, jupyter_server, open_and_run_all, write_notebook
 
 pytestmark = pytest.mark.e2e
 
@@ -112,14 +112,7 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         try:
-            page.goto(f"{url}{APPS[app][1].format('demo.ipynb')}?token={token}")
-            toolbar = page.locator(".jp-NotebookPanel-toolbar")
-            expect(toolbar.get_by_role("button", name="Python 3 (ipykernel)")).to_be_visible(
-                timeout=90_000)
-            expect(toolbar.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
-                "data-status", "idle", timeout=90_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            open_and_run_all(page, url, token, app, "demo.ipynb")
 
             views = page.locator(".jp-OutputArea-output .attnwidget")
             expect(views).to_have_count(2, timeout=120_000)
