@@ -34,6 +34,7 @@ from bokeh.plotting import figure
 
 from attnwidget import metrics as M  # noqa: N812 (the package's usual short name)
 from attnwidget.maps import AttentionMaps
+from attnwidget.tokens import show_invisible
 
 PALETTES = {"viridis": Viridis256, "magma": Magma256, "inferno": Inferno256, "cividis": Cividis256,
             "greys": tuple(reversed(Greys256))}
@@ -53,6 +54,10 @@ def _as_maps(maps: Any) -> AttentionMaps:
     return AttentionMaps.from_tensor(maps)
 
 
+#: Axis labels show at most this many characters of a token (hover shows the whole token).
+AXIS_LABEL_CHARS = 32
+
+
 def _short(text: str | None, n: int = TITLE_TEXT_CHARS) -> str:
     text = (text or "").replace("\n", " ")
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -62,9 +67,9 @@ def caption(maps: AttentionMaps, layer: int, head: int | None) -> str:
     """Provenance line: model · layer · head · masking · “text”."""
     what = "head average (AVERAGE, not a head)" if head is None else maps.head_names[head]
     masking = "causal mask" if maps.causal else "no causal mask"
-    text = _short(maps.text)
-    return (f"{maps.model_name or 'unknown model'} · {maps.layer_names[layer]} · {what} · {masking}"
-            + (f" · “{text}”" if text else ""))
+    text = _short(show_invisible(maps.text or ""))
+    return show_invisible(f"{maps.model_name or 'unknown model'} · {maps.layer_names[layer]} · {what} · "
+                          f"{masking}" + (f" · “{text}”" if text else ""))
 
 
 def _matrix_figure(
@@ -79,6 +84,8 @@ def _matrix_figure(
     """
     w = np.asarray(w, dtype=float)
     Q, K = w.shape
+    query_labels = [show_invisible(str(t)) for t in query_labels]
+    key_labels = [show_invisible(str(t)) for t in key_labels]
     qi, ki = np.meshgrid(np.arange(Q), np.arange(K), indexing="ij")
     source = ColumnDataSource({
         "x": ki.ravel(), "y": qi.ravel(), "weight": w.ravel(),
@@ -97,9 +104,12 @@ def _matrix_figure(
     step_k = max(1, int(np.ceil(K / 40)))
     fig.yaxis.ticker = list(range(0, Q, step_q))
     fig.xaxis.ticker = list(range(0, K, step_k))
-    # labels are plain strings handed to bokeh: it draws them as text on the canvas
-    fig.yaxis.major_label_overrides = {i: str(query_labels[i]) for i in range(0, Q, step_q)}
-    fig.xaxis.major_label_overrides = {i: str(key_labels[i]) for i in range(0, K, step_k)}
+    # labels are plain strings handed to bokeh: it draws them as text on the canvas. A long
+    # token would push the map aside, so the axis shows its start (the hover shows all of it)
+    fig.yaxis.major_label_overrides = {i: _short(query_labels[i], AXIS_LABEL_CHARS)
+                                       for i in range(0, Q, step_q)}
+    fig.xaxis.major_label_overrides = {i: _short(key_labels[i], AXIS_LABEL_CHARS)
+                                       for i in range(0, K, step_k)}
     fig.xaxis.major_label_orientation = 1.2
     fig.xaxis.axis_label = "key"
     fig.yaxis.axis_label = "query"

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from attnwidget.tokens import show_invisible
+
 #: Longest input the report accepts, in characters, before tokenizing (the model's own
 #: position limit is checked after tokenizing, with its own message).
 MAX_TEXT_CHARS = 20_000
@@ -152,16 +154,18 @@ def build(text: str, model_spec: str, out: Path, *, png: bool = True, progress: 
     sections = "".join(
         f"<h2>{html.escape(title)}</h2>{div}" for (_, title, _), div in zip(figures, divs, strict=True)
     )
+    model_name = html.escape(show_invisible(str(maps.model_name)))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>attnwidget report</title>
 {INLINE.render()}
 <style>body{{font-family:sans-serif;margin:2em}} table.metrics{{border-collapse:collapse;font-size:12px}}
-table.metrics td,table.metrics th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}</style>
+table.metrics td,table.metrics th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
+p.text,p.provenance{{overflow-wrap:anywhere}}</style>
 </head><body>
 <h1>Attention report</h1>
-<p class="provenance">model: {html.escape(str(maps.model_name))} · {maps.n_layers} layers ×
+<p class="provenance">model: <bdi>{model_name}</bdi> · {maps.n_layers} layers ×
 {maps.n_heads} heads · {maps.shape[2]} tokens · {"causal mask" if maps.causal else "no causal mask"}</p>
-<p class="text">text: {html.escape(text)}</p>
+<p class="text">text: <bdi>{html.escape(show_invisible(text))}</bdi></p>
 <h2>Pattern summary</h2><p>{html.escape(", ".join(f"{k}: {v}" for k, v in counts.most_common()))}</p>
 <h2>Compression hints</h2><ul>{hints}</ul>
 {sections}

@@ -13,6 +13,13 @@ word-boundary marker removed, so ``Ġcat``, ``▁cat`` and ``cat`` all show as
 made visible (``⏎`` newline, ``⇥`` tab, ``␣`` a token that is only spaces).
 Special tokens such as ``[CLS]``, ``<s>`` or ``<|endoftext|>`` are kept as
 they are. The result is plain text: callers render it as text, never HTML.
+
+Characters that draw nothing but change what is around them are shown by
+name (:func:`show_invisible`): bidirectional controls (``U+202E`` would flip
+the rest of a caption), zero-width characters (a token that is only ``U+200B``
+would be an empty label) and other control characters, e.g. ``⟨RLO⟩``,
+``⟨ZWSP⟩``, ``⟨U+0007⟩``. This applies to every display form and to input text
+shown in captions and reports; the raw tokens keep the characters.
 """
 
 from __future__ import annotations
@@ -24,8 +31,34 @@ from typing import Literal
 Scheme = Literal["bytelevel", "sentencepiece", "wordpiece", "plain"]
 SCHEMES: tuple[str, ...] = ("bytelevel", "sentencepiece", "wordpiece", "plain")
 
-_VISIBLE_WHITESPACE = {"\n": "⏎", "\r": "⏎", "\t": "⇥"}
 _SP_BYTE_PREFIX = "<0x"  # SentencePiece byte fallback pieces look like <0x0A>
+
+# Invisible characters with a common short name; other C0/C1 controls show as U+XXXX.
+_INVISIBLE_NAMES = {
+    0x061C: "ALM", 0x200E: "LRM", 0x200F: "RLM", 0x202A: "LRE", 0x202B: "RLE", 0x202C: "PDF",
+    0x202D: "LRO", 0x202E: "RLO", 0x2066: "LRI", 0x2067: "RLI", 0x2068: "FSI", 0x2069: "PDI",
+    0x200B: "ZWSP", 0x200C: "ZWNJ", 0x200D: "ZWJ", 0x2060: "WJ", 0xFEFF: "ZWNBSP", 0x00AD: "SHY",
+    0x180E: "MVS", 0x2028: "LSEP", 0x2029: "PSEP",
+}
+
+
+@lru_cache(maxsize=1)
+def _invisible_table() -> dict[int, str]:
+    table = {cp: f"⟨{name}⟩" for cp, name in _INVISIBLE_NAMES.items()}
+    for cp in [*range(0x20), *range(0x7F, 0xA0)]:
+        table[cp] = f"⟨U+{cp:04X}⟩"
+    table.update({ord("\n"): "⏎", ord("\r"): "⏎", ord("\t"): "⇥"})
+    return table
+
+
+def show_invisible(text: str) -> str:
+    """``text`` with bidi controls, zero-width and control characters shown by name.
+
+    Newlines and carriage returns become ``⏎``, tabs ``⇥``; e.g.
+    ``show_invisible("a\u202eb\n") == "a⟨RLO⟩b⏎"``. Visible text, RTL letters
+    included, is unchanged.
+    """
+    return text.translate(_invisible_table())
 
 
 @lru_cache(maxsize=1)
@@ -65,15 +98,17 @@ def detect_scheme(tokens: Iterable[str]) -> Scheme:
 def _visible(text: str) -> str:
     if text and not text.strip(" "):
         return "␣" * len(text)
-    out = "".join(_VISIBLE_WHITESPACE.get(ch, ch) for ch in text)
+    out = show_invisible(text)
     stripped = out.strip(" ")
     return stripped if stripped else out
 
 
 def display_token(raw: str, scheme: Scheme = "plain", special: bool = False) -> str:
     """Readable form of one raw token (plain text; see the module docstring)."""
-    if special or not raw:
+    if not raw:
         return raw
+    if special:
+        return show_invisible(raw)
     if scheme == "bytelevel":
         table = _byte_decoder()
         if all(ch in table for ch in raw):
@@ -90,7 +125,8 @@ def display_token(raw: str, scheme: Scheme = "plain", special: bool = False) -> 
         return _visible(raw.replace("▁", " "))
     if scheme == "wordpiece":
         return _visible(raw[2:] if raw.startswith("##") and len(raw) > 2 else raw)
-    return _visible(raw) if raw.strip() == "" or "\n" in raw or "\t" in raw else raw
+    # plain tokens keep their spaces; only invisible characters are named
+    return _visible(raw) if not raw.strip(" ") else show_invisible(raw)
 
 
 def display_tokens(

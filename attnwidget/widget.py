@@ -31,6 +31,7 @@ import traitlets
 from attnwidget._codec import encode_panel, pool_factor, pool_max
 from attnwidget.maps import AttentionMaps
 from attnwidget.metrics import PanelMetrics, attention_rollout, head_badges
+from attnwidget.tokens import show_invisible
 
 _STATIC = Path(__file__).parent / "static"
 #: Input text in the caption is shortened to this many characters (the full text stays in Python).
@@ -191,8 +192,9 @@ class AttentionView(anywidget.AnyWidget):
         with self.hold_trait_notifications():
             self.set_trait("n_layers", maps.n_layers)
             self.set_trait("n_heads", maps.n_heads)
-            self.set_trait("query_tokens", list(maps.query_display))
-            self.set_trait("key_tokens", list(maps.key_display))
+            # display forms may come from the caller: name invisible characters here too
+            self.set_trait("query_tokens", [show_invisible(t) for t in maps.query_display])
+            self.set_trait("key_tokens", [show_invisible(t) for t in maps.key_display])
         self._batch += 1
         try:
             self.layer, self.head, self.threshold, self.query = layer, head, threshold, query
@@ -691,7 +693,8 @@ class AttentionView(anywidget.AnyWidget):
             "buffer": memoryview(b"".join(bytes(t["buffer"]) for t in thumbs)), "dtype": "uint8",
             "shape": [H, *pooled.shape[1:]], "layer": layer_index, "pool": factor,
             "badges": [
-                {"head": h, "name": maps.head_names[h], "entropy": float(badges["entropy"][h]),
+                {"head": h, "name": show_invisible(maps.head_names[h]),
+                 "entropy": float(badges["entropy"][h]),
                  "normalized_entropy": float(badges["normalized_entropy"][h]),
                  "sharpness": float(badges["sharpness"][h]), "grade": str(badges["grade"][h])}
                 for h in range(H)
@@ -700,7 +703,7 @@ class AttentionView(anywidget.AnyWidget):
 
     def _caption(self) -> str:
         maps = self._maps
-        text = maps.text or ""
+        text = show_invisible(maps.text or "")
         if len(text) > CAPTION_TEXT_CHARS:
             text = text[: CAPTION_TEXT_CHARS - 1] + "…"
         if self.mode == "average":
@@ -713,7 +716,8 @@ class AttentionView(anywidget.AnyWidget):
         padded = int(np.asarray(maps.key_padding).sum())
         if padded:
             masking += f", {padded} padded key{'s' if padded != 1 else ''}"
-        return (
+        # names are caller data too: no bidi control may reorder the line
+        return show_invisible(
             f"{maps.model_name or 'unknown model'} · {maps.layer_names[self.layer]} · {what} · "
             f"{masking}" + (f" · “{text}”" if text else "")
         )

@@ -33,3 +33,21 @@ def test_unknown_scheme_is_refused():
 
     with pytest.raises(ValueError, match="scheme: expected one of"):
         display_tokens(["a"], scheme="morse")
+
+
+def test_invisible_characters_are_named_and_visible_text_is_kept():
+    from attnwidget.tokens import show_invisible
+
+    assert show_invisible("abc\u202edef") == "abc⟨RLO⟩def"
+    assert show_invisible("\u2067x\u2069") == "⟨RLI⟩x⟨PDI⟩"
+    assert show_invisible("a\u200bb\ufeff") == "a⟨ZWSP⟩b⟨ZWNBSP⟩"
+    assert show_invisible("bell\x07\x9b") == "bell⟨U+0007⟩⟨U+009B⟩"
+    assert show_invisible("two\nlines\tand tab") == "two⏎lines⇥and tab"
+    assert show_invisible("مرحبا 👋 café") == "مرحبا 👋 café"  # RTL letters and emoji are text
+    # every scheme, and special tokens too
+    assert display_token("\u200b", "plain") == "⟨ZWSP⟩"
+    assert display_token("\u202e", "plain", special=True) == "⟨RLO⟩"
+    assert display_token("##\u200d", "wordpiece") == "⟨ZWJ⟩"
+    assert display_token("▁a\u202eb", "sentencepiece") == "a⟨RLO⟩b"
+    assert display_token("ĠâĢ®", "bytelevel") == "⟨RLO⟩"  # U+202E as UTF-8 bytes
+    assert display_token(" x ", "plain") == " x "  # plain tokens keep their spaces

@@ -127,7 +127,9 @@ export function renderMetrics(box: HTMLElement, m: Metrics, keyTokens: string[],
   }
   const qt = document.createElement("div");
   qt.className = "aw-query-title";
-  qt.textContent = `query ${q.index} “${queryTokens[q.index] ?? ""}”` + (q.masked ? " (fully masked)" : "");
+  const tok = document.createElement("bdi");
+  tok.textContent = queryTokens[q.index] ?? "";
+  qt.append(`query ${q.index} “`, tok, "”" + (q.masked ? " (fully masked)" : ""));
   box.append(qt);
   const qtable = document.createElement("table");
   qtable.className = "aw-query-table";

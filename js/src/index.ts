@@ -474,7 +474,15 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     }
     const qt = model.get("query_tokens")[cell.q] ?? String(cell.q);
     const kt = model.get("key_tokens")[cell.k] ?? String(cell.k);
-    tooltip.textContent = `${qt} → ${kt}: ${valueAt(cell.q, cell.k)}`; // textContent: tokens stay text
+    // each token in its own <bdi> (set through textContent: tokens stay text), so that a
+    // right-to-left token cannot reorder the arrow or the number, and a long one is cut
+    // by CSS without hiding the weight
+    const qEl = document.createElement("bdi");
+    const kEl = document.createElement("bdi");
+    qEl.className = kEl.className = "aw-tok";
+    qEl.textContent = qt;
+    kEl.textContent = kt;
+    tooltip.replaceChildren(qEl, " → ", kEl, `: ${valueAt(cell.q, cell.k)}`);
     tooltip.style.display = "block";
     tooltip.style.left = `${x + 14}px`;
     tooltip.style.top = `${y + 10}px`;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from lab_server import APPS, jupyter_server, open_and_run_all, write_notebook
 
@@ -22,11 +23,17 @@ model, tok = load_minilm()
 view = AttentionView(model, {TEXT!r}, tokenizer=tok)
 view
 """
-# A view whose tokens carry markup: it must show as text and add no element.
+# A view whose tokens are hostile or awkward: markup, script, a bidi override, a token
+# that is only a zero-width space, a 3000-character word, a newline, right-to-left
+# letters. They must show as text, add no element, run nothing and reorder nothing.
+HOSTILE_TOKENS = ["a", XSS, "<script>window.__pwned = 1</script>", "abc\u202edef", "\u200b",
+                  "x" * 3000, "line1\nline2", "مرحبا"]
 XSS_CELL = f"""
 import numpy as np
-w = np.full((1, 1, 3, 3), 1 / 3, dtype=np.float32)
-hostile = AttentionView(AttentionMaps(w, ["a", {XSS!r}, "c"], text={XSS!r}), query=1)
+n = {len(HOSTILE_TOKENS)}
+w = np.full((1, 1, n, n), 1 / n, dtype=np.float32)
+tokens = {HOSTILE_TOKENS!r}
+hostile = AttentionView(AttentionMaps(w, tokens, text=" ".join(tokens[:5]), model_name={XSS!r}), query=1)
 hostile
 """
 
@@ -90,6 +97,45 @@ def ablated_reference(reference):
     with ablate_heads(model, {2: [9]}):
         maps = extract_attention(model, TEXT, tok)
     return maps, ablation_effect(model, TEXT, {2: [9]}, tok, attention=False)
+
+
+def check_hostile_view(page, hostile):
+    """Every hostile token shows as its display form (Python's), as text, without side effects."""
+    from playwright.sync_api import expect
+
+    from attnwidget import AttentionMaps
+    from attnwidget.tokens import show_invisible
+
+    n = len(HOSTILE_TOKENS)
+    shown = AttentionMaps(np.full((1, 1, n, n), 1 / n, dtype=np.float32), HOSTILE_TOKENS).key_display
+    assert shown[3:7] == ("abc⟨RLO⟩def", "⟨ZWSP⟩", "x" * 3000, "line1⏎line2")
+    caption = hostile.locator(".aw-caption")
+    expect(caption).to_contain_text(f"{XSS} · layer 0 · head 0")  # the model name, as text
+    expect(caption).to_contain_text(show_invisible(" ".join(HOSTILE_TOKENS[:5]))[:40])
+    expect(hostile.locator(".aw-query-title")).to_contain_text(XSS)
+    canvas = hostile.locator("canvas.aw-heatmap")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    tip = hostile.locator(".aw-tooltip")
+    for k in range(n):  # hover row 0, every key: the tooltip names the key as Python shows it
+        page.mouse.move(box["x"] + 96 + (k + 0.5) * 512 / n, box["y"] + 96 + 0.5 * 512 / n)
+        expect(tip.locator("bdi.aw-tok").nth(1)).to_have_text(shown[k], use_inner_text=False)
+        assert tip.bounding_box()["width"] <= 430  # a long token is cut, the weight still shows
+        expect(tip).to_contain_text(": ≈")
+    # the long word as the selected query: all of it is there, scrolling inside its title
+    page.mouse.click(box["x"] + 96 + 0.5 * 512 / n, box["y"] + 96 + 5.5 * 512 / n)
+    title = hostile.locator(".aw-query-title")
+    expect(title).to_contain_text("query 5")
+    assert title.evaluate("e => e.textContent").count("x") == 3000
+    assert title.bounding_box()["height"] < 120
+    assert hostile.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "a token widened the view"
+    # nothing was parsed as markup, nothing ran, no control character reached the page
+    assert hostile.locator("img, script").count() == 0
+    assert page.locator("img[src='x']").count() == 0
+    assert page.evaluate("() => window.__pwned") is None
+    text = hostile.evaluate("e => e.textContent")
+    assert "\u202e" not in text
+    assert "\u200b" not in text
 
 
 @pytest.mark.parametrize("app", list(APPS))
@@ -244,15 +290,8 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
 
             page.screenshot(path=str(artifacts / f"widget-{app}.png"), full_page=True)
 
-            # token text stays text: caption, tooltip and the query title
-            hostile = views.nth(1)
-            expect(hostile.locator(".aw-caption")).to_contain_text(XSS)
-            expect(hostile.locator(".aw-query-title")).to_contain_text(XSS)
-            hostile.locator("canvas.aw-heatmap").scroll_into_view_if_needed()
-            hbox = hostile.locator("canvas.aw-heatmap").bounding_box()
-            page.mouse.move(hbox["x"] + 96 + 1.5 * 512 / 3, hbox["y"] + 96 + 0.5 * 512 / 3)
-            expect(hostile.locator(".aw-tooltip")).to_contain_text(f"a → {XSS}")
-            assert page.locator("img[src='x']").count() == 0
+            # token text stays text: caption, tooltips and the query title, in the browser
+            check_hostile_view(page, views.nth(1))
             assert dialogs == [], f"script ran from token text: {dialogs}"
             assert external == [], f"the page tried to reach the network: {external}"
             assert [e for e in errors if "attnwidget" in e or "aw-" in e] == [], errors
