@@ -179,6 +179,7 @@ class AttentionView(anywidget.AnyWidget):
         self._maps = maps
         self._original = maps
         self._other: tuple[AttentionMaps, str] | None = None
+        self._ablated_now: list[list[int]] = []  # the heads ablated in the record shown
         self._gen = 0  # bumped whenever the record changes (ablation): part of every cache key
         self._cache: OrderedDict[tuple, PanelMetrics] = OrderedDict()
         self._encoded: dict[tuple, dict[str, Any]] = {}
@@ -604,10 +605,22 @@ class AttentionView(anywidget.AnyWidget):
             heads: dict[int, list[int]] = {}
             for layer, head in self.ablated:
                 heads.setdefault(layer, []).append(head)
-            maps, effect = ablated_record(model, text, heads, tokenizer, mode=self.ablation_mode,
-                                          original=self._original, **options)
+            try:
+                maps, effect = ablated_record(model, text, heads, tokenizer, mode=self.ablation_mode,
+                                              original=self._original, **options)
+            except BaseException:
+                # the model failed: the controls go back to the heads really ablated, so
+                # nothing claims a state that was never computed (the error shows as status)
+                self._batch += 1
+                try:
+                    self.ablated = self._ablated_now
+                finally:
+                    self._batch -= 1
+                self._dirty.discard("ablation")
+                raise
             self._maps = maps
             self.set_trait("effect", effect)
+        self._ablated_now = [list(p) for p in self.ablated]
         with self._lock:
             self._gen += 1
             self._cache.clear()
