@@ -204,6 +204,22 @@ class AttentionView(anywidget.AnyWidget):
             self._batch -= 1
         self._dirty = {"atlas", "panel", "metrics"}
         self._flush()
+        self.on_msg(self._on_message)
+
+    def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        # the browser pings after each change it sends; messages are handled in order, so the
+        # pong also says that the change before it has been handled (see NO_REPLY_MS in js/)
+        if isinstance(content, dict) and content.get("type") == "ping":
+            self.send({"type": "pong", "seq": content.get("seq")})
+
+    def __repr__(self) -> str:
+        # also the text a notebook shows where the live view cannot be (a reopened notebook)
+        if getattr(self, "_maps", None) is None:
+            return "AttentionView(closed)"
+        L, H, Q, K = self._maps.shape
+        return (f"AttentionView({self._maps.model_name or 'unknown model'}, {L} layers x {H} heads, "
+                f"{Q} x {K} tokens; layer {self.layer}, head {self.head}) - a live view: run the cell "
+                "to see it")
 
     @classmethod
     def from_tensor(cls, weights: Any, tokens: Any = None, **options: Any) -> AttentionView:
@@ -219,6 +235,8 @@ class AttentionView(anywidget.AnyWidget):
     @property
     def maps(self) -> AttentionMaps:
         """The record this view shows."""
+        if self._maps is None:
+            raise RuntimeError("this AttentionView was closed and holds no record; create a new view")
         return self._maps
 
     # ------------------------------------------------------------------ validation
@@ -238,7 +256,7 @@ class AttentionView(anywidget.AnyWidget):
     @traitlets.validate("query")
     def _valid_query(self, proposal: dict[str, Any]) -> int | None:
         value = proposal["value"]
-        Q = self._maps.shape[2]
+        Q = self.maps.shape[2]
         if value is not None and not 0 <= value < Q:
             raise traitlets.TraitError(f"query: expected 0..{Q - 1} or None, got {value}")
         return value
@@ -265,7 +283,7 @@ class AttentionView(anywidget.AnyWidget):
     @traitlets.validate("mode")
     def _valid_mode(self, proposal: dict[str, Any]) -> str:
         value = self._one_of("mode", proposal["value"], MODES)
-        _, _, Q, K = self._maps.shape
+        _, _, Q, K = self.maps.shape
         if value == "rollout" and Q != K:
             raise traitlets.TraitError(
                 f"mode: 'rollout' needs self-attention (as many queries as keys), got {Q} x {K}"
@@ -307,7 +325,7 @@ class AttentionView(anywidget.AnyWidget):
     @traitlets.validate("viewport")
     def _valid_viewport(self, proposal: dict[str, Any]) -> list[int]:
         value = list(proposal["value"])
-        _, _, Q, K = self._maps.shape
+        _, _, Q, K = self.maps.shape
         if value and not (
             len(value) == 4 and 0 <= value[0] < value[1] <= Q and 0 <= value[2] < value[3] <= K
         ):
@@ -349,7 +367,7 @@ class AttentionView(anywidget.AnyWidget):
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, set()
-        if not dirty or not hasattr(self, "_maps"):
+        if not dirty or getattr(self, "_maps", None) is None:
             return
         try:
             if "ablation" in dirty:
@@ -446,7 +464,11 @@ class AttentionView(anywidget.AnyWidget):
         self._encoded_panel(key, pm)
 
     def close(self) -> None:
-        """Close the view in every front end, stop the prefetch worker and drop the caches."""
+        """Close the view in every front end, stop the worker and let go of the record and caches.
+
+        Afterwards the view holds no data (``maps`` raises); the record is freed once
+        nothing else refers to it.
+        """
         pool = getattr(self, "_prefetch", None)  # absent when __init__ failed early
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -455,6 +477,10 @@ class AttentionView(anywidget.AnyWidget):
             with self._lock:
                 self._cache.clear()
                 self._encoded.clear()
+                # a closed view keeps no reference to the data (a notebook variable may
+                # still hold the view itself), so the record can be freed
+                self._maps = self._original = None
+                self._other = self._source_model = self._rollout = None
         super().close()
 
     def _cached_bytes(self, key: tuple, pm: PanelMetrics) -> int:
@@ -566,7 +592,7 @@ class AttentionView(anywidget.AnyWidget):
         title) as ``.html`` (offline), ``.png`` or ``.svg``; see :func:`attnwidget.plots.export`."""
         from attnwidget import plots
 
-        maps = self._maps
+        maps = self.maps
         fig = plots.matrix_figure(
             self._source().weights.numpy(), maps.query_display, maps.key_display, self.caption,
             palette=self.colormap, adaptive=self.scale == "auto", threshold=self.threshold or None,
@@ -581,9 +607,9 @@ class AttentionView(anywidget.AnyWidget):
         """
         if not isinstance(other, AttentionMaps):
             raise TypeError(f"other: expected an AttentionMaps, got {type(other).__name__}")
-        if other.shape[:2] != self._maps.shape[:2]:
+        if other.shape[:2] != self.maps.shape[:2]:
             raise ValueError(
-                f"other: expected {self._maps.shape[0]} layers x {self._maps.shape[1]} heads like "
+                f"other: expected {self.maps.shape[0]} layers x {self.maps.shape[1]} heads like "
                 f"this view, got {other.shape[0]} x {other.shape[1]}"
             )
         self._other = (other, str(label))
@@ -691,9 +717,9 @@ class AttentionView(anywidget.AnyWidget):
 
     def _build_atlas(self, layer_index: int) -> dict[str, Any] | None:
         """Thumbnails ``[H, h, w]`` of one layer and their badges; None if the layer is no longer shown."""
-        if layer_index != self.layer:
-            return None
         maps = self._maps
+        if maps is None or layer_index != self.layer:
+            return None
         layer = torch.from_numpy(maps.layer(layer_index))  # [H, Q, K], no copy of the stack
         H, Q, K = layer.shape
         mask, causal = _record_mask(maps, Q, K)

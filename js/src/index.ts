@@ -55,9 +55,13 @@ interface Model {
   get<K extends keyof ViewState>(key: K): ViewState[K];
   set<K extends keyof ViewState>(key: K, value: ViewState[K]): void;
   save_changes(): void;
-  on(event: string, cb: () => void): void;
-  off(event: string, cb: () => void): void;
+  on(event: string, cb: (...args: any[]) => void): void;
+  off(event: string, cb: (...args: any[]) => void): void;
+  send(content: unknown): void;
 }
+
+/** After this long without any reply to a change, the view says the kernel may be gone. */
+export const NO_REPLY_MS = 5000;
 
 /** The state a metrics reply must carry to be current (AttentionView._send_metrics' `view`). */
 export function stateKey(s: {
@@ -127,6 +131,12 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const stale = document.createElement("div");
   stale.className = "aw-stale";
   stale.textContent = "updating…";
+  const offline = document.createElement("div");
+  offline.className = "aw-offline";
+  offline.style.display = "none";
+  offline.textContent = `No reply from the Python kernel for ${NO_REPLY_MS / 1000} s. If it was restarted or shut `
+    + "down, this view is a snapshot of the old state: re-run its cell for a live view. "
+    + "(If the kernel is only busy, this note goes away when it answers.)";
   plot.append(canvas, gridCanvas, tooltip, stale);
   const compareArea = document.createElement("div");
   compareArea.className = "aw-compare";
@@ -152,7 +162,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   strip.className = "aw-heads";
   const caption = document.createElement("div");
   caption.className = "aw-caption";
-  el.append(controls, status, body, strip, caption);
+  el.append(controls, offline, status, body, strip, caption);
 
   const probe = document.createElement("canvas").getContext("2d");
   const theme = (): Theme => {
@@ -202,6 +212,32 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   };
   const metricsFresh = () => replyKey(model.get("metrics").view) === stateKey(current());
 
+  // ---- liveness: every change sent is followed by a ping that Python answers after it has
+  // handled the change. A restarted or shut-down kernel never answers (ipywidgets does not
+  // mark the view), so after NO_REPLY_MS the view says it may be a snapshot.
+  let pingSeq = 0;
+  let noReplyTimer = 0;
+  const armNoReply = () => {
+    noReplyTimer = window.setTimeout(() => {
+      offline.style.display = "";
+      el.classList.add("aw-no-reply");
+    }, NO_REPLY_MS);
+  };
+  const save = () => {
+    model.save_changes();
+    pingSeq += 1;
+    model.send({ type: "ping", seq: pingSeq });
+    if (!noReplyTimer) armNoReply();
+  };
+  const onCustom = (msg: { type?: string; seq?: number }) => {
+    if (msg?.type !== "pong") return;
+    clearTimeout(noReplyTimer);
+    noReplyTimer = 0;
+    offline.style.display = "none";
+    el.classList.remove("aw-no-reply");
+    if ((msg.seq ?? 0) < pingSeq) armNoReply(); // alive, but the latest change is still pending
+  };
+
   // ---- requests to Python: one in flight at a time, the latest state wins
   let waiting: string | null = null;
   let pending = false;
@@ -220,7 +256,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
       return;
     }
     const want = stateKey(current());
-    model.save_changes();
+    save();
     if (want === replyKey(model.get("metrics").view)) return; // Python already shows this state
     waiting = want;
     waitTimer = window.setTimeout(release, 3000); // a lost or failed reply must not block the sliders
@@ -402,17 +438,17 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   };
   const onColormap = () => {
     model.set("colormap", colormap.input.value);
-    model.save_changes();
+    save();
     showThumbs();
     draw();
   };
   const onScale = () => {
     model.set("scale", scale.input.value);
-    model.save_changes();
+    save();
   };
   const onCompare = () => {
     model.set("compare", compareInput.checked);
-    model.save_changes();
+    save();
   };
   const onAblate = () => toggleAblation(model.get("layer"), model.get("head"));
   const listeners: [EventTarget, string, EventListener][] = [
@@ -433,7 +469,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
       }
       if (JSON.stringify(want) !== JSON.stringify(model.get("viewport"))) {
         model.set("viewport", want);
-        model.save_changes();
+        save();
       }
     }, 120);
   };
@@ -582,6 +618,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     handlers.push([`change:${name}`, onSync]);
   }
   for (const [e, fn] of handlers) model.on(e, fn);
+  model.on("msg:custom", onCustom);
 
   // light/dark: JupyterLab flips attributes on <body> when the theme changes
   const themeWatch = new MutationObserver(() => { showThumbs(); showMetrics(); });
@@ -598,7 +635,9 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     clearTimeout(waitTimer);
     clearTimeout(zoomTimer);
     themeWatch.disconnect();
+    clearTimeout(noReplyTimer);
     for (const [e, fn] of handlers) model.off(e, fn);
+    model.off("msg:custom", onCustom);
     for (const [target, type, fn] of listeners) target.removeEventListener(type, fn);
     canvas.removeEventListener("wheel", onWheel);
   };

@@ -155,3 +155,31 @@ def open_and_run_all(page, url: str, token: str, app: str, name: str, timeout_ms
         "data-status", "idle", timeout=timeout_ms)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
+def kernel_pids(root: Path) -> list[int]:
+    """The ipykernel processes started by the server whose notebooks live in ``root``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            if b"ipykernel_launcher" in cmd and (proc / "cwd").resolve() == root.resolve():
+                pids.append(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return pids
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def server_log(root: Path) -> str:
+    """What the server and its kernels have written so far (kernels' stderr included)."""
+    return (root.parent / "server.log").read_text(errors="replace")

@@ -10,7 +10,15 @@ import json
 
 import numpy as np
 import pytest
-from lab_server import APPS, jupyter_server, open_and_run_all, write_notebook
+from lab_server import (
+    APPS,
+    jupyter_server,
+    kernel_pids,
+    open_and_run_all,
+    rss_mib,
+    server_log,
+    write_notebook,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -239,12 +247,25 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
 
             # a storm of slider moves: whatever replies arrive late, the view ends on the
             # last values, with the picture and the numbers of that state
+            (kernel,) = kernel_pids(root)
+            rss_before, log_before, errors_before = rss_mib(kernel), len(server_log(root)), len(errors)
             page.evaluate(STORM, {"moves": 500, "gap_ms": 20})
             final = state_key(layer=2, head=9, threshold=0.25, query=qy)
             expect(view).to_have_attribute("data-rendered", final, timeout=30_000)
             expect(caption).to_contain_text("layer 2 · head 9")
             check_metrics(view, metrics_of(2, 9, 0.25))
             expect(view.locator(".aw-stale")).to_be_hidden()
+            expect(view.locator(".aw-offline")).to_be_hidden()
+            # no error in the console or in the kernel's log, and the kernel did not grow
+            # (every head of every layer was visited: their metrics are cached, a few KB)
+            assert errors[errors_before:] == []
+            storm_log = server_log(root)[log_before:]
+            assert "Traceback" not in storm_log, storm_log
+            assert "Error" not in storm_log, storm_log
+            growth = rss_mib(kernel) - rss_before
+            (artifacts / f"storm-{app}.json").write_text(json.dumps(
+                {"kernel_rss_before_mib": rss_before, "kernel_rss_growth_mib": growth}))
+            assert growth < 4, f"the kernel grew by {growth:.1f} MiB during the storm"
 
             # ablation round trip: switch layer 2 head 9 off, the model re-runs, later layers
             # change (as Python computes them), the head is marked; switch it back on
