@@ -224,10 +224,10 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     }, NO_REPLY_MS);
   };
   const save = () => {
-    model.save_changes();
+    if (!noReplyTimer) armNoReply(); // first: sending to a dead kernel may throw
     pingSeq += 1;
+    model.save_changes();
     model.send({ type: "ping", seq: pingSeq });
-    if (!noReplyTimer) armNoReply();
   };
   const onCustom = (msg: { type?: string; seq?: number }) => {
     if (msg?.type !== "pong") return;

@@ -1,0 +1,89 @@
+"""Views over a notebook's life, in a real JupyterLab: two views, re-run cells, a kernel
+restart, a reopened notebook. No view may pass old data off as live."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from lab_server import jupyter_server, open_and_run_all, write_notebook
+
+pytestmark = pytest.mark.e2e
+
+CELLS = [
+    """import numpy as np
+from attnwidget import AttentionView
+from attnwidget.synthetic import create_synthetic_attention
+first = AttentionView(create_synthetic_attention(12, "diagonal"))
+first""",
+    """second = AttentionView.from_tensor(np.full((2, 3, 6, 6), 1 / 6, dtype=np.float32), layer=1)
+second""",
+]
+
+
+def rendered(layer=0, head=0):
+    return json.dumps(["head", layer, head, 0.1, None, 5, []], separators=(",", ":"))
+
+
+def test_views_stay_independent_and_never_pass_old_data_as_live(page, artifacts):
+    from playwright.sync_api import expect
+
+    with jupyter_server("lab", artifacts) as (url, token, root):
+        write_notebook(root / "life.ipynb", CELLS)
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        open_and_run_all(page, url, token, "lab", "life.ipynb")
+        views = page.locator(".jp-OutputArea-output .attnwidget")
+        expect(views).to_have_count(2, timeout=120_000)
+        first, second = views.nth(0), views.nth(1)
+        expect(first).to_have_attribute("data-rendered", rendered())
+        expect(second).to_have_attribute("data-rendered", rendered(layer=1))
+
+        # moving one view leaves the other as it was
+        second.locator("input.aw-slider-head").fill("2")
+        expect(second).to_have_attribute("data-rendered", rendered(layer=1, head=2))
+        expect(second.locator(".aw-caption")).to_contain_text("layer 1 · head 2")
+        expect(first).to_have_attribute("data-rendered", rendered())
+        expect(first.locator(".aw-caption")).to_contain_text("layer 0 · head 0")
+
+        # re-running a cell replaces its view by a new, live one
+        page.locator(".jp-Cell").nth(1).click()
+        page.keyboard.press("Control+Enter")
+        expect(views).to_have_count(2)
+        expect(views.nth(1)).to_have_attribute("data-rendered", rendered(layer=1))
+        views.nth(1).locator("input.aw-slider-head").fill("1")
+        expect(views.nth(1)).to_have_attribute("data-rendered", rendered(layer=1, head=1))
+        assert errors == [], errors
+
+        # save, then restart the kernel: the views stay on the page, but the first move
+        # that gets no answer turns them into labelled snapshots
+        page.get_by_role("menuitem", name="File", exact=True).click()
+        page.locator("li.lm-Menu-item[data-command='docmanager:save']").click()
+        expect(page.locator(".jp-mod-dirty")).to_have_count(0)
+        page.get_by_role("menuitem", name="Kernel", exact=True).click()
+        page.get_by_role("menuitem", name="Restart Kernel…").click()
+        page.locator(".jp-Dialog-button.jp-mod-accept").click()
+        toolbar = page.locator(".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator")
+        expect(toolbar).to_have_attribute("data-status", "idle", timeout=60_000)
+        first.locator("input.aw-slider-layer").fill("0")  # the slider of a one-layer view...
+        first.locator("input.aw-slider-head").fill("0")
+        first.locator("input.aw-slider-threshold").fill("0.5")  # ...and one real change
+        note = first.locator(".aw-offline")
+        expect(note).to_be_visible(timeout=15_000)
+        expect(note).to_contain_text("re-run its cell for a live view")
+        assert first.evaluate("e => e.classList.contains('aw-no-reply')")
+        page.screenshot(path=str(artifacts / "lifecycle-restarted.png"), full_page=True)
+
+        # reopening the saved notebook in a fresh page: no live model, a plain message
+        page.reload()
+        outputs = page.locator(".jp-OutputArea-output")
+        expect(outputs.first).to_contain_text("model not found", timeout=60_000)
+        expect(page.locator(".attnwidget canvas")).to_have_count(0)
+        # and running it again gives live views
+        expect(page.locator(".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator")).to_have_attribute(
+            "data-status", "idle", timeout=60_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        expect(views).to_have_count(2, timeout=120_000)
+        expect(views.nth(0)).to_have_attribute("data-rendered", rendered())
+        expect(views.nth(0).locator(".aw-offline")).to_be_hidden()
