@@ -22,6 +22,43 @@ from attnwidget.tokens import SCHEMES, Scheme, display_tokens
 #: un-normalised scores, which miss by far more.
 ROW_SUM_ATOL = 5e-3
 
+#: Largest record, in bytes of float32 weights, that extraction builds and a view shows
+#: (8 GiB: a 32-layer x 32-head stack at 2048 tokens is 16 GiB). Raise it when the
+#: machine has the memory; the usual remedy is to select layers and heads first.
+MAX_RECORD_BYTES = 8 * 2**30
+#: Largest single map, in cells, that a view shows (8192 x 8192 = 256 MiB of float32);
+#: its metrics need several times that while they are computed.
+MAX_MAP_CELLS = 8192 * 8192
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def check_size(layers: int, heads: int, queries: int, keys: int, name: str,
+               max_bytes: int | None = None, max_cells: int | None = None) -> None:
+    """Refuse a record over :data:`MAX_RECORD_BYTES` or a map over :data:`MAX_MAP_CELLS`.
+
+    The message names the argument, the size, the limit and how to get under it.
+    ``None`` limits mean the module's current values (read at call time).
+    """
+    max_bytes = MAX_RECORD_BYTES if max_bytes is None else max_bytes
+    max_cells = MAX_MAP_CELLS if max_cells is None else max_cells
+    size = 4 * layers * heads * queries * keys
+    if size > max_bytes:
+        raise ValueError(
+            f"{name}: {layers} layers x {heads} heads x {queries} x {keys} tokens of float32 is "
+            f"{_size(size)}, more than the limit of {_size(max_bytes)} (attnwidget.maps.MAX_RECORD_BYTES); "
+            "select layers and heads first, e.g. maps.select(layers=[0, 5], heads=[2, 3]) "
+            "or raw weights[[0, 5]][:, [2, 3]], or raise the limit if the machine has the memory"
+        )
+    if queries * keys > max_cells:
+        raise ValueError(
+            f"{name}: one map is {queries} x {keys} = {queries * keys:,} cells, more than the limit "
+            f"of {max_cells:,} (attnwidget.maps.MAX_MAP_CELLS, 8192 x 8192); show a window of "
+            "the tokens, e.g. AttentionView.from_tensor(w[..., :8192, :8192])"
+        )
+
 
 def _as_float32_tensor(weights: Any, name: str) -> torch.Tensor:
     if isinstance(weights, torch.Tensor):

@@ -29,7 +29,7 @@ import torch
 import traitlets
 
 from attnwidget._codec import encode_panel, pool_factor, pool_max
-from attnwidget.maps import AttentionMaps
+from attnwidget.maps import AttentionMaps, check_size
 from attnwidget.metrics import PanelMetrics, attention_rollout, head_badges
 from attnwidget.tokens import show_invisible
 
@@ -176,6 +176,9 @@ class AttentionView(anywidget.AnyWidget):
 
             maps = extract_attention(model, text, tokenizer, **extract_options)
             self._source_model = (model, text, tokenizer, extract_options)
+        # not caught by AttentionMaps itself (a record may be analysed in pieces); the view's
+        # caches and the browser's budget need a bound (see attnwidget.maps.check_size)
+        check_size(*maps.shape, "maps")
         self._maps = maps
         self._original = maps
         self._other: tuple[AttentionMaps, str] | None = None

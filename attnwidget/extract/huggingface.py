@@ -37,7 +37,7 @@ from attnwidget.extract._common import (
     pick_sequence,
     sequence_layers,
 )
-from attnwidget.maps import AttentionMaps
+from attnwidget.maps import AttentionMaps, check_size
 from attnwidget.tokens import Scheme
 
 STACKS = ("encoder", "decoder", "cross")
@@ -201,6 +201,27 @@ def _tokens(tokenizer: Any, ids: torch.Tensor) -> list[str]:
     return list(tokenizer.convert_ids_to_tokens([int(i) for i in ids]))
 
 
+def _check_record_size(config: Any, inputs: dict[str, Any], stack: str | None) -> None:
+    """Refuse before the forward an input whose record would pass MAX_RECORD_BYTES.
+
+    The model returns every layer's weights at once, so a too-long input would
+    otherwise fill the memory (and kill the kernel) before any check could run.
+    """
+    layers = getattr(config, "num_hidden_layers", None)
+    heads = getattr(config, "num_attention_heads", None)
+    if stack is not None:
+        layers = getattr(config, "decoder_layers" if stack != "encoder" else "encoder_layers", layers)
+        heads = getattr(config, "decoder_attention_heads" if stack != "encoder" else
+                        "encoder_attention_heads", heads)
+    if not isinstance(layers, int) or not isinstance(heads, int):
+        return  # unknown: the record's own size check still applies afterwards
+    q = inputs["input_ids"].shape[-1] if stack in (None, "encoder") else inputs.get(
+        "decoder_input_ids", inputs["input_ids"]).shape[-1]
+    k = inputs["input_ids"].shape[-1] if stack in (None, "encoder", "cross") else q
+    # the record holds one sequence (batch_index); long maps are fine here, only bytes count
+    check_size(layers, heads, q, k, "text_or_inputs", max_cells=2**62)
+
+
 def extract_hf(
     model: nn.Module,
     text_or_inputs: Any,
@@ -272,6 +293,7 @@ def extract_hf(
     if getattr(config, "use_cache", False):
         inputs["use_cache"] = False  # a KV cache is not needed and costs memory
 
+    _check_record_size(config, inputs, stack if seq2seq else None)
     modules = all_modules(model)
     with eval_mode(model, modules), eager_attention(model, modules), torch.inference_mode():
         out = model(**inputs, output_attentions=True, return_dict=True)
