@@ -194,6 +194,8 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const decodeDetail = () => {
     const d = model.get("detail");
     detail = d && "buffer" in d ? decodePanel(d as PanelMessage) : null;
+    // for tests and benchmarks: the full-resolution window now held, [q0, q1, k0, k1]
+    el.dataset.detail = detail ? JSON.stringify((d as { window?: number[] }).window ?? []) : "";
   };
   const decodeThumbs = () => {
     const a = model.get("atlas");
