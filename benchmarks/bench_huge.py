@@ -39,6 +39,7 @@ from lab_server import (  # noqa: E402
     jupyter_server,
     kernel_pids,
     open_and_run_all,
+    rss_mib,
     write_notebook,
 )
 
@@ -67,13 +68,6 @@ new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.p
 
 def state(layer: int, head: int, threshold: float = 0.1) -> str:
     return json.dumps(["head", layer, head, threshold, None, 5, []], separators=(",", ":"))
-
-
-def vm(pid: int, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(key)
 
 
 def run_case(page, url: str, token: str, root: Path, case: str) -> dict:
@@ -124,9 +118,9 @@ def run_case(page, url: str, token: str, root: Path, case: str) -> dict:
     return {
         "input_mib": INPUT_MIB[case],
         "kernel_after_imports_mib": round(kernel_mem["after_imports_mib"], 1),
-        "kernel_peak_mib": round(vm(pid, "VmHWM"), 1),
-        "kernel_final_mib": round(vm(pid, "VmRSS"), 1),
-        "kernel_peak_over_input_mib": round(vm(pid, "VmHWM") - kernel_mem["after_imports_mib"]
+        "kernel_peak_mib": round(rss_mib(pid, "VmHWM"), 1),
+        "kernel_final_mib": round(rss_mib(pid), 1),
+        "kernel_peak_over_input_mib": round(rss_mib(pid, "VmHWM") - kernel_mem["after_imports_mib"]
                                             - INPUT_MIB[case], 1),
         "first_render_s_incl_building_the_input": round(first_render_s, 2),
         "browser_js_heap_mib": round(metrics["JSHeapUsedSize"] / 2**20, 1),

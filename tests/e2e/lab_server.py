@@ -172,12 +172,12 @@ def kernel_pids(root: Path) -> list[int]:
     return pids
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process, MiB (VmRSS)."""
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process in MiB: now (``VmRSS``) or its peak (``VmHWM``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def server_log(root: Path) -> str:
