@@ -209,17 +209,6 @@ def _mha_hooks(site: Site, heads: list[int], mode: str):
 
 
 @contextlib.contextmanager
-def _no_mha_fastpath() -> Iterator[None]:
-    # the fused fast path skips the module's forward (and so its hooks) in eval mode
-    previous = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(previous)
-
-
-@contextlib.contextmanager
 def ablate_heads(model: nn.Module, heads: Mapping[int, Sequence[int] | int], mode: str = "zero") -> Iterator[
     list[Site]
 ]:
@@ -238,7 +227,9 @@ def ablate_heads(model: nn.Module, heads: Mapping[int, Sequence[int] | int], mod
     with contextlib.ExitStack() as stack:
         try:
             if any(sites[layer].kind == "mha" for layer in chosen):
-                stack.enter_context(_no_mha_fastpath())
+                from attnwidget.extract._common import no_mha_fastpath
+
+                stack.enter_context(no_mha_fastpath())
             for layer, hs in chosen.items():
                 site = sites[layer]
                 if site.kind == "mha":

@@ -112,3 +112,18 @@ def sequence_layers(per_layer: Sequence[torch.Tensor], batch_index: int | None) 
                 f"to match layer 0's {tuple(per_layer[0].shape)}"
             )
     return [pick_sequence(layer.detach(), batch_index) for layer in per_layer]
+
+
+@contextlib.contextmanager
+def no_mha_fastpath() -> Iterator[None]:
+    """PyTorch's fused attention fast path off inside the block, restored after.
+
+    In eval mode the fused nn.TransformerEncoderLayer / nn.MultiheadAttention path skips the
+    module's forward, so hooks on it (extraction's and ablation's) would not fire.
+    """
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)

@@ -20,9 +20,8 @@ forward raises. Layers are ordered by call order; a module called twice gives tw
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,6 +31,7 @@ from attnwidget.extract._common import (
     NoAttentionFoundError,
     check_text,
     eval_mode,
+    no_mha_fastpath,
     sequence_layers,
 )
 from attnwidget.maps import ROW_SUM_ATOL, AttentionMaps
@@ -100,17 +100,6 @@ def _candidates(
     if not chosen:
         raise ValueError("attention_modules: expected at least one module name, got none")
     return chosen, True
-
-
-@contextlib.contextmanager
-def _no_fastpath() -> Iterator[None]:
-    # The fused nn.TransformerEncoderLayer path never calls self_attn, so its hooks would not fire.
-    before = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(before)
 
 
 def _ask_per_head_weights(
@@ -203,7 +192,7 @@ def extract_hooks(
                     module.register_forward_pre_hook(_ask_per_head_weights, with_kwargs=True)
                 )
             handles.append(module.register_forward_hook(make_hook(name, module), with_kwargs=True))
-        with eval_mode(model), _no_fastpath(), torch.no_grad():
+        with eval_mode(model), no_mha_fastpath(), torch.no_grad():
             _run(model, inputs, forward_kwargs or {})
     finally:
         for handle in handles:
