@@ -3,9 +3,11 @@
 * :class:`TinyLM`: token + learned position embeddings, ``n_layers`` blocks of
   multi-head attention (``attnwidget.scratch.attention``, so the weights are
   the ones the labs compute by hand) and, unless ``attn_only``, an MLP; a
-  linear unembedding. The mask is ``"causal"`` (a language model) or
+  linear unembedding. The mask is ``"causal"`` (a language model),
   ``"reverse"`` (every query sees itself and the future: the model can copy the
-  answer, which is the cheat the masks lab shows).
+  answer, which is the cheat the masks lab shows) or ``"none"`` (no mask, every
+  query sees every position as in a bidirectional encoder: the same cheat,
+  since the future is in view too).
 * :func:`train`: a seeded, reproducible AdamW loop with a progress bar.
 * :func:`induction_batch` / :func:`train_induction`: sequences of random
   tokens repeated twice; a two-layer attention-only model learns to predict the
@@ -33,7 +35,8 @@ from torch import nn
 
 from attnwidget.scratch import attention, causal_mask, reverse_mask
 
-MASKS = ("causal", "reverse")
+#: The masks a :class:`TinyConfig` takes: the two triangular ones, and ``"none"`` (bidirectional).
+MASKS = ("causal", "reverse", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +53,10 @@ class TinyConfig:
 
     def __post_init__(self) -> None:
         if self.mask not in MASKS:
-            raise ValueError(f"mask: expected one of {MASKS}, got {self.mask!r}")
+            raise ValueError(
+                f"mask: expected one of {MASKS[:2]} or 'none' (no mask: every position sees "
+                f"every other, bidirectional), got {self.mask!r}"
+            )
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
 
@@ -70,8 +76,11 @@ class TinyAttention(nn.Module):
         B, T, D = x.shape
         q, k, v = (t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
                    for t in self.qkv(x).split(D, dim=-1))
-        mask = causal_mask(T) if self.mask_kind == "causal" else reverse_mask(T)
-        out, weights = attention(q, k, v, mask=mask.to(x.device))
+        if self.mask_kind == "none":  # bidirectional: every query sees every key
+            mask = None
+        else:
+            mask = (causal_mask(T) if self.mask_kind == "causal" else reverse_mask(T)).to(x.device)
+        out, weights = attention(q, k, v, mask=mask)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, D)), weights
 
 
@@ -287,7 +296,8 @@ def train_text_model(
     ``mask="reverse"`` trains the same model with the reverse mask, so each
     position also sees the character it must predict: the training loss falls
     to almost 0, yet the model has learnt nothing it can use when the future
-    is not there (see :func:`honest_loss`).
+    is not there (see :func:`honest_loss`). ``mask="none"`` (bidirectional, no
+    mask) cheats the same way: the next character is in view as well.
     """
     tok = CharTokenizer(TEXT_ALPHABET)
     data = torch.tensor(tok.encode(text))
