@@ -100,10 +100,11 @@ def _table(numbers: dict[str, Any], maps: Any) -> str:
     rows = []
     for layer in range(maps.n_layers):
         for h in range(maps.n_heads):
-            cells = [str(layer), html.escape(maps.head_names[h]),
+            cells = [str(layer), html.escape(show_invisible(maps.head_names[h])),
                      html.escape(str(numbers["pattern"][layer][h])),
                      html.escape(str(numbers["grade"][layer][h]))]
-            cells += [f"{numbers['statistics'][c][layer][h]:.4g}" for c in cols]
+            values = [numbers["statistics"][c][layer][h] for c in cols]
+            cells += ["–" if v is None else f"{v:.4g}" for v in values]  # None: an empty map
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table class='metrics'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -182,11 +183,8 @@ p.text,p.provenance{{overflow-wrap:anywhere}}</style>
     return index
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m attnwidget report",
-        description="Write an offline HTML report of every layer's and head's attention for one input.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The report's options, shared by ``attnwidget report`` and ``python -m attnwidget.report``."""
     parser.add_argument("text", help="the input text (quote it)")
     parser.add_argument("--model", default="minilm",
                         help="minilm (embedded all-MiniLM-L6-v2), tiny (the embedded induction LM) or "
@@ -194,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="report", type=Path, help="output folder (default: report/)")
     parser.add_argument("--no-png", action="store_true", help="skip the PNG figures (they need chromium)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the report from parsed arguments; exit status 0, or 2 with one line on stderr."""
     try:
         index = build(args.text, args.model, args.out, png=not args.no_png, progress=not args.quiet)
     except ReportError as exc:
@@ -202,3 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {index}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="attnwidget report",
+        description="Write an offline HTML report of every layer's and head's attention for one input.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -21,12 +21,34 @@ def run(*args, timeout=600):
 def test_help_explains_every_option():
     res = run("report", "--help")
     assert res.returncode == 0
+    assert res.stdout.startswith("usage: attnwidget report")
     for option in ("--model", "--out", "--no-png", "--quiet", "minilm", "tiny"):
         assert option in res.stdout
-    assert run().returncode == 2  # no command: usage, non-zero
+
+
+def test_command_line_exit_codes_and_streams():
+    from attnwidget import __version__
+
+    top = run("--help")  # help: stdout, exit 0
+    assert top.returncode == 0
+    assert top.stderr == ""
+    assert "report" in top.stdout
+    assert "version" in top.stdout
+    bare = run()  # no command: usage on stderr, exit 2
+    assert bare.returncode == 2
+    assert bare.stdout == ""
+    assert "a command is required (report or version)" in bare.stderr
     bad = run("plot")
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "error: command: expected 'report', got 'plot'"
+    assert bad.stdout == ""
+    assert "invalid choice: 'plot'" in bad.stderr
+    for args in (["version"], ["--version"]):
+        res = run(*args)
+        assert res.returncode == 0
+        assert res.stdout.strip() == f"attnwidget {__version__}"
+    missing = run("report")  # the text is required
+    assert missing.returncode == 2
+    assert "the following arguments are required: text" in missing.stderr
 
 
 @pytest.mark.parametrize(("args", "message"), [
