@@ -14,16 +14,24 @@ made visible (``⏎`` newline, ``⇥`` tab, ``␣`` a token that is only spaces)
 Special tokens such as ``[CLS]``, ``<s>`` or ``<|endoftext|>`` are kept as
 they are. The result is plain text: callers render it as text, never HTML.
 
-Characters that draw nothing but change what is around them are shown by
-name (:func:`show_invisible`): bidirectional controls (``U+202E`` would flip
-the rest of a caption), zero-width characters (a token that is only ``U+200B``
-would be an empty label) and other control characters, e.g. ``⟨RLO⟩``,
-``⟨ZWSP⟩``, ``⟨U+0007⟩``. This applies to every display form and to input text
-shown in captions and reports; the raw tokens keep the characters.
+Characters that draw nothing, or nothing of their own, are shown by name
+(:func:`show_invisible`), chosen by Unicode category rather than a hand list so
+that new code points are covered too: control (Cc), format (Cf: bidi controls,
+zero-width characters, the tag block U+E0000-E007F that can hide text in plain
+sight), private use (Co), surrogates (Cs), line and paragraph separators (Zl,
+Zp), unassigned code points (Cn), every space but U+0020 (Zs: a no-break or
+ideographic space looks like a space but is another character), and the
+default-ignorable marks and letters that categories file as visible (variation
+selectors, the combining grapheme joiner, Hangul fillers). ``U+202E`` would flip
+the rest of a caption and a token that is only ``U+200B`` would be an empty
+label; shown by name they read ``⟨RLO⟩``, ``⟨ZWSP⟩``, ``⟨U+0007⟩``, ``⟨TAG a⟩``,
+``⟨VS16⟩``. This applies to every display form and to input text shown in
+captions, figures and reports; the raw tokens keep the characters.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Literal
@@ -33,32 +41,80 @@ SCHEMES: tuple[str, ...] = ("bytelevel", "sentencepiece", "wordpiece", "plain")
 
 _SP_BYTE_PREFIX = "<0x"  # SentencePiece byte fallback pieces look like <0x0A>
 
-# Invisible characters with a common short name; other C0/C1 controls show as U+XXXX.
+#: Unicode general categories whose characters draw nothing of their own.
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Zl", "Zp", "Cn"})
+
+# Short names for the invisible characters people meet; the rest show as U+XXXX.
 _INVISIBLE_NAMES = {
     0x061C: "ALM", 0x200E: "LRM", 0x200F: "RLM", 0x202A: "LRE", 0x202B: "RLE", 0x202C: "PDF",
     0x202D: "LRO", 0x202E: "RLO", 0x2066: "LRI", 0x2067: "RLI", 0x2068: "FSI", 0x2069: "PDI",
     0x200B: "ZWSP", 0x200C: "ZWNJ", 0x200D: "ZWJ", 0x2060: "WJ", 0xFEFF: "ZWNBSP", 0x00AD: "SHY",
-    0x180E: "MVS", 0x2028: "LSEP", 0x2029: "PSEP",
+    0x180E: "MVS", 0x2028: "LSEP", 0x2029: "PSEP", 0x034F: "CGJ", 0x00A0: "NBSP", 0x202F: "NNBSP",
+    0x2007: "FIGSP", 0x3000: "IDSP", 0x2061: "FUNCTION APPLICATION", 0x2062: "INVISIBLE TIMES",
+    0x2063: "INVISIBLE SEPARATOR", 0x2064: "INVISIBLE PLUS", 0xFFF9: "IAA", 0xFFFA: "IAS",
+    0xFFFB: "IAT", 0x3164: "HANGUL FILLER", 0xFFA0: "HALFWIDTH HANGUL FILLER",
+    0x115F: "HANGUL CHOSEONG FILLER", 0x1160: "HANGUL JUNGSEONG FILLER",
 }
 
+# Default-ignorable code points (Unicode's DerivedCoreProperties) that are not in an
+# invisible category: categories file them as marks (Mn) or letters (Lo), yet they draw
+# nothing of their own. Python's unicodedata has no property lookup for these.
+_IGNORABLE_RANGES = (
+    (0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xE0100, 0xE01EF),
+)
 
-@lru_cache(maxsize=1)
-def _invisible_table() -> dict[int, str]:
-    table = {cp: f"⟨{name}⟩" for cp, name in _INVISIBLE_NAMES.items()}
-    for cp in [*range(0x20), *range(0x7F, 0xA0)]:
-        table[cp] = f"⟨U+{cp:04X}⟩"
-    table.update({ord("\n"): "⏎", ord("\r"): "⏎", ord("\t"): "⇥"})
-    return table
+
+def is_invisible(char: str) -> bool:
+    """True when ``char`` (one code point) draws nothing of its own; see the module docstring."""
+    cp = ord(char)
+    if cp == 0x20:
+        return False
+    category = unicodedata.category(char)
+    if category in INVISIBLE_CATEGORIES or category == "Zs":
+        return True
+    return any(lo <= cp <= hi for lo, hi in _IGNORABLE_RANGES)
+
+
+def _name(cp: int) -> str:
+    if cp in (0x0A, 0x0D):
+        return "⏎"
+    if cp == 0x09:
+        return "⇥"
+    if cp in _INVISIBLE_NAMES:
+        return f"⟨{_INVISIBLE_NAMES[cp]}⟩"
+    if 0xE0020 <= cp <= 0xE007E:  # tag characters mirror ASCII: show the hidden letter
+        return f"⟨TAG {chr(cp - 0xE0000)}⟩"
+    if 0xFE00 <= cp <= 0xFE0F:
+        return f"⟨VS{cp - 0xFE00 + 1}⟩"
+    if 0xE0100 <= cp <= 0xE01EF:
+        return f"⟨VS{cp - 0xE0100 + 17}⟩"
+    return f"⟨U+{cp:04X}⟩"
+
+
+class _InvisibleTable(dict):
+    """``str.translate`` table over all of Unicode, filled on first sight of each code point."""
+
+    def __missing__(self, cp: int) -> str | None:
+        value = _name(cp) if is_invisible(chr(cp)) else None
+        # None would delete the character in translate(); visible ones map to themselves
+        self[cp] = chr(cp) if value is None else value
+        return self[cp]
+
+
+_INVISIBLE_TABLE = _InvisibleTable()
 
 
 def show_invisible(text: str) -> str:
-    """``text`` with bidi controls, zero-width and control characters shown by name.
+    """``text`` with every character that draws nothing of its own shown by name.
 
-    Newlines and carriage returns become ``⏎``, tabs ``⇥``; e.g.
+    Newlines and carriage returns become ``⏎``, tabs ``⇥``, other invisible
+    characters ``⟨NAME⟩`` or ``⟨U+XXXX⟩`` (see :func:`is_invisible`); e.g.
     ``show_invisible("a\u202eb\n") == "a⟨RLO⟩b⏎"``. Visible text, RTL letters
-    included, is unchanged.
+    and emoji included, is unchanged; the joiners and variation selectors inside
+    emoji sequences are shown by name, since they are where text hides.
     """
-    return text.translate(_invisible_table())
+    return text.translate(_INVISIBLE_TABLE)
 
 
 @lru_cache(maxsize=1)

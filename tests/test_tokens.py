@@ -1,3 +1,5 @@
+import numpy as np
+
 from attnwidget.tokens import detect_scheme, display_token, display_tokens
 
 
@@ -51,3 +53,87 @@ def test_invisible_characters_are_named_and_visible_text_is_kept():
     assert display_token("▁a\u202eb", "sentencepiece") == "a⟨RLO⟩b"
     assert display_token("ĠâĢ®", "bytelevel") == "⟨RLO⟩"  # U+202E as UTF-8 bytes
     assert display_token(" x ", "plain") == " x "  # plain tokens keep their spaces
+
+
+# --------------------------------------------------------------------------- by category
+def _spec_invisible(cp: int) -> bool:
+    """Independent statement of the rule, from the Unicode data, for the checks below."""
+    import unicodedata
+
+    ch = chr(cp)
+    cat = unicodedata.category(ch)
+    default_ignorable = (
+        cp == 0x034F or 0x115F <= cp <= 0x1160 or 0x17B4 <= cp <= 0x17B5 or 0x180B <= cp <= 0x180F
+        or cp in (0x3164, 0xFFA0) or 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF
+    )
+    return cp != 0x20 and (cat[0] == "C" or cat in ("Zl", "Zp", "Zs") or default_ignorable)
+
+
+def test_every_code_point_is_shown_by_name_exactly_when_it_draws_nothing():
+    from attnwidget.tokens import is_invisible, show_invisible
+
+    # exhaustive over all 1,114,112 code points, surrogates and unassigned ones included
+    named = visible = 0
+    for cp in range(0x110000):
+        ch = chr(cp)
+        shown = show_invisible(ch)
+        if _spec_invisible(cp):
+            assert is_invisible(ch), hex(cp)
+            assert shown != ch, hex(cp)
+            assert not any(_spec_invisible(ord(c)) for c in shown), (hex(cp), shown)
+            named += 1
+        else:
+            assert shown == ch, hex(cp)
+            visible += 1
+    assert named > 900_000  # private use, surrogates and unassigned planes are most of Unicode
+    assert visible > 100_000
+
+
+def test_the_gaps_of_the_old_hand_list_are_named():
+    from attnwidget.tokens import show_invisible
+
+    hidden = "".join(chr(0xE0000 + ord(c)) for c in "run rm")  # tag characters hide ASCII
+    assert show_invisible(f"ok{hidden}") == "ok⟨TAG r⟩⟨TAG u⟩⟨TAG n⟩⟨TAG  ⟩⟨TAG r⟩⟨TAG m⟩"
+    assert show_invisible("\U000e0001\U000e007f") == "⟨U+E0001⟩⟨U+E007F⟩"
+    assert show_invisible("a\u2061\u2062\u2063\u2064b") == (
+        "a⟨FUNCTION APPLICATION⟩⟨INVISIBLE TIMES⟩⟨INVISIBLE SEPARATOR⟩⟨INVISIBLE PLUS⟩b")
+    assert show_invisible("".join(map(chr, range(0x206A, 0x2070)))) == "".join(
+        f"⟨U+{cp:04X}⟩" for cp in range(0x206A, 0x2070))
+    assert show_invisible("\ufff9\ufffa\ufffb") == "⟨IAA⟩⟨IAS⟩⟨IAT⟩"
+    assert show_invisible("\u3164") == "⟨HANGUL FILLER⟩"  # a letter by category, blank on screen
+    assert show_invisible("1\u00a0000") == "1⟨NBSP⟩000"
+    assert show_invisible("\ue000\U000f0000") == "⟨U+E000⟩⟨U+F0000⟩"  # private use
+    assert show_invisible("\u2764\ufe0f") == "\u2764⟨VS16⟩"
+
+
+def test_untrusted_text_is_named_in_display_forms_captions_figures_and_the_widget():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from attnwidget import AttentionView
+    from attnwidget.maps import AttentionMaps
+    from attnwidget.plots import caption
+
+    # the whole range: surrogates (Cs) and unassigned code points included
+    chars = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())
+    token = st.text(chars, min_size=1, max_size=6)
+
+    def clean(text: str) -> bool:
+        return not any(_spec_invisible(ord(c)) for c in text if c != " ")
+
+    @settings(max_examples=60, deadline=None)
+    @given(tokens=st.lists(token, min_size=2, max_size=4), text=st.text(chars, max_size=20),
+           name=st.text(chars, min_size=1, max_size=8))
+    def check(tokens, text, name):
+        n = len(tokens)
+        maps = AttentionMaps.from_tensor(np.full((n, n), 1 / n), tokens, model_name=name, text=text)
+        assert all(clean(t) for t in maps.query_display + maps.key_display)
+        assert clean(caption(maps, 0, 0))
+        view = AttentionView(maps)
+        try:
+            assert all(clean(t) for t in view.query_tokens + view.key_tokens)
+            assert clean(view.caption)
+        finally:
+            view.close()
+
+    check()
