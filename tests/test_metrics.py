@@ -510,3 +510,37 @@ def test_stack_equals_loop_property(w):
     for i, m in enumerate(w):
         for key, value in M.compute_attention_statistics(m).items():
             assert stack[key][i] == pytest.approx(value, rel=1e-9, abs=1e-12)
+
+
+def test_an_empty_map_says_nothing_is_attended():
+    import json
+
+    from attnwidget import AttentionMaps, AttentionView
+
+    # head 0: every row fully masked (all NaN, as naive softmax gives); head 1: a real map
+    w = np.full((1, 2, 3, 3), np.nan)
+    w[0, 1] = np.eye(3)
+    maps = AttentionMaps(w, list("abc"))
+    assert maps.empty_rows[0, 0].all()
+    assert list(M.identify_attention_pattern(maps)[0]) == ["empty", "diagonal"]
+    assert list(M.sharpness_grade(maps)[0]) == ["EMPTY", "SHARP"]
+    stats = M.compute_attention_statistics(maps)
+    for key, value in stats.items():  # undefined for the empty head, not 0
+        assert np.isnan(value[0, 0]), key
+        assert not np.isnan(value[0, 1]), key
+    assert stats["mean_entropy"][0, 1] == 0.0  # one-hot rows
+    assert np.isnan(M.compute_attention_sparsity(maps)[0, 0])
+    assert M.pattern_scores(maps)["attended_rows"].tolist() == [[0.0, 1.0]]
+    shown = M.panel_metrics(maps.head(0, 0), 0.1, query=1)
+    json.dumps(shown, allow_nan=False)  # None, never NaN, for the browser
+    assert (shown["pattern"], shown["grade"], shown["mean_entropy"], shown["sparsity"]) == (
+        "empty", "EMPTY", None, None)
+    assert shown["query"]["masked"] is True
+    assert M.head_badges(maps)["grade"].tolist() == [["EMPTY", "SHARP"]]
+    view = AttentionView(maps)
+    try:
+        assert (view.metrics["pattern"], view.metrics["grade"]) == ("empty", "EMPTY")
+        view.head = 1
+        assert (view.metrics["pattern"], view.metrics["grade"]) == ("diagonal", "SHARP")
+    finally:
+        view.close()

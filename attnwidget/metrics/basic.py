@@ -141,7 +141,8 @@ def compute_attention_sparsity(
 ) -> Any:
     """Fraction of weights strictly below ``threshold`` (in [0, 1]), one per matrix ``[...]``.
 
-    Only visible keys of non-empty rows are counted. A float for a 2-D input.
+    Only visible keys of non-empty rows are counted. A float for a 2-D input;
+    NaN for a map with no visible weight at all (every row fully masked).
     """
     threshold = check_threshold(threshold)
     p = prepare(attention_weights, "attention_weights", mask=mask, causal=causal, normalize=normalize)
@@ -169,7 +170,8 @@ def _sparsity(p: Prepared, threshold: float) -> torch.Tensor:
     if threshold > 0 and not p.dense:
         # hidden entries are 0, so below any threshold > 0: count them out
         below = below - (w.shape[-2] * w.shape[-1] - n_vis)
-    return torch.where(n_vis > 0, below / n_vis.clamp(min=1), torch.zeros_like(below))
+    # no visible weight at all (an empty map): the fraction is undefined, not 0
+    return torch.where(n_vis > 0, below / n_vis.clamp(min=1), torch.full_like(below, float("nan")))
 
 
 # --------------------------------------------------------------------------- top-k
@@ -371,12 +373,18 @@ def _statistics(p: Prepared) -> dict[str, torch.Tensor]:
     mean_h = masked_mean(h, p.rows, 1)
     max_h = p.n_keys.amax(dim=-1).clamp(min=1).log()
     norm_h = _mean_normalized_entropy(p)
-    return {
+    out = {
         "mean": mean, "std": std, "max": w_max, "min": w_min,
         "diagonal_mean": diag_mean, "diagonal_std": diag_std,
         "mean_entropy": mean_h, "max_entropy": max_h, "normalized_entropy": norm_h,
         "sparsity_gini": _gini(p), "effective_tokens": masked_mean(h.exp(), p.rows, 1),
     }
+    empty = ~p.rows.any(dim=-1)  # [...]: every row fully masked
+    if bool(empty.any()):
+        # nothing is attended: a mean, an entropy or a Gini over no weights is undefined,
+        # and 0 would read as "one sharp key"
+        out = {k: v.masked_fill(empty, float("nan")) for k, v in out.items()}
+    return out
 
 
 def compute_attention_statistics(
@@ -393,7 +401,9 @@ def compute_attention_statistics(
     coefficient of all visible weights, exact); ``effective_tokens`` (mean of
     ``exp(row entropy)``: how many keys a row spreads over).
 
-    Values are floats for a 2-D input and arrays ``[...]`` for a stack.
+    Values are floats for a 2-D input and arrays ``[...]`` for a stack. Every
+    value is NaN for a matrix whose rows are all fully masked: nothing is
+    attended, so there are no weights to summarise (see ``pattern == "empty"``).
     """
     p = prepare(attention, "attention", mask=mask, causal=causal, normalize=normalize)
     return {k: as_output(v) for k, v in _statistics(p).items()}

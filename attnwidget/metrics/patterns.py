@@ -22,6 +22,7 @@ from attnwidget.metrics.basic import (
 #: The labels :func:`identify_attention_pattern` returns, and the rules behind
 #: them, checked in this order (the first that holds wins).
 PATTERN_RULES: tuple[tuple[str, str], ...] = (
+    ("empty", "no query row has a visible key: nothing is attended (every row fully masked)"),
     ("diagonal", "diagonal mean > 0.5 and > 3 x the off-diagonal mean"),
     ("beginning_of_sequence", "first-column mean > 0.4"),
     ("broadcast", "largest column sum / queries > 0.6"),
@@ -34,7 +35,8 @@ PATTERNS = tuple(label for label, _ in PATTERN_RULES)
 #: Cut-offs on the relative row spread (see :func:`head_sharpness`).
 SHARP_CUTOFF = 0.5
 UNIFORM_CUTOFF = 0.1
-GRADES = ("SHARP", "MEDIUM", "UNIFORM")
+#: ``EMPTY``: no row has a visible key, so there is no spread to grade.
+GRADES = ("SHARP", "MEDIUM", "UNIFORM", "EMPTY")
 
 
 def _scores(p: Prepared, window: int = 2) -> dict[str, torch.Tensor]:
@@ -67,6 +69,7 @@ def _scores(p: Prepared, window: int = 2) -> dict[str, torch.Tensor]:
         "uniform": _mean_normalized_entropy(p),
         "block": _block_score(w, p.sums, col_sums, window, band),
         "previous_token": masked_mean(prev, prev_keep, 1) if prev.shape[-1] else torch.zeros_like(diag_mean),
+        "attended_rows": p.rows.to(w.dtype).mean(dim=-1),
     }
     p.cache["scores"] = scores
     return scores
@@ -149,6 +152,7 @@ def _block_score(
 
 def _label(s: dict[str, torch.Tensor]) -> np.ndarray:
     rules = [
+        s["attended_rows"] == 0,
         (s["diagonal"] > 0.5) & (s["diagonal"] > 3 * s["off_diagonal"]),
         s["beginning_of_sequence"] > 0.4,
         s["broadcast"] > 0.6,
@@ -190,7 +194,9 @@ def pattern_scores(
     ``std``: standard deviation of the weights (the uniform rule's measure);
     ``uniform``: mean normalised row entropy (1 = uniform rows); ``block``:
     block-diagonal contrast in [0, 1] (see ``_block_score``); ``previous_token``:
-    mean weight from each query on the key just before it.
+    mean weight from each query on the key just before it; ``attended_rows``:
+    share of the query rows that have a visible key (0 = an empty map, labelled
+    ``"empty"``: every row fully masked, nothing is attended).
     """
     p = prepare(attention, "attention", mask=mask, causal=causal, normalize=normalize)
     return {k: as_output(v) for k, v in _scores(p).items()}
@@ -238,9 +244,16 @@ def _mean_spread(p: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
     return masked_mean(std, p.rows, 1), masked_mean(rel, p.rows, 1)
 
 
-def _grade(rel: np.ndarray) -> np.ndarray:
-    """Relative spread -> ``"SHARP"``/``"MEDIUM"``/``"UNIFORM"`` (object array, same shape)."""
+def _empty(p: Prepared) -> np.ndarray:
+    """bool ``[...]``: matrices in which no row counts (every query fully masked)."""
+    return (~p.rows.any(dim=-1)).numpy()
+
+
+def _grade(rel: np.ndarray, empty: np.ndarray | None = None) -> np.ndarray:
+    """Relative spread -> ``"SHARP"``/``"MEDIUM"``/``"UNIFORM"``, ``"EMPTY"`` where ``empty``."""
     grade = np.where(rel >= SHARP_CUTOFF, "SHARP", np.where(rel < UNIFORM_CUTOFF, "UNIFORM", "MEDIUM"))
+    if empty is not None:
+        grade = np.where(empty, "EMPTY", grade)
     return grade.astype(object)
 
 
@@ -267,9 +280,11 @@ def sharpness_grade(attention: Any, *, mask: Any = None, causal: bool = False) -
     Cut-offs on :func:`head_sharpness` with ``relative=True``:
     SHARP >= :data:`SHARP_CUTOFF` (0.5; rows about as peaked as weight split over
     four keys or fewer), UNIFORM < :data:`UNIFORM_CUTOFF` (0.1; e.g. weight spread
-    evenly over half of 100+ keys), MEDIUM between.
+    evenly over half of 100+ keys), MEDIUM between; EMPTY when every row is fully
+    masked (nothing is attended, so there is nothing to grade).
     """
-    grade = _grade(np.asarray(head_sharpness(attention, relative=True, mask=mask, causal=causal)))
+    p = prepare(attention, "attention", mask=mask, causal=causal)
+    grade = _grade(_mean_spread(p)[1].numpy(), _empty(p))
     return grade.item() if grade.ndim == 0 else grade
 
 

@@ -27,7 +27,7 @@ from attnwidget.metrics.basic import (
 from attnwidget.metrics.compare import _kl
 from attnwidget.metrics.flow import _mixing_of, _rollout
 from attnwidget.metrics.history import _mean_entropy, _profile_measures, _received
-from attnwidget.metrics.patterns import _grade, _label, _mean_spread, _scores
+from attnwidget.metrics.patterns import _empty, _grade, _label, _mean_spread, _scores
 
 
 def head_summary(
@@ -57,7 +57,7 @@ def _head_summary(p: Prepared, threshold: float, k: int) -> dict[str, Any]:
         max_attention=_mean_row_max(p).numpy(),
         sharpness=sharp.numpy(),
         sharpness_relative=sharp_rel.numpy(),
-        grade=_grade(sharp_rel.numpy()),
+        grade=_grade(sharp_rel.numpy(), _empty(p)),
         pattern=_label(scores),
         scores={key: value.numpy() for key, value in scores.items()},
         top_k=idx.numpy(),
@@ -150,7 +150,7 @@ class PanelMetrics:
                 "pattern": _label(raw_scores).item(),
                 "scores": {key: _json_float(v) for key, v in raw_scores.items()},
                 "sharpness": _json_float(sharp_rel),
-                "grade": _grade(np.asarray(sharp_rel)).item(),
+                "grade": _grade(np.asarray(sharp_rel), _empty(p)).item(),
                 "shape": list(p.w.shape),
             }
             if p.w.numel() > KEEP_SORTED_CELLS:
@@ -193,7 +193,7 @@ class PanelMetrics:
     def at(self, threshold: float = 0.1, query: int | None = None, k: int = 3) -> dict[str, Any]:
         """Everything for one state of the view, as :func:`panel_metrics` documents it."""
         out = {**self.static(), "threshold": check_threshold(threshold)}
-        out["sparsity"] = self.sparsity(out["threshold"])
+        out["sparsity"] = _json_float(self.sparsity(out["threshold"]))
         if query is not None:
             out["query"] = self.query(query, k)
         return out
@@ -234,7 +234,7 @@ def head_badges(attention: Any, *, mask: Any = None, causal: bool = False) -> di
         "entropy": _mean_entropy(p).numpy(),
         "normalized_entropy": _mean_normalized_entropy(p).numpy(),
         "sharpness": rel.numpy(),
-        "grade": _grade(rel.numpy()),
+        "grade": _grade(rel.numpy(), _empty(p)),
     }
 
 
