@@ -84,3 +84,45 @@ def load_tiny_lm() -> tuple[Any, Any]:
     model.eval()
     model.name_or_path = TINY_LM_NAME
     return model, CharTokenizer()
+
+
+#: The names :func:`load` knows besides a local folder.
+EMBEDDED = ("minilm", "tiny")
+
+
+def load(spec: str, name: str = "spec") -> tuple[Any, Any]:
+    """``"minilm"``, ``"tiny"`` or a local transformers folder -> ``(model, tokenizer)``, offline.
+
+    A folder needs a ``config.json`` (and the weights and tokenizer files); the
+    model is loaded with eager attention, in eval mode. Anything else, a hub
+    name such as ``"bert-base-uncased"`` included, raises ValueError naming
+    ``name`` (the caller's argument): attnwidget never downloads.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(
+            f"{name}: expected 'minilm', 'tiny' or a local folder path, got {type(spec).__name__}"
+        )
+    if spec == "minilm":
+        return load_minilm()
+    if spec == "tiny":
+        return load_tiny_lm()
+    path = Path(spec)
+    if path.is_dir() and (path / "config.json").is_file():
+        _require("transformers", f"loading the model in {str(path)!r}")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub; never try it
+        from transformers import AutoModel, AutoTokenizer
+
+        model = AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()
+        return model, AutoTokenizer.from_pretrained(str(path))
+    if path.is_dir():
+        raise ValueError(
+            f"{name}: the folder {str(path)!r} has no config.json, so it holds no transformers model"
+        )
+    raise ValueError(
+        f"{name}: {str(spec)!r} is neither an embedded model nor a local folder. attnwidget works "
+        "offline and never downloads from the Hugging Face Hub, so a hub name (e.g. "
+        "'bert-base-uncased') cannot be loaded here. Pass 'minilm' (the embedded all-MiniLM-L6-v2, "
+        "a 6-layer BERT encoder), 'tiny' (the embedded tiny causal LM), a local folder with "
+        "config.json, weights and tokenizer (e.g. one saved with save_pretrained), or a model "
+        "object you loaded yourself"
+    )

@@ -29,15 +29,15 @@ from bokeh.models import (
     LinearColorMapper,
     Whisker,
 )
-from bokeh.palettes import Cividis256, Greys256, Inferno256, Magma256, Viridis256
+from bokeh.palettes import Cividis256, Greys256, Inferno256, Magma256, Plasma256, Viridis256
 from bokeh.plotting import figure
 
 from attnwidget import metrics as M  # noqa: N812 (the package's usual short name)
 from attnwidget.maps import AttentionMaps
 from attnwidget.tokens import show_invisible
 
-PALETTES = {"viridis": Viridis256, "magma": Magma256, "inferno": Inferno256, "cividis": Cividis256,
-            "greys": tuple(reversed(Greys256))}
+PALETTES = {"viridis": Viridis256, "plasma": Plasma256, "magma": Magma256, "inferno": Inferno256,
+            "cividis": Cividis256, "greys": tuple(reversed(Greys256))}
 #: Text in titles is shortened to this many characters.
 TITLE_TEXT_CHARS = 60
 
@@ -128,10 +128,14 @@ def _matrix_figure(
 def matrix_figure(
     weights: Any, query_labels: Sequence[str], key_labels: Sequence[str], title: str, *,
     palette: str = "viridis", adaptive: bool = False, threshold: float | None = None, size: int = 520,
+    annotate: bool = False,
 ) -> Any:
-    """Any ``[Q, K]`` map (a head, a head average, a rollout) with tokens, colour bar and hover."""
+    """Any ``[Q, K]`` map (a head, a head average, a rollout) with tokens, colour bar and hover.
+
+    ``annotate=True`` writes each value in its cell (small maps only, at most 400 cells).
+    """
     return _matrix_figure(np.asarray(weights), query_labels, key_labels, title, palette,
-                          None if adaptive else 1.0, size=size, threshold=threshold)
+                          None if adaptive else 1.0, annotate, size=size, threshold=threshold)
 
 
 def heatmap(

@@ -64,9 +64,16 @@ def _find_weights(output: Any) -> torch.Tensor | None:
     return found[0] if found else None
 
 
-def _candidates(
+def attention_candidates(
     model: nn.Module, attention_modules: Sequence[str | nn.Module] | None
 ) -> tuple[list[tuple[str, nn.Module]], bool]:
+    """The ``(name, module)`` pairs to hook, and whether the caller named them.
+
+    ``attention_modules=None``: every ``nn.MultiheadAttention`` and every module
+    whose name (last dotted part) or class name matches :data:`NAME_PATTERN`.
+    Otherwise names (as in ``model.named_modules()``) or module objects; an
+    unknown name raises ValueError listing similar names.
+    """
     named = dict(model.named_modules())
     if attention_modules is None:
         found = [
@@ -115,6 +122,48 @@ def _ask_per_head_weights(
     return tuple(args), kwargs
 
 
+def layer_weights(
+    module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+) -> torch.Tensor | None:
+    """The weights a hooked module returned, as ``[batch, heads, Q, K]``, or None if it returned none.
+
+    ``nn.MultiheadAttention`` on unbatched input gives ``[H, Q, K]`` (a batch
+    axis is added); a custom module returning ``[B, Q, K]`` has one head (a head axis is added).
+    """
+    weights = _find_weights(output)
+    if weights is None:
+        return None
+    if isinstance(module, nn.MultiheadAttention):
+        query = args[0] if args else kwargs.get("query")
+        if query is not None and query.dim() == 2:  # unbatched: [H, Q, K]
+            weights = weights.unsqueeze(0)
+    elif weights.ndim == 3:  # custom module, one head: [B, Q, K]
+        weights = weights.unsqueeze(1)
+    return weights
+
+
+def is_passed_through(weights: torch.Tensor, captured: Sequence[torch.Tensor]) -> bool:
+    """True when ``weights`` is a tensor already captured in this forward.
+
+    An outer module (BERT's ``attention``) that passes its inner module's
+    (``attention.self``) weights through is not a new layer.
+    """
+    return any(w.data_ptr() == weights.data_ptr() and w.shape == weights.shape for w in captured)
+
+
+def hook_module(module: nn.Module, hook: Any) -> list[torch.utils.hooks.RemovableHandle]:
+    """Register ``hook(module, args, kwargs, output)`` after ``module``'s forward; return the handles.
+
+    An ``nn.MultiheadAttention`` also gets a pre-hook that asks it for
+    per-head weights (its output is unchanged). Remove every handle to undo.
+    """
+    handles = []
+    if isinstance(module, nn.MultiheadAttention):
+        handles.append(module.register_forward_pre_hook(_ask_per_head_weights, with_kwargs=True))
+    handles.append(module.register_forward_hook(hook, with_kwargs=True))
+    return handles
+
+
 def _run(model: nn.Module, inputs: Any, forward_kwargs: Mapping[str, Any]) -> None:
     if isinstance(inputs, Mapping):
         model(**inputs, **forward_kwargs)
@@ -157,7 +206,7 @@ def extract_hooks(
         if tokens is None:
             tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())
         inputs = ids
-    candidates, explicit = _candidates(model, attention_modules)
+    candidates, explicit = attention_candidates(model, attention_modules)
 
     captured: list[tuple[str, torch.Tensor]] = []
     calls: dict[str, int] = {}
@@ -165,19 +214,11 @@ def extract_hooks(
 
     def make_hook(name: str, module: nn.Module) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            weights = _find_weights(output)
+            weights = layer_weights(mod, args, kwargs, output)
             if weights is None:
                 return
             answered.add(name)
-            if isinstance(mod, nn.MultiheadAttention):
-                query = args[0] if args else kwargs.get("query")
-                if query is not None and query.dim() == 2:  # unbatched: [H, Q, K]
-                    weights = weights.unsqueeze(0)
-            elif weights.ndim == 3:  # custom module, one head: [B, Q, K]
-                weights = weights.unsqueeze(1)
-            # an outer module passing an inner module's weights through is not a new layer
-            if any(w.data_ptr() == weights.data_ptr() and w.shape == weights.shape
-                   for _, w in captured):
+            if is_passed_through(weights, [w for _, w in captured]):
                 return
             calls[name] = calls.get(name, 0) + 1
             label = name if calls[name] == 1 else f"{name}#{calls[name]}"
@@ -187,11 +228,7 @@ def extract_hooks(
     handles = []
     try:
         for name, module in candidates:
-            if isinstance(module, nn.MultiheadAttention):
-                handles.append(
-                    module.register_forward_pre_hook(_ask_per_head_weights, with_kwargs=True)
-                )
-            handles.append(module.register_forward_hook(make_hook(name, module), with_kwargs=True))
+            handles.extend(hook_module(module, make_hook(name, module)))
         with eval_mode(model), no_mha_fastpath(), torch.no_grad():
             _run(model, inputs, forward_kwargs or {})
     finally:
