@@ -396,19 +396,40 @@ class AttentionMaps:
         )
 
     def _check_index(self, value: int, name: str, size: int) -> int:
+        """``value`` as an index in ``0..size-1``; negative values count from the end, as in Python."""
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name}: expected an int in 0..{size - 1}, got {type(value).__name__}")
-        if not 0 <= value < size:
-            raise IndexError(f"{name}: expected 0..{size - 1}, got {value}")
-        return int(value)
+            raise TypeError(
+                f"{name}: expected an int in 0..{size - 1} (or -{size}..-1 from the end), "
+                f"got {type(value).__name__}"
+            )
+        if not -size <= value < size:
+            raise IndexError(f"{name}: expected 0..{size - 1} (or -{size}..-1 from the end), got {value}")
+        return int(value) % size
+
+    def save(self, path: Any) -> Any:
+        """Write the record to one file (weights, masks, tokens, provenance); see :mod:`attnwidget.store`.
+
+        ``AttentionMaps.load(path)`` gives it back on any machine, without the model.
+        Returns the path.
+        """
+        from attnwidget.store import save_maps
+
+        return save_maps(self, path)
+
+    @classmethod
+    def load(cls, path: Any) -> AttentionMaps:
+        """Read a record written by :meth:`save` (validated; a damaged file raises ValueError naming it)."""
+        from attnwidget.store import load_maps
+
+        return load_maps(path)
 
     def layer(self, layer: int) -> np.ndarray:
-        """One layer's heads as numpy float32 ``[head, query_pos, key_pos]`` (a view)."""
+        """One layer's heads as numpy float32 ``[head, query_pos, key_pos]`` (a view); ``-1`` is the last."""
         layer = self._check_index(layer, "layer", self.n_layers)
         return self._layers[layer].numpy()
 
     def head(self, layer: int, head: int) -> np.ndarray:
-        """One head's map as numpy float32 ``[query_pos, key_pos]`` (a view)."""
+        """One head's map as numpy float32 ``[query_pos, key_pos]`` (a view); negative indices count from the end."""
         layer = self._check_index(layer, "layer", self.n_layers)
         head = self._check_index(head, "head", self.n_heads)
         return self._layers[layer][head].numpy()
@@ -432,7 +453,7 @@ class AttentionMaps:
     def select(
         self, layers: Sequence[int] | int | None = None, heads: Sequence[int] | int | None = None
     ) -> AttentionMaps:
-        """A new record with only the given layers and/or heads (names kept)."""
+        """A new record with only the given layers and/or heads (names kept; negative indices allowed)."""
         def pick(sel: Any, size: int, name: str) -> list[int]:
             if sel is None:
                 return list(range(size))

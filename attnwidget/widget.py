@@ -244,9 +244,10 @@ class AttentionView(anywidget.AnyWidget):
 
     # ------------------------------------------------------------------ validation
     def _in_range(self, name: str, value: int, size: int) -> int:
-        if not 0 <= value < size:
-            raise traitlets.TraitError(f"{name}: expected 0..{size - 1}, got {value}")
-        return value
+        # negative values count from the end, as everywhere in Python (-1: the last layer)
+        if not -size <= value < size:
+            raise traitlets.TraitError(f"{name}: expected 0..{size - 1} (or -{size}..-1), got {value}")
+        return value % size
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal: dict[str, Any]) -> int:
@@ -260,9 +261,9 @@ class AttentionView(anywidget.AnyWidget):
     def _valid_query(self, proposal: dict[str, Any]) -> int | None:
         value = proposal["value"]
         Q = self.maps.shape[2]
-        if value is not None and not 0 <= value < Q:
-            raise traitlets.TraitError(f"query: expected 0..{Q - 1} or None, got {value}")
-        return value
+        if value is not None and not -Q <= value < Q:
+            raise traitlets.TraitError(f"query: expected 0..{Q - 1} (or -{Q}..-1) or None, got {value}")
+        return None if value is None else value % Q
 
     @traitlets.validate("threshold")
     def _valid_threshold(self, proposal: dict[str, Any]) -> float:
@@ -310,13 +311,14 @@ class AttentionView(anywidget.AnyWidget):
                 "AttentionView(model, text, tokenizer=...) to ablate heads"
             )
         out = set()
+        L, H = self.n_layers, self.n_heads
         for pair in pairs:
-            if len(pair) != 2 or not (0 <= pair[0] < self.n_layers and 0 <= pair[1] < self.n_heads):
+            if len(pair) != 2 or not (-L <= pair[0] < L and -H <= pair[1] < H):
                 raise traitlets.TraitError(
-                    f"ablated: expected [layer, head] pairs with layer 0..{self.n_layers - 1} and "
-                    f"head 0..{self.n_heads - 1}, got {pair}"
+                    f"ablated: expected [layer, head] pairs with layer 0..{L - 1} and "
+                    f"head 0..{H - 1} (negative from the end), got {pair}"
                 )
-            out.add((int(pair[0]), int(pair[1])))
+            out.add((int(pair[0]) % L, int(pair[1]) % H))
         return [list(p) for p in sorted(out)]
 
     @traitlets.validate("ablation_mode")

@@ -92,10 +92,16 @@ def test_slicing_helpers():
     assert sub.shape == (2, 1, 5, 5)
     assert sub.layer_names == ("z", "x")
     np.testing.assert_array_equal(sub.to_numpy()[0, 0], w[2, 1])
-    with pytest.raises(IndexError, match=r"layer: expected 0..2, got 3"):
+    with pytest.raises(IndexError, match=r"layer: expected 0..2 \(or -3..-1 from the end\), got 3"):
         maps.head(3, 0)
-    with pytest.raises(IndexError, match=r"head: expected 0..3, got -1"):
-        maps.head(0, -1)
+    with pytest.raises(IndexError, match=r"head: expected 0..3 \(or -4..-1 from the end\), got -5"):
+        maps.head(0, -5)
+    # negative indices count from the end, as in Python and in handout 001's layer_idx=-1
+    np.testing.assert_array_equal(maps.head(-1, -1), w[2, 3])
+    np.testing.assert_array_equal(maps.layer(-1), w[-1])
+    assert maps.select(layers=-1, heads=[-2]).layer_names == ("z",)
+    np.testing.assert_array_equal(maps.select(layers=-1, heads=[-2]).to_numpy()[0, 0], w[2, 2])
+    assert maps.head_mean(heads=[-1, 0]).averaged_heads == (3, 0)
 
 
 def test_head_mean_is_marked_as_an_average():

@@ -63,11 +63,11 @@ def test_auto_scale_spans_the_panel_maximum():
 def test_trait_validation_states_the_range():
     view = AttentionView.from_tensor(stack(np.random.default_rng(1)))
     cases = [
-        ("layer", 2, r"layer: expected 0..1, got 2"),
-        ("head", -1, r"head: expected 0..2, got -1"),
+        ("layer", 2, r"layer: expected 0..1 \(or -2..-1\), got 2"),
+        ("head", -4, r"head: expected 0..2 \(or -3..-1\), got -4"),
         ("threshold", 1.5, r"threshold: expected 0..1, got 1.5"),
         ("threshold", float("nan"), r"threshold: expected 0..1, got nan"),
-        ("query", 4, r"query: expected 0..3 or None, got 4"),
+        ("query", 4, r"query: expected 0..3 \(or -4..-1\) or None, got 4"),
         ("mode", "heads", r"mode: expected one of \('head', 'grid', 'average', 'rollout'\), got 'heads'"),
         ("colormap", "jet", r"colormap: expected one of \('viridis', .*\), got 'jet'"),
         ("scale", "log", r"scale: expected one of \('auto', 'fixed'\), got 'log'"),
@@ -78,6 +78,8 @@ def test_trait_validation_states_the_range():
         with pytest.raises(traitlets.TraitError, match=message):
             setattr(view, name, value)
     assert (view.layer, view.head, view.threshold, view.query, view.mode) == (0, 0, 0.1, None, "head")
+    view.layer, view.head, view.query = -1, -1, -1  # from the end, as in Python
+    assert (view.layer, view.head, view.query) == (1, 2, 3)
     with pytest.raises(traitlets.TraitError):
         view.panel = {}
     with pytest.raises(traitlets.TraitError):
