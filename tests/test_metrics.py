@@ -326,6 +326,45 @@ def test_rollout_fusions_and_discard():
         M.attention_rollout(w, head_fusion="median")
 
 
+def _rollout_loop(w, fusion, discard_ratio, residual):
+    """Plain per-row loop of rollout's definition (numpy), independent of the row-block code."""
+    L, _, Q, _ = w.shape
+    fuse = {"mean": np.mean, "max": np.max, "min": np.min}[fusion]
+    out, acc = [], None
+    for layer in range(L):
+        a = fuse(w[layer], axis=0)
+        mix = np.zeros((Q, Q))
+        for i in range(Q):
+            row = a[i].copy()
+            n_drop = int(discard_ratio * Q)
+            if n_drop:
+                others = [j for j in np.argsort(row, kind="stable") if j != i][:n_drop]
+                row[others] = 0
+            if residual:
+                row = 0.5 * row
+                row[i] += 0.5
+            mix[i] = row / row.sum() if row.sum() > 0 else np.eye(Q)[i]
+        acc = mix if acc is None else mix @ acc
+        out.append(acc)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("block_cells", [7, 2**22])  # 7 cells: one row per block, 13 blocks
+def test_rollout_in_row_blocks_equals_the_definition(monkeypatch, block_cells):
+    import attnwidget.metrics.flow as flow
+
+    monkeypatch.setattr(flow, "MIXING_BLOCK_CELLS", block_cells)
+    rng = np.random.default_rng(31)
+    w = rng.random((3, 4, 13, 13)) ** 4  # distinct weights: no ties in the discard order
+    w[:, :, 5] = 0  # a fully masked query row in every layer
+    w /= np.where(w.sum(-1, keepdims=True) > 0, w.sum(-1, keepdims=True), 1)
+    for fusion in ("mean", "max", "min"):
+        for discard, residual in ((0.0, True), (0.3, True), (0.0, False)):
+            got = M.attention_rollout(w, head_fusion=fusion, discard_ratio=discard, residual=residual)
+            # float64 in, float64 through: differences are rounding of a few products per cell
+            np.testing.assert_allclose(got, _rollout_loop(w, fusion, discard, residual), atol=1e-12)
+
+
 def test_flow_hand_solved_graph():
     a1 = np.array([[0.2, 0.8], [0.6, 0.4]])
     a2 = np.array([[0.9, 0.1], [0.3, 0.7]])

@@ -34,25 +34,47 @@ def _mixing(attention: Any, head_fusion: str, discard_ratio: float, residual: bo
     return _mixing_of(w, head_fusion, discard_ratio, residual)
 
 
+#: Rows of the fused map built at a time, in cells (16 MiB of float32): rollout's working
+#: memory beyond its result stays this small even for an 8192 x 8192 map.
+MIXING_BLOCK_CELLS = 2**22
+
+
 def _mixing_of(w: torch.Tensor, head_fusion: str, discard_ratio: float, residual: bool) -> torch.Tensor:
     if w.ndim != 4:
         raise ValueError(f"attention: expected [layers, heads, Q, K], got shape {tuple(w.shape)}")
-    Q, K = w.shape[-2:]
+    L, _, Q, K = w.shape
     if Q != K:
         raise ValueError(f"attention: rollout needs self-attention (Q == K), got Q={Q}, K={K}")
-    fused = {"mean": lambda: w.mean(1), "max": lambda: w.amax(1), "min": lambda: w.amin(1)}[head_fusion]()
-    eye = torch.eye(Q, dtype=w.dtype)
-    if discard_ratio > 0:
-        # per row, drop the weakest share of keys (never the query's own position)
-        n_drop = int(discard_ratio * K)
-        if n_drop:
-            low = fused.masked_fill(eye.bool(), float("inf")).topk(n_drop, dim=-1, largest=False).indices
-            fused = fused.scatter(-1, low, 0.0)
-    if residual:
-        fused = 0.5 * fused + 0.5 * eye
-    sums = fused.sum(-1, keepdim=True)
-    # an all-zero row (fully masked query without residual) keeps its own token only
-    return torch.where(sums > 0, fused / sums.clamp(min=1e-30), eye.expand_as(fused))
+    reduce = {"mean": torch.mean, "max": torch.amax, "min": torch.amin}[head_fusion]
+    n_drop = int(discard_ratio * K)
+    mix = torch.empty(L, Q, Q, dtype=w.dtype)
+    step = max(1, MIXING_BLOCK_CELLS // Q)
+    # Built in row blocks, in place in the result: whole-map temporaries (fused heads, the
+    # identity, the residual sum, the normalised copy) would cost several maps' worth of
+    # memory at 8192 tokens.
+    for layer in range(L):
+        for r0 in range(0, Q, step):
+            r1 = min(r0 + step, Q)
+            block = mix[layer, r0:r1]  # [b, Q], a view into the result
+            reduce(w[layer, :, r0:r1], 0, out=block)
+            rows = torch.arange(r1 - r0)
+            diag = torch.arange(r0, r1)  # each row's own position
+            if n_drop:
+                # per row, drop the weakest share of keys (never the query's own position)
+                low = block.clone()
+                low[rows, diag] = float("inf")
+                block.scatter_(-1, low.topk(n_drop, dim=-1, largest=False).indices, 0.0)
+            if residual:
+                block.mul_(0.5)
+                block[rows, diag] += 0.5
+            sums = block.sum(-1)
+            block.div_(sums.clamp(min=1e-30).unsqueeze(-1))
+            # an all-zero row (fully masked query without residual) keeps its own token only
+            empty = sums <= 0
+            if bool(empty.any()):
+                block[empty] = 0.0
+                block[rows[empty], diag[empty]] = 1.0
+    return mix
 
 
 def attention_rollout(
@@ -72,13 +94,13 @@ def attention_rollout(
 
 
 def _rollout(mix: torch.Tensor) -> torch.Tensor:
-    out = torch.empty_like(mix)
-    acc = mix[0]
-    out[0] = acc
+    """``R_l = A_l R_(l-1)`` over ``mix [L, Q, Q]``, in place (``mix`` becomes the rollout).
+
+    One ``[Q, Q]`` product is alive at a time, so the memory beyond the result is one map.
+    """
     for layer in range(1, mix.shape[0]):
-        acc = mix[layer] @ acc
-        out[layer] = acc
-    return out
+        mix[layer] = mix[layer] @ mix[layer - 1]
+    return mix
 
 
 def attention_flow(
