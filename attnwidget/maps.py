@@ -429,7 +429,7 @@ class AttentionMaps:
         return self._layers[layer].numpy()
 
     def head(self, layer: int, head: int) -> np.ndarray:
-        """One head's map as numpy float32 ``[query_pos, key_pos]`` (a view); negative indices count from the end."""
+        """One head's map as numpy float32 ``[query_pos, key_pos]`` (a view); negatives count from the end."""
         layer = self._check_index(layer, "layer", self.n_layers)
         head = self._check_index(head, "head", self.n_heads)
         return self._layers[layer][head].numpy()

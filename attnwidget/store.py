@@ -111,7 +111,8 @@ def load_maps(path: str | Path) -> AttentionMaps:
         except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
             raise _bad(path, f"meta.json is damaged: {exc}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise _bad(path, f"meta.json names format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+            named = meta.get("format") if isinstance(meta, dict) else meta
+            raise _bad(path, f"meta.json names format {named!r}")
         if meta.get("format_version") != FORMAT_VERSION:
             raise _bad(path, f"format version {meta.get('format_version')!r}, this attnwidget reads "
                              f"version {FORMAT_VERSION}; upgrade attnwidget")

@@ -51,10 +51,7 @@ def one(n: int, layers: int, which: str) -> dict:
     mib = 2**20
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()
-    if which == "attnwidget":
-        result = attention_rollout(w)
-    else:
-        result = reference(w).numpy()
+    result = attention_rollout(w) if which == "attnwidget" else reference(w).numpy()
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"n": n, "layers": layers, "impl": which, "seconds": round(seconds, 3),
@@ -83,10 +80,11 @@ def main() -> None:
                                      check=True, capture_output=True, text=True)
                 pair[impl] = json.loads(res.stdout)
                 rows.append(pair[impl])
-            ratio = pair["attnwidget"]["peak_over_record_mib"] / max(1, pair["reference"]["peak_over_record_mib"])
-            print(f"n={n:5d} L={layers}: working memory over the record {pair['attnwidget']['peak_over_record_mib']} MiB "
-                  f"(reference {pair['reference']['peak_over_record_mib']} MiB, ratio {ratio:.2f}); "
-                  f"{pair['attnwidget']['seconds']} s vs {pair['reference']['seconds']} s")
+            ours, ref = pair["attnwidget"], pair["reference"]
+            ratio = ours["peak_over_record_mib"] / max(1, ref["peak_over_record_mib"])
+            print(f"n={n:5d} L={layers}: working memory over the record {ours['peak_over_record_mib']} MiB "
+                  f"(reference {ref['peak_over_record_mib']} MiB, ratio {ratio:.2f}); "
+                  f"{ours['seconds']} s vs {ref['seconds']} s")
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
                                "rows": rows}, indent=1) + "\n")
