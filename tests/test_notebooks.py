@@ -172,3 +172,141 @@ def test_ablation_notebook(minilm):
     assert summary["top"] == list(np.unravel_index(np.argmax(sweep["score"]), sweep["score"].shape))
     assert summary["effect_score"] == pytest.approx(float(sweep["score"].max()), rel=1e-9)
     assert summary["view_effect_score"] == pytest.approx(summary["effect_score"], rel=1e-9)
+
+
+def test_attention_surgeon_notebook():
+    """Notebook 11: the handout's checks 1-4 and the bonus challenges, recomputed section by section.
+
+    Each section of the notebook seeds its own generator, so each is replayed here with attnwidget
+    (or plain torch where the notebook demonstrates a torch fact).
+    """
+    import math
+
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from attnwidget.scratch import (
+        attention,
+        attention_dropout,
+        cross_attention,
+        grouped_query_attention,
+        topk_attention,
+    )
+
+    summary = last_json(run_notebook("11-attention-surgeon.ipynb"))
+
+    # check 1: the std of q.k is sqrt(d_k) (4096 samples: the sample std is within ~1.2% per SE)
+    g = torch.Generator().manual_seed(1)
+    for d_k in (16, 64, 256, 1024):
+        q, k = (torch.randn(4096, d_k, generator=g, dtype=torch.float64) for _ in range(2))
+        std = float((q * k).sum(-1).std())
+        assert summary["check1_score_std"][str(d_k)] == pytest.approx(std, rel=1e-12)
+        assert std == pytest.approx(math.sqrt(d_k), rel=0.05)
+    q, k, v = (torch.randn(64, 1024, generator=g, dtype=torch.float64) for _ in range(3))
+    for scale in (True, False):
+        expected = float(attention(q, k, v, scale=scale)[1].max(-1).values.mean())
+        assert summary["check1_max_weight"][str(scale)] == pytest.approx(expected, rel=1e-9)
+    assert summary["check1_max_weight"]["False"] > 0.9 > 0.3 > summary["check1_max_weight"]["True"]
+
+    # check 2: a 0 fill keeps e^0 / Z of the weight; -inf removes it; both handout mask forms agree
+    check2 = summary["check2"]
+    assert check2["zero_fill_leak"] == pytest.approx(
+        float(torch.softmax(torch.tensor([2.0, 1.0, -1.0, 0.0]), -1)[3]), rel=1e-6)
+    assert check2["neginf_leak"] == 0.0
+    assert check2["forms_agree"]
+    g = torch.Generator().manual_seed(2)
+    Q, K, _ = (torch.randn(1, 6, 16, generator=g) for _ in range(3))
+    biased = torch.softmax(Q @ K.transpose(-1, -2) / 4 + torch.tril(torch.ones(6, 6)), -1)
+    future = check2["future_weight"]
+    assert future["0/1 mask added as a bias"] == pytest.approx(float(biased.triu(1).sum(-1).max()), rel=1e-5)
+    assert future["additive mask"] == future["0/1 keep-mask"] == 0.0
+
+    # check 3 and 4: output width d_v; rank(output) <= min(rank W, rank V), weights full rank
+    assert summary["check3_output_shape"] == [5, 3]
+    g = torch.Generator().manual_seed(4)
+    Q, K = (torch.randn(32, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    V = torch.randn(32, 8, generator=g, dtype=torch.float64)
+    out, w = attention(Q, K, V)
+    rank = torch.linalg.matrix_rank
+    check4 = summary["check4"]
+    assert check4["scores"] == int(rank(Q @ K.T)) == 4
+    assert check4["weights"] == int(rank(w)) == 32  # higher than the scores': exp is not linear
+    assert check4["output"] == int(rank(out)) == 8  # capped by d_v
+    assert check4["output_with_rank3_V"] == 3
+    assert check4["output_with_uniform_weights"] == 1
+    assert check4["inside_value_range"]
+
+    # bonus 1: tiled attention is exact (float32 rounding only) and its memory is a few blocks
+    assert summary["tiled_hand_error"] < 1e-12
+    assert all(diff < 1e-5 for diff in summary["tiled_max_abs_diff"].values())
+    memory = summary["tiled_memory"]
+    if memory is not None:  # measured on Linux only
+        assert memory["untiled_mib"] >= 2 * 64  # scores and returned weights: 64 MiB each at N = 4096
+        assert memory["tiled_mib"] <= 16 * 2  # a few 2 MiB blocks (measured ~6), generous margin
+        assert memory["ratio"] > 5  # measured ~19 in the kernel, ~27 in a fresh process
+
+    # bonus 2: top-k, recomputed; peaky attention loses less than diffuse attention
+    g = torch.Generator().manual_seed(6)
+    Q, K = (torch.randn(128, 64, generator=g, dtype=torch.float64) for _ in range(2))
+    V = torch.randn(128, 16, generator=g, dtype=torch.float64)
+    topk = summary["topk"]
+    for regime, scale in (("diffuse", True), ("peaky", 0.5)):
+        dense, w = attention(Q, K, V, scale=scale)
+        for i, k in enumerate(topk["k"]):
+            out_k, w_k = topk_attention(Q, K, V, k, scale=scale)
+            dropped = float((1 - w.sort(-1, descending=True).values[:, :k].sum(-1)).clamp_min(0).mean())
+            err = float((out_k - dense).norm(dim=-1).mean() / V.norm(dim=-1).mean())
+            assert topk[regime]["dropped_mass"][i] == pytest.approx(dropped, abs=1e-12)
+            assert topk[regime]["error_in_value_norms"][i] == pytest.approx(err, abs=1e-12)
+            entropy = float(-(w_k * torch.log(w_k.clamp_min(1e-300))).sum(-1).mean())
+            assert topk[regime]["entropy"][i] == pytest.approx(entropy, abs=1e-12)
+            assert entropy <= math.log(k) + 1e-9  # k kept keys: at most ln k nats
+        assert topk[regime]["bound_holds"]
+    k16 = topk["k"].index(16)
+    assert topk["peaky"]["dropped_mass"][k16] < 0.1 < 0.3 < topk["diffuse"]["dropped_mass"][k16]
+
+    # bonus 3: cross-attention finds each query's source position; hiding it spreads the weight
+    g = torch.Generator().manual_seed(7)
+    keys = torch.randn(6, 32, generator=g)
+    context = torch.cat([keys, torch.eye(6)], dim=-1)
+    x = keys[[2, 5, 0]] + 0.5 * torch.randn(3, 32, generator=g)
+    W_k = torch.cat([torch.eye(32), torch.zeros(6, 32)])
+    W_v = torch.cat([torch.zeros(32, 6), torch.eye(6)])
+    _, w = cross_attention(x, context, torch.eye(32), W_k, W_v)
+    np.testing.assert_allclose(summary["cross"]["weights"], w.numpy(), rtol=1e-5, atol=1e-7)
+    assert summary["cross"]["found"] == [2, 5, 0]
+    hidden = np.asarray(summary["cross"]["hidden_row1"])
+    assert hidden[5] == 0.0
+    assert hidden.sum() == pytest.approx(1.0, abs=1e-6)
+
+    # bonus 4: GQA equals repeated K/V; the KV cache shrinks by H / H_kv
+    assert all(diff < 1e-5 for diff in summary["gqa_max_abs_diff"].values())
+    for h_kv in (32, 8, 1):  # 2 (K and V) x 32 layers x H_kv x 4096 tokens x 128 dims x 2 bytes
+        assert summary["kv_cache_mib"][str(h_kv)] == 2 * 32 * h_kv * 4096 * 128 * 2 / 2**20
+    g = torch.Generator().manual_seed(8)
+    Q = torch.randn(2, 8, 10, 16, generator=g)
+    for h_kv in (8, 2, 1):
+        K, V = (torch.randn(2, h_kv, 10, 16, generator=g) for _ in range(2))
+        repeated = F.scaled_dot_product_attention(Q, K.repeat_interleave(8 // h_kv, 1),
+                                                  V.repeat_interleave(8 // h_kv, 1))
+        assert float((grouped_query_attention(Q, K, V)[0] - repeated).abs().max()) < 1e-5
+    K8, V8 = (torch.randn(2, 8, 10, 16, generator=g) for _ in range(2))
+    mha = attention(Q, K8, V8)[0]
+    for h_kv in (4, 2, 1):
+        pooled = grouped_query_attention(Q, K8.unflatten(1, (h_kv, 8 // h_kv)).mean(2),
+                                         V8.unflatten(1, (h_kv, 8 // h_kv)).mean(2))[0]
+        assert summary["gqa_pooled_error"][str(h_kv)] == pytest.approx(
+            float((pooled - mha).norm() / mha.norm()), rel=1e-5)
+
+    # bonus 5: dropout, replayed draw for draw
+    d = summary["dropout"]
+    g = torch.Generator().manual_seed(9)
+    w = torch.softmax(torch.randn(8, 8, generator=g, dtype=torch.float64), -1)
+    draws = attention_dropout(w.expand(d["draws"], 8, 8), d["p"], generator=torch.Generator().manual_seed(5))
+    z = (draws.mean(0) - w) / (w * math.sqrt(d["p"] / ((1 - d["p"]) * d["draws"])))
+    assert d["max_z"] == pytest.approx(float(z.abs().max()), rel=1e-9)
+    assert d["max_z"] < 5  # within 5 standard errors: see tests/test_scratch.py for the derivation
+    n = draws.numel()
+    assert abs(d["zero_share"] - d["p"]) < 5 * math.sqrt(d["p"] * (1 - d["p"]) / n)
+    assert d["shrink_without_rescale"] == pytest.approx(1 - d["p"], abs=0.01)
+    assert d["eval_identity"]
