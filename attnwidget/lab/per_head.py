@@ -1,0 +1,155 @@
+"""Per-head visualisation with full context (handout ``002``): heads, not their average.
+
+The guide's point: plot every head on its own, say which sequence it is, and
+treat a head average as what it is (an average, which turns sharp heads that
+look at different keys into a uniform-looking map). What it names that the
+core supports, under the guide's words::
+
+    from attnwidget.lab.per_head import (
+        row_std, sharpness_grade, head_average, kl_divergence_matrix, caption, per_head_figure,
+    )
+    row_std(maps.layer(0))                # [heads]: mean over rows of the row's std
+    sharpness_grade(maps.layer(0))        # "SHARP" / "MEDIUM" / "UNIFORM" per head
+    avg = head_average(maps)              # an AttentionMaps marked as a head AVERAGE
+    kl_divergence_matrix(maps.layer(0))   # [heads, heads], nats
+    per_head_figure(maps, layer=0, sequence_label="WikiText-2 validation excerpt",
+                    save_path="attention_with_context.html")
+
+Left for later (issue 20): the input modes ``--mode validation`` / ``random``,
+the printed diagnostic summary, and ``generate_interpretability_outputs``.
+
+About the guide's numbers: its summary prints ``row_std = 0.234`` for a head
+over 128 keys, which cannot happen. A row's weights sum to 1, so their
+standard deviation is largest for a one-hot row, ``sqrt(n - 1) / n``: 0.088 at
+128 keys (0.234 needs rows of at most 16 keys). :func:`row_std` follows the
+definition; the grade uses the std relative to that one-hot maximum, which
+means the same at every length.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from attnwidget.lab._common import index, save
+from attnwidget.maps import AttentionMaps
+from attnwidget.metrics import GRADES, head_sharpness, kl_divergence_matrix, sharpness_grade
+
+__all__ = [
+    "GRADES",
+    "caption",
+    "head_average",
+    "kl_divergence_matrix",
+    "per_head_figure",
+    "row_std",
+    "sharpness_grade",
+]
+
+def row_std(attention: Any, *, relative: bool = False, causal: bool = False) -> Any:
+    """The guide's ``row_std`` per head: mean over query rows of the std of the row's weights.
+
+    ``attention``: ``[Q, K]``, ``[heads, Q, K]``, ``[layers, heads, Q, K]`` or
+    an AttentionMaps; returns a float or an array of the leading shape (one
+    value per head). Over ``n`` visible keys the value lies in
+    ``[0, sqrt(n - 1) / n]``: 0 for uniform rows, the maximum for one-hot
+    rows (0.088 at 128 keys, so the guide's 0.234 there is impossible).
+    ``relative=True`` divides each row's std by that maximum: 0 uniform,
+    1 one-hot, comparable across lengths (what :func:`sharpness_grade` grades).
+    ``causal=True`` counts only the keys each query may see.
+    This is :func:`attnwidget.metrics.head_sharpness`.
+    """
+    return head_sharpness(attention, relative=relative, causal=causal)
+
+
+def _as_maps(attention: Any) -> AttentionMaps:
+    return attention if isinstance(attention, AttentionMaps) else AttentionMaps.from_tensor(attention)
+
+
+def head_average(attention: Any, heads: list[int] | None = None) -> AttentionMaps:
+    """The mean over heads per layer, as an AttentionMaps marked as an AVERAGE ``[layers, 1, Q, K]``.
+
+    ``attention``: an AttentionMaps, or weights ``[heads, Q, K]`` /
+    ``[layers, heads, Q, K]``. ``heads``: which heads to average (default all).
+    The result's head name says "mean of N heads" and its ``averaged_heads``
+    lists them, so figures and the widget label it as an average, never as a
+    head (:meth:`attnwidget.AttentionMaps.head_mean`). Its ``row_std`` is
+    usually far below its heads' (the guide's "averaging destroys patterns").
+    """
+    return _as_maps(attention).head_mean(heads)
+
+
+def caption(
+    maps: AttentionMaps, layer: int = 0, head: int | None = None, *, sequence_label: str | None = None
+) -> str:
+    """A figure caption that says what the sequence is, as the guide asks.
+
+    ``sequence_label`` names the source (e.g. "WikiText-103 validation
+    excerpt"); then the token count and the provenance line of
+    :func:`attnwidget.plots.caption`: model, layer, which head (or "head
+    average"), whether a causal mask hides the future, and the start of the
+    text (60 characters; the guide asks for about 50). ``layer``/``head`` may
+    be negative (counted from the end); ``head=None`` means the head average.
+    """
+    from attnwidget.plots import caption as provenance
+    from attnwidget.tokens import show_invisible
+
+    if not isinstance(maps, AttentionMaps):
+        raise TypeError(f"maps: expected an AttentionMaps, got {type(maps).__name__}")
+    li = index(layer, maps.n_layers, "layer")
+    hi = None if head is None else index(head, maps.n_heads, "head")
+    label = f"{show_invisible(str(sequence_label))} " if sequence_label else ""
+    return f"{label}({len(maps.query_tokens)} tokens) · {provenance(maps, li, hi)}"
+
+
+def per_head_figure(
+    attention: Any,
+    layer: int = 0,
+    *,
+    sequence_label: str | None = None,
+    ncols: int = 4,
+    save_path: str | Path | None = None,
+) -> Any:
+    """The guide's figure, one layer, top to bottom; returns a bokeh layout.
+
+    1. the sequence: :func:`caption` and the tokens;
+    2. every head on its own (titles: entropy and sharpness grade);
+    3. the head average, titled as an AVERAGE, beside each head's ``row_std``
+       and grade and the average's, so the loss of sharpness is in numbers;
+    4. the KL divergence between heads (nats; :func:`kl_divergence_matrix`).
+
+    ``attention``: an AttentionMaps (tokens, text and model name come with it)
+    or weights ``[heads, Q, K]`` / ``[layers, heads, Q, K]`` (tokens are then
+    positions). ``layer`` may be negative. ``save_path``: ``.html``, ``.png`` or ``.svg``.
+    """
+    from bokeh.layouts import column, row
+    from bokeh.models import Div
+
+    from attnwidget.plots import heads_grid, matrix_figure, similarity_matrix
+
+    maps = _as_maps(attention)
+    li = index(layer, maps.n_layers, "layer")
+    one = maps.select(layers=[li])
+    w = one.layer(0)  # [H, Q, K]
+    average = one.head_mean()
+    causal = maps.causal
+    stds, grades = row_std(w, causal=causal), sharpness_grade(w, causal=causal)
+    avg_w = average.head(0, 0)
+    avg_std, avg_grade = row_std(avg_w, causal=causal), sharpness_grade(avg_w, causal=causal)
+
+    def div(text: str, width: int = 900) -> Any:
+        # Div.text is HTML: token text reaches it only through html.escape
+        import html
+
+        return Div(text=html.escape(text).replace("\n", "<br>"), width=width)
+
+    tokens = " | ".join(maps.query_display[:64]) + (" …" if len(maps.query_display) > 64 else "")
+    header = div(f"{caption(maps, li, None, sequence_label=sequence_label)}\nTokens: {tokens}")
+    heads = heads_grid(one, 0, ncols=ncols, include_average=False)
+    avg_fig = matrix_figure(avg_w, maps.query_display, maps.key_display,
+                            f"{maps.layer_names[li]} · AVERAGE of {maps.n_heads} heads (not a head)",
+                            adaptive=True, size=320)
+    lines = [f"{maps.head_names[h]}: row_std = {float(stds[h]):.4f}  [{grades[h]}]" for h in range(len(w))]
+    lines.append(f"AVERAGED: row_std = {float(avg_std):.4f}  [{avg_grade}]  (an average, not a head)")
+    stats = div("\n".join(lines), width=420)
+    kl = similarity_matrix(one, 0, method="kl")
+    return save(column(header, heads, row(avg_fig, stats), kl), save_path)
