@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need, then run the whole suite:
-# lint, JS type-check + vitest, pytest (unit, notebooks, wheel, real-browser e2e).
+# lint, JS type-check + vitest, pytest (unit, notebooks, wheel, real-browser e2e),
+# then the bare install: the wheel with no extras and the sdist without node, each in a
+# fresh venv (scripts/check_bare_install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "dev,lens"
@@ -12,3 +14,4 @@ export E2E_REQUIRE_BROWSER=1   # a missing browser fails the run instead of skip
 # optional platform packages (@rollup/rollup-android-*, ...) are listed without versions
 (cd js && npm install --no-audit --no-fund && npm test)
 .venv/bin/python -m pytest "$@"
+bash scripts/check_bare_install.sh
