@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnwidget.metrics._input import to_tensor
+from attnwidget.metrics._input import prepare, to_tensor
 
 #: Screen pixels per inch of a handout's matplotlib ``figsize`` (inches): the handouts' usual
 #: (10, 8) becomes a 640 x 512 figure, about the size bokeh figures default to here.
@@ -53,6 +53,11 @@ def matrix(x: Any, name: str, ndim: int, what: str) -> np.ndarray:
             f"{name}: expected {what} with at least one entry per axis, got shape {tuple(t.shape)}"
         )
     return t.numpy()
+
+
+def distributions(x: Any, name: str) -> None:
+    """The metrics' input checks (finite, >= 0, rows summing to 1), with errors naming ``name``."""
+    prepare(x, name)
 
 
 def square(x: Any, name: str, ndim: int, what: str) -> np.ndarray:

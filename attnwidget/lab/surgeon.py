@@ -36,7 +36,7 @@ import torch
 
 from attnwidget import metrics as M  # noqa: N812 (the package's usual short name)
 from attnwidget import scratch
-from attnwidget.lab._common import labels, positive_int, save, square
+from attnwidget.lab._common import distributions, labels, positive_int, save, square
 
 __all__ = [
     "HANDOUT_SCALING_TABLE",
@@ -117,7 +117,7 @@ def plot_attention_heatmap(
 
     w = square(attention_weights, "attention_weights", 2, "[seq_len, seq_len] (pick one: weights[0])")
     names = labels(tokens, w.shape[0], "tokens", "position")
-    M.create_attention_heatmap(w, names, names)  # the rows-are-distributions check, nothing drawn
+    distributions(w, "attention_weights")
     return save(matrix_figure(w, names, names, str(title)), save_path)
 
 
@@ -180,6 +180,7 @@ def analyze_attention_patterns(attention_weights: Any, *, window: int = 2) -> di
     """
     w = square(attention_weights, "attention_weights", max(2, _ndim(attention_weights)),
                "[seq_len, seq_len] (or a stack [..., seq_len, seq_len])")
+    distributions(w, "attention_weights")
     core = M.analyze_attention_patterns(w, window=window)
     share = np.asarray(core["local_vs_global"], dtype=np.float64)
     outside = 1.0 - share
@@ -319,6 +320,7 @@ def compare_masking(
     seed: int = 0,
     progress: bool = False,
     verbose: bool = True,
+    threads: int | None = 1,
 ) -> dict[str, dict[str, Any]]:
     """Train the same tiny language model three ways and show which one learnt to predict.
 
@@ -328,7 +330,10 @@ def compare_masking(
     Each is :func:`attnwidget.tinylm.train_text_model` (2 layers x 4 heads,
     characters, context 32) on ``text`` (default: the seeded
     :func:`~attnwidget.tinylm.generated_corpus`) for ``steps`` AdamW steps
-    (300: about 5 s per model on 2 CPU cores).
+    (300: about 5 s per model on 2 CPU cores). ``threads``: torch threads
+    while training (restored after; None leaves the setting alone). One is as
+    fast as two for models this small, and does not stall when other work
+    shares the cores (two threads then wait on each other, ten times slower).
 
     Returns ``{mask: {...}}`` for each of :data:`MASKINGS`, with
 
@@ -348,13 +353,7 @@ def compare_masking(
     in view, and a far higher honest loss: both cheat the same way, and the
     bidirectional model generates no better than the reverse one.
     """
-    from attnwidget.tinylm import (
-        TEXT_ALPHABET,
-        generated_corpus,
-        honest_loss,
-        next_token_loss,
-        train_text_model,
-    )
+    from attnwidget.tinylm import TEXT_ALPHABET, generated_corpus
 
     steps = positive_int(steps, "steps")
     n_new = positive_int(n_new, "n_new")
@@ -371,21 +370,34 @@ def compare_masking(
                 + (f" including {bad[:10]}" if bad else "")
             )
     results: dict[str, dict[str, Any]] = {}
-    for mask in MASKINGS:
-        model, tok, losses = train_text_model(text, mask=mask, steps=steps, seed=seed, progress=progress)
-        ids = torch.tensor(tok.encode(held_out))[: model.config.max_len]
-        with torch.no_grad():
-            with_mask = float(next_token_loss(model, ids[None]))
-        honest = honest_loss(model, ids)
-        sample = tok.decode(model.generate(torch.tensor(tok.encode(prompt)), n_new).tolist())
-        results[mask] = {
-            "train_loss": losses[-1], "loss_with_mask": with_mask, "honest_loss": honest,
-            "cheat": honest - with_mask, "sample": sample, "losses": losses, "model": model,
-            "tokenizer": tok,
-        }
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(positive_int(threads, "threads"))
+    try:
+        for mask in MASKINGS:
+            results[mask] = _train_and_score(mask, text, held_out, prompt, n_new, steps, seed, progress)
+    finally:
+        torch.set_num_threads(before)
     if verbose:
         print(_masking_report(results))
     return results
+
+
+def _train_and_score(
+    mask: str, text: str, held_out: str, prompt: str, n_new: int, steps: int, seed: int, progress: bool
+) -> dict[str, Any]:
+    from attnwidget.tinylm import honest_loss, next_token_loss, train_text_model
+
+    model, tok, losses = train_text_model(text, mask=mask, steps=steps, seed=seed, progress=progress)
+    ids = torch.tensor(tok.encode(held_out))[: model.config.max_len]
+    with torch.no_grad():
+        with_mask = float(next_token_loss(model, ids[None]))
+    honest = honest_loss(model, ids)
+    sample = tok.decode(model.generate(torch.tensor(tok.encode(prompt)), n_new).tolist())
+    return {
+        "train_loss": losses[-1], "loss_with_mask": with_mask, "honest_loss": honest,
+        "cheat": honest - with_mask, "sample": sample, "losses": losses, "model": model, "tokenizer": tok,
+    }
 
 
 def _masking_report(results: dict[str, dict[str, Any]]) -> str:
