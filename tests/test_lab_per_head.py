@@ -1,0 +1,109 @@
+"""Handout 002 (per-head visualisation): row_std, grades, the marked head average, KL, the figure."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from bokeh.models import Div
+
+from attnwidget import AttentionMaps, extract_attention
+from attnwidget.lab.per_head import (
+    caption,
+    head_average,
+    kl_divergence_matrix,
+    per_head_figure,
+    row_std,
+    sharpness_grade,
+)
+from attnwidget.metrics.compare import KL_EPS
+
+# the guide's "Averaging destroys this" example: two heads, one query over three keys
+HEADS = np.array([[[0.1, 0.1, 0.8]], [[0.8, 0.1, 0.1]]])
+
+
+def test_the_guides_averaging_example():
+    stds = row_std(HEADS)
+    np.testing.assert_allclose(stds, [np.std([0.1, 0.1, 0.8]), np.std([0.8, 0.1, 0.1])], rtol=1e-6)
+    average = head_average(HEADS)
+    assert isinstance(average, AttentionMaps)
+    assert average.is_average
+    assert average.head_names == ("mean of 2 heads",)
+    np.testing.assert_allclose(average.head(0, 0), [[0.45, 0.1, 0.45]], rtol=1e-6)  # "Looks uniform!"
+    assert float(row_std(average.head(0, 0))) == pytest.approx(np.std([0.45, 0.1, 0.45]), rel=1e-6)
+    # averaging halves the spread here: the sharp heads look half as sharp, like a diffuse one
+    assert float(row_std(average.head(0, 0))) == pytest.approx(float(stds.min()) / 2, rel=1e-5)
+
+
+def test_row_std_follows_the_definition_and_the_guides_0234_cannot_occur():
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.ones(7) * 0.3, size=(3, 5))  # [heads, queries, keys]
+    plain = [np.mean([np.std(w[h, q]) for q in range(5)]) for h in range(3)]
+    np.testing.assert_allclose(row_std(w), plain, rtol=1e-9)
+    onehot = np.zeros((128, 128))
+    onehot[np.arange(128), np.arange(128)] = 1.0
+    largest = math.sqrt(127) / 128  # a one-hot row over 128 keys: the largest possible row std
+    assert float(row_std(onehot)) == pytest.approx(largest, rel=1e-6)
+    assert largest < 0.089 < 0.234  # the guide's "Head 0: row_std = 0.234" over 128 keys
+    assert float(row_std(onehot, relative=True)) == pytest.approx(1.0)
+    assert sharpness_grade(onehot) == "SHARP"
+    assert sharpness_grade(np.full((128, 128), 1 / 128)) == "UNIFORM"
+
+
+def test_kl_between_heads_equals_a_plain_loop():
+    rng = np.random.default_rng(1)
+    w = rng.dirichlet(np.ones(6), size=(4, 6))  # [heads, queries, keys]
+    kl = kl_divergence_matrix(w)
+    assert kl.shape == (4, 4)
+    for a in range(4):
+        for b in range(4):
+            rows = [sum(p * (math.log(p) - math.log(q + KL_EPS))
+                        for p, q in zip(w[a, i], w[b, i], strict=True)) for i in range(6)]
+            assert kl[a, b] == pytest.approx(np.mean(rows), abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def tiny_maps():
+    from attnwidget.models import load_tiny_lm
+
+    model, tokenizer = load_tiny_lm()
+    return extract_attention(model, "q8Zr2kLmxT" * 2, tokenizer)
+
+
+def test_caption_says_what_the_sequence_is(tiny_maps):
+    text = caption(tiny_maps, -1, None, sequence_label="a repeated random segment")
+    assert text.startswith("a repeated random segment (20 tokens) · attnwidget tiny induction LM")
+    assert "blocks.1.attn" in text
+    assert "head average (AVERAGE, not a head)" in text
+    assert "causal mask" in text
+    assert "“q8Zr2kLmxTq8Zr2kLmxT”" in text
+    assert " · head 2 · " in caption(tiny_maps, 0, 2)
+    with pytest.raises(IndexError, match=r"layer: expected -2\.\.1"):
+        caption(tiny_maps, 2)
+    with pytest.raises(TypeError, match="maps: expected an AttentionMaps"):
+        caption(HEADS)
+
+
+def test_the_guides_figure_has_its_four_rows(tiny_maps, tmp_path):
+    fig = per_head_figure(tiny_maps, layer=-1, sequence_label="<b>repeated</b>",
+                          save_path=tmp_path / "f.html")
+    header, heads, middle, kl = fig.children
+    assert isinstance(header, Div)
+    assert "&lt;b&gt;repeated&lt;/b&gt;" in header.text  # text, never HTML
+    assert "Tokens: q | 8 | Z" in header.text
+    assert len(heads.children) == 4  # each head on its own, no average among them
+    average_fig, stats = middle.children
+    assert average_fig.title.text == "blocks.1.attn · AVERAGE of 4 heads (not a head)"
+    w = tiny_maps.layer(1)
+    stds = row_std(w, causal=True)
+    grades = sharpness_grade(w, causal=True)
+    assert f"head 0: row_std = {float(stds[0]):.4f}  [{grades[0]}]" in stds_text(stats)
+    avg = float(row_std(w.mean(0), causal=True))
+    assert f"AVERAGED: row_std = {avg:.4f}" in stds_text(stats)
+    assert kl.title.text.startswith("KL divergence (nats) between heads")
+    assert (tmp_path / "f.html").stat().st_size > 10_000
+
+
+def stds_text(div):
+    return div.text.replace("<br>", "\n")
