@@ -5,6 +5,10 @@
 * the project's own tiny causal model (:func:`load_tiny_lm`): a two-layer
   attention-only transformer trained on repeated random sequences, with a
   previous-token head and induction heads; its weights ship in the package.
+
+:func:`load` turns a name into a model offline: ``"minilm"``, ``"tiny"`` or a
+local transformers folder; anything else (a hub name) is refused with the
+alternatives, since nothing here downloads.
 """
 
 from __future__ import annotations
