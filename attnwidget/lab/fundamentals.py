@@ -107,6 +107,9 @@ class AttentionExtractor:
         self.layer_names: list[str] = []
         self._hooks: list[Any] = []
         self._hooked: dict[int, str] = {}  # id(module) -> name, so registering twice hooks once
+        # the last captured tensor as the module returned it (on its device): an outer module
+        # passing it straight through comes right after, and is recognised by its storage
+        self._last: torch.Tensor | None = None
 
     def register_hooks(self, layer_names: Sequence[str] | None = None) -> None:
         """Hook attention modules: ``layer_names`` (from ``model.named_modules()``), or auto-detected if None.
@@ -135,8 +138,9 @@ class AttentionExtractor:
     def _make_hook(self, name: str) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             weights = layer_weights(module, args, kwargs, output)
-            if weights is None or is_passed_through(weights, self.attention_weights):
+            if weights is None or is_passed_through(weights, [] if self._last is None else [self._last]):
                 return
+            self._last = weights
             self.attention_weights.append(weights.detach().cpu())
             self.layer_names.append(name)
         return hook
@@ -146,6 +150,7 @@ class AttentionExtractor:
         self._remove_hooks()
         self.attention_weights = []
         self.layer_names = []
+        self._last = None
 
     def _remove_hooks(self) -> None:
         for handle in self._hooks:
@@ -184,12 +189,15 @@ class AttentionExtractor:
         self.attention_weights = []  # a new list: one returned earlier stays as it was
         self.layer_names = []
         hf = is_hf_model(self.model)
-        with eval_mode(self.model), no_mha_fastpath(), torch.no_grad():
-            if hf:
-                with eager_attention(self.model):
+        try:
+            with eval_mode(self.model), no_mha_fastpath(), torch.no_grad():
+                if hf:
+                    with eager_attention(self.model):
+                        self.model(*args, **kwargs)
+                else:
                     self.model(*args, **kwargs)
-            else:
-                self.model(*args, **kwargs)
+        finally:
+            self._last = None  # holds no device memory between calls
         if not self.attention_weights:
             raise NoAttentionFoundError(
                 f"get_attention: the hooked modules {sorted(self._hooked.values())} ran without "
