@@ -65,6 +65,85 @@ def pool_max(
     return pooled.numpy(), vis
 
 
+def quantize(panel: Any, vmax: float, *, low: float = 0.0, visible: Any = None) -> np.ndarray:
+    """``[..., Q, K]`` values -> uint8 levels ``[..., Q, K]``, as :func:`encode_panel` sends them.
+
+    A value ``v`` becomes ``round((v - low) / (vmax - low) * 254)``, clipped to
+    0..254; :data:`MASKED` (255) where ``visible`` (bool, broadcast to the
+    panel) is False or the value is not finite (NaN: an empty map's statistic).
+    """
+    panel = np.asarray(panel)
+    span = float(vmax) - float(low)
+    if not (math.isfinite(span) and span > 0):
+        raise ValueError(f"vmax: expected a finite number above low={low}, got {vmax!r}")
+    # float64 and a ratio clipped to [0, 1]: a float16 panel, a huge or a subnormal vmax
+    # must neither overflow nor turn into NaN on the way
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratio = np.clip((panel.astype(np.float64) - low) / span, 0.0, 1.0)
+    finite = np.isfinite(ratio)
+    data = np.rint(np.where(finite, ratio, 0.0) * LEVELS).astype(np.uint8)
+    data[~finite] = MASKED
+    if visible is not None:
+        data[~np.broadcast_to(np.asarray(visible, dtype=bool), data.shape)] = MASKED
+    return data
+
+
+#: Share of a dimmed cell's colour that is kept, the rest is the background
+#: (``DIM_KEEP`` in js/src/heatmap.ts: figures and snapshots dim as the canvas does).
+DIM_KEEP = 0.18
+#: Colormaps by name, as bokeh.palettes spells them (the widget's js/src/colormaps.ts was
+#: generated from the same tables; ``greys`` is reversed so that 0 is white).
+COLORMAP_PALETTES = {"viridis": "Viridis256", "plasma": "Plasma256", "magma": "Magma256",
+                     "inferno": "Inferno256", "cividis": "Cividis256", "greys": "Greys256"}
+
+
+def colormap_rgb(name: str) -> np.ndarray:
+    """uint8 ``[256, 3]``: the RGB colours of a colormap (one of :data:`COLORMAP_PALETTES`)."""
+    if name not in COLORMAP_PALETTES:
+        raise ValueError(f"colormap: expected one of {tuple(COLORMAP_PALETTES)}, got {name!r}")
+    from bokeh import palettes
+
+    hexes = list(getattr(palettes, COLORMAP_PALETTES[name]))
+    if name == "greys":
+        hexes.reverse()
+    return np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in hexes], dtype=np.uint8)
+
+
+def level_rgba(
+    name: str, dim_below: float = 0.0, background: tuple[int, int, int] = (255, 255, 255)
+) -> np.ndarray:
+    """uint8 ``[256, 4]``: the colour of every uint8 level, as js/src/heatmap.ts paints it.
+
+    Level ``l`` (0..254) takes colormap entry ``round(l * 255 / 254)``; levels
+    strictly below ``dim_below`` (a threshold in levels, ``threshold / vmax * 254``)
+    keep :data:`DIM_KEEP` of their colour, blended into ``background``;
+    :data:`MASKED` is transparent ``(0, 0, 0, 0)``.
+    """
+    lut = colormap_rgb(name).astype(np.float64)
+    level = np.arange(LEVELS + 1)
+    rgb = lut[np.floor(level * 255 / LEVELS + 0.5).astype(int)]  # Math.round, as in colorOf
+    dim = level < dim_below
+    rgb[dim] = rgb[dim] * DIM_KEEP + np.asarray(background, dtype=np.float64) * (1 - DIM_KEEP)
+    out = np.zeros((256, 4), dtype=np.uint8)
+    out[: LEVELS + 1, :3] = np.rint(rgb)  # a Uint8ClampedArray rounds half to even, as rint does
+    out[: LEVELS + 1, 3] = 255
+    return out
+
+
+def overview(
+    panel: Any, max_side: int, visible: Any = None
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """A ``[Q, K]`` map as the widget sends it: max-pooled to at most ``max_side`` cells a side.
+
+    Returns ``(pooled [ceil(Q/f), ceil(K/f)], pooled visibility or None, f)``;
+    ``f = 1`` means full resolution.
+    """
+    Q, K = np.shape(panel)[-2:]
+    factor = pool_factor(Q, K, max_side)
+    pooled, vis = pool_max(panel, factor, visible)
+    return pooled, vis, factor
+
+
 def encode_panel(
     panel: Any,
     dtype: str = "uint8",
@@ -106,13 +185,7 @@ def encode_panel(
             raise ValueError(f"visible: expected shape {panel.shape}, got {visible.shape}")
         hidden = ~visible
     if dtype == "uint8":
-        # float64 and a ratio clipped to [0, 1]: a float16 panel, a huge or a subnormal vmax
-        # must neither overflow nor turn into NaN on the way
-        with np.errstate(over="ignore"):
-            ratio = np.clip(panel.astype(np.float64) / vmax, 0.0, 1.0)
-        data = np.rint(ratio * LEVELS).astype(np.uint8)
-        if hidden is not None:
-            data[hidden] = MASKED
+        data = quantize(panel, vmax, visible=visible)
     else:
         data = np.array(panel, dtype="<f4")
         if hidden is not None:

@@ -224,6 +224,29 @@ class AttentionView(anywidget.AnyWidget):
                 f"{Q} x {K} tokens; layer {self.layer}, head {self.head}) - a live view: run the cell "
                 "to see it")
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # the live view plus a picture of what it shows at display time (attnwidget.snapshot),
+        # for front ends without the widget manager: nbconvert, GitHub, nbviewer. Drawn here,
+        # once per display, not on every slider move: a notebook keeps the display data of
+        # the moment it was shown, and re-displaying the view takes a new picture
+        bundle = super()._repr_mimebundle_(**kwargs)
+        wanted = "image/png" not in (kwargs.get("exclude") or ()) and (
+            not kwargs.get("include") or "image/png" in kwargs["include"])
+        if not bundle or not wanted or getattr(self, "_maps", None) is None:
+            return bundle
+        from attnwidget.snapshot import view_png_base64
+
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        try:
+            png = view_png_base64(self)
+        except Exception as exc:  # no picture must not mean no live view: say why, show the view
+            import warnings
+
+            warnings.warn(f"attnwidget: no PNG snapshot in the display data: {type(exc).__name__}: {exc}",
+                          stacklevel=2)
+            return bundle
+        return {**data, "image/png": png}, metadata
+
     @classmethod
     def from_tensor(cls, weights: Any, tokens: Any = None, **options: Any) -> AttentionView:
         """From raw weights ``[Q,K]``, ``[H,Q,K]`` or ``[L,H,Q,K]`` and optional tokens.
@@ -593,14 +616,17 @@ class AttentionView(anywidget.AnyWidget):
         return score
 
     def export(self, path: str | Path, scale: float = 2.0) -> Path:
-        """Save what the view shows (same map, threshold, colormap and colour range, caption as
-        title) as ``.html`` (offline), ``.png`` or ``.svg``; see :func:`attnwidget.plots.export`."""
+        """Save what the view shows (same max-pooled map, threshold, colormap and colour range,
+        caption as title) as ``.html`` (offline), ``.png`` or ``.svg``; see
+        :func:`attnwidget.plots.export`."""
         from attnwidget import plots
 
-        maps = self.maps
+        maps, pm = self.maps, self._source()
+        # the same overview, colour range and masking as the panel the browser draws
         fig = plots.matrix_figure(
-            self._source().weights.numpy(), maps.query_display, maps.key_display, self.caption,
-            palette=self.colormap, adaptive=self.scale == "auto", threshold=self.threshold or None,
+            pm.weights.numpy(), maps.query_display, maps.key_display, self.caption, palette=self.colormap,
+            vmax=self._vmax(pm), threshold=self.threshold or None, visible=pm.visible(),
+            max_side=OVERVIEW_SIDE,
         )
         return plots.export(fig, path, scale=scale, title=self.caption)
 

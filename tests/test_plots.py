@@ -1,12 +1,18 @@
-"""attnwidget.plots: figure contents equal the metrics, offline HTML, token text kept as data."""
+"""attnwidget.plots: figure contents equal the metrics (exactly, or on the pooled image where a map
+is pooled), offline HTML, token text kept as data, one browser per export call, and one line
+saying what to install when there is no browser."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
+import sys
 
 import numpy as np
 import pytest
-from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper, Whisker
+from bokeh.embed import json_item
+from bokeh.models import ColorBar, ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Whisker
 
 from attnwidget import AttentionMaps, plots
 from attnwidget import metrics as M  # noqa: N812
@@ -23,17 +29,60 @@ def maps():
     return AttentionMaps(w, ["a", XSS, "c", "d", "e"], model_name="toy", text="a b c d e")
 
 
+def long_maps(n, layers=1, heads=1, seed=0, causal=False):
+    """``[layers, heads, n, n]`` with a sharp diagonal, a sharp column at key 7 and noise."""
+    rng = np.random.default_rng(seed)
+    w = rng.random((layers, heads, n, n), dtype=np.float32) * 0.01
+    idx = np.arange(n)
+    w[..., idx, idx] += 1.0
+    w[..., :, 7] += 0.5
+    if causal:
+        w *= np.tril(np.ones((n, n), np.float32))
+    w /= w.sum(-1, keepdims=True)
+    return AttentionMaps(w, [f"w{i}" for i in range(n)], model_name="toy", text="long", causal=causal)
+
+
 def sources(fig):
     found = [getattr(r, "data_source", None) for r in fig.renderers]
     return [s for s in found if isinstance(s, ColumnDataSource)]
 
 
+def image_of(fig):
+    """The image renderer of a matrix figure: (its data, its glyph)."""
+    r = next(r for r in fig.renderers if type(r.glyph).__name__ == "Image")
+    return r.data_source.data, r.glyph
+
+
+def levels_expected(w, vmax, low=0.0):
+    """Independent uint8 quantisation: round((w - low) / (vmax - low) * 254), clipped."""
+    out = np.empty(w.shape, np.uint8)
+    for idx in np.ndindex(w.shape):
+        ratio = min(1.0, max(0.0, (float(w[idx]) - low) / (vmax - low)))
+        out[idx] = int(np.rint(ratio * 254))
+    return out
+
+
+def block_max(w, f):
+    """Max over f x f blocks (edge blocks partial), by padding with -inf and reshaping."""
+    Q, K = w.shape
+    rows, cols = math.ceil(Q / f), math.ceil(K / f)
+    pad = np.full((rows * f, cols * f), -np.inf, np.float32)
+    pad[:Q, :K] = w
+    return pad.reshape(rows, f, cols, f).max(axis=(1, 3))
+
+
 def test_heatmap_shows_the_head_with_its_provenance(maps):
     fig = plots.heatmap(maps, 1, 2)
     assert fig.title.text == "toy · layer 1 · head 2 · no causal mask · “a b c d e”"
-    data = sources(fig)[0].data
-    np.testing.assert_allclose(np.asarray(data["weight"]).reshape(5, 5), maps.head(1, 2), rtol=1e-6)
-    assert list(data["query"][:5]) == ["a"] * 5
+    cells = sources(fig)[0].data  # small maps: one row per cell, under the picture
+    np.testing.assert_allclose(np.asarray(cells["weight"]).reshape(5, 5), maps.head(1, 2), rtol=1e-6)
+    assert list(cells["query"][:5]) == ["a"] * 5
+    assert list(cells["key"][:5]) == ["a", XSS, "c", "d", "e"]  # data, drawn as text
+    image, glyph = image_of(fig)
+    np.testing.assert_array_equal(image["image"][0], levels_expected(maps.head(1, 2), 1.0))
+    np.testing.assert_array_equal(image["weight"][0], maps.head(1, 2))  # exact: not pooled
+    assert image["pool"] == [1]
+    assert (glyph.x, glyph.y, glyph.dw, glyph.dh) == (-0.5, -0.5, 5, 5)
     assert fig.yaxis[0].major_label_overrides[1] == XSS  # a label, drawn as text by bokeh
     bar = next(x for x in fig.right if isinstance(x, ColorBar))
     assert bar.title == "Attention weight"
@@ -41,10 +90,78 @@ def test_heatmap_shows_the_head_with_its_provenance(maps):
     hover = next(t for t in fig.tools if isinstance(t, HoverTool))
     assert [name for name, _ in hover.tooltips] == ["query", "key", "weight"]
     adaptive = plots.heatmap(maps, 1, 2, adaptive=True)
+    top = float(maps.head(1, 2).max())
     mapper = next(x for x in adaptive.right if isinstance(x, ColorBar)).color_mapper
-    assert mapper.high == pytest.approx(float(maps.head(1, 2).max()))
+    assert mapper.high == pytest.approx(top)
+    np.testing.assert_array_equal(image_of(adaptive)[0]["image"][0], levels_expected(maps.head(1, 2), top))
     labelled = plots.heatmap(maps, annotate=True)
     assert f"{maps.head(0, 0)[0, 0]:.2f}" in sources(labelled)[0].data["text"]
+
+
+def test_threshold_dims_through_the_colour_table_as_the_widget_does(maps):
+    from bokeh.palettes import Magma256
+
+    w = maps.head(0, 1)
+    fig = plots.matrix_figure(w, list("abcde"), list("abcde"), "t", palette="magma", threshold=0.3)
+    image, glyph = image_of(fig)
+    table = glyph.color_mapper.palette
+    assert (glyph.color_mapper.low, glyph.color_mapper.high, len(table)) == (0, 256, 256)
+    below = 0.3 * 254  # levels strictly below the threshold's level are dimmed (heatmap.ts)
+    for level in (0, 50, 76, 77, 200, 254):
+        hex_ = Magma256[math.floor(level * 255 / 254 + 0.5)]
+        rgb = np.array([int(hex_[i:i + 2], 16) for i in (1, 3, 5)], float)
+        if level < below:
+            rgb = rgb * 0.18 + 255 * 0.82
+        assert table[level] == "#" + "".join(f"{int(np.rint(c)):02x}" for c in rgb) + "ff", level
+    assert table[255].endswith("00")  # masked: transparent, the hatch shows through
+    np.testing.assert_array_equal(image["image"][0], levels_expected(w, 1.0))
+
+
+def test_long_maps_are_pooled_images_whose_size_does_not_grow_with_the_length():
+    sizes = {}
+    for n in (1100, 4096):
+        big = long_maps(n)
+        fig = plots.heatmap(big, adaptive=True)
+        f = math.ceil(n / 512)
+        image, glyph = image_of(fig)
+        vmax = float(big.head(0, 0).max())
+        np.testing.assert_array_equal(image["image"][0], levels_expected(block_max(big.head(0, 0), f), vmax))
+        assert "weight" not in image  # pooled: the exact weights stay in Python
+        assert image["pool"] == [f]
+        assert (glyph.dw, glyph.dh) == (math.ceil(n / f) * f,) * 2  # position k drawn at x = k
+        rows = math.ceil(n / f)
+        assert fig.title.text.endswith(f"· max-pooled {f}×{f} ({n}×{n} → {rows}×{rows})")
+        assert len(sources(fig)) == 1  # no per-cell layer
+        # the sharp column and the diagonal survive the pooling: they stand out of the noise
+        levels = image["image"][0]
+        assert np.median(levels) <= 2
+        assert levels[:, 7 // f].min() >= 20
+        assert np.diagonal(levels).min() >= 60
+        hover = next(t for t in fig.tools if isinstance(t, HoverTool))
+        assert dict(hover.tooltips)["weight"] == "@image{custom}"
+        fmt = hover.formatters["@image"]
+        assert isinstance(fmt, CustomJSHover)
+        assert fmt.args["block"] == f" (max of a {f}×{f} block)"
+        assert hover.formatters["$y"].args["labels"][n - 1] == f"w{n - 1}"  # tokens as data, once
+        ticks = fig.yaxis[0].ticker.ticks
+        assert (ticks[1] - ticks[0]) * (520 - 60) / n >= 11  # labels 11 px apart, as in the widget
+        assert fig.yaxis[0].major_label_overrides[ticks[1]] == f"w{ticks[1]}"
+        sizes[n] = len(json.dumps(json_item(fig)))
+    assert sizes[4096] < 1.25 * sizes[1100]
+    assert sizes[4096] < 700_000  # 512 x 512 bytes and 4096 labels, base64 in JSON
+
+
+def test_causal_maps_hatch_what_is_masked():
+    big = long_maps(700, causal=True)
+    fig = plots.heatmap(big)
+    image, _ = image_of(fig)
+    levels = image["image"][0]  # f = 2: a block is masked when all its cells are
+    assert levels[0, 1] == 255
+    assert levels[1, 0] != 255
+    assert levels[5, 5] != 255  # a diagonal block has visible cells
+    quads = [r for r in fig.renderers if type(r.glyph).__name__ == "Quad"]
+    assert len(quads) == 1
+    assert quads[0].glyph.hatch_pattern == "/"
 
 
 def test_heads_grid_titles_every_head_and_labels_the_average(maps):
@@ -56,6 +173,28 @@ def test_heads_grid_titles_every_head_and_labels_the_average(maps):
     assert titles[:3] == [f"L1 H{h} · H={float(entropy[h]):.2f} · {grades[h]}" for h in range(3)]
     assert titles[3] == "L1 AVERAGE of 3 heads (not a head)"
     assert len(plots.heads_grid(maps, None, include_average=False).children) == 6
+    for h, fig in enumerate(figs[:3]):
+        w = maps.head(1, h)
+        np.testing.assert_array_equal(image_of(fig)[0]["image"][0], levels_expected(w, float(w.max())))
+
+
+def test_grid_panels_are_pooled_to_what_they_are_drawn_at_and_share_their_models():
+    big = long_maps(510, heads=3)
+    grid = plots.heads_grid(big, 0, size=200)
+    figs = [child[0] for child in grid.children]
+    for h, fig in enumerate(figs[:3]):
+        image, _ = image_of(fig)
+        w = big.head(0, h)
+        np.testing.assert_array_equal(image["image"][0], levels_expected(block_max(w, 3), float(w.max())))
+        assert fig.title.text.endswith("· max-pooled 3×3 (510×510 → 170×170)")
+    mean = big.layer(0).mean(0)
+    np.testing.assert_array_equal(image_of(figs[3])[0]["image"][0],
+                                  levels_expected(block_max(mean, 3), float(mean.max())))
+    # one copy of the token labels and of the colour table for the whole grid
+    formatters = {id(next(t for t in f.tools if isinstance(t, HoverTool)).formatters["$x"]) for f in figs}
+    mappers = {id(image_of(f)[1].color_mapper) for f in figs}
+    assert len(formatters) == len(mappers) == 1
+    assert plots.heads_grid(big, 0, size=200, max_side=600).children[0][0].title.text.startswith("L0 H0")
 
 
 def test_summary_figures_equal_the_metrics(maps):
@@ -74,6 +213,10 @@ def test_summary_figures_equal_the_metrics(maps):
     whisker = next(x for x in rec.center if isinstance(x, Whisker))
     hist = M.history_metrics([w, w[:, :, :4, :4] / w[:, :, :4, :4].sum(-1, keepdims=True)], causal=False)
     np.testing.assert_allclose(whisker.source.data["mean"], np.asarray(hist["recency_ratio"]["mean"])[0])
+    big = long_maps(600, layers=2)  # rollout of a long input: the pooled image of the metric
+    roll = M.attention_rollout(big)[-1]
+    image, _ = image_of(plots.rollout_figure(big))
+    np.testing.assert_array_equal(image["image"][0], levels_expected(block_max(roll, 2), float(roll.max())))
 
 
 def test_teaching_figures():
@@ -86,6 +229,7 @@ def test_teaching_figures():
     causal, reverse = plots.mask_figure(4).children
     np.testing.assert_array_equal(np.asarray(sources(causal)[0].data["weight"]).reshape(4, 4), np.tri(4))
     np.testing.assert_array_equal(np.asarray(sources(reverse)[0].data["weight"]).reshape(4, 4), np.tri(4).T)
+    np.testing.assert_array_equal(image_of(causal)[0]["image"][0], np.tri(4) * 254)
 
 
 def test_html_is_offline_and_keeps_tokens_as_data(maps, tmp_path):
@@ -109,6 +253,36 @@ def test_bad_arguments(maps):
         plots.heatmap(big, annotate=True)
     assert isinstance(next(x for x in plots.heatmap(big).right if isinstance(x, ColorBar)).color_mapper,
                       LinearColorMapper)
+    with pytest.raises(ValueError, match=r"weights: expected a 2-D \[queries, keys\] matrix, got shape \("):
+        plots.matrix_figure(np.ones((2, 2, 2)), ["a", "b"], ["a", "b"], "t")
+    with pytest.raises(ValueError, match=r"labels: expected 2 query and 2 key labels for a 2 x 2 map, got 1"):
+        plots.matrix_figure(np.ones((2, 2)), ["a"], ["a", "b"], "t")
+    with pytest.raises(ValueError, match=r"path: expected a \.html, \.png or \.svg file name, got 'x\.pdf'"):
+        plots.export(plots.heatmap(maps), "x.pdf")
+    with pytest.raises(ValueError, match=r"scale: expected a number in \(0, 8\], got 0"):
+        plots.Exporter(scale=0)
+
+
+def test_no_browser_one_line_saying_what_to_install(maps, tmp_path, monkeypatch):
+    fig = plots.heatmap(maps)
+    monkeypatch.setenv("CHROMEDRIVER_PATH", str(tmp_path / "no-such-chromedriver"))
+    with pytest.raises(plots.BrowserUnavailableError) as info:
+        plots.export(fig, tmp_path / "a.png")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("PNG/SVG export needs chromedriver, not found (")
+    assert "apt-get install chromium chromium-driver" in message
+    monkeypatch.setenv("CHROMIUM_PATH", str(tmp_path / "no-such-chromium"))
+    with pytest.raises(plots.BrowserUnavailableError, match="needs chromium and chromedriver, not found"):
+        plots.export(fig, tmp_path / "a.svg")
+    monkeypatch.delenv("CHROMIUM_PATH")
+    monkeypatch.delenv("CHROMEDRIVER_PATH")
+    monkeypatch.setitem(sys.modules, "selenium", None)  # as if selenium were not installed
+    with pytest.raises(plots.BrowserUnavailableError,
+                       match=r"needs selenium, which is not installed .*attnwidget\[export\]"):
+        plots.export(fig, tmp_path / "a.png")
+    assert not (tmp_path / "a.png").exists()
+    assert plots.export(fig, tmp_path / "a.html").stat().st_size > 10_000  # HTML needs no browser
 
 
 @pytest.mark.slow
@@ -119,26 +293,31 @@ def test_png_and_svg_export_with_debian_chromium(maps, tmp_path):
 
     if plots._find("CHROMEDRIVER_PATH", ("chromedriver",)) is None:
         pytest.skip("chromedriver is not installed (scripts/install-browser.sh installs it)")
-    png = plots.export(plots.heatmap(maps, 1, 0, size=300), tmp_path / "head.png", scale=2)
+    with plots.Exporter(scale=2) as exporter:  # one browser for all of them
+        png = exporter.export(plots.heatmap(maps, 1, 0, size=300), tmp_path / "head.png")
+        svg = exporter.export(plots.heads_grid(maps, 0, size=150), tmp_path / "grid.svg")
+        single = exporter.export(plots.heatmap(maps, 0, 0, size=200), tmp_path / "head.svg")
+        big = exporter.export(plots.heatmap(long_maps(1100), size=300), tmp_path / "long.png")
+        assert exporter.drivers_started == 1
     image = np.asarray(Image.open(png).convert("RGB"))
     assert image.shape[0] >= 2 * 300  # publication resolution: scale x the figure's size
     assert image.shape[1] >= 2 * 390
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 20  # a real picture, not blank
-    svg = plots.export(plots.heads_grid(maps, 0, size=150), tmp_path / "grid.svg")
     root = ET.parse(svg).getroot()
     assert root.tag.endswith("svg")
     texts = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
     assert "L0 H1" in texts  # titles are there as SVG text
-    single = plots.export(plots.heatmap(maps, 0, 0, size=200), tmp_path / "head.svg")
     labels = [t.text for t in ET.parse(single).getroot().iter() if t.tag.endswith("text")]
     assert "toy · layer 0 · head 0 · no causal mask · “a b c d e”" in labels  # the title
     assert {"a", "c", "Attention weight"} <= set(labels)  # tick labels and the colour bar title
-    with pytest.raises(ValueError, match=r"path: expected a \.html, \.png or \.svg file name, got 'x\.pdf'"):
-        plots.export(plots.heatmap(maps), tmp_path / "x.pdf")
+    # the long map's diagonal shows: along it the picture is the colormap's top (yellow)
+    pixels = np.asarray(Image.open(big).convert("RGB")).astype(int)
+    yellowish = (pixels[..., 0] > 200) & (pixels[..., 1] > 200) & (pixels[..., 2] < 100)
+    assert yellowish.sum() > 300
 
 
 @pytest.mark.slow
-def test_view_export_saves_what_is_shown(tmp_path):
+def test_view_export_saves_what_is_shown(tmp_path, monkeypatch):
     from attnwidget import AttentionView
 
     rng = np.random.default_rng(3)
@@ -149,11 +328,28 @@ def test_view_export_saves_what_is_shown(tmp_path):
     html = view.export(tmp_path / "view.html").read_text()
     assert "mean of 2 heads (AVERAGE, not a head)" in html
     assert "cdn.bokeh.org" not in html
-    fig = plots.matrix_figure(w[1].mean(0), list("wxyz"), list("wxyz"), "t", threshold=0.3)
-    data = next(r.data_source.data for r in fig.renderers)
-    np.testing.assert_array_equal(data["alpha"], np.where(w[1].mean(0).ravel() < 0.3, 0.2, 1.0))
+    captured = []
+    monkeypatch.setattr(plots, "export", lambda fig, path, **kw: captured.append(fig) or path)
+    for n, colormap in ((4, "magma"), (1500, "cividis")):
+        if n > 4:
+            big = long_maps(n, heads=2, causal=True)
+            view = AttentionView(big, head=1, threshold=0.05, colormap=colormap)
+        view.export(tmp_path / "v.png")
+        fig = captured[-1]
+        image, glyph = image_of(fig)
+        sent = np.frombuffer(bytes(view.panel["buffer"]), np.uint8).reshape(view.panel["shape"])
+        np.testing.assert_array_equal(image["image"][0], sent)  # the very levels the canvas draws
+        assert image["pool"] == [view.panel["pool"]]
+        bar = next(x for x in fig.right if isinstance(x, ColorBar)).color_mapper
+        assert bar.high == pytest.approx(view.panel["vmax"])
+        from attnwidget._codec import level_rgba
+
+        dimmed = level_rgba(colormap, view.threshold / view.panel["vmax"] * 254)
+        assert glyph.color_mapper.palette[10] == "#" + "".join(f"{c:02x}" for c in dimmed[10])
+        assert fig.title.text.startswith(view.caption)
     if plots._find("CHROMEDRIVER_PATH", ("chromedriver",)) is not None:
         from PIL import Image
 
+        monkeypatch.undo()
         png = view.export(tmp_path / "view.png", scale=1)
         assert Image.open(png).size[0] > 500

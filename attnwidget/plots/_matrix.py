@@ -1,0 +1,221 @@
+"""One ``[Q, K]`` matrix as a bokeh figure: an ``image`` of uint8 levels, at any length.
+
+The picture is one ``image`` glyph of the same uint8 levels the widget sends
+(:func:`attnwidget._codec.quantize`), max-pooled to at most ``max_side`` cells
+a side like the widget's overview (:func:`attnwidget._codec.overview`), and
+coloured through a 256-entry table that dims levels below the threshold as
+the canvas does (:func:`attnwidget._codec.level_rgba`). A 4096-token head is
+then 512 x 512 bytes in the document instead of 16.7 M rectangles with string
+columns.
+
+Data a figure carries (tests read it):
+
+* the image renderer's source: ``image`` ``[[rows, cols]]`` uint8 levels (255 =
+  masked), ``weight`` ``[[Q, K]]`` float32 exact values when the map is not
+  pooled, and ``pool`` (block size, 1 = full resolution);
+* maps of at most :data:`CELL_LAYER_CELLS` cells, not pooled, also get a
+  per-cell layer (the first renderer): ``x``, ``y``, ``weight``, ``query``,
+  ``key`` (and ``text`` with ``annotate``), which the hover and the value
+  labels use. Larger maps hover on the image: token names come from the axis
+  position through a :class:`CustomJSHover`, whose output bokeh escapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from bokeh.models import BasicTicker, ColorBar, ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper
+from bokeh.palettes import Cividis256, Greys256, Inferno256, Magma256, Plasma256, Viridis256
+from bokeh.plotting import figure
+
+from attnwidget._codec import LEVELS, MASKED, level_rgba, overview, quantize
+from attnwidget.tokens import show_invisible
+
+PALETTES = {"viridis": Viridis256, "plasma": Plasma256, "magma": Magma256, "inferno": Inferno256,
+            "cividis": Cividis256, "greys": tuple(reversed(Greys256))}
+#: Text in titles is shortened to this many characters.
+TITLE_TEXT_CHARS = 60
+#: Axis labels show at most this many characters of a token (hover shows the whole token).
+AXIS_LABEL_CHARS = 32
+#: A single map is drawn from at most this many cells a side, the widget's overview size
+#: (attnwidget.widget.OVERVIEW_SIDE): more cells than a 520-pixel figure has pixels add
+#: bytes, not detail; a single sharp weight survives the max-pooling.
+OVERVIEW_SIDE = 512
+#: Maps up to this many cells (64 x 64) also carry one row of data per cell (exact hover,
+#: value labels): a few hundred KB at most. Above it, per-cell string columns are what
+#: made the old figures grow with the square of the length.
+CELL_LAYER_CELLS = 64 * 64
+#: Neighbouring axis labels are at least this many pixels apart (js/src/heatmap.ts LABEL_PX).
+LABEL_PX = 11
+#: Colour of the hatch under masked cells (the widget's fallback ``--jp-border-color1``).
+MASKED_COLOUR = "#9e9e9e"
+
+
+def palette(name: str) -> Sequence[str]:
+    if name not in PALETTES:
+        raise ValueError(f"palette: expected one of {tuple(PALETTES)}, got {name!r}")
+    return PALETTES[name]
+
+
+def short(text: str | None, n: int = TITLE_TEXT_CHARS) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def thinned(count: int, plot_px: float) -> list[int]:
+    """Positions ``0, step, 2 step, ...`` below ``count`` whose labels are ``LABEL_PX`` apart
+    on an axis of ``plot_px`` pixels (the widget's ``thinLabels`` rule)."""
+    cell = plot_px / max(count, 1)
+    step = max(1, math.ceil(LABEL_PX / max(cell, 1e-9)))
+    return list(range(0, count, step))
+
+
+def level_palette(name: str, dim_below: float = 0.0) -> list[str]:
+    """The 256 colours of the uint8 levels as ``#rrggbbaa`` (masked: transparent)."""
+    rgba = level_rgba(name, dim_below)
+    return [f"#{r:02x}{g:02x}{b:02x}{a:02x}" for r, g, b, a in rgba]
+
+
+class TokenHover:
+    """Hover formatters that turn an axis position into its token, shared by a grid's panels.
+
+    Each label list goes into the document once (as the formatter's argument),
+    not once per cell; the formatter's output is escaped by bokeh (text, never HTML).
+    """
+
+    _CODE = ("const i = Math.round(value);"
+             " return (i >= 0 && i < labels.length) ? labels[i] + ' (' + i + ')' : '';")
+
+    def __init__(self, query_labels: Sequence[str], key_labels: Sequence[str]) -> None:
+        self.query_labels = [show_invisible(str(t)) for t in query_labels]
+        self.key_labels = [show_invisible(str(t)) for t in key_labels]
+        self.query = CustomJSHover(args={"labels": self.query_labels}, code=self._CODE)
+        self.key = (self.query if self.key_labels == self.query_labels
+                    else CustomJSHover(args={"labels": self.key_labels}, code=self._CODE))
+        self._pooled: dict[tuple[int, float, float], CustomJSHover] = {}
+
+    def pooled_value(self, pool: int, low: float, high: float) -> CustomJSHover:
+        """Level -> ``≈value`` (and, pooled, which block it is the maximum of)."""
+        key = (pool, low, high)
+        if key not in self._pooled:
+            block = f" (max of a {pool}×{pool} block)" if pool > 1 else ""
+            self._pooled[key] = CustomJSHover(args={"low": low, "high": high, "block": block}, code=(
+                f"if (value == {MASKED}) return 'masked';"
+                f" const v = low + value / {LEVELS} * (high - low);"
+                " return '≈' + (Math.abs(v) >= 0.01 || v == 0 ? v.toFixed(4) : v.toExponential(2)) + block;"))
+        return self._pooled[key]
+
+
+@dataclass
+class Shared:
+    """Models a grid's panels share (one copy in the document): hover formatters, level colours."""
+
+    hover: TokenHover
+    mappers: dict[tuple[str, float], LinearColorMapper]
+
+    def level_mapper(self, name: str, dim_below: float) -> LinearColorMapper:
+        key = (name, dim_below)
+        if key not in self.mappers:
+            # low=0, high=256 over 256 colours: level l takes colour l exactly (powers of two)
+            self.mappers[key] = LinearColorMapper(palette=level_palette(name, dim_below), low=0, high=256)
+        return self.mappers[key]
+
+
+def shared(query_labels: Sequence[str], key_labels: Sequence[str]) -> Shared:
+    return Shared(TokenHover(query_labels, key_labels), {})
+
+
+def matrix_figure_impl(
+    w: Any, query_labels: Sequence[str], key_labels: Sequence[str], title: str,
+    palette_name: str = "viridis", vmax: float | None = 1.0, annotate: bool = False, size: int = 520,
+    colorbar_title: str = "Attention weight", low: float = 0.0, tools: bool = True,
+    threshold: float | None = None, *, visible: Any = None,
+    max_side: int = OVERVIEW_SIDE, share: Shared | None = None,
+) -> Any:
+    """One ``[Q, K]`` matrix, queries down and keys across; see the module docstring for its data.
+
+    ``vmax``: the value drawn with the top colour (None: the largest value).
+    ``threshold``: levels below ``threshold`` are dimmed as in the widget.
+    ``visible``: bool ``[Q, K]``, False where a cell is masked (drawn hatched).
+    ``max_side``: the map is max-pooled to at most this many cells a side; the
+    title then says so. ``share``: formatters and colour tables of a grid.
+    """
+    pal = palette(palette_name)
+    w = np.asarray(w, dtype=np.float32)
+    if w.ndim != 2:
+        raise ValueError(f"weights: expected a 2-D [queries, keys] matrix, got shape {w.shape}")
+    Q, K = w.shape
+    if len(query_labels) != Q or len(key_labels) != K:
+        raise ValueError(f"labels: expected {Q} query and {K} key labels for a {Q} x {K} map, "
+                         f"got {len(query_labels)} and {len(key_labels)}")
+    if annotate and Q * K > 400:
+        raise ValueError(f"annotate: value labels need a small map (at most 400 cells), got {Q} x {K}")
+    share = share or shared(query_labels, key_labels)
+    finite = np.isfinite(w)
+    vis = finite if visible is None else finite & np.asarray(visible, dtype=bool)
+    drawn = np.where(finite, w, 0.0).astype(np.float32)
+    shown = drawn[vis] if not vis.all() else drawn
+    high = (float(shown.max()) if shown.size else 1.0) if vmax is None else float(vmax)
+    high = high if high > low else low + 1.0
+    pooled, pooled_vis, factor = overview(drawn, max_side, None if vis.all() else vis)
+    levels = quantize(pooled, high, low=low, visible=pooled_vis)
+    dim_below = 0.0 if not threshold else (float(threshold) - low) / (high - low) * LEVELS
+    if factor > 1:
+        title = f"{title} · max-pooled {factor}×{factor} ({Q}×{K} → {levels.shape[0]}×{levels.shape[1]})"
+
+    fig = figure(title=title, width=size + 90, height=size, x_range=(-0.5, K - 0.5), y_range=(Q - 0.5, -0.5),
+                 tools="pan,wheel_zoom,box_zoom,reset,save" if tools else "", toolbar_location="above")
+    cells = Q * K <= CELL_LAYER_CELLS and factor == 1
+    if cells:  # first renderer: the per-cell data (hover, labels) under the picture
+        qi, ki = np.meshgrid(np.arange(Q), np.arange(K), indexing="ij")
+        qlab, klab = share.hover.query_labels, share.hover.key_labels
+        cell_source = ColumnDataSource({
+            "x": ki.ravel(), "y": qi.ravel(), "weight": w.ravel(),
+            "query": [qlab[i] for i in qi.ravel()], "key": [klab[k] for k in ki.ravel()],
+        })
+        hover_target = fig.rect("x", "y", 1, 1, source=cell_source, fill_alpha=0, line_alpha=0)
+    if not vis.all():  # masked cells are transparent in the image: the hatch shows through
+        fig.quad(left=-0.5, right=K - 0.5, top=-0.5, bottom=Q - 0.5, fill_alpha=0, line_alpha=0,
+                 hatch_pattern="/", hatch_color=MASKED_COLOUR, hatch_scale=6)
+    data = {"image": [levels], "pool": [factor]}
+    if factor == 1:
+        data["weight"] = [w]
+    # each image pixel covers factor x factor token positions; the partial edge block is cut
+    # off by the ranges, so position k is still drawn at x = k. Image row 0 sits at the
+    # anchor y = -0.5, which the reversed y range puts at the top: queries run down
+    image = fig.image(image="image", x=-0.5, y=-0.5, dw=levels.shape[1] * factor, dh=levels.shape[0] * factor,
+                      source=ColumnDataSource(data), color_mapper=share.level_mapper(palette_name, dim_below))
+    if cells:
+        fig.add_tools(HoverTool(renderers=[hover_target], tooltips=[
+            ("query", "@query"), ("key", "@key"), ("weight", "@weight{0.0000}")]))
+    else:
+        value = ("weight", "@weight{0.0000}") if factor == 1 else ("weight", "@image{custom}")
+        tips = [("query", "$y{custom}"), ("key", "$x{custom}"), value]
+        fig.add_tools(HoverTool(renderers=[image], tooltips=tips,
+                                formatters={"$y": share.hover.query, "$x": share.hover.key,
+                                            "@image": share.hover.pooled_value(factor, low, high)}))
+    plot_px = size - 60  # the figure's height less its title and axis
+    q_ticks, k_ticks = thinned(Q, plot_px), thinned(K, plot_px)
+    fig.yaxis.ticker = q_ticks
+    fig.xaxis.ticker = k_ticks
+    # labels are plain strings handed to bokeh: it draws them as text on the canvas. A long
+    # token would push the map aside, so the axis shows its start (the hover shows all of it)
+    qlab, klab = share.hover.query_labels, share.hover.key_labels
+    fig.yaxis.major_label_overrides = {i: short(qlab[i], AXIS_LABEL_CHARS) for i in q_ticks}
+    fig.xaxis.major_label_overrides = {i: short(klab[i], AXIS_LABEL_CHARS) for i in k_ticks}
+    fig.xaxis.major_label_orientation = 1.2
+    fig.xaxis.axis_label = "key"
+    fig.yaxis.axis_label = "query"
+    fig.grid.visible = False
+    mapper = LinearColorMapper(palette=list(pal), low=low, high=high)
+    bar = ColorBar(color_mapper=mapper, title=colorbar_title, ticker=BasicTicker(desired_num_ticks=5))
+    fig.add_layout(bar, "right")
+    if annotate:
+        cell_source.data["text"] = [f"{v:.2f}" for v in w.ravel()]
+        fig.text("x", "y", text="text", source=cell_source, text_align="center", text_baseline="middle",
+                 text_font_size="9px", text_color="white")
+    return fig

@@ -1,0 +1,208 @@
+"""The figures: one head, a layer's heads, summaries, history, and the teaching figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from bokeh.layouts import gridplot, row
+from bokeh.models import ColumnDataSource, HoverTool, Whisker
+from bokeh.plotting import figure
+
+from attnwidget import metrics as M  # noqa: N812 (the package's usual short name)
+from attnwidget.maps import AttentionMaps
+from attnwidget.plots._matrix import OVERVIEW_SIDE, matrix_figure_impl, shared, short
+from attnwidget.tokens import show_invisible
+
+
+def _as_maps(maps: Any) -> AttentionMaps:
+    if isinstance(maps, AttentionMaps):
+        return maps
+    return AttentionMaps.from_tensor(maps)
+
+
+def _visible(maps: AttentionMaps) -> np.ndarray | None:
+    """bool ``[Q, K]`` of the record's masking, or None when every cell is visible."""
+    vis = maps.visible_cells()
+    return None if vis.all() else vis
+
+
+def caption(maps: AttentionMaps, layer: int, head: int | None) -> str:
+    """Provenance line: model · layer · head · masking · “text”."""
+    what = "head average (AVERAGE, not a head)" if head is None else maps.head_names[head]
+    masking = "causal mask" if maps.causal else "no causal mask"
+    text = short(show_invisible(maps.text or ""))
+    return show_invisible(f"{maps.model_name or 'unknown model'} · {maps.layer_names[layer]} · {what} · "
+                          f"{masking}" + (f" · “{text}”" if text else ""))
+
+
+def matrix_figure(
+    weights: Any, query_labels: Sequence[str], key_labels: Sequence[str], title: str, *,
+    palette: str = "viridis", adaptive: bool = False, threshold: float | None = None, size: int = 520,
+    annotate: bool = False, visible: Any = None, max_side: int = OVERVIEW_SIDE, vmax: float | None = None,
+) -> Any:
+    """Any ``[Q, K]`` map (a head, a head average, a rollout) with tokens, colour bar and hover.
+
+    Drawn as an image of uint8 levels, max-pooled to at most ``max_side``
+    cells a side (the title then says so; the hover marks pooled values as
+    block maxima). Colours span 0..1, or 0..the largest weight with
+    ``adaptive=True``, or 0..``vmax`` when given. ``threshold``: weights below
+    it are dimmed, as in the widget. ``visible``: bool ``[Q, K]``, False for
+    masked cells (hatched). ``annotate=True`` writes each value in its cell
+    (small maps only, at most 400 cells).
+    """
+    top = vmax if vmax is not None else None if adaptive else 1.0
+    return matrix_figure_impl(weights, query_labels, key_labels, title, palette, top, annotate, size,
+                              threshold=threshold, visible=visible, max_side=max_side)
+
+
+def heatmap(
+    maps: Any, layer: int = 0, head: int = 0, *, palette: str = "viridis", adaptive: bool = False,
+    annotate: bool = False, size: int = 520, threshold: float | None = None, max_side: int = OVERVIEW_SIDE,
+) -> Any:
+    """One head: tokens on both axes, colour bar "Attention weight", hover, a provenance title.
+
+    Colours span 0..1 unless ``adaptive=True`` (0..the head's largest weight);
+    ``annotate=True`` writes each value in its cell (small maps only). Maps
+    longer than ``max_side`` tokens are max-pooled (see :func:`matrix_figure`).
+    """
+    maps = _as_maps(maps)
+    return matrix_figure_impl(maps.head(layer, head), maps.query_display, maps.key_display,
+                              caption(maps, layer, head), palette, None if adaptive else 1.0, annotate, size,
+                              threshold=threshold, visible=_visible(maps), max_side=max_side)
+
+
+def heads_grid(
+    maps: Any, layer: int | None = 0, *, ncols: int = 4, palette: str = "viridis", size: int = 220,
+    include_average: bool = True, max_side: int | None = None,
+) -> Any:
+    """Small multiples: every head of ``layer`` (``None``: of every layer), each titled with
+    ``L{l} H{h} · H={entropy} · {grade}``; the head average, when asked, is one extra panel
+    titled as an average, never a replacement for the heads.
+
+    Each panel is max-pooled to what it is drawn at (``max_side``, default
+    ``size`` cells a side); token labels, hover formatters and colour tables
+    are shared by the panels (one copy in the document).
+    """
+    maps = _as_maps(maps)
+    layers = range(maps.n_layers) if layer is None else [layer]
+    side = size if max_side is None else max_side
+    common = shared(maps.query_display, maps.key_display)
+    visible = _visible(maps)
+    panels = []
+    for li in layers:
+        stack = maps.layer(li)  # [H, Q, K]
+        entropy = M.compute_attention_statistics(stack)["mean_entropy"]
+        grades = M.sharpness_grade(stack)
+        for h in range(maps.n_heads):
+            title = f"L{li} H{h} · H={float(entropy[h]):.2f} · {grades[h]}"
+            panels.append(matrix_figure_impl(stack[h], maps.query_display, maps.key_display, title, palette,
+                                             None, size=size, tools=False, visible=visible, max_side=side,
+                                             share=common))
+        if include_average:
+            panels.append(matrix_figure_impl(stack.mean(0), maps.query_display, maps.key_display,
+                                             f"L{li} AVERAGE of {maps.n_heads} heads (not a head)", palette,
+                                             None, size=size, tools=False, visible=visible, max_side=side,
+                                             share=common))
+    return gridplot(panels, ncols=ncols, toolbar_location=None)
+
+
+def entropy_grid(maps: Any, *, palette: str = "viridis") -> Any:
+    """Mean row entropy (nats) of every head, layers down and heads across."""
+    maps = _as_maps(maps)
+    ent = np.asarray(M.compute_attention_statistics(maps)["mean_entropy"], dtype=float)  # [L, H]
+    return matrix_figure_impl(ent, list(maps.layer_names), list(maps.head_names),
+                              f"Mean entropy per head (nats) · {maps.model_name or ''}", palette, None,
+                              size=360, colorbar_title="entropy (nats)")
+
+
+def similarity_matrix(maps: Any, layer: int = 0, *, method: str = "js", palette: str = "viridis") -> Any:
+    """How different the heads of a layer are: Jensen-Shannon distance (``js``) or KL (``kl``)."""
+    maps = _as_maps(maps)
+    if method not in ("js", "kl"):
+        raise ValueError(f"method: expected 'js' or 'kl', got {method!r}")
+    w = maps.layer(layer)
+    d = M.js_distance_matrix(w) if method == "js" else M.kl_divergence_matrix(w)
+    names = list(maps.head_names)
+    label = "Jensen-Shannon distance" if method == "js" else "KL divergence (nats)"
+    return matrix_figure_impl(d, names, names, f"{label} between heads · {maps.layer_names[layer]}", palette,
+                              None, size=360, colorbar_title=label)
+
+
+def rollout_figure(maps: Any, layer: int | None = None, *, palette: str = "viridis",
+                   max_side: int = OVERVIEW_SIDE) -> Any:
+    """Attention rollout up to ``layer`` (default: the last); see :func:`metrics.attention_rollout`."""
+    maps = _as_maps(maps)
+    roll = M.attention_rollout(maps)
+    li = maps.n_layers - 1 if layer is None else layer
+    title = f"Attention rollout to {maps.layer_names[li]} (not an explanation)"
+    return matrix_figure_impl(roll[li], maps.query_display, maps.key_display, title, palette, None,
+                              max_side=max_side)
+
+
+def last_query_figure(maps: Any, layer: int = 0, head: int = 0) -> Any:
+    """The last query's weight over every key position (its history), as a line."""
+    maps = _as_maps(maps)
+    profile = maps.head(layer, head)[-1]
+    fig = figure(title=f"Last query's attention over the history · {caption(maps, layer, head)}",
+                 width=700, height=260, x_axis_label="key position", y_axis_label="weight")
+    fig.line(np.arange(len(profile)), profile, line_width=2)
+    fig.add_tools(HoverTool(tooltips=[("position", "$index"), ("weight", "@y{0.0000}")]))
+    return fig
+
+
+def received_figure(maps: Any, layer: int = 0, head: int = 0) -> Any:
+    """Attention received per key position (mean over queries), as bars."""
+    maps = _as_maps(maps)
+    received = M.attention_received(maps.head(layer, head), causal=maps.causal)
+    fig = figure(title=f"Attention received per position · {caption(maps, layer, head)}", width=700,
+                 height=260, x_axis_label="key position", y_axis_label="mean weight received")
+    fig.vbar(x=np.arange(len(received)), top=received, width=0.8)
+    return fig
+
+
+def recency_figure(samples: Sequence[Any], *, causal: bool = True, layer: int = 0) -> Any:
+    """Recency ratio of each head of ``layer`` over several samples: mean with ±1 std error bars."""
+    hist = M.history_metrics(samples, causal=causal)
+    mean = np.asarray(hist["recency_ratio"]["mean"], dtype=float)[layer]
+    std = np.asarray(hist["recency_ratio"]["std"], dtype=float)[layer]
+    x = np.arange(len(mean))
+    source = ColumnDataSource({"x": x, "mean": mean, "lower": mean - std, "upper": mean + std})
+    fig = figure(title=f"Recency ratio per head over {len(samples)} samples (layer {layer})", width=600,
+                 height=300, x_axis_label="head", y_axis_label="recent / distant weight")
+    fig.vbar(x="x", top="mean", width=0.7, source=source)
+    fig.add_layout(Whisker(source=source, base="x", upper="upper", lower="lower"))
+    return fig
+
+
+def scaling_figure(result: dict[str, list] | None = None) -> Any:
+    """The scaling experiment: max weight, gradient size and entropy against d_k, scaled vs unscaled."""
+    from attnwidget.scratch import scaling_experiment
+
+    result = result or scaling_experiment()
+    panels = []
+    for key, label in (("max_weight", "largest weight (1 = saturated)"),
+                       ("grad_norm", "gradient size at the scores"), ("entropy", "entropy (nats)")):
+        fig = figure(title=label, width=320, height=280, x_axis_type="log", x_axis_label="d_k")
+        for scaled, colour, name in ((False, "#c62828", "no scale"), (True, "#1565c0", "1/sqrt(d_k)")):
+            xs = [d for d, s in zip(result["d_k"], result["scaled"], strict=True) if s == scaled]
+            ys = [v for v, s in zip(result[key], result["scaled"], strict=True) if s == scaled]
+            fig.line(xs, ys, color=colour, legend_label=name, line_width=2)
+            fig.scatter(xs, ys, color=colour, size=6)
+        fig.legend.location = "top_left" if key == "max_weight" else "top_right"
+        panels.append(fig)
+    return row(*panels)
+
+
+def mask_figure(n: int = 8) -> Any:
+    """The causal and the reverse mask side by side (1 = may attend)."""
+    from attnwidget.scratch import causal_mask, reverse_mask
+
+    labels = [str(i) for i in range(n)]
+    return row(
+        matrix_figure_impl(causal_mask(n).float().numpy(), labels, labels, "causal: the past", "greys", 1.0,
+                           size=280, colorbar_title="may attend"),
+        matrix_figure_impl(reverse_mask(n).float().numpy(), labels, labels, "reverse: the future (a cheat)",
+                           "greys", 1.0, size=280, colorbar_title="may attend"),
+    )
