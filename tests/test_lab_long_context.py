@@ -16,6 +16,7 @@ from attnwidget.lab.long_context import (
     summary_statistics,
     visualize_attention_heatmap,
     visualize_attention_lines,
+    visualize_summary_statistics,
 )
 
 
@@ -131,6 +132,22 @@ def test_figures_show_the_heads_and_the_history(maps, tmp_path):
         save_figures({"../x": grid}, tmp_path)
     with pytest.raises(IndexError, match=r"layer_idx: expected -2\.\.1"):
         visualize_attention_heatmap(maps, layer_idx=2)
+
+
+def test_the_summary_figure_shows_each_heads_recency_ratio_across_samples(tmp_path):
+    from attnwidget.models import load_tiny_lm
+
+    lm, chars = load_tiny_lm()
+    texts = ("q8Zr2kLmxT" * 2, "abcdefgh" * 3, "x1y2z3" * 4)
+    samples = [extract_attention(lm, text, chars) for text in texts]
+    fig = visualize_summary_statistics(samples, layer_idx=-1, save_path=tmp_path / "summary.html")
+    bars = next(r.data_source for r in fig.renderers if isinstance(r.data_source, ColumnDataSource)).data
+    per_sample = np.array([sample_statistics(m)["recent_distant_ratio"][1] for m in samples])  # [3, heads]
+    finite = np.where(np.isfinite(per_sample), per_sample, np.nan)
+    np.testing.assert_allclose(bars["mean"], np.nanmean(finite, axis=0), rtol=1e-9)
+    assert (tmp_path / "summary.html").exists()
+    with pytest.raises(ValueError, match=r"samples\[0\]: expected \[layers, heads, Q, K\], got shape \(4,"):
+        visualize_summary_statistics([samples[0].layer(0)])
 
 
 def test_figures_can_be_saved_as_svg(maps, tmp_path):

@@ -4,12 +4,13 @@ The summary's tools, on :mod:`attnwidget.metrics.history` and :mod:`attnwidget.p
 
     from attnwidget.lab.long_context import (
         visualize_attention_heatmap, visualize_attention_lines, sample_statistics,
-        summary_statistics, compression_hints, insights, save_figures,
+        summary_statistics, visualize_summary_statistics, compression_hints, insights, save_figures,
     )
     visualize_attention_heatmap(maps, layer_idx=0)          # one panel per head
     visualize_attention_lines(maps, layer_idx=0, head_idx=0)  # last query's profile, received
     sample_statistics(maps.layer(0), causal=True)          # the per-sample numbers, per head
     summary = summary_statistics([m.weights for m in samples], causal=True)
+    visualize_summary_statistics(samples, layer_idx=-1)     # recency ratio per head, ± std
     insights(summary)                                        # "INSIGHT: Strong recency bias ..."
     save_figures({"layer0_heads": fig}, "./figs/attention")  # the figures, in a folder
 
@@ -55,6 +56,7 @@ __all__ = [
     "summary_statistics",
     "visualize_attention_heatmap",
     "visualize_attention_lines",
+    "visualize_summary_statistics",
 ]
 
 
@@ -183,6 +185,38 @@ def summary_statistics(
     if causal is None and isinstance(samples, Sequence) and not isinstance(samples, (str, bytes)) and samples:
         causal = all(_causal(s, None) for s in samples)
     return history_metrics(samples, fraction=fraction, bins=bins, causal=bool(causal))
+
+
+def visualize_summary_statistics(
+    samples: Sequence[Any],
+    layer_idx: int = 0,
+    *,
+    causal: bool | None = None,
+    save_path: str | Path | None = None,
+) -> Any:
+    """The recency ratio of each head of ``layer_idx`` across samples: mean with ±1 std error bars.
+
+    ``samples``: one ``[layers, heads, Q, K]`` array (or AttentionMaps) per
+    sample, lengths may differ. The handout's "Recent vs distant attention
+    ratio" panel of its summary figure (:func:`attnwidget.plots.recency_figure`);
+    the other measures are in :func:`summary_statistics`.
+    """
+    from attnwidget.plots import recency_figure
+
+    if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence) or not samples:
+        raise ValueError(
+            f"samples: expected a non-empty list of attention arrays, got {type(samples).__name__}"
+        )
+    lead = []
+    for i, sample in enumerate(samples):
+        shape = sample.shape if isinstance(sample, AttentionMaps) else np.shape(sample)
+        if len(shape) != 4:
+            raise ValueError(f"samples[{i}]: expected [layers, heads, Q, K], got shape {tuple(shape)}")
+        lead.append(shape[0])
+    li = index(layer_idx, lead[0], "layer_idx")
+    if causal is None:
+        causal = all(_causal(s, None) for s in samples)
+    return save(recency_figure(samples, causal=bool(causal), layer=li), save_path)
 
 
 #: What each compression hint means for the handout's console insight.
