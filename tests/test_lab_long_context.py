@@ -148,9 +148,3 @@ def test_the_summary_figure_shows_each_heads_recency_ratio_across_samples(tmp_pa
     assert (tmp_path / "summary.html").exists()
     with pytest.raises(ValueError, match=r"samples\[0\]: expected \[layers, heads, Q, K\], got shape \(4,"):
         visualize_summary_statistics([samples[0].layer(0)])
-
-
-def test_figures_can_be_saved_as_svg(maps, tmp_path):
-    pytest.importorskip("selenium")
-    (path,) = save_figures({"lines": visualize_attention_lines(maps)}, tmp_path, fmt="svg")
-    assert path.read_text(encoding="utf-8").lstrip().startswith("<svg")

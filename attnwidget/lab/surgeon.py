@@ -39,7 +39,10 @@ from attnwidget import scratch
 from attnwidget.lab._common import distributions, labels, positive_int, save, square
 
 __all__ = [
+    "GLOBAL_FLOOR",
     "HANDOUT_SCALING_TABLE",
+    "MASKINGS",
+    "SWEEP_LENGTHS",
     "analyze_attention_patterns",
     "attention",
     "compare_masking",
