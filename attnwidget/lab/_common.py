@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from attnwidget.metrics._input import prepare, to_tensor
 
@@ -93,7 +92,3 @@ def positive_int(value: Any, name: str) -> int:
         raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
     return int(value)
 
-
-def as_torch(x: Any) -> torch.Tensor:
-    """numpy -> torch without a copy; tensors pass through."""
-    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
