@@ -107,19 +107,68 @@ def test_training_is_seeded():
     assert all(torch.equal(x, y) for x, y in pairs)
 
 
+def _training_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "train_tiny_lm.py"
+    spec = importlib.util.spec_from_file_location("train_tiny_lm", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: Tolerances are this many times the noise the training script measured (two trainings that
+#: differ only in reduction order, which is what another CPU changes), with a floor for a
+#: measured noise that happens to be tiny. On the CPU the weights were made on, the noise was
+#: 0.007 in final loss and 0.025 in head scores, while every role score is at least 0.2 from
+#: the role cut-off (0.5), so roles cannot flip within these bounds; ablating the induction
+#: heads, a real change of behaviour, moves the loss by more than 0.5.
+NOISE_MARGIN = 5
+LOSS_FLOOR, SCORE_FLOOR, ACCURACY_FLOOR = 0.02, 0.05, 0.02
+
+
 @pytest.mark.slow
-def test_training_script_reproduces_the_shipped_weights():
+def test_training_script_reproduces_the_shipped_model():
+    script = _training_script()
     saved = torch.load(TINY_LM_WEIGHTS, weights_only=True)
-    here = (str(torch.__version__), torch.get_num_threads())
-    if (saved["meta"]["torch"], saved["meta"]["threads"]) != here:
-        pytest.skip(f"bitwise reproduction needs torch {saved['meta']['torch']} with "
-                    f"{saved['meta']['threads']} threads, here {here[0]} with {here[1]}")
+    meta = saved["meta"]
     recipe = {k: list(v) if isinstance(v, tuple) else v for k, v in INDUCTION_RECIPE.items()}
     assert saved["recipe"] == recipe
-    model, _ = train_induction(progress=False)
+    model, losses = train_induction(progress=False)
     assert dataclasses.asdict(model.config) == saved["config"]
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, saved["state_dict"][name]), name
+
+    # Behaviour reproduces on any CPU: the same heads do the same jobs, as well
+    shipped, here = meta["behaviour"], script.behaviour(model)
+    assert here["roles"] == shipped["roles"]
+    assert here["roles"]["previous_token"] == [[0, 2]]
+    assert [layer for layer, _ in here["roles"]["induction"]] == [1, 1]
+    noise = meta["noise"]
+    assert abs(losses[-1] - meta["final_loss"]) <= max(NOISE_MARGIN * noise["final_loss"], LOSS_FLOOR)
+    for name in ("previous_token", "induction"):
+        np.testing.assert_allclose(here[name], shipped[name], rtol=0,
+                                   atol=max(NOISE_MARGIN * noise["head_score"], SCORE_FLOOR))
+    assert here["copy_accuracy"] > 0.9
+    assert abs(here["copy_accuracy"] - shipped["copy_accuracy"]) <= max(
+        NOISE_MARGIN * noise["copy_accuracy"], ACCURACY_FLOOR)
+
+    # Bits reproduce only where the floating-point path is provably the same
+    fingerprint = {k: meta[k] for k in script.platform_fingerprint()}
+    if script.platform_fingerprint() == fingerprint:
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, saved["state_dict"][name]), name
+    else:  # another CPU: weights move far (up to 40 % in one tensor) while behaviour holds
+        print(f"bitwise check skipped: made on {fingerprint}, here {script.platform_fingerprint()}")
+
+
+def test_the_measured_noise_is_recorded_with_the_weights():
+    meta = torch.load(TINY_LM_WEIGHTS, weights_only=True)["meta"]
+    noise = meta["noise"]
+    assert set(noise) == {"final_loss", "copy_accuracy", "head_score", "weight_relative"}
+    # a real measurement, not zeros: reduction order alone moved the weights
+    assert noise["weight_relative"] > 1e-3
+    assert 0 < noise["final_loss"] < LOSS_FLOOR  # and the loss hardly at all
+    assert {"torch", "threads", "machine", "cpu", "cpu_capability"} <= set(meta)
 
 
 def test_reverse_mask_cheats_and_the_causal_model_learns():
