@@ -120,3 +120,70 @@ def test_report_from_a_local_transformers_folder(tmp_path, bpe_tokenizer):
     numbers = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert numbers["shape"][:2] == [2, 4]
     assert numbers["tokens"][0] == "The"
+
+
+def test_without_a_browser_the_page_is_written_and_one_line_says_what_to_install(tmp_path):
+    import os
+
+    text = "q8Zr2kLmxTq8Zr2kLmxT"
+    missing = {"CHROMEDRIVER_PATH": str(tmp_path / "no-such-chromedriver")}
+    res = subprocess.run([sys.executable, "-m", "attnwidget", "report", text, "--model", "tiny", "--out",
+                          str(tmp_path / "a")], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", **missing})
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: no PNG figures: PNG/SVG export needs chromedriver, not found (Debian/Ubuntu: apt-get install "
+        "chromium chromium-driver, then pip install 'attnwidget[export]' (selenium); set "
+        "CHROMIUM_PATH/CHROMEDRIVER_PATH if they live elsewhere); or add --no-png to skip them"]
+    assert (tmp_path / "a" / "index.html").stat().st_size > 100_000  # everything else is written
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["shape"] == [2, 4, 20, 20]
+    assert not (tmp_path / "a" / "figures").exists()
+    assert f"wrote {tmp_path / 'a' / 'index.html'}" in res.stdout
+    # selenium missing (as if not installed): the same, naming selenium
+    out = str(tmp_path / "b")
+    code = ("import sys; sys.modules['selenium'] = None; from attnwidget.__main__ import main; "
+            f"sys.exit(main(['report', {text!r}, '--model', 'tiny', '--quiet', '--out', {out!r}]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 1
+    assert res.stderr.splitlines() == [
+        "error: no PNG figures: PNG/SVG export needs selenium, which is not installed (Debian/Ubuntu: "
+        "apt-get install chromium chromium-driver, then pip install 'attnwidget[export]' (selenium); set "
+        "CHROMIUM_PATH/CHROMEDRIVER_PATH if they live elsewhere); or add --no-png to skip them"]
+    assert (tmp_path / "b" / "index.html").exists()
+
+
+@pytest.mark.slow
+def test_a_510_token_report_draws_pooled_maps_that_equal_the_metrics(tmp_path, minilm):
+    from bokeh.models import ColumnDataSource
+
+    from attnwidget import extract_attention, report
+    from attnwidget._codec import pool_max, quantize
+
+    model, tok = minilm
+    text = " ".join(["the cat sat on the mat"] * 85)  # 510 word pieces with [CLS] and [SEP]
+    maps = extract_attention(model, text, tok)
+    assert maps.shape == (6, 12, 512, 512)
+    numbers = report.compute(maps)
+    figures = {name: fig for name, _, fig in report.figures_of(maps, numbers)}
+    layer3 = [child[0] for child in figures["layer3"].children]
+    assert len(layer3) == 13
+    for h in (0, 7):
+        panel = layer3[h]
+        image = next(r.data_source.data for r in panel.renderers if type(r.glyph).__name__ == "Image")
+        w = maps.head(3, h)
+        f = 3  # 512 tokens drawn in 200-pixel panels
+        np.testing.assert_array_equal(image["image"][0], quantize(pool_max(w, f)[0], float(w.max())))
+        entropy = numbers["statistics"]["mean_entropy"][3][h]
+        assert panel.title.text == (f"L3 H{h} · H={entropy:.2f} · {numbers['grade'][3][h]} · "
+                                    "max-pooled 3×3 (512×512 → 171×171)")
+    entropy = figures["entropy"]
+    cells = next(r.data_source.data for r in entropy.renderers if isinstance(r.data_source, ColumnDataSource))
+    np.testing.assert_allclose(np.asarray(cells["weight"]).reshape(6, 12),
+                               np.asarray(numbers["statistics"]["mean_entropy"]), rtol=1e-6)
+    index = report.build(text, "minilm", tmp_path, png=False, progress=False)
+    assert index.stat().st_size < 10e6  # the page at 510 tokens (it was 399 MB with a rect per cell)
+    page = index.read_text()
+    assert page.count("max-pooled 3") == 6 * 13  # one per grid panel (× is escaped in the page)

@@ -12,7 +12,8 @@ Data a figure carries (tests read it):
 
 * the image renderer's source: ``image`` ``[[rows, cols]]`` uint8 levels (255 =
   masked), ``weight`` ``[[Q, K]]`` float32 exact values when the map is not
-  pooled, and ``pool`` (block size, 1 = full resolution);
+  pooled (single figures; grid panels carry the levels only, as the widget's
+  thumbnails do), and ``pool`` (block size, 1 = full resolution);
 * maps of at most :data:`CELL_LAYER_CELLS` cells, not pooled, also get a
   per-cell layer (the first renderer): ``x``, ``y``, ``weight``, ``query``,
   ``key`` (and ``text`` with ``annotate``), which the hover and the value
@@ -45,10 +46,10 @@ AXIS_LABEL_CHARS = 32
 #: (attnwidget.widget.OVERVIEW_SIDE): more cells than a 520-pixel figure has pixels add
 #: bytes, not detail; a single sharp weight survives the max-pooling.
 OVERVIEW_SIDE = 512
-#: Maps up to this many cells (64 x 64) also carry one row of data per cell (exact hover,
-#: value labels): a few hundred KB at most. Above it, per-cell string columns are what
-#: made the old figures grow with the square of the length.
-CELL_LAYER_CELLS = 64 * 64
+#: Maps up to this many cells (32 x 32) also carry one row of data per cell (exact hover,
+#: value labels): about 45 bytes a cell, 46 KB at most. Above it, per-cell string columns
+#: are what made the old figures grow with the square of the length.
+CELL_LAYER_CELLS = 32 * 32
 #: Neighbouring axis labels are at least this many pixels apart (js/src/heatmap.ts LABEL_PX).
 LABEL_PX = 11
 #: Colour of the hatch under masked cells (the widget's fallback ``--jp-border-color1``).
@@ -134,7 +135,7 @@ def matrix_figure_impl(
     palette_name: str = "viridis", vmax: float | None = 1.0, annotate: bool = False, size: int = 520,
     colorbar_title: str = "Attention weight", low: float = 0.0, tools: bool = True,
     threshold: float | None = None, *, visible: Any = None,
-    max_side: int = OVERVIEW_SIDE, share: Shared | None = None,
+    max_side: int = OVERVIEW_SIDE, share: Shared | None = None, exact: bool = True,
 ) -> Any:
     """One ``[Q, K]`` matrix, queries down and keys across; see the module docstring for its data.
 
@@ -143,6 +144,8 @@ def matrix_figure_impl(
     ``visible``: bool ``[Q, K]``, False where a cell is masked (drawn hatched).
     ``max_side``: the map is max-pooled to at most this many cells a side; the
     title then says so. ``share``: formatters and colour tables of a grid.
+    ``exact``: carry the float32 weights of an unpooled map (4 bytes a cell) for
+    an exact hover; without, the hover reads the level (``≈``, as the widget).
     """
     pal = palette(palette_name)
     w = np.asarray(w, dtype=np.float32)
@@ -182,7 +185,8 @@ def matrix_figure_impl(
         fig.quad(left=-0.5, right=K - 0.5, top=-0.5, bottom=Q - 0.5, fill_alpha=0, line_alpha=0,
                  hatch_pattern="/", hatch_color=MASKED_COLOUR, hatch_scale=6)
     data = {"image": [levels], "pool": [factor]}
-    if factor == 1:
+    exact = exact and factor == 1
+    if exact:
         data["weight"] = [w]
     # each image pixel covers factor x factor token positions; the partial edge block is cut
     # off by the ranges, so position k is still drawn at x = k. Image row 0 sits at the
@@ -193,7 +197,7 @@ def matrix_figure_impl(
         fig.add_tools(HoverTool(renderers=[hover_target], tooltips=[
             ("query", "@query"), ("key", "@key"), ("weight", "@weight{0.0000}")]))
     else:
-        value = ("weight", "@weight{0.0000}") if factor == 1 else ("weight", "@image{custom}")
+        value = ("weight", "@weight{0.0000}") if exact else ("weight", "@image{custom}")
         tips = [("query", "$y{custom}"), ("key", "$x{custom}"), value]
         fig.add_tools(HoverTool(renderers=[image], tooltips=tips,
                                 formatters={"$y": share.hover.query, "$x": share.hover.key,

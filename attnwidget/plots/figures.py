@@ -82,36 +82,55 @@ def heads_grid(
     titled as an average, never a replacement for the heads.
 
     Each panel is max-pooled to what it is drawn at (``max_side``, default
-    ``size`` cells a side); token labels, hover formatters and colour tables
-    are shared by the panels (one copy in the document).
+    ``size`` cells a side) and carries its uint8 levels only (hover: ``≈``
+    weights, as the widget's thumbnails); token labels, hover formatters and
+    colour tables are shared by the panels (one copy in the document).
     """
     maps = _as_maps(maps)
     layers = range(maps.n_layers) if layer is None else [layer]
+    numbers = {li: (M.compute_attention_statistics(maps.layer(li))["mean_entropy"],
+                    M.sharpness_grade(maps.layer(li))) for li in layers}
+    return layers_grid(maps, numbers, ncols=ncols, palette=palette, size=size,
+                       include_average=include_average, max_side=max_side)
+
+
+def layers_grid(
+    maps: AttentionMaps, numbers: dict[int, tuple[Any, Any]], *, ncols: int = 4, palette: str = "viridis",
+    size: int = 220, include_average: bool = True, max_side: int | None = None,
+) -> Any:
+    """:func:`heads_grid` of the layers in ``numbers``, ``{layer: (mean entropy [H], grades [H])}``,
+    for callers that have computed them already (the report: once, for the whole stack)."""
     side = size if max_side is None else max_side
     common = shared(maps.query_display, maps.key_display)
     visible = _visible(maps)
     panels = []
-    for li in layers:
+    for li, (entropy, grades) in numbers.items():
         stack = maps.layer(li)  # [H, Q, K]
-        entropy = M.compute_attention_statistics(stack)["mean_entropy"]
-        grades = M.sharpness_grade(stack)
         for h in range(maps.n_heads):
-            title = f"L{li} H{h} · H={float(entropy[h]):.2f} · {grades[h]}"
+            ent = entropy[h]  # None or NaN: an empty map (every row masked)
+            shown = "–" if ent is None or not np.isfinite(float(ent)) else f"{float(ent):.2f}"
+            title = f"L{li} H{h} · H={shown} · {grades[h]}"
             panels.append(matrix_figure_impl(stack[h], maps.query_display, maps.key_display, title, palette,
                                              None, size=size, tools=False, visible=visible, max_side=side,
-                                             share=common))
+                                             share=common, exact=False))
         if include_average:
             panels.append(matrix_figure_impl(stack.mean(0), maps.query_display, maps.key_display,
                                              f"L{li} AVERAGE of {maps.n_heads} heads (not a head)", palette,
                                              None, size=size, tools=False, visible=visible, max_side=side,
-                                             share=common))
+                                             share=common, exact=False))
     return gridplot(panels, ncols=ncols, toolbar_location=None)
 
 
 def entropy_grid(maps: Any, *, palette: str = "viridis") -> Any:
     """Mean row entropy (nats) of every head, layers down and heads across."""
     maps = _as_maps(maps)
-    ent = np.asarray(M.compute_attention_statistics(maps)["mean_entropy"], dtype=float)  # [L, H]
+    return entropy_figure(maps, M.compute_attention_statistics(maps)["mean_entropy"], palette=palette)
+
+
+def entropy_figure(maps: AttentionMaps, entropy: Any, *, palette: str = "viridis") -> Any:
+    """:func:`entropy_grid` from mean entropies already computed, ``[L, H]`` (None or NaN: an
+    empty map, drawn hatched)."""
+    ent = np.array([[np.nan if v is None else float(v) for v in row] for row in entropy], dtype=float)
     return matrix_figure_impl(ent, list(maps.layer_names), list(maps.head_names),
                               f"Mean entropy per head (nats) · {maps.model_name or ''}", palette, None,
                               size=360, colorbar_title="entropy (nats)")

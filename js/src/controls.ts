@@ -44,6 +44,15 @@ export function select(name: string, options: string[]): { box: HTMLLabelElement
   return { box, input };
 }
 
+/** A push button of the control bar (its text is ours, never user data). */
+export function button(name: string, label: string): HTMLButtonElement {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = `aw-control aw-${name}`;
+  b.textContent = label;
+  return b;
+}
+
 /** A number as shown in the panel: 4 significant digits, no trailing zeros; None as a dash. */
 export function fmt(v: unknown): string {
   if (typeof v !== "number") return v === null || v === undefined ? "–" : String(v);

@@ -2,11 +2,12 @@
  *  Draws what Python sent; computes no metric. */
 import { type Atlas, type AtlasMessage, decodeAtlas, decodePanel, LEVELS, MASKED, type Panel, type PanelMessage } from "./codec";
 import { DIVERGING, lutOf } from "./colormaps";
-import { badgeText, type Effect, fmt, type Metrics, renderEffect, renderMetrics, select, slider } from "./controls";
+import { badgeText, button, type Effect, fmt, type Metrics, renderEffect, renderMetrics, select, slider } from "./controls";
 import {
   cellAt, clampViewport, drawGrid, drawHeatmap, drawRowPlot, drawThumb, formatWeight, fullViewport,
   type GridLayout, isFull, type Layout, MARGIN_LEFT, MARGIN_TOP, type Theme, type Viewport, zoomViewport,
 } from "./heatmap";
+import { savePng } from "./save";
 
 /** Mirrors the synced traits of attnwidget.widget.AttentionView, same names. */
 export interface ViewState {
@@ -111,7 +112,8 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const ablateButton = document.createElement("button");
   ablateButton.type = "button";
   ablateButton.className = "aw-ablate";
-  controls.append(layer.box, head.box, threshold.box, mode.box, colormap.box, scale.box, compareBox, ablateButton);
+  const saveButton = button("save", "save PNG");
+  controls.append(layer.box, head.box, threshold.box, mode.box, colormap.box, scale.box, compareBox, ablateButton, saveButton);
 
   const status = document.createElement("div");
   status.className = "aw-status";
@@ -453,8 +455,9 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     save();
   };
   const onAblate = () => toggleAblation(model.get("layer"), model.get("head"));
+  const onSave = () => void savePng(model.get("mode") === "grid" ? gridCanvas : canvas, model.get("caption"));
   const listeners: [EventTarget, string, EventListener][] = [
-    [compareInput, "change", onCompare], [ablateButton, "click", onAblate],
+    [compareInput, "change", onCompare], [ablateButton, "click", onAblate], [saveButton, "click", onSave],
     [layer.input, "input", onLayer], [head.input, "input", onHead], [threshold.input, "input", onThreshold],
     [mode.input, "change", onMode], [colormap.input, "change", onColormap], [scale.input, "change", onScale],
   ];
