@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from attnwidget.tokens import SCHEMES, Scheme, display_tokens
+from attnwidget.inputs.source import Source, describe_sequence
+from attnwidget.tokens import SCHEMES, Scheme, display_tokens, show_invisible
 
 #: Largest allowed ``|row sum - 1|`` for a row that is not fully masked.
 #: Softmax rows in float32 sum to 1 within ~1e-6; models run in float16 or
@@ -145,6 +146,11 @@ class AttentionMaps:
     averaged_heads : tuple[int, ...] or None
         Set when the record is a head *average* (see :meth:`head_mean`): the
         heads that were averaged. Averages hide per-head patterns; say so when showing one.
+    source : attnwidget.inputs.Source or None
+        Where the sequence came from (text, a dataset's validation window, random
+        tokens; index, seed, ``seq_len``, whether the diagonal was masked), see
+        :mod:`attnwidget.inputs`; a mapping of its fields is accepted. Kept by
+        :meth:`select` and :meth:`head_mean`, saved by :meth:`save`; :meth:`caption` quotes it.
 
     Validation (``ValueError``/``TypeError`` naming the argument): rank must be
     4; token counts must match; no negative weights; no NaN or inf outside
@@ -170,6 +176,7 @@ class AttentionMaps:
         query_display: Sequence[str] | None = None,
         key_display: Sequence[str] | None = None,
         averaged_heads: Sequence[int] | None = None,
+        source: Source | dict[str, Any] | None = None,
     ) -> None:
         layers, stacked = self._layers_of(weights)
         H, Q, K = layers[0].shape
@@ -213,6 +220,7 @@ class AttentionMaps:
         self.key_padding = _bool_vector(key_padding, K, "key_padding")
         self.causal = self._looks_causal(self._layers) if causal is None else bool(causal)
         self.averaged_heads = None if averaged_heads is None else tuple(int(h) for h in averaged_heads)
+        self.source = source if source is None or isinstance(source, Source) else Source.from_dict(source)
 
     @property
     def query_display(self) -> tuple[str, ...]:
@@ -445,10 +453,30 @@ class AttentionMaps:
             "layer_names": self.layer_names, "head_names": self.head_names,
             "model_name": self.model_name, "text": self.text, "causal": self.causal,
             "query_padding": self.query_padding, "key_padding": self.key_padding,
-            "averaged_heads": self.averaged_heads,
+            "averaged_heads": self.averaged_heads, "source": self.source,
         }
         fields.update(changes)
         return AttentionMaps(weights, **fields)
+
+    def with_source(self, source: Source | dict[str, Any] | None, text: str | None = None) -> AttentionMaps:
+        """A new record with ``source`` (and ``text``, when given) as its provenance; weights shared."""
+        return self._replace(list(self._layers), source=source, **({} if text is None else {"text": text}))
+
+    def caption(self, layer: int | None = None, head: int | None = None) -> str:
+        """002's caption: ``"layer 0, head 2 on <source> sequence: '<first 50 characters>…' (128 tokens)"``.
+
+        ``layer``/``head`` name the map (either may be left out; negatives count
+        from the end); with no head, a head average says so. The source comes from
+        :attr:`source` ("text sequence" when unknown), the characters from
+        :attr:`text`, the count is the number of query tokens, and a masked diagonal
+        is stated. Plain text (invisible characters named), for titles and captions.
+        """
+        parts = [] if layer is None else [self.layer_names[self._check_index(layer, "layer", self.n_layers)]]
+        if head is not None or self.is_average:
+            name = self.head_names[0 if head is None else self._check_index(head, "head", self.n_heads)]
+            parts.append(name + (" (AVERAGE, not a head)" if self.is_average else ""))
+        who = ", ".join(parts) if parts else "attention"
+        return show_invisible(who) + " on " + describe_sequence(self.source, self.text, self.shape[2])
 
     def select(
         self, layers: Sequence[int] | int | None = None, heads: Sequence[int] | int | None = None

@@ -11,7 +11,9 @@ The file is a zip archive (numpy's ``.npz`` layout, readable with ``np.load``):
 * ``query_padding.npy``, ``key_padding.npy``: bool ``[Q]``, ``[K]``;
 * ``meta.json``: format name and version, tokens (raw and display forms), layer
   and head names, model name, text, causal flag, averaged heads, token scheme
-  and special tokens, and the library version that wrote it.
+  and special tokens, the sequence's source (:class:`attnwidget.inputs.Source`
+  as a dict, or null; files written before it existed have none), and the
+  library version that wrote it.
 
 No pickles: loading never runs code from the file. The loaded record is
 validated like any other (rows sum to 1, shapes agree), and a truncated or
@@ -57,6 +59,7 @@ def save_maps(maps: AttentionMaps, path: str | Path) -> Path:
         "model_name": maps.model_name, "text": maps.text, "causal": bool(maps.causal),
         "averaged_heads": None if maps.averaged_heads is None else list(maps.averaged_heads),
         "token_scheme": maps._token_scheme, "special_tokens": list(maps._special_tokens),
+        "source": None if maps.source is None else maps.source.to_dict(),
     }
     tmp = path.with_name(path.name + ".partial")
     try:
@@ -132,7 +135,7 @@ def load_maps(path: str | Path) -> AttentionMaps:
         weights[empty] = np.nan
     fields: dict[str, Any] = {k: meta.get(k) for k in (
         "key_tokens", "query_display", "key_display", "layer_names", "head_names", "model_name",
-        "text", "causal", "averaged_heads", "token_scheme")}
+        "text", "causal", "averaged_heads", "token_scheme", "source")}
     try:
         maps = AttentionMaps(
             weights, meta["query_tokens"], **fields,

@@ -69,6 +69,28 @@ def _bundle(name: str) -> str | Path:
     return _MISSING_BUNDLE_ESM if name.endswith(".js") else ""
 
 
+def _takes_tokenizer(model: Any) -> bool:
+    """transformers models take a tokenizer with input ids (to label them); hook-based ones do not."""
+    from attnwidget.extract.huggingface import is_hf_model
+
+    return is_hf_model(model)
+
+
+def _corpus_summary(corpus: Any, maps: AttentionMaps) -> Any:
+    """``corpus`` as a :class:`attnwidget.corpus.HeadSummary` of the record's layers x heads, or None."""
+    if corpus is None:
+        return None
+    from attnwidget.corpus import HeadSummary, summarize
+
+    summary = corpus if isinstance(corpus, HeadSummary) else summarize(corpus)
+    if summary.shape != maps.shape[:2]:
+        raise ValueError(
+            f"corpus: summarises {summary.shape[0]} layers x {summary.shape[1]} heads, but the record has "
+            f"{maps.shape[0]} x {maps.shape[1]}; expected a corpus run of the same model"
+        )
+    return summary
+
+
 def _record_mask(maps: AttentionMaps, Q: int, K: int) -> tuple[torch.Tensor | None, bool]:
     """The record's padding as a ``[Q, K]`` key mask (None when nothing is padded) and its causal flag."""
     pad = np.asarray(maps.key_padding, dtype=bool)
@@ -80,14 +102,23 @@ class AttentionView(anywidget.AnyWidget):
     """Attention maps on a canvas, with layer/head/threshold sliders and live metrics.
 
     ``AttentionView(model, text, tokenizer=None, **extract_options)`` extracts
-    with :func:`attnwidget.extract_attention`; ``AttentionView(maps)`` shows
-    any :class:`AttentionMaps`; :meth:`from_tensor` takes raw weights
-    ``[Q, K]``, ``[H, Q, K]`` or ``[L, H, Q, K]``.
+    with :func:`attnwidget.extract_attention`; ``AttentionView(model,
+    source=...)`` takes the sequence from a source instead of a text (an
+    :class:`attnwidget.inputs.Sample`, or a dict of
+    :func:`attnwidget.inputs.load_samples` arguments such as ``{"mode":
+    "validation", "dataset": "valid.txt", "index": 3, "seq_len": 128}``), and the
+    caption names it; ``AttentionView(maps)`` shows any :class:`AttentionMaps`;
+    :meth:`from_tensor` takes raw weights ``[Q, K]``, ``[H, Q, K]`` or ``[L, H, Q, K]``.
+
+    ``corpus=``: a :class:`attnwidget.corpus.HeadSummary` (or a corpus table, run
+    or folder, summarised here) of the same model: each head thumbnail's badge and
+    the metrics of a head then carry ``typical``, the head's median and quartiles
+    over the corpus, next to this text's value.
 
     Every state trait syncs both ways (sliders move the attribute, setting the
     attribute moves the slider); ``metrics`` is recomputed in Python on every
     change and equals :func:`attnwidget.metrics.panel_metrics` on the shown map
-    plus a ``view`` entry naming the state it belongs to.
+    plus a ``view`` entry naming the state it belongs to (and ``typical`` with a corpus).
     """
 
     _esm = _bundle("widget.js")
@@ -159,18 +190,32 @@ class AttentionView(anywidget.AnyWidget):
 
     def __init__(
         self, model: Any, text: Any = None, tokenizer: Any = None, *,
+        source: Any = None, corpus: Any = None,
         layer: int = 0, head: int = 0, threshold: float = 0.1, query: int | None = None,
         mode: str = "head", colormap: str = "viridis", scale: str = "auto", top_k: int = 5,
         **extract_options: Any,
     ) -> None:
+        self._sample = None  # the inputs.Sample a view built from a source shows (its provenance)
         if isinstance(model, AttentionMaps):
-            if text is not None or tokenizer is not None or extract_options:
+            if text is not None or tokenizer is not None or source is not None or extract_options:
                 extra = sorted(extract_options) + [
-                    n for n, v in (("text", text), ("tokenizer", tokenizer)) if v is not None
+                    n for n, v in (("text", text), ("tokenizer", tokenizer), ("source", source))
+                    if v is not None
                 ]
                 raise TypeError(f"AttentionView(maps) takes no extraction arguments, got {extra}")
             maps = model
             self._source_model = None
+        elif source is not None:
+            from attnwidget import inputs
+
+            if text is not None:
+                raise TypeError("text: pass the text or source=..., not both")
+            tokenizer = inputs.find_tokenizer(model, tokenizer)
+            self._sample = inputs.resolve(source, model, tokenizer)
+            maps = inputs.extract_sample(model, self._sample, tokenizer, **extract_options)
+            # ablation re-runs the model on the sample's ids; the tokenizer labels them
+            self._source_model = (model, self._sample.input_ids.unsqueeze(0),
+                                  tokenizer if _takes_tokenizer(model) else None, extract_options)
         else:
             from attnwidget.extract import extract_attention
 
@@ -179,6 +224,7 @@ class AttentionView(anywidget.AnyWidget):
         # not caught by AttentionMaps itself (a record may be analysed in pieces); the view's
         # caches and the browser's budget need a bound (see attnwidget.maps.check_size)
         check_size(*maps.shape, "maps")
+        self._corpus = _corpus_summary(corpus, maps)
         self._maps = maps
         self._original = maps
         self._other: tuple[AttentionMaps, str] | None = None
@@ -675,6 +721,8 @@ class AttentionView(anywidget.AnyWidget):
                     self._batch -= 1
                 self._dirty.discard("ablation")
                 raise
+            if self._sample is not None:  # the re-run saw the same sequence: keep its provenance
+                maps = maps.with_source(self._sample.source, text=self._sample.text)
             self._maps = maps
             self.set_trait("effect", effect)
         self._ablated_now = [list(p) for p in self.ablated]
@@ -709,6 +757,8 @@ class AttentionView(anywidget.AnyWidget):
                 "rollout": "attention rollout"}[self.mode]
         view = {**self._view_key(), "threshold": self.threshold, "query": self.query,
                 "top_k": self.top_k}  # _view_key carries the ablated heads too
+        if self._corpus is not None and self.mode in ("head", "grid"):
+            out["typical"] = self._corpus.typical(self.layer, self.head)  # this head over the corpus
         self.set_trait("metrics", {**out, "kind": kind, "view": view})
 
     def _worker(self) -> ThreadPoolExecutor:
@@ -766,10 +816,19 @@ class AttentionView(anywidget.AnyWidget):
                 {"head": h, "name": show_invisible(maps.head_names[h]),
                  "entropy": float(badges["entropy"][h]),
                  "normalized_entropy": float(badges["normalized_entropy"][h]),
-                 "sharpness": float(badges["sharpness"][h]), "grade": str(badges["grade"][h])}
+                 "sharpness": float(badges["sharpness"][h]), "grade": str(badges["grade"][h]),
+                 **self._badge_typical(layer_index, h)}
                 for h in range(H)
             ],
         }
+
+    def _badge_typical(self, layer: int, head: int) -> dict[str, Any]:
+        """``{"typical": ...}``: the badge's entropy and sharpness over the corpus (median, quartiles)."""
+        if self._corpus is None:
+            return {}
+        t = self._corpus.typical(layer, head)
+        return {"typical": {"entropy": t["mean_entropy"], "sharpness": t["sharpness"],
+                            "n_sequences": t["n_sequences"]}}
 
     def _caption(self) -> str:
         maps = self._maps
@@ -786,6 +845,14 @@ class AttentionView(anywidget.AnyWidget):
         padded = int(np.asarray(maps.key_padding).sum())
         if padded:
             masking += f", {padded} padded key{'s' if padded != 1 else ''}"
+        if maps.source is not None:  # 002's form: which head on which sequence, and its length
+            from attnwidget.inputs import describe_sequence
+
+            sequence = describe_sequence(maps.source, maps.text, maps.shape[2])
+            return show_invisible(
+                f"{maps.model_name or 'unknown model'} · {maps.layer_names[self.layer]} · {what} on "
+                f"{sequence} · {masking}"
+            )
         # names are caller data too: no bidi control may reorder the line
         return show_invisible(
             f"{maps.model_name or 'unknown model'} · {maps.layer_names[self.layer]} · {what} · "

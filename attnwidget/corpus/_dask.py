@@ -1,0 +1,96 @@
+"""Shards of a corpus run as tasks on a ``dask.distributed`` cluster (the ``distributed`` extra).
+
+Each shard is one task: the worker runs :func:`attnwidget.corpus._compute.shard_rows`
+on the shard's token ids (a few KB) and hands the columns back; the client
+writes the shard file, so the output folder only has to exist where the client
+runs and an interrupted run resumes as a local one does. The model reaches the
+workers either as a name (``"minilm"``, ``"tiny"`` or a folder every worker can
+read: each worker process loads it once and keeps it) or, for a model object,
+scattered to every worker once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Models loaded by name in this worker process (one load per process, reused by every shard).
+_MODELS: dict[str, Any] = {}
+
+
+def require_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ModuleNotFoundError(
+            "scheduler='dask' needs dask.distributed, which is not installed; install the extra with: "
+            "pip install 'attnwidget[distributed]'"
+        ) from None
+    return distributed
+
+
+def connect(client: Any) -> tuple[Any, bool]:
+    """``(Client, whether we opened it)`` from a Client, a scheduler address, or None (the default client)."""
+    distributed = require_distributed()
+    if isinstance(client, distributed.Client):
+        return client, False
+    if isinstance(client, str):
+        return distributed.Client(client), True
+    if client is None:
+        try:
+            return distributed.get_client(), False
+        except ValueError:
+            raise ValueError(
+                "client: scheduler='dask' needs a cluster; expected client=distributed.Client(...) or a "
+                "scheduler address such as 'tcp://10.0.0.5:8786', got None and no default client"
+            ) from None
+    raise TypeError(
+        f"client: expected a distributed.Client, an address str or None, got {type(client).__name__}"
+    )
+
+
+def _model(ref: tuple[str, Any]) -> Any:
+    kind, value = ref
+    if kind == "object":
+        return value  # dask resolved the scattered future to the model itself
+    if value not in _MODELS:
+        from attnwidget.models import load
+
+        _MODELS[value] = load(value, "model")[0]
+    return _MODELS[value]
+
+
+def compute_shard(ref: tuple[str, Any], sequences: Sequence[np.ndarray], numbers: Sequence[int],
+                  options: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The worker's side of one shard (a module-level function, so dask pickles it by name)."""
+    from attnwidget.corpus._compute import shard_rows
+
+    return shard_rows(_model(ref), sequences, numbers, **options)
+
+
+def run_shards(
+    client: Any,
+    model: Any,
+    spec: str | None,
+    payloads: dict[int, tuple[list[np.ndarray], list[int]]],
+    options: dict[str, Any],
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Submit every shard, yield ``(shard, columns)`` as each finishes; cancel the rest on exit.
+
+    ``spec``: the model's name for the workers to load, or None to scatter ``model``.
+    """
+    distributed = require_distributed()
+    ref: tuple[str, Any] = ("spec", spec) if spec is not None else (
+        "object", client.scatter(model, broadcast=True))
+    futures = {
+        client.submit(compute_shard, ref, seqs, nums, options, pure=False): shard
+        for shard, (seqs, nums) in payloads.items()
+    }
+    try:
+        for future in distributed.as_completed(list(futures)):
+            yield futures[future], future.result()
+    finally:
+        # an interrupted run (Ctrl-C, a failing shard, a callback that raised) leaves no work behind
+        client.cancel([f for f in futures if not f.done()])
