@@ -82,11 +82,22 @@ export interface QueryBlock {
   normalized_entropy: number | null;
 }
 
+/** A head's median and quartiles over a corpus (attnwidget.corpus.HeadSummary.typical). */
+export interface Typical { median: number | null; q25: number | null; q75: number | null }
+
 export type Metrics = Record<string, unknown> & {
   view?: Record<string, unknown>;
   scores?: Record<string, number | null>;
   query?: QueryBlock;
+  typical?: Record<string, Typical | number | string>;
 };
+
+/** "value · typical median (q25–q75)" when the view has a corpus summary for this statistic. */
+function withTypical(value: string, t: unknown): string {
+  if (!t || typeof t !== "object" || !("median" in t)) return value;
+  const { median, q25, q75 } = t as Typical;
+  return `${value} · typical ${fmt(median)} (${fmt(q25)}–${fmt(q75)})`;
+}
 
 function row(table: HTMLElement, key: string, label: string, value: string): void {
   const tr = document.createElement("tr");
@@ -111,7 +122,10 @@ export function renderMetrics(box: HTMLElement, m: Metrics, keyTokens: string[],
   table.className = "aw-metrics-table";
   for (const [key, label] of METRIC_ROWS) {
     const shown = key === "sparsity" ? `${label} (< ${fmt(m.threshold)})` : label;
-    row(table, key, shown, fmt(m[key]));
+    row(table, key, shown, withTypical(fmt(m[key]), m.typical?.[key]));
+  }
+  if (m.typical) {
+    row(table, "typical", "typical: median (quartiles) over", `${fmt(m.typical.n_sequences)} sequences of ${String(m.typical.corpus ?? "")}`);
   }
   row(table, "pattern", "pattern", String(m.pattern ?? "–"));
   row(table, "grade", "grade", String(m.grade ?? "–"));
@@ -154,8 +168,9 @@ export function renderMetrics(box: HTMLElement, m: Metrics, keyTokens: string[],
 }
 
 /** Label under a head thumbnail: name, grade and mean entropy. */
-export function badgeText(b: Badge): string {
-  return `${b.name} · ${b.grade} · H ${b.entropy.toFixed(2)}`;
+export function badgeText(b: Badge & { typical?: { entropy: Typical } }): string {
+  const typical = b.typical?.entropy.median;
+  return `${b.name} · ${b.grade} · H ${b.entropy.toFixed(2)}` + (typeof typical === "number" ? ` (typ. ${typical.toFixed(2)})` : "");
 }
 
 /** What an ablation changed; mirrors attnwidget.ablate.ablated_record's summary. */
