@@ -227,9 +227,28 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
       el.classList.add("aw-no-reply");
     }, NO_REPLY_MS);
   };
+  // Values the user set while a request was in flight wait here until the next save. The
+  // kernel echoes every change it receives (echo_update), and ipywidgets applies the echo of
+  // the last value *sent* over any newer value set locally but not yet sent; without this, a
+  // move made while Python was busy could be undone by the echo of the move before it.
+  const unsent = new Map<keyof ViewState, unknown>();
+  const setLocal = <K extends keyof ViewState>(name: K, value: ViewState[K]) => {
+    unsent.set(name, value);
+    model.set(name, value);
+  };
+  /** Put back an unsent user value that an echo overwrote; true when it did. */
+  const keepUnsent = (name: string): boolean => {
+    const key = name as keyof ViewState;
+    if (!unsent.has(key)) return false;
+    const mine = unsent.get(key) as ViewState[typeof key];
+    if (JSON.stringify(model.get(key)) === JSON.stringify(mine)) return false;
+    model.set(key, mine);
+    return true;
+  };
   const save = () => {
     if (!noReplyTimer) armNoReply(); // first: sending to a dead kernel may throw
     pingSeq += 1;
+    unsent.clear();
     model.save_changes();
     model.send({ type: "ping", seq: pingSeq });
   };
@@ -377,15 +396,15 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const isAblated = (l: number, h: number) => model.get("ablated").some(([a, b]) => a === l && b === h);
   const toggleAblation = (l: number, h: number) => {
     const now = model.get("ablated");
-    model.set("ablated", isAblated(l, h) ? now.filter(([a, b]) => !(a === l && b === h)) : [...now, [l, h]].sort((x, y) => x[0] - y[0] || x[1] - y[1]));
+    setLocal("ablated", isAblated(l, h) ? now.filter(([a, b]) => !(a === l && b === h)) : [...now, [l, h]].sort((x, y) => x[0] - y[0] || x[1] - y[1]));
     sync();
     showThumbs();
     request();
     draw();
   };
   const selectHead = (h: number) => {
-    model.set("head", h);
-    if (model.get("mode") === "average" || model.get("mode") === "rollout") model.set("mode", "head");
+    setLocal("head", h);
+    if (model.get("mode") === "average" || model.get("mode") === "rollout") setLocal("mode", "head");
     sync();
     request();
     draw();
@@ -421,7 +440,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
 
   // ---- control events
   const onSlider = (name: "layer" | "head", input: HTMLInputElement) => () => {
-    model.set(name, Number(input.value));
+    setLocal(name, Number(input.value));
     sync();
     request();
     draw();
@@ -429,29 +448,29 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const onLayer = onSlider("layer", layer.input);
   const onHead = onSlider("head", head.input);
   const onThreshold = () => {
-    model.set("threshold", Number(threshold.input.value));
+    setLocal("threshold", Number(threshold.input.value));
     sync();
     draw(); // dimming is applied here at once; the metrics follow from Python
     request();
   };
   const onMode = () => {
-    model.set("mode", mode.input.value);
+    setLocal("mode", mode.input.value);
     sync();
     request();
     draw();
   };
   const onColormap = () => {
-    model.set("colormap", colormap.input.value);
+    setLocal("colormap", colormap.input.value);
     save();
     showThumbs();
     draw();
   };
   const onScale = () => {
-    model.set("scale", scale.input.value);
+    setLocal("scale", scale.input.value);
     save();
   };
   const onCompare = () => {
-    model.set("compare", compareInput.checked);
+    setLocal("compare", compareInput.checked);
     save();
   };
   const onAblate = () => toggleAblation(model.get("layer"), model.get("head"));
@@ -543,7 +562,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     const { x, y } = pointer(ev);
     const cell = cellAt(layout, x, y);
     if (!cell) return;
-    model.set("query", model.get("query") === cell.q ? null : cell.q); // click the selected row again to clear
+    setLocal("query", model.get("query") === cell.q ? null : cell.q); // click the selected row again to clear
     request();
     draw();
   };
@@ -569,9 +588,9 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     if (!panel || !viewport) return;
     const q = model.get("query");
     const rows = panel.fullRows;
-    if (ev.key === "Escape") model.set("query", null);
-    else if (ev.key === "ArrowDown") model.set("query", q === null ? 0 : Math.min(rows - 1, q + 1));
-    else if (ev.key === "ArrowUp") model.set("query", q === null ? 0 : Math.max(0, q - 1));
+    if (ev.key === "Escape") setLocal("query", null);
+    else if (ev.key === "ArrowDown") setLocal("query", q === null ? 0 : Math.min(rows - 1, q + 1));
+    else if (ev.key === "ArrowUp") setLocal("query", q === null ? 0 : Math.max(0, q - 1));
     else if (ev.key === "+" || ev.key === "-") {
       const c = { q: (viewport.q0 + viewport.q1) / 2, k: (viewport.k0 + viewport.k1) / 2 };
       viewport = zoomViewport(viewport, rows, panel.fullCols, c.q, c.k, ev.key === "+" ? 1.5 : 1 / 1.5);
@@ -622,7 +641,12 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   for (const name of ["layer", "head", "threshold", "query", "mode", "scale", "caption", "status", "n_layers", "n_heads", "top_k"]) {
     handlers.push([`change:${name}`, onSync]);
   }
-  for (const [e, fn] of handlers) model.on(e, fn);
+  // a change event that only undid an unsent user value is answered by putting it back
+  // (which fires the event again, with the user's value)
+  for (const [e, fn] of handlers) {
+    const name = e.slice("change:".length);
+    model.on(e, () => { if (!keepUnsent(name)) fn(); });
+  }
   model.on("msg:custom", onCustom);
 
   // light/dark: JupyterLab flips attributes on <body> when the theme changes
