@@ -12,7 +12,15 @@ import sys
 import numpy as np
 import pytest
 from bokeh.embed import json_item
-from bokeh.models import ColorBar, ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper, Whisker
+from bokeh.models import (
+    ColorBar,
+    ColumnDataSource,
+    CustomJSHover,
+    HoverTool,
+    LinearColorMapper,
+    Title,
+    Whisker,
+)
 
 from attnwidget import AttentionMaps, plots
 from attnwidget import metrics as M  # noqa: N812
@@ -51,6 +59,11 @@ def image_of(fig):
     """The image renderer of a matrix figure: (its data, its glyph)."""
     r = next(r for r in fig.renderers if type(r.glyph).__name__ == "Image")
     return r.data_source.data, r.glyph
+
+
+def notes(fig):
+    """A figure's second title lines (the pooling note)."""
+    return [t.text for t in fig.above if isinstance(t, Title) and t is not fig.title]
 
 
 def levels_expected(w, vmax, low=0.0):
@@ -130,7 +143,8 @@ def test_long_maps_are_pooled_images_whose_size_does_not_grow_with_the_length():
         assert image["pool"] == [f]
         assert (glyph.dw, glyph.dh) == (math.ceil(n / f) * f,) * 2  # position k drawn at x = k
         rows = math.ceil(n / f)
-        assert fig.title.text.endswith(f"· max-pooled {f}×{f} ({n}×{n} → {rows}×{rows})")
+        assert fig.title.text == "toy · layer 0 · head 0 · no causal mask · “long”"
+        assert notes(fig) == [f"max-pooled {f}×{f}: {n}×{n} → {rows}×{rows}"]
         assert len(sources(fig)) == 1  # no per-cell layer
         # the sharp column and the diagonal survive the pooling: they stand out of the noise
         levels = image["image"][0]
@@ -172,6 +186,7 @@ def test_heads_grid_titles_every_head_and_labels_the_average(maps):
     grades = M.sharpness_grade(maps.layer(1))
     assert titles[:3] == [f"L1 H{h} · H={float(entropy[h]):.2f} · {grades[h]}" for h in range(3)]
     assert titles[3] == "L1 AVERAGE of 3 heads (not a head)"
+    assert notes(figs[0]) == []  # not pooled
     assert len(plots.heads_grid(maps, None, include_average=False).children) == 6
     for h, fig in enumerate(figs[:3]):
         w = maps.head(1, h)
@@ -186,7 +201,7 @@ def test_grid_panels_are_pooled_to_what_they_are_drawn_at_and_share_their_models
         image, _ = image_of(fig)
         w = big.head(0, h)
         np.testing.assert_array_equal(image["image"][0], levels_expected(block_max(w, 3), float(w.max())))
-        assert fig.title.text.endswith("· max-pooled 3×3 (510×510 → 170×170)")
+        assert notes(fig) == ["max-pooled 3×3: 510×510 → 170×170"]
     mean = big.layer(0).mean(0)
     np.testing.assert_array_equal(image_of(figs[3])[0]["image"][0],
                                   levels_expected(block_max(mean, 3), float(mean.max())))
@@ -346,7 +361,8 @@ def test_view_export_saves_what_is_shown(tmp_path, monkeypatch):
 
         dimmed = level_rgba(colormap, view.threshold / view.panel["vmax"] * 254)
         assert glyph.color_mapper.palette[10] == "#" + "".join(f"{c:02x}" for c in dimmed[10])
-        assert fig.title.text.startswith(view.caption)
+        assert fig.title.text == view.caption
+        assert notes(fig) == ([] if n == 4 else ["max-pooled 3×3: 1500×1500 → 500×500"])
     if plots._find("CHROMEDRIVER_PATH", ("chromedriver",)) is not None:
         from PIL import Image
 

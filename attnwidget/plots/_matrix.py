@@ -29,7 +29,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from bokeh.models import BasicTicker, ColorBar, ColumnDataSource, CustomJSHover, HoverTool, LinearColorMapper
+from bokeh.models import (
+    BasicTicker,
+    ColorBar,
+    ColumnDataSource,
+    CustomJSHover,
+    HoverTool,
+    LinearColorMapper,
+    Title,
+)
 from bokeh.palettes import Cividis256, Greys256, Inferno256, Magma256, Plasma256, Viridis256
 from bokeh.plotting import figure
 
@@ -50,6 +58,10 @@ OVERVIEW_SIDE = 512
 #: value labels): about 45 bytes a cell, 46 KB at most. Above it, per-cell string columns
 #: are what made the old figures grow with the square of the length.
 CELL_LAYER_CELLS = 32 * 32
+#: A compact (grid) panel's map is its size less this many pixels (axes, titles, colour bar).
+COMPACT_MARGIN_PX = 70
+#: Tick labels of a compact panel show at most this many characters.
+COMPACT_LABEL_CHARS = 8
 #: Neighbouring axis labels are at least this many pixels apart (js/src/heatmap.ts LABEL_PX).
 LABEL_PX = 11
 #: Colour of the hatch under masked cells (the widget's fallback ``--jp-border-color1``).
@@ -73,6 +85,11 @@ def thinned(count: int, plot_px: float) -> list[int]:
     cell = plot_px / max(count, 1)
     step = max(1, math.ceil(LABEL_PX / max(cell, 1e-9)))
     return list(range(0, count, step))
+
+
+def pooled_note(factor: int, full: tuple[int, int], pooled: tuple[int, ...]) -> str:
+    """What a pooled map's second title line says."""
+    return f"max-pooled {factor}×{factor}: {full[0]}×{full[1]} → {pooled[0]}×{pooled[1]}"
 
 
 def level_palette(name: str, dim_below: float = 0.0) -> list[str]:
@@ -135,17 +152,19 @@ def matrix_figure_impl(
     palette_name: str = "viridis", vmax: float | None = 1.0, annotate: bool = False, size: int = 520,
     colorbar_title: str = "Attention weight", low: float = 0.0, tools: bool = True,
     threshold: float | None = None, *, visible: Any = None,
-    max_side: int = OVERVIEW_SIDE, share: Shared | None = None, exact: bool = True,
+    max_side: int = OVERVIEW_SIDE, share: Shared | None = None, exact: bool = True, compact: bool = False,
 ) -> Any:
     """One ``[Q, K]`` matrix, queries down and keys across; see the module docstring for its data.
 
     ``vmax``: the value drawn with the top colour (None: the largest value).
     ``threshold``: levels below ``threshold`` are dimmed as in the widget.
     ``visible``: bool ``[Q, K]``, False where a cell is masked (drawn hatched).
-    ``max_side``: the map is max-pooled to at most this many cells a side; the
-    title then says so. ``share``: formatters and colour tables of a grid.
+    ``max_side``: the map is max-pooled to at most this many cells a side; a
+    second title line then says so (:func:`pooled_note`). ``share``: formatters and colour tables of a grid.
     ``exact``: carry the float32 weights of an unpooled map (4 bytes a cell) for
     an exact hover; without, the hover reads the level (``≈``, as the widget).
+    ``compact``: a grid panel: a square map ``size - 70`` pixels wide, short tick
+    labels, no axis titles, a thin colour bar (its section says what it shows).
     """
     pal = palette(palette_name)
     w = np.asarray(w, dtype=np.float32)
@@ -167,11 +186,18 @@ def matrix_figure_impl(
     pooled, pooled_vis, factor = overview(drawn, max_side, None if vis.all() else vis)
     levels = quantize(pooled, high, low=low, visible=pooled_vis)
     dim_below = 0.0 if not threshold else (float(threshold) - low) / (high - low) * LEVELS
-    if factor > 1:
-        title = f"{title} · max-pooled {factor}×{factor} ({Q}×{K} → {levels.shape[0]}×{levels.shape[1]})"
-
-    fig = figure(title=title, width=size + 90, height=size, x_range=(-0.5, K - 0.5), y_range=(Q - 0.5, -0.5),
-                 tools="pan,wheel_zoom,box_zoom,reset,save" if tools else "", toolbar_location="above")
+    ranges = {"x_range": (-0.5, K - 0.5), "y_range": (Q - 0.5, -0.5),
+              "tools": "pan,wheel_zoom,box_zoom,reset,save" if tools else "", "toolbar_location": "above"}
+    if compact:  # the map's own area is fixed and square; axes and titles go around it
+        plot_px = size - COMPACT_MARGIN_PX
+        fig = figure(title=title, frame_width=plot_px, frame_height=plot_px, **ranges)
+        fig.title.text_font_size = "9pt"
+    else:
+        plot_px = size - 60  # the figure's height less its title and axis
+        fig = figure(title=title, width=size + 90, height=size, **ranges)
+    if factor > 1:  # a second, smaller title line: a grid panel's title has no room for it
+        fig.add_layout(Title(text=pooled_note(factor, (Q, K), levels.shape), text_font_size="7pt",
+                             text_font_style="italic"), "above")
     cells = Q * K <= CELL_LAYER_CELLS and factor == 1
     if cells:  # first renderer: the per-cell data (hover, labels) under the picture
         qi, ki = np.meshgrid(np.arange(Q), np.arange(K), indexing="ij")
@@ -202,21 +228,26 @@ def matrix_figure_impl(
         fig.add_tools(HoverTool(renderers=[image], tooltips=tips,
                                 formatters={"$y": share.hover.query, "$x": share.hover.key,
                                             "@image": share.hover.pooled_value(factor, low, high)}))
-    plot_px = size - 60  # the figure's height less its title and axis
     q_ticks, k_ticks = thinned(Q, plot_px), thinned(K, plot_px)
     fig.yaxis.ticker = q_ticks
     fig.xaxis.ticker = k_ticks
     # labels are plain strings handed to bokeh: it draws them as text on the canvas. A long
     # token would push the map aside, so the axis shows its start (the hover shows all of it)
     qlab, klab = share.hover.query_labels, share.hover.key_labels
-    fig.yaxis.major_label_overrides = {i: short(qlab[i], AXIS_LABEL_CHARS) for i in q_ticks}
-    fig.xaxis.major_label_overrides = {i: short(klab[i], AXIS_LABEL_CHARS) for i in k_ticks}
+    chars = COMPACT_LABEL_CHARS if compact else AXIS_LABEL_CHARS
+    fig.yaxis.major_label_overrides = {i: short(qlab[i], chars) for i in q_ticks}
+    fig.xaxis.major_label_overrides = {i: short(klab[i], chars) for i in k_ticks}
     fig.xaxis.major_label_orientation = 1.2
-    fig.xaxis.axis_label = "key"
-    fig.yaxis.axis_label = "query"
     fig.grid.visible = False
     mapper = LinearColorMapper(palette=list(pal), low=low, high=high)
-    bar = ColorBar(color_mapper=mapper, title=colorbar_title, ticker=BasicTicker(desired_num_ticks=5))
+    if compact:
+        fig.axis.major_label_text_font_size = "7pt"
+        bar = ColorBar(color_mapper=mapper, width=8, major_label_text_font_size="7pt",
+                       ticker=BasicTicker(desired_num_ticks=4))
+    else:
+        fig.xaxis.axis_label = "key"
+        fig.yaxis.axis_label = "query"
+        bar = ColorBar(color_mapper=mapper, title=colorbar_title, ticker=BasicTicker(desired_num_ticks=5))
     fig.add_layout(bar, "right")
     if annotate:
         cell_source.data["text"] = [f"{v:.2f}" for v in w.ravel()]

@@ -112,12 +112,12 @@ def layers_grid(
             title = f"L{li} H{h} · H={shown} · {grades[h]}"
             panels.append(matrix_figure_impl(stack[h], maps.query_display, maps.key_display, title, palette,
                                              None, size=size, tools=False, visible=visible, max_side=side,
-                                             share=common, exact=False))
+                                             share=common, exact=False, compact=True))
         if include_average:
             panels.append(matrix_figure_impl(stack.mean(0), maps.query_display, maps.key_display,
                                              f"L{li} AVERAGE of {maps.n_heads} heads (not a head)", palette,
                                              None, size=size, tools=False, visible=visible, max_side=side,
-                                             share=common, exact=False))
+                                             share=common, exact=False, compact=True))
     return gridplot(panels, ncols=ncols, toolbar_location=None)
 
 
