@@ -6,7 +6,9 @@ writes the shard file, so the output folder only has to exist where the client
 runs and an interrupted run resumes as a local one does. The model reaches the
 workers either as a name (``"minilm"``, ``"tiny"`` or a folder every worker can
 read: each worker process loads it once and keeps it) or, for a model object,
-scattered to every worker once.
+pickled once, scattered to every worker and unpickled once per worker process.
+(Scattering the module itself goes through dask's generic serializer, which
+rebuilds PyTorch's hook dictionaries as plain dicts, and hooks then fail.)
 """
 
 from __future__ import annotations
@@ -51,18 +53,21 @@ def connect(client: Any) -> tuple[Any, bool]:
     )
 
 
-def _model(ref: tuple[str, Any]) -> Any:
-    kind, value = ref
-    if kind == "object":
-        return value  # dask resolved the scattered future to the model itself
-    if value not in _MODELS:
-        from attnwidget.models import load
+def _model(ref: tuple[str, str, Any]) -> Any:
+    kind, key, value = ref
+    if key not in _MODELS:
+        if kind == "pickle":
+            import pickle
 
-        _MODELS[value] = load(value, "model")[0]
-    return _MODELS[value]
+            _MODELS[key] = pickle.loads(value)  # dask resolved the scattered future to the bytes
+        else:
+            from attnwidget.models import load
+
+            _MODELS[key] = load(value, "model")[0]
+    return _MODELS[key]
 
 
-def compute_shard(ref: tuple[str, Any], sequences: Sequence[np.ndarray], numbers: Sequence[int],
+def compute_shard(ref: tuple[str, str, Any], sequences: Sequence[np.ndarray], numbers: Sequence[int],
                   options: dict[str, Any]) -> dict[str, np.ndarray]:
     """The worker's side of one shard (a module-level function, so dask pickles it by name)."""
     from attnwidget.corpus._compute import shard_rows
@@ -81,9 +86,15 @@ def run_shards(
 
     ``spec``: the model's name for the workers to load, or None to scatter ``model``.
     """
+    import pickle
+    import uuid
+
     distributed = require_distributed()
-    ref: tuple[str, Any] = ("spec", spec) if spec is not None else (
-        "object", client.scatter(model, broadcast=True))
+    if spec is not None:
+        ref: tuple[str, str, Any] = ("spec", f"spec:{spec}", spec)
+    else:
+        # a fresh key per run: a worker never reuses another run's (possibly since changed) model
+        ref = ("pickle", f"object:{uuid.uuid4()}", client.scatter(pickle.dumps(model), broadcast=True))
     futures = {
         client.submit(compute_shard, ref, seqs, nums, options, pure=False): shard
         for shard, (seqs, nums) in payloads.items()

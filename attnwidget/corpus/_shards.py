@@ -29,8 +29,9 @@ FORMAT = "attnwidget.corpus"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 #: Settings that must match for a rerun to resume a folder (the rest is recorded, not compared).
-RESUME_KEYS = ("format", "format_version", "model", "fingerprint", "seq_len", "unit", "index",
-               "num_samples", "shard_size", "threshold", "columns")
+#: In the order they are checked: the settings a person chose first, the dataset's contents last.
+RESUME_KEYS = ("format", "format_version", "model", "seq_len", "unit", "index", "num_samples",
+               "shard_size", "threshold", "columns", "fingerprint")
 
 
 def require_pyarrow() -> Any:

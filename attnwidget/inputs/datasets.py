@@ -132,7 +132,7 @@ def _read_file(path: Path, field: str) -> list[str]:
 
 
 #: A line that only underlines a heading in the reference manual's plain text (``*****``, ``=====``).
-_UNDERLINE = re.compile(r"^[ \t]*([*=~^\"'`#+-])\1{2,}[ \t]*\n?", re.MULTILINE)
+_UNDERLINE = re.compile(r"^[ \t]*([*=~^-])\1{2,}[ \t]*(?:\n|$)", re.MULTILINE)
 
 
 def reference_manual(name: str = "Python reference manual") -> TextDataset:
