@@ -16,7 +16,10 @@ hold sequences of one length only (windows all have one length anyway).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -235,6 +238,41 @@ def group_numbers(
     return {k: v if isinstance(v, np.ndarray) else v.double().numpy() for k, v in out.items()}
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch ops of the calling thread on ``n`` intra-op threads inside the block, then restore.
+
+    With OpenMP (PyTorch's CPU backend) the count belongs to the calling thread,
+    so a worker thread can run on one while the main thread keeps its own.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _numbers(
+    stack: torch.Tensor, batch: list[int], sequences: Sequence[np.ndarray], causal: bool | None,
+    threshold: float,
+) -> dict[int, dict[str, np.ndarray]]:
+    """Every sequence's numbers from its batch's weights ``[B, L, H, T, T]``, grouped by length."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for n in sorted({len(sequences[i]) for i in batch}):
+        members = [b for b, i in enumerate(batch) if len(sequences[i]) == n]
+        w = stack[members][..., :n, :n].contiguous()  # the real tokens only: [b, L, H, n, n]
+        ids = torch.as_tensor(np.stack([sequences[batch[b]] for b in members]), dtype=torch.int64)
+        numbers_of = group_numbers(w, ids, _looks_causal(w) if causal is None else causal, threshold)
+        for j, b in enumerate(members):
+            out[batch[b]] = {k: v[j] for k, v in numbers_of.items()}
+    return out
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
 def shard_rows(
     model: Any,
     sequences: Sequence[np.ndarray],
@@ -251,7 +289,15 @@ def shard_rows(
     Sequences are batched ``batch_size`` at a time in order of length (least
     padding); rows come out in the given order, then layer, then head.
     ``causal``: the model's own flag, or None to infer it from the weights.
+
+    With two or more torch threads, the metrics of one batch run in a helper
+    thread on one torch thread while the next batch goes through the model on
+    the others: the metrics are many small reductions, which a thread pool's
+    fork/join slows down (4-5x on a busy 2-core machine), and the model then
+    keeps a core busy. With one thread (a dask worker) the two alternate.
     """
+    if not sequences:
+        return {name: np.zeros(0) for name in COLUMN_NAMES}
     order = sorted(range(len(sequences)), key=lambda i: (len(sequences[i]), i))
     hf = _is_hf(model)
     batches: list[list[int]] = []
@@ -263,18 +309,26 @@ def shard_rows(
         else:
             batches.append([i])
     per_seq: dict[int, dict[str, np.ndarray]] = {}
-    for batch in batches:
-        stack = batch_attention(model, [sequences[i] for i in batch], pad_id)  # [B, L, H, T, T]
-        for n in sorted({len(sequences[i]) for i in batch}):
-            members = [b for b, i in enumerate(batch) if len(sequences[i]) == n]
-            w = stack[members][..., :n, :n].contiguous()  # the real tokens only: [b, L, H, n, n]
-            ids = torch.as_tensor(np.stack([sequences[batch[b]] for b in members]), dtype=torch.int64)
-            flag = _looks_causal(w) if causal is None else causal
-            numbers_of = group_numbers(w, ids, flag, threshold)
-            for j, b in enumerate(members):
-                per_seq[batch[b]] = {k: v[j] for k, v in numbers_of.items()}
-    if not sequences:
-        return {name: np.zeros(0) for name in COLUMN_NAMES}
+    threads = torch.get_num_threads()
+    if threads == 1:
+        for batch in batches:
+            per_seq.update(_numbers(batch_attention(model, [sequences[i] for i in batch], pad_id), batch,
+                                    sequences, causal, threshold))
+    else:
+        pool = ThreadPoolExecutor(max_workers=1, initializer=_one_thread,
+                                  thread_name_prefix="attnwidget-corpus")
+        pending: deque[Future] = deque()
+        try:
+            with torch_threads(threads - 1):  # one core is the helper's
+                for batch in batches:
+                    stack = batch_attention(model, [sequences[i] for i in batch], pad_id)
+                    pending.append(pool.submit(_numbers, stack, batch, sequences, causal, threshold))
+                    if len(pending) > 1:  # one batch waits at most: two batches' maps in memory
+                        per_seq.update(pending.popleft().result())
+                while pending:
+                    per_seq.update(pending.popleft().result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     L, H = per_seq[0]["mean_entropy"].shape
     count = L * H
     cols: dict[str, Any] = {
