@@ -16,6 +16,7 @@ Measured in one run, so that the targets of issue 17 are ratios on the same mach
   their browser, rounds alternate. Target: ours <= 1.5 x bokeh's.
 * ``view_export``: ``AttentionView.export("x.png")`` of a synthetic ``[1, 2, N, N]`` stack
   at N = 512 and 4096 (one browser start each, as a user's call). Target: 4096 < 2 x 512.
+  Also the PNG snapshot a display of the view carries (:mod:`attnwidget.snapshot`): time, size.
 
     python benchmarks/bench_report.py [--rounds 3] [--out benchmarks/results/report.json]
 """
@@ -148,15 +149,22 @@ def view_export(n: int, rounds: int, folder: Path) -> dict:
     idx = torch.arange(n)
     w[..., idx, idx] += 50.0  # a diagonal that must survive the pooling
     w /= w.sum(-1, keepdim=True)
+    from attnwidget import snapshot
+
     view = AttentionView.from_tensor(w, threshold=0.05)
-    times = []
+    times, snaps = [], []
     for r in range(rounds):
         t0 = time.perf_counter()
         view.export(folder / f"view-{n}-{r}.png")
         times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        png = snapshot.view_png(view)  # what a display of the view adds (its image/png)
+        snaps.append(time.perf_counter() - t0)
     view.close()
     return {"tokens": n, "export_png_s": [round(t, 2) for t in times],
             "median_s": round(statistics.median(times), 2),
+            "snapshot_ms_median": round(1000 * statistics.median(snaps), 1),
+            "snapshot_kb": round(len(png) / 1024, 1),
             "png_kb": round((folder / f"view-{n}-0.png").stat().st_size / 1024, 1)}
 
 
