@@ -583,3 +583,49 @@ def test_an_empty_map_says_nothing_is_attended():
         assert (view.metrics["pattern"], view.metrics["grade"]) == ("diagonal", "SHARP")
     finally:
         view.close()
+
+
+def _k90_runs_loop(row):
+    """Plain loop: fewest keys (heaviest first, lower position on ties) holding 90%, and their runs."""
+    order = sorted(range(len(row)), key=lambda j: (-row[j], j))
+    total, acc, chosen = sum(row), 0.0, []
+    for j in order:
+        chosen.append(j)
+        acc += row[j]
+        if acc >= 0.9 * total - 1e-12:
+            break
+    chosen = sorted(chosen)
+    runs = 1 + sum(1 for a, b in zip(chosen, chosen[1:], strict=False) if b != a + 1)
+    return len(chosen), runs
+
+
+def test_clustered_history_and_the_recommended_k():
+    # the last query puts its weight on two separate blocks of 5 keys: clustered, K = 10
+    K = 40
+    last = np.full(K, 0.002)
+    last[5:10] = last[25:30] = 0.0938
+    last /= last.sum()
+    w = np.tile(last, (K, 1))  # not causal: every row sees every key
+    out = M.history_metrics([w])
+    assert out["k90"]["mean"] == 10
+    assert out["cluster_run"]["mean"] == 5.0  # 10 keys in 2 runs
+    hints = {h["hint"]: h for h in M.compression_hints(out)}
+    assert hints["group_clusters"]["recommended_k"] == 10
+    assert hints["group_clusters"]["value"] == 5.0
+    # one block (a recent window) is not a cluster pattern
+    window = np.full(K, 0.001)
+    window[-6:] = 1
+    window /= window.sum()
+    single = M.history_metrics([np.tile(window, (K, 1))])
+    assert single["cluster_run"]["mean"] == 0.0
+    assert "group_clusters" not in {h["hint"] for h in M.compression_hints(single)}
+    # random rows against the loop, and a stack [2, 3, Q, K] in one call
+    rng = np.random.default_rng(40)
+    stack = rng.random((2, 3, 16, 16)) ** 6
+    stack /= stack.sum(-1, keepdims=True)
+    got = M.history_metrics([stack])
+    for i in range(2):
+        for j in range(3):
+            k, runs = _k90_runs_loop(list(stack[i, j, -1]))
+            assert got["k90"]["mean"][i, j] == k
+            assert got["cluster_run"]["mean"][i, j] == pytest.approx(k / runs if runs >= 2 else 0.0)

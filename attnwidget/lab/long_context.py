@@ -226,6 +226,8 @@ INSIGHTS = {
                         "Be careful with compression.",
     "keep_top_k": "Sparse attention: a few positions hold most of the weight. Keep the top-k attended "
                   "positions only.",
+    "group_clusters": "Clustered patterns: the attended positions form a few contiguous groups. Group "
+                      "similar contexts (keep or summarise each group).",
 }
 
 
@@ -244,8 +246,11 @@ def insights(summary: Mapping[str, Any], *, verbose: bool = False) -> list[str]:
     for hint, items in grouped.items():
         where = ", ".join(f"{tuple(h['index'])}: {h['value']:.2f}" for h in items[:8])
         more = f" and {len(items) - 8} more" if len(items) > 8 else ""
+        k = [h["recommended_k"] for h in items if "recommended_k" in h]
+        keep = f"; recommended K for top-K retention: {max(k)}" if k and hint in (
+            "keep_top_k", "group_clusters") else ""
         out.append(f"INSIGHT: {INSIGHTS[hint]}\n   {items[0]['measure']} > {items[0]['threshold']} "
-                   f"at {where}{more}")
+                   f"at {where}{more}{keep}")
     if verbose:
         print("\n".join(out) if out else "No compression insight: no rule fired.")
     return out

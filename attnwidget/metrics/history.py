@@ -26,7 +26,12 @@ HINT_RULES: tuple[tuple[str, str, float, str], ...] = (
      "rows spread over many keys (entropy > 2 nats, > ~7 keys): no small set of keys stands out"),
     ("keep_top_k", "top_mass", 0.9,
      "the top 10% of keys hold more than 90% of the weight: keeping only those loses little"),
+    ("group_clusters", "cluster_run", 4.0,
+     "the keys holding 90% of the weight lie in two or more runs of 4+ adjacent positions: each "
+     "run can be kept or summarised as a group"),
 )
+#: Share of the last query's weight that the recommended top-K retention keeps.
+TOP_K_MASS = 0.9
 
 
 def attention_received(attention: Any, *, mask: Any = None, causal: bool = False) -> np.ndarray:
@@ -81,12 +86,37 @@ def _profile_measures(p: Prepared, fraction: float) -> dict[str, torch.Tensor]:
     k = (n.to(torch.float64) * 0.1).ceil().clamp(min=1).to(torch.int64)
     ordered = masked_row.sort(-1, descending=True).values.clamp(min=0)
     top_mass = (ordered.cumsum(-1).gather(-1, (k - 1).unsqueeze(-1))[..., 0]).to(torch.float64)
+    k90, runs = _top_keys_and_runs(masked_row, vis)
     return {
         "recency_ratio": ratio,
         "max_position": argmax,
         "max_position_relative": relative,
         "top_mass": top_mass,
+        "k90": k90.to(torch.float64),
+        # one block is a window or a sink (other hints say so); clusters need two or more
+        "cluster_run": torch.where(runs >= 2, k90.to(torch.float64) / runs.clamp(min=1).to(torch.float64),
+                                   torch.zeros_like(k90, dtype=torch.float64)),
     }
+
+
+def _top_keys_and_runs(masked_row: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row ``[..., K]``: K90, the fewest keys holding :data:`TOP_K_MASS` of the weight, and
+    how many runs of adjacent positions those keys form (1 = one contiguous block).
+
+    ``masked_row`` holds -1 on hidden keys, so they sort last and are never chosen.
+    """
+    ordered, order = masked_row.sort(dim=-1, descending=True, stable=True)
+    cum = ordered.clamp(min=0).to(torch.float64).cumsum(-1)
+    total = cum[..., -1:]
+    # the first rank whose cumulative weight reaches the target share of the row's weight
+    k90 = (cum < TOP_K_MASS * total - 1e-12).sum(-1) + 1
+    k90 = torch.minimum(k90, vis.sum(-1).clamp(min=1))
+    rank = torch.empty_like(order)
+    rank.scatter_(-1, order, torch.arange(order.shape[-1]).expand_as(order))
+    top = rank < k90.unsqueeze(-1)  # [..., K]: the K90 heaviest keys
+    starts = top.clone()
+    starts[..., 1:] &= ~top[..., :-1]  # a run starts where the previous position is not a top key
+    return k90, starts.sum(-1)
 
 
 def _mean_entropy(p: Prepared) -> torch.Tensor:
@@ -127,7 +157,11 @@ def history_metrics(
     ``{"mean": [...], "std": [...]}`` over samples: ``recency_ratio``
     (infinite values are left out of the mean), ``max_position_relative``
     (0 = first key, 1 = last), ``top_mass`` (share of the last query's weight on
-    its top 10% of keys), ``mean_entropy`` (nats). ``received`` is the
+    its top 10% of keys), ``k90`` (the fewest keys holding 90% of that weight: the
+    K to keep in top-K retention), ``cluster_run`` (K90 over the number of runs of
+    adjacent positions those keys form, when they form two or more: their mean
+    run length, large when the weight sits in a few separate contiguous groups;
+    0 for a single block), ``mean_entropy`` (nats). ``received`` is the
     attention received per position, resampled onto ``bins`` equal bins of
     relative position so samples of different lengths line up: mean and std ``[..., bins]``.
     ``n_samples`` says how many went in.
@@ -184,9 +218,12 @@ def compression_hints(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     One dict per (matrix, rule) that fires: ``index`` (the matrix, e.g.
     ``(layer, head)``; ``()`` for a single matrix), ``hint``, ``measure``,
     ``value`` (the mean over samples that triggered it), ``threshold`` and
-    ``reason``. Rules (:data:`HINT_RULES`): recency ratio > 2 -> keep a recent
-    window; mean entropy > 2 -> sample uniformly; top 10% of keys hold > 90% ->
-    keep top-k.
+    ``reason``, and ``recommended_k``: for top-K retention, the mean K90 over
+    samples rounded up (the fewest keys that held 90% of the last query's weight),
+    when the metrics carry ``k90``. Rules (:data:`HINT_RULES`): recency ratio > 2
+    -> keep a recent window; mean entropy > 2 -> sample uniformly; top 10% of keys
+    hold > 90% -> keep top-k; the 90% keys lie in runs of 4+ adjacent positions
+    on average -> group the clusters.
     """
     hints = []
     for hint, measure, threshold, reason in HINT_RULES:
@@ -197,8 +234,11 @@ def compression_hints(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             [()] if values > threshold else []
         ):
             index = tuple(int(i) for i in index)
-            hints.append({
+            item = {
                 "index": index, "hint": hint, "measure": measure,
                 "value": float(values[index]), "threshold": threshold, "reason": reason,
-            })
+            }
+            if "k90" in metrics:
+                item["recommended_k"] = int(math.ceil(float(np.asarray(metrics["k90"]["mean"])[index]) - 1e-9))
+            hints.append(item)
     return hints
