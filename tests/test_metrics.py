@@ -1,5 +1,6 @@
 """attnwidget.metrics: hand-computed cases, independent implementations, properties."""
 
+import itertools
 import json
 import math
 
@@ -595,7 +596,7 @@ def _k90_runs_loop(row):
         if acc >= 0.9 * total - 1e-12:
             break
     chosen = sorted(chosen)
-    runs = 1 + sum(1 for a, b in zip(chosen, chosen[1:], strict=False) if b != a + 1)
+    runs = 1 + sum(1 for a, b in itertools.pairwise(chosen) if b != a + 1)
     return len(chosen), runs
 
 

@@ -239,6 +239,7 @@ def compression_hints(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "value": float(values[index]), "threshold": threshold, "reason": reason,
             }
             if "k90" in metrics:
-                item["recommended_k"] = int(math.ceil(float(np.asarray(metrics["k90"]["mean"])[index]) - 1e-9))
+                k90 = float(np.asarray(metrics["k90"]["mean"])[index])
+                item["recommended_k"] = math.ceil(k90 - 1e-9)
             hints.append(item)
     return hints
