@@ -27,7 +27,7 @@ ATOL, RTOL = 1e-4, 1e-4
 #: analyze_stack key -> corpus column, for the numbers both compute
 SAME_AS_ANALYZE = {
     ("heads", "mean_entropy"): "mean_entropy", ("heads", "normalized_entropy"): "normalized_entropy",
-    ("heads", "effective_tokens"): "effective_tokens", ("heads", "sparsity_gini"): "sparsity_gini",
+    ("heads", "effective_tokens"): "effective_tokens",
     ("heads", "max"): "max", ("heads", "diagonal_mean"): "diagonal_mean", ("heads", "sparsity"): "sparsity",
     ("heads", "max_attention"): "max_attention", ("heads", "sharpness_relative"): "sharpness",
     ("heads", "sharpness"): "row_std", ("history", "recency_ratio"): "recency_ratio",
@@ -120,7 +120,9 @@ def test_every_column_is_the_metrics_of_the_record(minilm, manual):
         stats = M.compute_attention_statistics(maps)
         scores = M.pattern_scores(maps)
         expected = {
-            "mean_entropy": stats["mean_entropy"], "sparsity_gini": stats["sparsity_gini"],
+            "mean_entropy": stats["mean_entropy"], "effective_tokens": stats["effective_tokens"],
+            "normalized_entropy": stats["normalized_entropy"], "max": stats["max"],
+            "diagonal_mean": stats["diagonal_mean"],
             "sparsity": M.compute_attention_sparsity(maps, 0.2),
             "sharpness": M.head_sharpness(maps, relative=True), "row_std": M.head_sharpness(maps),
             "score_block": scores["block"],

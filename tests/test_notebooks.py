@@ -310,3 +310,45 @@ def test_attention_surgeon_notebook():
     assert abs(d["zero_share"] - d["p"]) < 5 * math.sqrt(d["p"] * (1 - d["p"]) / n)
     assert d["shrink_without_rescale"] == pytest.approx(1 - d["p"], abs=0.01)
     assert d["eval_identity"]
+
+
+def test_one_sequence_is_an_anecdote_notebook(minilm):
+    from collections import Counter
+
+    from attnwidget import extract_attention, inputs
+    from attnwidget import metrics as M  # noqa: N812 (short name used throughout)
+
+    summary = last_json(run_notebook("12-one-sequence-is-an-anecdote.ipynb"))
+    model, tok = minilm
+    windows = inputs.Windows(inputs.reference_manual(), tok, 128)
+    assert summary["n_windows"] == len(windows)
+    # the same 50 windows one at a time, unbatched: [window, layer, head]
+    records = [extract_attention(model, windows.ids(i)[None], tok) for i in range(50)]
+    sharp = np.stack([M.head_sharpness(r, relative=True) for r in records])
+    median = np.median(sharp, axis=0)
+    q25, q75 = np.quantile(sharp, [0.25, 0.75], axis=0)
+    layer, head = np.unravel_index(np.argmax(np.abs((sharp[0] - median) / (q75 - q25))), median.shape)
+    assert (summary["layer"], summary["head"]) == (layer, head)
+    # batched float32 forwards against unbatched ones: see ATOL in tests/test_corpus.py
+    np.testing.assert_allclose(summary["values"], sharp[:, layer, head], atol=1e-4)
+    below = int((sharp[:, layer, head] < sharp[0, layer, head]).sum())  # window 0 is not below itself
+    assert summary["share_below"] == pytest.approx(below / 50, abs=1e-9)
+    spread = (q75 - q25) / median
+    ranked = np.sort(spread, axis=None)
+    for rank, (li, hi) in enumerate(summary["stable"]):  # ranks up to ties within the tolerance
+        assert abs(spread[li, hi] - ranked[rank]) < 1e-3
+    for rank, (li, hi) in enumerate(summary["variable"]):
+        assert abs(spread[li, hi] - ranked[::-1][rank]) < 1e-3
+    labels = np.stack([M.identify_attention_pattern(r) for r in records])  # [window, layer, head]
+    share = np.array([[Counter(labels[:, li, hi]).most_common(1)[0][1] / 50 for hi in range(12)]
+                      for li in range(6)])
+    # a label may change where a score sits within float32 rounding of a rule's cutoff: one window
+    np.testing.assert_allclose(summary["pattern_share"], share, atol=1 / 50 + 1e-9)
+    assert summary["caption"].startswith("layer 4, head 3 on Python reference manual validation sequence "
+                                         "(window 0): '")
+    assert summary["caption"].endswith("…' (128 tokens)")
+    assert (f"layer {layer} · head {head} on Python reference manual validation sequence (window 0): '"
+            in summary["view_caption"])
+    typical = summary["typical"]
+    assert typical["median"] == pytest.approx(float(median[layer, head]), abs=1e-4)
+    assert typical["q25"] == pytest.approx(float(q25[layer, head]), abs=1e-4)

@@ -17,20 +17,28 @@ hold sequences of one length only (windows all have one length anyway).
 from __future__ import annotations
 
 import contextlib
-from collections import deque
+import functools
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 
 from attnwidget.metrics._input import masked_mean, prepare
-from attnwidget.metrics.basic import _mean_row_max, _sparsity, _statistics
+from attnwidget.metrics.basic import (
+    _diagonal,
+    _mean_normalized_entropy,
+    _mean_row_max,
+    _row_entropy,
+    _sparsity,
+)
 from attnwidget.metrics.history import _profile_measures
 from attnwidget.metrics.patterns import _empty, _grade, _label, _mean_spread, _scores
 
 #: Columns of a corpus table, in order: (name, Arrow type, meaning). One row per (sequence, layer, head).
+#: No Gini coefficient: it sorts every map, which took two thirds of the metrics' time here; where
+#: it matters, :func:`attnwidget.metrics.gini_coefficient` gives it for the sequences of interest.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sequence", "int64", "window (or document) index in the dataset"),
     ("layer", "int16", "layer index"),
@@ -39,7 +47,6 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("mean_entropy", "float64", "mean row entropy, nats"),
     ("normalized_entropy", "float64", "mean row entropy over ln(visible keys), 0..1"),
     ("effective_tokens", "float64", "mean exp(row entropy): keys a row spreads over"),
-    ("sparsity_gini", "float64", "Gini coefficient of the weights, 0..1"),
     ("max", "float64", "largest weight"),
     ("diagonal_mean", "float64", "mean weight of a token on itself"),
     ("sparsity", "float64", "share of weights below the run's threshold"),
@@ -87,7 +94,13 @@ def causal_hint(model: Any) -> bool | None:
     return _is_causal(all_modules(model))
 
 
-def _forward_hf(model: Any, ids: torch.Tensor, keep: torch.Tensor) -> list[torch.Tensor]:
+@contextlib.contextmanager
+def hf_ready(model: Any) -> Iterator[None]:
+    """A transformers model in eval mode with eager attention (which returns weights), restored after.
+
+    Entered once around many forwards, so that threads running them in parallel
+    never switch the model's settings under each other.
+    """
     from attnwidget.extract._common import all_modules, eval_mode
     from attnwidget.extract.huggingface import eager_attention
 
@@ -96,11 +109,16 @@ def _forward_hf(model: Any, ids: torch.Tensor, keep: torch.Tensor) -> list[torch
             f"model: {type(model).__name__} is an encoder-decoder; corpus statistics take encoders "
             "and decoder-only models (extract the stacks one text at a time instead)"
         )
+    modules = all_modules(model)
+    with eval_mode(model, modules), eager_attention(model, modules):
+        yield
+
+
+def _forward_hf(model: Any, ids: torch.Tensor, keep: torch.Tensor, ready: bool) -> list[torch.Tensor]:
     inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": keep.long()}
     if getattr(model.config, "use_cache", False):
         inputs["use_cache"] = False
-    modules = all_modules(model)
-    with eval_mode(model, modules), eager_attention(model, modules), torch.inference_mode():
+    with contextlib.nullcontext() if ready else hf_ready(model), torch.inference_mode():
         out = model(**inputs, output_attentions=True, return_dict=True)
     if not out.attentions:
         raise ValueError(f"model: {type(model).__name__} returned no attention weights")
@@ -141,12 +159,15 @@ def _forward_lens(model: Any, ids: torch.Tensor) -> list[torch.Tensor]:
     return [cache[name] for name in names]
 
 
-def batch_attention(model: Any, sequences: Sequence[np.ndarray], pad_id: int = 0) -> torch.Tensor:
+def batch_attention(
+    model: Any, sequences: Sequence[np.ndarray], pad_id: int = 0, *, ready: bool = False
+) -> torch.Tensor:
     """The model's attention for a batch of token-id sequences, ``[B, L, H, T, T]`` float32.
 
     ``T`` is the longest sequence; shorter ones are right-padded with ``pad_id``
     and, for transformers models, hidden by ``attention_mask`` (their padded keys
     get weight 0). Other models need sequences of one length (ValueError otherwise).
+    ``ready``: the caller holds :func:`hf_ready` already (threads share one model).
     """
     from attnwidget.extract.lens import is_hooked_transformer
 
@@ -158,7 +179,7 @@ def batch_attention(model: Any, sequences: Sequence[np.ndarray], pad_id: int = 0
         ids[b, : len(seq)] = torch.as_tensor(seq, dtype=torch.int64)
         keep[b, : len(seq)] = True
     if _is_hf(model):
-        layers = _forward_hf(model, ids, keep)
+        layers = _forward_hf(model, ids, keep, ready)
     elif len(set(lengths)) > 1:
         raise ValueError(
             f"sequences: {type(model).__name__} takes no attention_mask, so a batch needs one length, "
@@ -218,15 +239,20 @@ def group_numbers(
     :func:`attnwidget.metrics.analyze_stack` and :func:`~attnwidget.metrics.head_summary`.
     """
     p = prepare(w, "attention", causal=causal)
-    stats = _statistics(p)
+    # the statistics compute_attention_statistics reports, from the same helpers, but for the Gini
+    # coefficient: it sorts every map, two thirds of the metrics' time here (see COLUMNS)
+    entropy = _row_entropy(p)  # [b, L, H, n]
+    diag, diag_keep = _diagonal(p)
+    stats = {
+        "mean_entropy": masked_mean(entropy, p.rows, 1), "normalized_entropy": _mean_normalized_entropy(p),
+        "effective_tokens": masked_mean(entropy.exp(), p.rows, 1), "max": p.w.amax(dim=(-2, -1)),
+        "diagonal_mean": diag.mean(-1) if diag_keep is None else masked_mean(diag, diag_keep, 1),
+    }
     scores = _scores(p)
     row_std, sharp = _mean_spread(p)
     history = _profile_measures(p, 0.25)
     matches = token_match_scores(p.w, ids, p.rows)
-    out: dict[str, Any] = {
-        key: stats[key] for key in ("mean_entropy", "normalized_entropy", "effective_tokens",
-                                    "sparsity_gini", "max", "diagonal_mean")
-    }
+    out: dict[str, Any] = dict(stats)
     out.update(
         sparsity=_sparsity(p, threshold), max_attention=_mean_row_max(p), sharpness=sharp, row_std=row_std,
         grade=_grade(sharp.numpy(), _empty(p)), pattern=_label(scores),
@@ -269,8 +295,35 @@ def _numbers(
     return out
 
 
+#: Bytes of attention maps that the threads of one shard may hold at once: each thread holds
+#: its batch's maps ``[B, L, H, T, T]`` float32 and the metrics' intermediates, about 4 copies.
+WORK_BYTES = 2 * 2**30
+
+
 def _one_thread() -> None:
     torch.set_num_threads(1)
+
+
+def _batch_job(model: Any, sequences: Sequence[np.ndarray], pad_id: int, causal: bool | None,
+               threshold: float, batch: list[int]) -> dict[int, dict[str, np.ndarray]]:
+    stack = batch_attention(model, [sequences[i] for i in batch], pad_id, ready=True)
+    return _numbers(stack, batch, sequences, causal, threshold)
+
+
+def _workers(model: Any, batches: list[list[int]], sequences: Sequence[np.ndarray]) -> int:
+    """Threads for a shard: one per torch thread for transformers models, within :data:`WORK_BYTES`.
+
+    Hook-based models (the tiny LM, TransformerLens) register hooks on shared
+    modules per forward, so their forwards run one at a time.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1 or len(batches) == 1 or not _is_hf(model):
+        return 1
+    cfg = model.config
+    maps = getattr(cfg, "num_hidden_layers", 1) * getattr(cfg, "num_attention_heads", 1)
+    longest = max(len(s) for s in sequences)
+    per_thread = 4 * 4 * maps * longest**2 * max(len(b) for b in batches)
+    return max(1, min(threads, len(batches), WORK_BYTES // per_thread))
 
 
 def shard_rows(
@@ -290,11 +343,12 @@ def shard_rows(
     padding); rows come out in the given order, then layer, then head.
     ``causal``: the model's own flag, or None to infer it from the weights.
 
-    With two or more torch threads, the metrics of one batch run in a helper
-    thread on one torch thread while the next batch goes through the model on
-    the others: the metrics are many small reductions, which a thread pool's
-    fork/join slows down (4-5x on a busy 2-core machine), and the model then
-    keeps a core busy. With one thread (a dask worker) the two alternate.
+    Threads: a transformers model runs one batch per torch thread, each thread
+    on one torch thread (forward and metrics), instead of one batch at a time on
+    all of them. The metrics are many small reductions, which a thread pool's
+    fork/join slows down (4-5x on a busy 2-core machine), and a forward on one
+    thread per core wastes less than one spread over several. A dask worker has
+    one thread and runs its batches one after the other.
     """
     if not sequences:
         return {name: np.zeros(0) for name in COLUMN_NAMES}
@@ -309,26 +363,22 @@ def shard_rows(
         else:
             batches.append([i])
     per_seq: dict[int, dict[str, np.ndarray]] = {}
-    threads = torch.get_num_threads()
-    if threads == 1:
+    workers = _workers(model, batches, sequences)
+    if workers == 1:
         for batch in batches:
-            per_seq.update(_numbers(batch_attention(model, [sequences[i] for i in batch], pad_id), batch,
-                                    sequences, causal, threshold))
+            stack = batch_attention(model, [sequences[i] for i in batch], pad_id)
+            with torch_threads(1):
+                per_seq.update(_numbers(stack, batch, sequences, causal, threshold))
     else:
-        pool = ThreadPoolExecutor(max_workers=1, initializer=_one_thread,
-                                  thread_name_prefix="attnwidget-corpus")
-        pending: deque[Future] = deque()
-        try:
-            with torch_threads(threads - 1):  # one core is the helper's
-                for batch in batches:
-                    stack = batch_attention(model, [sequences[i] for i in batch], pad_id)
-                    pending.append(pool.submit(_numbers, stack, batch, sequences, causal, threshold))
-                    if len(pending) > 1:  # one batch waits at most: two batches' maps in memory
-                        per_seq.update(pending.popleft().result())
-                while pending:
-                    per_seq.update(pending.popleft().result())
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        job = functools.partial(_batch_job, model, sequences, pad_id, causal, threshold)
+        with hf_ready(model):
+            pool = ThreadPoolExecutor(workers, initializer=_one_thread,
+                                      thread_name_prefix="attnwidget-corpus")
+            try:
+                for result in pool.map(job, batches):
+                    per_seq.update(result)
+            finally:  # an interrupt waits for the batches running now and starts no other
+                pool.shutdown(wait=True, cancel_futures=True)
     L, H = per_seq[0]["mean_entropy"].shape
     count = L * H
     cols: dict[str, Any] = {

@@ -25,7 +25,7 @@ AGGREGATES = ("mean", "std", *(_Q_NAMES[q] for q in QUANTILES), "count")
 #: The statistics the widget puts next to its own numbers (metrics-panel key -> corpus column).
 WIDGET_STATS = {
     "mean_entropy": "mean_entropy", "normalized_entropy": "normalized_entropy",
-    "effective_tokens": "effective_tokens", "sparsity_gini": "sparsity_gini", "max": "max",
+    "effective_tokens": "effective_tokens", "max": "max",
     "diagonal_mean": "diagonal_mean", "sharpness": "sharpness",
 }
 
