@@ -143,7 +143,8 @@ def figures_of(maps: Any, numbers: dict[str, Any]) -> list[tuple[str, str, Any]]
     return figures
 
 
-def page(maps: Any, text: str, numbers: dict[str, Any], figures: list[tuple[str, str, Any]]) -> str:
+def page(maps: Any, text: str, numbers: dict[str, Any], figures: list[tuple[str, str, Any]],
+         notes: str = "") -> str:
     """The report's HTML: bokeh's JavaScript inlined (only the parts the figures use), every
     text from the input or the tokenizer escaped or handed to bokeh as data."""
     from collections import Counter
@@ -175,6 +176,7 @@ p.text,p.provenance{{overflow-wrap:anywhere}}</style>
 <p class="provenance">model: <bdi>{model_name}</bdi> · {maps.n_layers} layers ×
 {maps.n_heads} heads · {maps.shape[2]} tokens · {"causal mask" if maps.causal else "no causal mask"}</p>
 <p class="text">text: <bdi>{html.escape(show_invisible(text))}</bdi></p>
+{notes}
 <h2>Pattern summary</h2><p>{html.escape(", ".join(f"{k}: {v}" for k, v in counts.most_common()))}</p>
 <h2>Compression hints</h2><ul>{hints}</ul>
 {sections}
@@ -184,8 +186,19 @@ p.text,p.provenance{{overflow-wrap:anywhere}}</style>
 """
 
 
-def build(text: str, model_spec: str, out: Path, *, png: bool = True, progress: bool = True) -> Path:
-    """Write the report for ``text`` on ``model_spec`` into ``out``; returns ``out / "index.html"``.
+def build(
+    text: str | None, model_spec: str, out: Path, *, png: bool = True, progress: bool = True,
+    mode: str = "text", dataset: str | None = None, seq_len: int | None = None, index: int = 0,
+    seed: int = 0, num_samples: int = 1, layer: int = -1, console: bool = False,
+) -> Path:
+    """Write the report into ``out``; returns ``out / "index.html"``.
+
+    The sequence comes from ``mode`` (:mod:`attnwidget.inputs`): ``text`` (``text``),
+    ``validation`` (window ``index`` of ``seq_len`` tokens of ``dataset``) or ``random``.
+    The page shows the first sequence; with every mode the report adds 002's diagnostic
+    summary of ``layer`` (``diagnostic.txt``) and 004's long-context study over the
+    ``num_samples`` sequences in ``out/study/`` (figures, ``study.json``, ``insights.txt``).
+    ``console`` prints the summary and the insights too.
 
     Raises :class:`ReportError` for a bad argument (nothing written) and
     :class:`attnwidget.plots.BrowserUnavailableError` when PNGs were asked for
@@ -193,36 +206,79 @@ def build(text: str, model_spec: str, out: Path, *, png: bool = True, progress: 
     """
     from tqdm.auto import tqdm
 
-    from attnwidget.extract import extract_attention
+    from attnwidget.inputs import extract_sample, load_samples
     from attnwidget.plots import Exporter, check_browser
+    from attnwidget.study import diagnostic_summary, study_samples
 
-    if not isinstance(text, str) or not text.strip():
-        raise ReportError(f"text: expected a non-empty string, got {text!r}")
-    if len(text) > MAX_TEXT_CHARS:
-        raise ReportError(f"text: {len(text)} characters, the report takes at most {MAX_TEXT_CHARS}")
+    if mode == "text":
+        if not isinstance(text, str) or not text.strip():
+            raise ReportError(f"text: expected a non-empty string, got {text!r}")
+        if len(text) > MAX_TEXT_CHARS:
+            raise ReportError(f"text: {len(text)} characters, the report takes at most {MAX_TEXT_CHARS}")
+    elif text is not None:
+        raise ReportError(f"text: --mode {mode} reads its sequences from --dataset or draws them; "
+                          f"leave the text out (got {text!r:.40})")
+    if dataset is not None and mode == "validation" and not Path(dataset).exists():
+        raise ReportError(f"--dataset: no file at {dataset!r}; expected a text or JSON-lines file")
     model, tokenizer = load_model(model_spec)
     try:
-        maps = extract_attention(model, text, tokenizer)
-    except ValueError as exc:  # too long for the model, characters the tokenizer lacks, ...
-        raise ReportError(str(exc).splitlines()[0]) from exc
+        samples = load_samples(tokenizer, mode, text=text, dataset=dataset, seq_len=seq_len, index=index,
+                               seed=seed, num_samples=num_samples, model=model)
+        records = [extract_sample(model, s, tokenizer) for s in samples]
+        maps = records[0]
+        summary = diagnostic_summary(maps, layer)
+        study = study_samples(records, layer=layer)
+    except (ValueError, IndexError) as exc:  # bad source, too long, unknown characters, layer range
+        message = str(exc).splitlines()[0]
+        raise ReportError(message.replace("layer: ", "--layer: ", 1) if message.startswith("layer:")
+                          else message) from exc
     out.mkdir(parents=True, exist_ok=True)
     numbers = compute(maps)
+    numbers["diagnostic"] = _json(summary.to_dict())
     (out / "metrics.json").write_text(json.dumps(numbers, indent=1, allow_nan=False) + "\n")
+    (out / "diagnostic.txt").write_text(str(summary) + "\n", encoding="utf-8")
+    if console:
+        print(summary)
+        print("\n".join(study.insights) or "No compression insight: no rule fired.")
     figures = figures_of(maps, numbers)
-    index = out / "index.html"
-    index.write_text(page(maps, text, numbers, figures), encoding="utf-8")
+    notes = (f"<h2>Diagnostic summary</h2><pre>{html.escape(str(summary))}</pre>"
+             f"<h2>Long-context study ({len(records)} sequence{'s' if len(records) != 1 else ''})</h2>"
+             f"<pre>{html.escape(chr(10).join(study.insights) or 'No compression insight: no rule fired.')}"
+             "</pre><p>Figures and numbers: <a href='study/study.json'>study/</a></p>")
+    index_page = out / "index.html"
+    index_page.write_text(page(maps, maps.text or "", numbers, figures, notes), encoding="utf-8")
+    study.save(out / "study", png=False)
     if png:
         check_browser()  # before the folder: no browser, no empty figures/
         (out / "figures").mkdir(exist_ok=True)
         with Exporter(scale=2) as exporter:  # one browser for every figure
             for name, _, fig in tqdm(figures, desc="report: PNG figures", disable=not progress):
                 exporter.export(fig, out / "figures" / f"{name}.png")
-    return index
+            for stem, _, fig in study.figures():
+                exporter.export(fig, out / "study" / f"{stem}.png")
+    return index_page
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The report's options, shared by ``attnwidget report`` and ``python -m attnwidget.report``."""
-    parser.add_argument("text", help="the input text (quote it)")
+    parser.add_argument("text", nargs="?", default=None,
+                        help="the input text (quote it); only with --mode text, the default")
+    parser.add_argument("--mode", choices=("text", "validation", "random"), default="text",
+                        help="where the sequence comes from: the text, window --index of --dataset, "
+                             "or random token ids (seeded; for debugging)")
+    parser.add_argument("--dataset", default=None,
+                        help="a local text file or JSON-lines file (records under 'text') "
+                             "for --mode validation")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="tokens per sequence for validation and random (default 128, at most what "
+                             "the model takes)")
+    parser.add_argument("--index", type=int, default=0, help="the first window / sample (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --mode random (default 0)")
+    parser.add_argument("--num-samples", type=int, default=1,
+                        help="how many sequences the long-context study reads (default 1)")
+    parser.add_argument("--layer", type=int, default=-1,
+                        help="the layer of the diagnostic summary and the study's figures "
+                             "(default -1, the last)")
     parser.add_argument("--model", default="minilm",
                         help="minilm (embedded all-MiniLM-L6-v2), tiny (the embedded induction LM) or "
                              "a local transformers model folder (default: minilm)")
@@ -238,7 +294,10 @@ def run(args: argparse.Namespace) -> int:
     from attnwidget.plots import BrowserUnavailableError
 
     try:
-        index = build(args.text, args.model, args.out, png=not args.no_png, progress=not args.quiet)
+        index = build(args.text, args.model, args.out, png=not args.no_png, progress=not args.quiet,
+                      mode=args.mode, dataset=args.dataset, seq_len=args.seq_len, index=args.index,
+                      seed=args.seed, num_samples=args.num_samples, layer=args.layer,
+                      console=not args.quiet)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

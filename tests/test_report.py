@@ -46,17 +46,22 @@ def test_command_line_exit_codes_and_streams():
         res = run(*args)
         assert res.returncode == 0
         assert res.stdout.strip() == f"attnwidget {__version__}"
-    missing = run("report")  # the text is required
+    missing = run("report", "--model", "tiny", "--no-png")  # mode text (the default) needs the text
     assert missing.returncode == 2
-    assert "the following arguments are required: text" in missing.stderr
+    assert missing.stderr.strip() == "error: text: expected a non-empty string, got None"
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["", "--model", "tiny"], "error: text: expected a non-empty string, got ''"),
     (["hello", "--model", "/no/such/model"], "error: --model: no model at '/no/such/model'"),
-    (["a b", "--model", "tiny"], "error: text: characters [' '] are not in the tokenizer's alphabet"),
+    (["a b", "--model", "tiny"], "error: text: record 0 cannot be tokenized: text: characters [' '] "
+                                 "are not in the tokenizer's alphabet"),
     (["word " * 700, "--model", "minilm"],
-     "error: text: 702 tokens after tokenization, but the model accepts at most 512"),
+     "error: text: 702 tokens, but the model takes at most 512 (config.max_position_embeddings)"),
+    (["--mode", "validation", "--dataset", "/no/such.txt", "--model", "tiny"],
+     "error: --dataset: no file at '/no/such.txt'"),
+    (["--mode", "random", "--seq-len", "49", "--model", "tiny"], "error: seq_len: "),
+    (["--mode", "random", "--layer", "5", "--model", "tiny"], "error: --layer: expected 0..1"),
 ])
 def test_bad_input_exits_non_zero_with_one_line(args, message, tmp_path):
     res = run("report", *args, "--out", str(tmp_path / "r"), "--quiet", "--no-png")

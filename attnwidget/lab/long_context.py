@@ -46,6 +46,7 @@ from attnwidget.metrics import (
     max_position,
     recency_ratio,
 )
+from attnwidget.study import INSIGHTS, insight_lines
 
 __all__ = [
     "INSIGHTS",
@@ -219,18 +220,6 @@ def visualize_summary_statistics(
     return save(recency_figure(samples, causal=bool(causal), layer=li), save_path)
 
 
-#: What each compression hint means for the handout's console insight.
-INSIGHTS = {
-    "keep_recent_window": "Strong recency bias detected! Consider compressing or removing distant history.",
-    "sample_uniformly": "High attention entropy (uniform distribution)! Model attends broadly to context. "
-                        "Be careful with compression.",
-    "keep_top_k": "Sparse attention: a few positions hold most of the weight. Keep the top-k attended "
-                  "positions only.",
-    "group_clusters": "Clustered patterns: the attended positions form a few contiguous groups. Group "
-                      "similar contexts (keep or summarise each group).",
-}
-
-
 def insights(summary: Mapping[str, Any], *, verbose: bool = False) -> list[str]:
     """The handout's console insights from :func:`summary_statistics`, one string per hint that fires.
 
@@ -238,19 +227,7 @@ def insights(summary: Mapping[str, Any], *, verbose: bool = False) -> list[str]:
     the measure against its threshold (:func:`compression_hints`). An empty
     list means no rule fired. ``verbose`` also prints them.
     """
-    hints = compression_hints(dict(summary))
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for h in hints:
-        grouped.setdefault(h["hint"], []).append(h)
-    out = []
-    for hint, items in grouped.items():
-        where = ", ".join(f"{tuple(h['index'])}: {h['value']:.2f}" for h in items[:8])
-        more = f" and {len(items) - 8} more" if len(items) > 8 else ""
-        k = [h["recommended_k"] for h in items if "recommended_k" in h]
-        keep = f"; recommended K for top-K retention: {max(k)}" if k and hint in (
-            "keep_top_k", "group_clusters") else ""
-        out.append(f"INSIGHT: {INSIGHTS[hint]}\n   {items[0]['measure']} > {items[0]['threshold']} "
-                   f"at {where}{more}{keep}")
+    out = insight_lines(compression_hints(dict(summary)))
     if verbose:
         print("\n".join(out) if out else "No compression insight: no rule fired.")
     return out

@@ -1,0 +1,59 @@
+"""Figures of 004's long-context study: history curves and distributions across samples."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from bokeh.models import ColumnDataSource, Legend
+from bokeh.palettes import Category10_10
+from bokeh.plotting import figure
+
+
+def history_figure(profiles: Sequence[np.ndarray], layer: int) -> figure:
+    """Every head's last-query weight over its context, mean over samples (lines) ± std (bands).
+
+    ``profiles``: one ``[heads, n]`` array per sample (context weights, summing to 1 per head);
+    samples of different lengths are cut to the shortest context, aligned at the query
+    (position -1 = the key just before it), so recency lines up across samples.
+    """
+    n = min(p.shape[-1] for p in profiles)
+    stack = np.stack([p[:, -n:] for p in profiles])  # [S, H, n], aligned at the query
+    mean, std = stack.mean(0), stack.std(0)
+    x = np.arange(-n, 0)
+    fig = figure(title=f"Last query over its context, every head of layer {layer} "
+                       f"({len(profiles)} samples, mean ± std)",
+                 width=760, height=320, x_axis_label="key position relative to the query",
+                 y_axis_label="context weight")
+    items = []
+    for h in range(mean.shape[0]):
+        colour = Category10_10[h % 10]
+        src = ColumnDataSource({"x": x, "mean": mean[h], "lo": mean[h] - std[h], "hi": mean[h] + std[h]})
+        band = fig.varea(x="x", y1="lo", y2="hi", source=src, fill_color=colour, fill_alpha=0.15)
+        line = fig.line(x="x", y="mean", source=src, color=colour, line_width=2)
+        items.append((f"head {h}", [line, band]))
+    fig.add_layout(Legend(items=items, click_policy="hide"), "right")
+    return fig
+
+
+def distribution_figure(values: np.ndarray, measure: str, layer: int) -> figure:
+    """A box per head of ``values`` ``[samples, heads]``: quartiles, median, whiskers at the
+    extremes, and every sample as a dot (the distribution, not only mean ± std)."""
+    values = np.asarray(values, dtype=float)
+    S, H = values.shape
+    heads = [f"head {h}" for h in range(H)]
+    q1, med, q3 = (np.nanquantile(np.where(np.isfinite(values), values, np.nan), q, axis=0)
+                   for q in (0.25, 0.5, 0.75))
+    finite = np.where(np.isfinite(values), values, np.nan)
+    lo, hi = np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
+    fig = figure(x_range=heads, title=f"{measure} across {S} samples, layer {layer}", width=600,
+                 height=300, y_axis_label=measure)
+    box = ColumnDataSource({"head": heads, "q1": q1, "med": med, "q3": q3, "lo": lo, "hi": hi})
+    fig.segment(x0="head", x1="head", y0="lo", y1="hi", source=box, color="#555")
+    fig.vbar(x="head", top="q3", bottom="q1", width=0.6, source=box, fill_color="#9ecae1",
+             line_color="#333")
+    fig.rect(x="head", y="med", width=0.6, height=0.0, source=box, line_color="#08306b", line_width=2)
+    dots = ColumnDataSource({"head": [heads[h] for s in range(S) for h in range(H)],
+                             "value": [values[s, h] for s in range(S) for h in range(H)]})
+    fig.scatter(x="head", y="value", source=dots, size=5, color="#d62728", alpha=0.6)
+    return fig

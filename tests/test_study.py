@@ -1,0 +1,127 @@
+"""002's diagnostic summary and 004's long-context study, checked against plain numpy."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from attnwidget import AttentionMaps
+from attnwidget.study import diagnostic_summary, sample_measures, study_samples
+
+
+def test_diagnostic_summary_numbers_and_text():
+    # head 0 one-hot on the previous token, head 1 uniform: their average is neither
+    Q = 8
+    sharp = np.eye(Q, k=-1)
+    sharp[0, 0] = 1
+    flat = np.full((Q, Q), 1 / Q)
+    maps = AttentionMaps(np.stack([sharp, flat])[None], list("abcdefgh"), text="abcdefgh", model_name="m")
+    s = diagnostic_summary(maps, layer=-1)
+    onehot = math.sqrt(Q - 1) / Q  # std of a one-hot row: the largest possible row_std
+    np.testing.assert_allclose(s.row_std, [onehot, 0.0], atol=1e-7)
+    assert s.grades == ("SHARP", "UNIFORM")
+    avg = (sharp + flat) / 2
+    assert s.average_row_std == pytest.approx(np.std(avg, axis=1).mean(), rel=1e-6)
+    rel = np.std(avg, axis=1).mean() / onehot
+    assert s.average_relative == pytest.approx(rel, rel=1e-6)
+    assert rel < s.relative[0]  # the average is less sharp than the sharp head
+    assert s.average_grade == ("SHARP" if rel >= 0.5 else "MEDIUM" if rel >= 0.1 else "UNIFORM")
+    assert s.kl.shape == (2, 2)
+    text = str(s)
+    assert "Length: 8 tokens" in text
+    assert "AVERAGED (not a head)" in text
+    assert "[✓ SHARP]" in text
+    assert "[✗ UNIFORM]" in text
+    assert "text sequence: 'abcdefgh' (8 tokens)" in text
+    json.dumps(s.to_dict(), allow_nan=False)
+
+
+def _plain_context(w):
+    """004 by hand: the last query's weights on the keys before it, renormalised."""
+    row = w[-1, :-1].astype(float)
+    return row / row.sum()
+
+
+def test_study_measures_equal_a_plain_computation():
+    rng = np.random.default_rng(3)
+    samples = []
+    for _ in range(3):
+        w = rng.random((2, 3, 20, 20)) ** 3
+        w = np.tril(w)
+        w /= w.sum(-1, keepdims=True)
+        samples.append(AttentionMaps(w, [str(i) for i in range(20)], causal=True))
+    study = study_samples(samples, layer=-1)
+    assert study.layer == 1
+    for s, maps in enumerate(samples):
+        got = sample_measures(maps)
+        for layer in range(2):
+            for h in range(3):
+                ctx = _plain_context(maps.to_numpy()[layer, h])
+                n = ctx.size  # 19 context tokens, as in 004's example of 20
+                assert n == 19
+                assert got["mean_context_attention"][layer, h] == pytest.approx(1 / 19)
+                assert got["attention_std"][layer, h] == pytest.approx(ctx.std(), rel=1e-5)
+                ent = -(ctx[ctx > 0] * np.log(ctx[ctx > 0])).sum()
+                assert got["attention_entropy"][layer, h] == pytest.approx(ent, rel=1e-5)
+                span = math.ceil(n * 0.25)
+                ratio = ctx[-span:].mean() / ctx[:span].mean()
+                assert got["recent_distant_ratio"][layer, h] == pytest.approx(ratio, rel=1e-5)
+                assert got["max_attention_position"][layer, h] == int(np.argmax(ctx))
+                assert study.per_sample["attention_std"][s, layer, h] == got["attention_std"][layer, h]
+    text = str(study)
+    assert "Sample 3:" in text
+    assert "Context tokens: 19" in text
+    assert "Across 3 samples (layer 1)" in text
+    stems = [stem for stem, _, _ in study.figures()]
+    assert stems == ["history_layer1", "mean_context_attention_layer1", "attention_std_layer1",
+                     "attention_entropy_layer1", "recent_distant_ratio_layer1"]
+
+
+def test_a_recency_biased_model_gets_the_insight_and_clusters_get_k():
+    Q = 24
+    recent = np.tril(np.ones((Q, Q)))
+    recent[:, :] *= np.exp(np.arange(Q) * 0.4)[None, :]  # later keys weigh more
+    recent = np.tril(recent)
+    recent /= recent.sum(-1, keepdims=True)
+    study = study_samples([AttentionMaps(recent[None, None], [str(i) for i in range(Q)], causal=True)])
+    lines = study.insights
+    assert any(line.startswith("INSIGHT: Strong recency bias detected!") for line in lines)
+    assert "layer 0 head 0" in lines[0]
+
+
+@pytest.mark.slow
+def test_report_on_validation_windows_with_the_study(tmp_path):
+    data = tmp_path / "corpus.txt"
+    data.write_text("abcabcabcXYZ-" * 60)  # characters the tiny LM's tokenizer has
+    out = tmp_path / "r"
+    res = subprocess.run(
+        [sys.executable, "-m", "attnwidget", "report", "--mode", "validation", "--dataset", str(data),
+         "--seq-len", "32", "--index", "1", "--num-samples", "4", "--layer", "1", "--model", "tiny",
+         "--no-png", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "ATTENTION DIAGNOSTIC SUMMARY" in res.stdout
+    assert "Length: 32 tokens" in res.stdout
+    study = json.loads((out / "study" / "study.json").read_text())
+    assert study["n_samples"] == 4
+    assert study["layer"] == 1
+    assert all("validation sequence" in c or "corpus.txt" in c for c in study["samples"])
+    assert (out / "study" / "history_layer1.html").exists()
+    assert (out / "diagnostic.txt").read_text().startswith("=" * 80)
+    numbers = json.loads((out / "metrics.json").read_text())
+    assert numbers["shape"] == [2, 4, 32, 32]
+    assert numbers["diagnostic"]["layer"] == 1
+    page = (out / "index.html").read_text()
+    assert "Diagnostic summary" in page
+    assert "Long-context study (4 sequences)" in page
+    bad = subprocess.run(
+        [sys.executable, "-m", "attnwidget", "report", "--mode", "validation", "--dataset", str(data),
+         "--seq-len", "32", "--index", "1000", "--model", "tiny", "--no-png", "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error: index: ")
