@@ -28,7 +28,8 @@ def history_figure(profiles: Sequence[np.ndarray], layer: int) -> figure:
     items = []
     for h in range(mean.shape[0]):
         colour = Category10_10[h % 10]
-        src = ColumnDataSource({"x": x, "mean": mean[h], "lo": mean[h] - std[h], "hi": mean[h] + std[h]})
+        lo = np.maximum(mean[h] - std[h], 0)  # weights are never negative
+        src = ColumnDataSource({"x": x, "mean": mean[h], "lo": lo, "hi": mean[h] + std[h]})
         band = fig.varea(x="x", y1="lo", y2="hi", source=src, fill_color=colour, fill_alpha=0.15)
         line = fig.line(x="x", y="mean", source=src, color=colour, line_width=2)
         items.append((f"head {h}", [line, band]))
@@ -52,7 +53,8 @@ def distribution_figure(values: np.ndarray, measure: str, layer: int) -> figure:
     fig.segment(x0="head", x1="head", y0="lo", y1="hi", source=box, color="#555")
     fig.vbar(x="head", top="q3", bottom="q1", width=0.6, source=box, fill_color="#9ecae1",
              line_color="#333")
-    fig.rect(x="head", y="med", width=0.6, height=0.0, source=box, line_color="#08306b", line_width=2)
+    fig.scatter(x="head", y="med", source=box, marker="dash", size=48, line_color="#08306b", line_width=3,
+                legend_label="median")
     dots = ColumnDataSource({"head": [heads[h] for s in range(S) for h in range(H)],
                              "value": [values[s, h] for s in range(S) for h in range(H)]})
     fig.scatter(x="head", y="value", source=dots, size=5, color="#d62728", alpha=0.6)
