@@ -196,6 +196,28 @@ def encode_panel(
     }
 
 
+def encode_signed(diff: Any, factor: int, **extra: Any) -> dict[str, Any]:
+    """A signed ``[Q, K]`` map (A - B) as a uint8 panel on the symmetric range ``[-span, span]``.
+
+    Each ``factor x factor`` block keeps its largest magnitude with its sign;
+    ``span`` (sent along) is the largest magnitude, so level 127 is 0.
+    """
+    pooled_hi, _ = pool_max(diff, factor)
+    pooled_lo, _ = pool_max(-np.asarray(diff), factor)
+    signed = np.where(pooled_hi >= pooled_lo, pooled_hi, -pooled_lo)
+    span = max(float(np.abs(signed).max()), 1e-30)
+    shifted = (signed / span + 1.0) / 2.0  # -span..span -> 0..1
+    return encode_panel(shifted, vmax=1.0, pool=factor, span=span, **extra)
+
+
+def encode_atlas(pooled: Any, visible: Any = None) -> dict[str, Any]:
+    """Thumbnails ``[H, h, w]`` as one uint8 block, each on its own colour range (0..its largest
+    weight, so weak heads still show their shape); ``visible`` is bool ``[h, w]``."""
+    thumbs = [encode_panel(p, vmax=max(float(p.max()), 1e-30), visible=visible) for p in pooled]
+    return {"buffer": memoryview(b"".join(bytes(t["buffer"]) for t in thumbs)), "dtype": "uint8",
+            "shape": [len(thumbs), *np.shape(pooled)[1:]]}
+
+
 def decode_panel(message: dict[str, Any]) -> np.ndarray:
     """Inverse of :func:`encode_panel`: float32 ``[Q, K]``, NaN where masked.
 

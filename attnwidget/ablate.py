@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-MODES = ("zero", "mean")
+#: How an ablated head is switched off (the widget's view modes are attnwidget.widget.VIEW_MODES).
+ABLATION_MODES = ("zero", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +220,8 @@ def ablate_heads(model: nn.Module, heads: Mapping[int, Sequence[int] | int], mod
     ``"zero"`` or ``"mean"`` (see the module docstring). Yields the sites.
     Errors name the argument: unknown layer or head, unknown mode.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    if mode not in ABLATION_MODES:
+        raise ValueError(f"mode: expected one of {ABLATION_MODES}, got {mode!r}")
     sites = attention_sites(model)
     chosen = _check_heads(heads, sites)
     handles = []

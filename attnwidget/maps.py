@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from attnwidget.inputs.source import Source, describe_sequence
+from attnwidget.masks import padding_key_mask, visible_cells
 from attnwidget.tokens import SCHEMES, Scheme, display_tokens, show_invisible
 
 #: Largest allowed ``|row sum - 1|`` for a row that is not fully masked.
@@ -30,6 +31,8 @@ MAX_RECORD_BYTES = 8 * 2**30
 #: Largest single map, in cells, that a view shows (8192 x 8192 = 256 MiB of float32);
 #: its metrics need several times that while they are computed.
 MAX_MAP_CELLS = 8192 * 8192
+#: Input text in a provenance line is shortened to this many characters (the record keeps it all).
+CAPTION_TEXT_CHARS = 80
 
 
 def _size(n_bytes: float) -> str:
@@ -370,11 +373,11 @@ class AttentionMaps:
         False where the key or the query is padding, and above the causal
         diagonal (aligned at the last key) when the record is causal.
         """
-        _, _, Q, K = self.shape
-        vis = ~self.query_padding[:, None] & ~self.key_padding[None, :]
-        if self.causal:
-            vis = vis & np.tri(Q, K, K - Q, dtype=bool)
-        return vis
+        return visible_cells(self.query_padding, self.key_padding, bool(self.causal))
+
+    def key_mask(self) -> torch.Tensor | None:
+        """bool ``[query_pos, key_pos]``: False on padded keys; None when nothing is padded."""
+        return padding_key_mask(self.key_padding, self.shape[2])
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -477,6 +480,37 @@ class AttentionMaps:
             parts.append(name + (" (AVERAGE, not a head)" if self.is_average else ""))
         who = ", ".join(parts) if parts else "attention"
         return show_invisible(who) + " on " + describe_sequence(self.source, self.text, self.shape[2])
+
+    def provenance(self, layer: int, head: int | None = None, *, rollout: bool = False,
+                   text_chars: int = CAPTION_TEXT_CHARS) -> str:
+        """The one provenance line of a map, as the widget, figures and report title it.
+
+        ``"<model> · <layer> · <what> · <masking> · “<text>”"``, or with a known
+        :attr:`source` ``"<model> · <layer> · <what> on <sequence> · <masking>"``.
+        ``what`` is the head's name, or with ``head=None`` the layer's head mean
+        (labelled as an average), or with ``rollout=True`` the rollout up to the
+        layer; masking names the causal mask and the padded keys. The text is
+        cut at ``text_chars`` characters; invisible and bidi characters are named.
+        """
+        if rollout:
+            what = "attention rollout to here (all heads averaged, residual 0.5)"
+        elif head is None:
+            what = f"mean of {self.n_heads} heads (AVERAGE, not a head)"
+        else:
+            what = self.head_names[head] + (" (AVERAGE, not a head)" if self.is_average else "")
+        masking = "causal mask" if self.causal else "no causal mask"
+        padded = int(np.asarray(self.key_padding).sum())
+        if padded:
+            masking += f", {padded} padded key{'s' if padded != 1 else ''}"
+        model = f"{self.model_name or 'unknown model'} · {self.layer_names[layer]}"
+        if self.source is not None:  # 002's form: which head on which sequence, and its length
+            sequence = describe_sequence(self.source, self.text, self.shape[2])
+            return show_invisible(f"{model} · {what} on {sequence} · {masking}")
+        text = show_invisible(self.text or "")
+        if len(text) > text_chars:
+            text = text[: text_chars - 1] + "…"
+        # names are caller data too: no bidi control may reorder the line
+        return show_invisible(f"{model} · {what} · {masking}" + (f" · “{text}”" if text else ""))
 
     def select(
         self, layers: Sequence[int] | int | None = None, heads: Sequence[int] | int | None = None

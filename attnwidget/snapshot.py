@@ -190,7 +190,9 @@ def _grid(view: Any) -> Any:
 
     atlas = view.atlas
     if not atlas or atlas.get("layer") != view.layer:  # in a kernel the worker may still be on it
-        atlas = view._build_atlas(view.layer)
+        from attnwidget._messages import atlas_message
+
+        atlas = atlas_message(view.maps, view.layer)
     heads, rows, cols = atlas["shape"]
     thumbs = np.frombuffer(bytes(atlas["buffer"]), dtype=np.uint8).reshape(heads, rows, cols)
     n = math.ceil(math.sqrt(heads))
@@ -246,4 +248,28 @@ def view_png_base64(view: Any) -> str:
     return base64.b64encode(view_png(view)).decode("ascii")
 
 
-__all__ = ["MASKED", "render", "view_image", "view_png", "view_png_base64"]
+def with_snapshot(view: Any, bundle: Any, options: dict[str, Any]) -> Any:
+    """A widget's display ``bundle`` plus ``image/png`` (:func:`view_png_base64`) unless
+    ``options`` (``include``/``exclude`` of ``_repr_mimebundle_``) leave it out.
+
+    Drawn once per display, not on every slider move: a notebook keeps the display data of
+    the moment it was shown, and re-displaying the view takes a new picture. A picture that
+    fails is a warning, never a missing live view.
+    """
+    wanted = "image/png" not in (options.get("exclude") or ()) and (
+        not options.get("include") or "image/png" in options["include"])
+    if not bundle or not wanted:
+        return bundle
+    data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+    try:
+        png = view_png_base64(view)
+    except Exception as exc:  # no picture must not mean no live view: say why, show the view
+        import warnings
+
+        warnings.warn(f"attnwidget: no PNG snapshot in the display data: {type(exc).__name__}: {exc}",
+                      stacklevel=3)
+        return bundle
+    return {**data, "image/png": png}, metadata
+
+
+__all__ = ["MASKED", "render", "view_image", "view_png", "view_png_base64", "with_snapshot"]

@@ -9,9 +9,10 @@ import torch
 import traitlets
 from tiny_models import TEXT
 
-import attnwidget.widget as widget_module
+import attnwidget._panels as panels_module
 from attnwidget import AttentionMaps, AttentionView
 from attnwidget._codec import LEVELS, MASKED, decode_panel
+from attnwidget._panels import PanelStore
 from attnwidget.metrics import attention_rollout, head_badges, panel_metrics
 
 STEP = 0.5 / LEVELS  # half a colour level: the uint8 quantisation error at vmax 1
@@ -225,14 +226,21 @@ def test_browser_message_with_several_traits_updates_once(monkeypatch):
 
 
 def test_metrics_cache_stays_within_its_budget(monkeypatch):
-    monkeypatch.setattr(widget_module, "METRICS_CACHE_BYTES", 1000)
-    view = AttentionView.from_tensor(stack(np.random.default_rng(11), L=2, H=3, Q=8))
+    w = stack(np.random.default_rng(11), L=2, H=3, Q=8)
+    store = PanelStore(AttentionMaps.from_tensor(w), budget=1000)
+    for layer in range(2):
+        for head in range(3):
+            key = store.key("head", layer, head)
+            store.overview(key, "auto")
+            store.metrics(key).at(0.1, None, 5)  # what the view asks of each map
+            store.trim()
+    assert store.nbytes() <= 1000  # overviews of evicted maps count, so they went too
+    assert 1 <= len(store.keys()) < 6
+    monkeypatch.setattr(panels_module, "METRICS_CACHE_BYTES", 1000)
+    view = AttentionView.from_tensor(w)
     for layer in range(2):
         for head in range(3):
             view.layer, view.head = layer, head
-    assert sum(view._cached_bytes(k, v) for k, v in view._cache.items()) <= 1000
-    assert 1 <= len(view._cache) < 6
-    assert {k[:4] for k in view._encoded} <= set(view._cache)  # evicted maps take their bytes along
     view.layer, view.head = 0, 0  # an evicted map comes back, recomputed
     assert_metrics_equal(view.metrics, panel_metrics(view.maps.head(0, 0), 0.1))
 
@@ -278,20 +286,26 @@ def test_view_from_model_metrics_match(minilm):
 
 
 def test_neighbouring_heads_of_a_large_map_are_computed_ahead(monkeypatch):
-    monkeypatch.setattr(widget_module, "PREFETCH_CELLS", 10)
     w = stack(np.random.default_rng(13), L=1, H=4, Q=8)
+    store = PanelStore(AttentionMaps.from_tensor(w), prefetch_cells=10)
+    for fut in store.prefetch(0, 2, "fixed"):
+        fut.result(timeout=30)
+    assert {store.key("head", 0, 1), store.key("head", 0, 3)} <= set(store.keys())
+    assert store.metrics(store.key("head", 0, 3))._static is not None  # computed, not only created
+    # encoded on the scale asked for at scheduling time, whatever is asked for later
+    assert store.overview(store.key("head", 0, 3), "fixed")["vmax"] == 1.0
+    assert store.overview(store.key("head", 0, 3), "auto")["vmax"] == pytest.approx(float(w[0, 3].max()))
+    store.close()
+    assert store.closed
+    assert store.keys() == []
+    monkeypatch.setattr(panels_module, "PREFETCH_CELLS", 10)
     view = AttentionView.from_tensor(w, head=1)
     view.head = 2
-    for fut in list(view._pending):
-        fut.result(timeout=30)
-    assert {("head", 0, 1, 0), ("head", 0, 3, 0)} <= set(view._cache)
-    assert view._cache[("head", 0, 3, 0)]._static is not None  # computed, not only created
     view.head = 3  # served from the prefetched entry, and equal to a fresh computation
     assert_metrics_equal(view.metrics, panel_metrics(w[0, 3], 0.1))
     np.testing.assert_allclose(decode_panel(view.panel), w[0, 3], atol=float(w[0, 3].max()) * STEP + 1e-7)
     assert view.panel["view"] == {"mode": "head", "layer": 0, "head": 3, "ablated": []}
     view.close()
-    assert view._prefetch is None
 
 
 def test_atlas_is_built_off_the_event_loop_and_handed_back_to_it():

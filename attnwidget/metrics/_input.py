@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from attnwidget.maps import ROW_SUM_ATOL, AttentionMaps
+from attnwidget.masks import causal_key_mask, padding_key_mask
 
 
 class Prepared(NamedTuple):
@@ -63,11 +64,6 @@ def to_tensor(x: Any, name: str) -> torch.Tensor:
     return t.to(device="cpu", dtype=dtype)
 
 
-def causal_key_mask(Q: int, K: int) -> torch.Tensor:
-    """bool ``[Q, K]``: query i sees keys ``<= i + (K - Q)`` (aligned at the last key, as with a cache)."""
-    return torch.ones(Q, K, dtype=torch.bool).tril(K - Q)
-
-
 def prepare(
     x: Any,
     name: str = "attention_weights",
@@ -103,9 +99,7 @@ def prepare(
     key_mask = None
     if record is not None:
         causal = causal or bool(record.causal)
-        pad = torch.from_numpy(np.asarray(record.key_padding))
-        if pad.any():
-            key_mask = (~pad).expand(Q, K)
+        key_mask = padding_key_mask(record.key_padding, Q)
     if mask is not None:
         # a copy: masks may be read-only broadcast views, which torch cannot wrap
         m = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.array(mask))

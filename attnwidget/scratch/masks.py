@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
+from attnwidget.masks import causal_key_mask
+
 
 def causal_mask(n_q: int, n_k: int | None = None) -> torch.Tensor:
     """bool ``[n_q, n_k]``: query i sees keys up to its own position (aligned at the last key)."""
-    from attnwidget.metrics._input import causal_key_mask  # the metrics' own definition
-
     return causal_key_mask(n_q, n_q if n_k is None else n_k)
 
 

@@ -1,0 +1,223 @@
+"""The widget's panel store: each map's metrics and encoded overview, cached under a byte budget,
+computed ahead of time and off the kernel's event loop in one worker thread.
+
+A :class:`PanelStore` never reads the view's traits: everything that decides a
+result (the map's key, the colour scale, the layer wanted) comes in as an
+argument, so a slider moved while the worker runs cannot mix two states into
+one cache entry. Keys are ``(kind, layer, head, generation)``; the generation
+changes whenever the record does (an ablation re-run), so no entry of an older
+record is ever served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnwidget._messages import atlas_message, overview_message
+from attnwidget.maps import AttentionMaps
+from attnwidget.metrics import PanelMetrics, attention_rollout
+
+#: Metrics objects and encoded panels are kept up to this many bytes of their own.
+METRICS_CACHE_BYTES = 512 * 2**20
+#: Maps with more cells than this (768 x 768) get their neighbouring heads computed ahead of
+#: time in a worker thread, so that the next slider step finds them ready.
+PREFETCH_CELLS = 768 * 768
+
+Key = tuple[str, int, "int | None", int]
+
+
+class PanelStore:
+    """Metrics and encoded overviews of one record's maps (a head, a layer's mean, the rollout).
+
+    ``budget`` (bytes) and ``prefetch_cells`` default to :data:`METRICS_CACHE_BYTES`
+    and :data:`PREFETCH_CELLS` as they are when the store is made.
+    """
+
+    def __init__(self, maps: AttentionMaps, budget: int | None = None, prefetch_cells: int | None = None,
+                 corpus: Any = None) -> None:
+        self.maps: AttentionMaps | None = maps
+        self.budget = METRICS_CACHE_BYTES if budget is None else budget
+        self.prefetch_cells = PREFETCH_CELLS if prefetch_cells is None else prefetch_cells
+        self.corpus = corpus
+        self.generation = 0
+        self._metrics: OrderedDict[Key, PanelMetrics] = OrderedDict()
+        self._encoded: dict[tuple, dict[str, Any]] = {}  # (*key, scale) -> overview message
+        self._lock = threading.RLock()  # guards both against the worker thread
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+        self._rollout: np.ndarray | None = None
+        self._atlas_layer: int | None = None
+
+    # ------------------------------------------------------------------ lookups
+    def key(self, kind: str, layer: int, head: int | None) -> Key:
+        """The cache key of a map of the current record."""
+        return kind, layer, head, self.generation
+
+    def metrics(self, key: Key) -> PanelMetrics:
+        """The map's :class:`PanelMetrics`, cached; a key of a replaced record raises RuntimeError."""
+        with self._lock:
+            if key in self._metrics:
+                self._metrics.move_to_end(key)
+                return self._metrics[key]
+            kind, layer, head, gen = key
+            if gen != self.generation or self.maps is None:  # asked by a worker for a replaced record
+                raise RuntimeError("stale request")
+            pm = self._compute(kind, layer, head)
+            self._metrics[key] = pm
+            return pm
+
+    def _compute(self, kind: str, layer: int, head: int | None) -> PanelMetrics:
+        maps = self.maps
+        assert maps is not None
+        mask, causal = maps.key_mask(), bool(maps.causal)
+        if kind == "head":
+            return PanelMetrics(maps.head(layer, head), mask=mask, causal=causal)
+        if kind == "average":
+            return PanelMetrics(torch.from_numpy(maps.layer(layer)).mean(dim=0), mask=mask, causal=causal)
+        if self._rollout is None:
+            self._rollout = attention_rollout(maps.weights)
+        # the residual term puts weight on padded positions' own rows: only causality applies
+        return PanelMetrics(self._rollout[layer], causal=causal)
+
+    def overview(self, key: Key, scale: str) -> dict[str, Any]:
+        """The map's overview as sent (:func:`attnwidget._messages.overview_message`), cached per scale."""
+        ekey = (*key, scale)
+        with self._lock:
+            if ekey in self._encoded:
+                return self._encoded[ekey]
+        msg = overview_message(self.metrics(key), scale)
+        with self._lock:
+            self._encoded[ekey] = msg
+        return msg
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._metrics
+
+    def keys(self) -> list[Key]:
+        """The cached maps, least recently used first."""
+        with self._lock:
+            return list(self._metrics)
+
+    def nbytes(self) -> int:
+        """Bytes held: metrics intermediates, own copies of maps and encoded overviews."""
+        with self._lock:
+            return (sum(self._own_bytes(k, v) for k, v in self._metrics.items())
+                    + sum(len(m["buffer"]) for m in self._encoded.values()))
+
+    @staticmethod
+    def _own_bytes(key: Key, pm: PanelMetrics) -> int:
+        # a head's weights are a view into the record; an average or rollout map is our own copy
+        own = 0 if key[0] == "head" else pm.weights.element_size() * pm.weights.numel()
+        return pm.nbytes + own
+
+    def trim(self) -> None:
+        """Drop least recently used maps, with their overviews, until the store is within its
+        budget (the newest map always stays)."""
+        with self._lock:
+            while self.nbytes() > self.budget and len(self._metrics) > 1:
+                self._metrics.popitem(last=False)
+                # the evicted map's overviews, and any the worker encoded for maps evicted meanwhile
+                for enc in [k for k in self._encoded if k[:4] not in self._metrics]:
+                    del self._encoded[enc]
+
+    def replace(self, maps: AttentionMaps) -> None:
+        """Show another record (an ablation re-run): a new generation, nothing cached kept."""
+        with self._lock:
+            self.maps = maps
+            self.generation += 1
+            self._metrics.clear()
+            self._encoded.clear()
+            self._rollout = None
+
+    # ------------------------------------------------------------------ the worker
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnwidget-worker")
+        return self._executor
+
+    def prefetch(self, layer: int, head: int, scale: str) -> list[Future]:
+        """Compute the heads next to ``head`` ahead of time (large maps only); returns their futures.
+
+        Earlier prefetches not started yet are cancelled (a running one finishes and is cached).
+        """
+        for fut in self._pending:
+            fut.cancel()
+        self._pending = []
+        if self.maps is None:
+            return []
+        _, n_heads, Q, K = self.maps.shape
+        if self.prefetch_cells >= Q * K:
+            return []
+        for h in (head + 1, head - 1):
+            key = self.key("head", layer, h)
+            if 0 <= h < n_heads and key not in self:
+                self._pending.append(self._worker().submit(self._warm, key, scale))
+        return list(self._pending)
+
+    def _warm(self, key: Key, scale: str) -> None:
+        self.metrics(key).static()
+        self.overview(key, scale)
+
+    def atlas(self, layer: int) -> dict[str, Any] | None:
+        """The layer's thumbnails (:func:`attnwidget._messages.atlas_message`); None if another
+        layer was asked for since (the worker skips work nobody waits for)."""
+        maps = self.maps
+        if maps is None or (self._atlas_layer is not None and layer != self._atlas_layer):
+            return None
+        return atlas_message(maps, layer, self.corpus)
+
+    def schedule_atlas(self, layer: int, deliver: Callable[[dict[str, Any]], None],
+                       fail: Callable[[BaseException], None]) -> None:
+        """Build the layer's thumbnails and hand them to ``deliver``: now without an event loop;
+        in a kernel from the worker, handed back to the event loop (``fail`` gets an error).
+
+        A result whose layer or record is no longer the one asked for last is dropped.
+        """
+        self._atlas_layer = layer
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: nothing could deliver a result later
+            deliver(self.atlas(layer))  # type: ignore[arg-type]
+            return
+        gen = self.generation
+        fut = self._worker().submit(self.atlas, layer)
+
+        def on_loop(f: Future) -> None:
+            if f.cancelled() or self.maps is None or layer != self._atlas_layer or gen != self.generation:
+                return
+            exc = f.exception()
+            if exc is not None:
+                fail(exc)
+            elif f.result() is not None:
+                deliver(f.result())
+
+        def hand_back(f: Future) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the kernel is going away
+                loop.call_soon_threadsafe(on_loop, f)
+
+        fut.add_done_callback(hand_back)
+
+    def close(self) -> None:
+        """Stop the worker (queued work is cancelled) and let go of the record and every entry."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        with self._lock:
+            self._metrics.clear()
+            self._encoded.clear()
+            self.maps = self._rollout = self.corpus = None
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self.maps is None

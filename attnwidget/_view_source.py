@@ -1,0 +1,115 @@
+"""Where a view's record comes from: a record, a model and a text, a model and a source;
+its corpus summary; and the ablated re-runs of its model.
+
+:class:`ViewSource` remembers how to run the model again (the ids and tokenizer
+it was extracted with), so :meth:`ViewSource.ablated` and :meth:`ViewSource.sweep`
+see the same sequence as the first extraction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attnwidget.maps import AttentionMaps, check_size
+
+_STATIC = Path(__file__).parent / "static"
+
+# Shown instead of the view when the bundle was never built (a source tree without
+# `pip install -e .`): importing attnwidget still works for metrics and extraction.
+_MISSING_BUNDLE_ESM = """
+export default { render({ el }) {
+  el.textContent = "attnwidget: the JS bundle (attnwidget/static/widget.js) is missing; "
+    + "build it with `pip install -e .` or `npm --prefix js run build`.";
+} };
+"""
+
+
+def bundle(name: str) -> str | Path:
+    """The built ``static/`` file, or (for the JS) a module that says how to build it."""
+    path = _STATIC / name
+    if path.exists():
+        return path
+    return _MISSING_BUNDLE_ESM if name.endswith(".js") else ""
+
+
+@dataclass
+class ViewSource:
+    """A model and what it was run on: ``text`` is the text or the sample's ids ``[1, T]``."""
+
+    model: Any
+    text: Any
+    tokenizer: Any
+    options: dict[str, Any]
+    sample: Any = None  # the inputs.Sample a view built from a source shows (its provenance)
+
+    def ablated(self, pairs: list[list[int]], mode: str,
+                original: AttentionMaps) -> tuple[AttentionMaps, dict]:
+        """The record with the ``[layer, head]`` pairs switched off, and what that changed
+        (:func:`attnwidget.ablate.ablated_record`)."""
+        from attnwidget.ablate import ablated_record
+
+        heads: dict[int, list[int]] = {}
+        for layer, head in pairs:
+            heads.setdefault(layer, []).append(head)
+        maps, effect = ablated_record(self.model, self.text, heads, self.tokenizer, mode=mode,
+                                      original=original, **self.options)
+        if self.sample is not None:  # the re-run saw the same sequence: keep its provenance
+            maps = maps.with_source(self.sample.source, text=self.sample.text)
+        return maps, effect
+
+    def sweep(self, mode: str, progress: bool) -> dict[str, Any]:
+        """Every head ablated on its own (:func:`attnwidget.ablate.ablation_sweep`)."""
+        from attnwidget.ablate import ablation_sweep
+
+        return ablation_sweep(self.model, self.text, self.tokenizer, mode=mode, progress=progress)
+
+
+def open_record(model: Any, text: Any, tokenizer: Any, source: Any,
+                options: dict[str, Any]) -> tuple[AttentionMaps, ViewSource | None]:
+    """The record a view shows and, when it came from a model, how to run the model again."""
+    if isinstance(model, AttentionMaps):
+        if text is not None or tokenizer is not None or source is not None or options:
+            extra = sorted(options) + [
+                n for n, v in (("text", text), ("tokenizer", tokenizer), ("source", source)) if v is not None
+            ]
+            raise TypeError(f"AttentionView(maps) takes no extraction arguments, got {extra}")
+        maps, how = model, None
+    elif source is not None:
+        from attnwidget import inputs
+        from attnwidget.extract.huggingface import is_hf_model
+
+        if text is not None:
+            raise TypeError("text: pass the text or source=..., not both")
+        tokenizer = inputs.find_tokenizer(model, tokenizer)
+        sample = inputs.resolve(source, model, tokenizer)
+        maps = inputs.extract_sample(model, sample, tokenizer, **options)
+        # ablation re-runs the model on the sample's ids; transformers models take the tokenizer
+        # to label them, hook-based ones do not
+        how = ViewSource(model, sample.input_ids.unsqueeze(0), tokenizer if is_hf_model(model) else None,
+                         options, sample)
+    else:
+        from attnwidget.extract import extract_attention
+
+        maps = extract_attention(model, text, tokenizer, **options)
+        how = ViewSource(model, text, tokenizer, options)
+    # not caught by AttentionMaps itself (a record may be analysed in pieces); the view's
+    # caches and the browser's budget need a bound (see attnwidget.maps.check_size)
+    check_size(*maps.shape, "maps")
+    return maps, how
+
+
+def corpus_summary(corpus: Any, maps: AttentionMaps) -> Any:
+    """``corpus`` as a :class:`attnwidget.corpus.HeadSummary` of the record's layers x heads, or None."""
+    if corpus is None:
+        return None
+    from attnwidget.corpus import HeadSummary, summarize
+
+    summary = corpus if isinstance(corpus, HeadSummary) else summarize(corpus)
+    if summary.shape != maps.shape[:2]:
+        raise ValueError(
+            f"corpus: summarises {summary.shape[0]} layers x {summary.shape[1]} heads, but the record has "
+            f"{maps.shape[0]} x {maps.shape[1]}; expected a corpus run of the same model"
+        )
+    return summary
