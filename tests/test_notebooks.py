@@ -352,3 +352,25 @@ def test_one_sequence_is_an_anecdote_notebook(minilm):
     typical = summary["typical"]
     assert typical["median"] == pytest.approx(float(median[layer, head]), abs=1e-4)
     assert typical["q25"] == pytest.approx(float(q25[layer, head]), abs=1e-4)
+
+
+def test_attention_while_the_model_writes_notebook():
+    import numpy as np
+
+    from attnwidget.ablate import ablate_heads
+    from attnwidget.generate import generate_attention
+    from attnwidget.models import load_tiny_lm
+
+    summary = last_json(run_notebook("13-attention-while-the-model-writes.ipynb"))
+    model, tok = load_tiny_lm()
+    prompt = "q8Zr2kLmxT" + "q8"
+    rec = generate_attention(model, prompt, tok, n_new=8)
+    assert summary["generated"] == rec.generated_text == "Zr2kLmxT"  # the copy is right
+    np.testing.assert_allclose(summary["shares"], rec.shares(layer=1), rtol=1e-6)
+    assert summary["induction"] == [0, 2]
+    with ablate_heads(model, {1: summary["induction"]}):
+        broken = generate_attention(model, prompt, tok, n_new=8)
+    assert summary["broken"] == broken.generated_text
+    assert summary["correct"] == 8
+    assert summary["correct_broken"] <= 2  # without the induction heads the copy fails
+    assert min(summary["on_target"][1][h] for h in summary["induction"]) > 0.5
