@@ -32,6 +32,10 @@ COLORMAPS: tuple[str, ...] = tuple(PROTOCOL["colormaps"])
 SCALES: tuple[str, ...] = tuple(PROTOCOL["scales"])
 #: Modes whose picture and key name a head (the others show a whole layer).
 HEAD_MODES: tuple[str, ...] = tuple(PROTOCOL["head_modes"])
+#: Modes in which a comparison record is shown beside the map (not rollout).
+COMPARED_MODES = ("head", "grid", "average")
+#: ``caption_b`` when comparing in another mode.
+NOT_COMPARED = "comparison: shown for one head or the head average"
 
 #: The main map is sent with at most this many cells a side; longer inputs are max-pooled.
 OVERVIEW_SIDE = 512
@@ -96,10 +100,11 @@ def comparison_maps(other: AttentionMaps, mode: str, layer: int, head: int) -> t
     return torch.from_numpy(other.head(layer, head))
 
 
-def comparison_messages(a: PanelMetrics, b: torch.Tensor, scale: str, view: dict) -> dict[str, dict]:
-    """``panel`` (A), ``panel_b`` and ``panel_diff`` (A - B) on the colour range A and B share.
-
-    The difference is empty when the shapes differ.
+def comparison_messages(
+    a: PanelMetrics, b: torch.Tensor, label: str, scale: str, view: dict
+) -> dict[str, Any]:
+    """``panel`` (A), ``panel_b`` and ``panel_diff`` (A - B) on the colour range A and B share,
+    and ``caption_b`` naming B. The difference is empty when the shapes differ.
     """
     Q, K = a.shape
     factor = pool_factor(Q, K, OVERVIEW_SIDE)
@@ -111,9 +116,12 @@ def comparison_messages(a: PanelMetrics, b: torch.Tensor, scale: str, view: dict
                               full_shape=[Q, K]),
         "panel_b": encode_panel(pooled_b, vmax=vmax, view=view, pool=factor, full_shape=list(b.shape)),
         "panel_diff": {},
+        "caption_b": f"B: {label}",
     }
     if tuple(b.shape) == (Q, K):
         out["panel_diff"] = encode_signed((a.weights - b).numpy(), factor, view=view, full_shape=[Q, K])
+    else:
+        out["caption_b"] += " (different shape: no difference map)"
     return out
 
 

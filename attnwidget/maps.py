@@ -482,21 +482,22 @@ class AttentionMaps:
         return show_invisible(who) + " on " + describe_sequence(self.source, self.text, self.shape[2])
 
     def provenance(self, layer: int, head: int | None = None, *, rollout: bool = False,
-                   text_chars: int = CAPTION_TEXT_CHARS) -> str:
+                   what: str | None = None, text_chars: int = CAPTION_TEXT_CHARS) -> str:
         """The one provenance line of a map, as the widget, figures and report title it.
 
         ``"<model> · <layer> · <what> · <masking> · “<text>”"``, or with a known
         :attr:`source` ``"<model> · <layer> · <what> on <sequence> · <masking>"``.
         ``what`` is the head's name, or with ``head=None`` the layer's head mean
         (labelled as an average), or with ``rollout=True`` the rollout up to the
-        layer; masking names the causal mask and the padded keys. The text is
-        cut at ``text_chars`` characters; invisible and bidi characters are named.
+        layer (``what`` overrides that label); masking names the causal mask and
+        the padded keys. The text is cut at ``text_chars`` characters; invisible
+        and bidi characters are named.
         """
-        if rollout:
+        if what is None and rollout:
             what = "attention rollout to here (all heads averaged, residual 0.5)"
-        elif head is None:
+        elif what is None and head is None:
             what = f"mean of {self.n_heads} heads (AVERAGE, not a head)"
-        else:
+        elif what is None:
             what = self.head_names[head] + (" (AVERAGE, not a head)" if self.is_average else "")
         masking = "causal mask" if self.causal else "no causal mask"
         padded = int(np.asarray(self.key_padding).sum())

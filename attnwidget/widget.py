@@ -35,12 +35,8 @@ from attnwidget._view_source import ViewSource, bundle, corpus_summary, open_rec
 from attnwidget.maps import CAPTION_TEXT_CHARS, AttentionMaps
 from attnwidget.tokens import show_invisible
 
-#: The view modes (an alias kept for callers of the old name; ablation's modes are
-#: :data:`attnwidget.ablate.ABLATION_MODES`).
-MODES = VIEW_MODES
-
-__all__ = ["CAPTION_TEXT_CHARS", "COLORMAPS", "DETAIL_SIDE", "MODES", "OVERVIEW_SIDE", "SCALES",
-           "THUMB_SIDE", "VIEW_MODES", "AttentionView"]
+__all__ = ["CAPTION_TEXT_CHARS", "COLORMAPS", "DETAIL_SIDE", "OVERVIEW_SIDE", "SCALES", "THUMB_SIDE",
+           "VIEW_MODES", "AttentionView"]
 
 
 class AttentionView(anywidget.AnyWidget):
@@ -287,9 +283,12 @@ class AttentionView(anywidget.AnyWidget):
     def _view(self) -> dict[str, Any]:
         return msg.panel_view(self.mode, self.layer, self.head, self.ablated)
 
+    def _key(self) -> tuple:
+        return self._panels.key(*msg.map_key(self.mode, self.layer, self.head))
+
     def _shown(self) -> Any:
         """The :class:`PanelMetrics` of the map shown now."""
-        return self._panels.metrics(self._panels.key(*msg.map_key(self.mode, self.layer, self.head)))
+        return self._panels.metrics(self._key())
 
     def _typical(self) -> dict | None:
         if self._corpus is None or self.mode not in msg.HEAD_MODES:
@@ -298,23 +297,16 @@ class AttentionView(anywidget.AnyWidget):
 
     def _send_panel(self) -> None:
         other = self._comparison() if self.compare else None
-        if other is not None and self.mode in ("head", "grid", "average"):
-            maps_b, label = other
-            b = msg.comparison_maps(maps_b, self.mode, self.layer, self.head)
-            for name, value in msg.comparison_messages(self._shown(), b, self.scale, self._view()).items():
-                self.set_trait(name, value)
-            same = tuple(b.shape) == tuple(self._shown().shape)
-            self.set_trait("caption_b", f"B: {label}" + ("" if same else
-                                                        " (different shape: no difference map)"))
+        if other is not None and self.mode in msg.COMPARED_MODES:
+            b = msg.comparison_maps(other[0], self.mode, self.layer, self.head)
+            traits = msg.comparison_messages(self._shown(), b, other[1], self.scale, self._view())
         else:
-            key = self._panels.key(*msg.map_key(self.mode, self.layer, self.head))
-            self.set_trait("panel", {**self._panels.overview(key, self.scale), "view": self._view()})
-            for name in ("panel_b", "panel_diff"):
-                if getattr(self, name):
-                    self.set_trait(name, {})
-            self.set_trait("caption_b", "" if other is None else
-                           "comparison: shown for one head or the head average")
-        self.set_trait("caption", msg.view_caption(self.maps, self.mode, self.layer, self.head))
+            overview = self._panels.overview(self._key(), self.scale)
+            traits = {"panel": {**overview, "view": self._view()}, "panel_b": {}, "panel_diff": {},
+                      "caption_b": "" if other is None else msg.NOT_COMPARED}
+        traits["caption"] = msg.view_caption(self.maps, self.mode, self.layer, self.head)
+        for name, value in traits.items():
+            self.set_trait(name, value)
 
     def _comparison(self) -> tuple[AttentionMaps, str] | None:
         if self._other is not None:

@@ -65,7 +65,7 @@ def zf_meta(wheel: Path) -> str:
 def test_js_state_keys_mirror_the_python_traits():
     from attnwidget import AttentionView
 
-    source = (ROOT / "js" / "src" / "index.ts").read_text()
+    source = (ROOT / "js" / "src" / "state.ts").read_text()
     start = source.index("= [", source.index("export const STATE_KEYS")) + 3
     listed = source[start : source.index("];", start)]
     js_keys = {k.strip().strip('"') for k in listed.split(",") if k.strip()}

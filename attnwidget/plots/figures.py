@@ -12,8 +12,7 @@ from bokeh.plotting import figure
 
 from attnwidget import metrics as M  # noqa: N812 (the package's usual short name)
 from attnwidget.maps import AttentionMaps
-from attnwidget.plots._matrix import OVERVIEW_SIDE, matrix_figure_impl, shared, short
-from attnwidget.tokens import show_invisible
+from attnwidget.plots._matrix import OVERVIEW_SIDE, matrix_figure_impl, shared
 
 
 def _as_maps(maps: Any) -> AttentionMaps:
@@ -29,12 +28,9 @@ def _visible(maps: AttentionMaps) -> np.ndarray | None:
 
 
 def caption(maps: AttentionMaps, layer: int, head: int | None) -> str:
-    """Provenance line: model · layer · head · masking · “text”."""
-    what = "head average (AVERAGE, not a head)" if head is None else maps.head_names[head]
-    masking = "causal mask" if maps.causal else "no causal mask"
-    text = short(show_invisible(maps.text or ""))
-    return show_invisible(f"{maps.model_name or 'unknown model'} · {maps.layer_names[layer]} · {what} · "
-                          f"{masking}" + (f" · “{text}”" if text else ""))
+    """Provenance line: model · layer · head · masking · “text”, as the widget titles the
+    same head (:meth:`AttentionMaps.provenance`); ``head=None``: the head average."""
+    return maps.provenance(layer, head, what="head average (AVERAGE, not a head)" if head is None else None)
 
 
 def matrix_figure(

@@ -4,7 +4,7 @@
 export const MASKED = 255;
 export const LEVELS = 254;
 
-/** The view state a reply belongs to; mirrors AttentionView._view_key. */
+/** The view state a reply belongs to; mirrors attnwidget._messages.panel_view (keys: attnwidget/protocol.json). */
 export interface ViewKey {
   mode: string;
   layer: number;

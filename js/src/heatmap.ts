@@ -317,7 +317,10 @@ export interface GridLayout {
   boxes: { head: number; x: number; y: number }[];
 }
 
-export function gridLayout(heads: number, side = PLOT_PX, labelPx = 14): GridLayout {
+/** Height of the label line above the grid's first row of heads, CSS pixels. */
+export const GRID_LABEL_PX = 14;
+
+export function gridLayout(heads: number, side = PLOT_PX, labelPx = GRID_LABEL_PX): GridLayout {
   const cols = Math.ceil(Math.sqrt(heads));
   const size = Math.floor(side / cols);
   const boxes = [];
@@ -327,11 +330,18 @@ export function gridLayout(heads: number, side = PLOT_PX, labelPx = 14): GridLay
   return { cols, size, boxes };
 }
 
+/** The head whose grid cell (its thumbnail and the label line above it) holds (x, y), or null. */
+export function headAt(grid: GridLayout, x: number, y: number): number | null {
+  const top = (b: { y: number }) => b.y - GRID_LABEL_PX;
+  const hit = grid.boxes.find((b) => x >= b.x && x < b.x + grid.size && y >= top(b) && y < top(b) + grid.size);
+  return hit ? hit.head : null;
+}
+
 /** All heads of a layer as a grid in the main canvas; the selected head is outlined. */
 export function drawGrid(canvas: HTMLCanvasElement, atlas: Atlas, lut: Uint8Array, selected: number, theme: Theme): GridLayout {
   const grid = gridLayout(atlas.heads);
   const rowsUsed = Math.ceil(atlas.heads / grid.cols);
-  const ctx = sizeCanvas(canvas, grid.cols * grid.size, rowsUsed * grid.size + 14);
+  const ctx = sizeCanvas(canvas, grid.cols * grid.size, rowsUsed * grid.size + GRID_LABEL_PX);
   if (!ctx) return grid;
   ctx.imageSmoothingEnabled = false;
   ctx.font = "11px sans-serif";

@@ -6,7 +6,7 @@ import {
   bucketMax, cellAt, clampViewport, DIM_KEEP, fullViewport, layoutOf, MARGIN_LEFT, MARGIN_TOP,
   panelPixels, PLOT_PX, thinLabels, thresholdLevel, zoomViewport,
 } from "../src/heatmap";
-import { replyKey, stateKey } from "../src/index";
+import { replyKey, stateKey } from "../src/state";
 
 describe("colormaps", () => {
   it("has 256 entries per map with the published end points", () => {

@@ -1,0 +1,202 @@
+/** What the user does: the controls, and on the canvas hover, click a row, wheel zoom, drag pan,
+ *  keys, double-click reset, and clicks on the grid. Writes the model only through the link. */
+import { LEVELS, MASKED } from "./codec";
+import {
+  cellAt, clampViewport, formatWeight, fullViewport, headAt, isFull, MARGIN_LEFT, MARGIN_TOP, type Viewport,
+  zoomViewport,
+} from "./heatmap";
+import type { Link } from "./link";
+import { savePng } from "./save";
+import type { Model } from "./state";
+import { isAblated, type Parts, type Shown } from "./view";
+
+/** What the handlers may ask of the rest of the view. */
+export interface Refresh {
+  draw(): void;
+  sync(): void;
+  showThumbs(): void;
+}
+
+type Listener = [EventTarget, string, EventListener, AddEventListenerOptions?];
+
+/** Select a head (leaving the layer modes), or with shift toggle its ablation. */
+export function headPicker(model: Model, link: Link, ui: Refresh): (head: number, shift: boolean) => void {
+  const toggleAblation = (l: number, h: number) => {
+    const now = model.get("ablated");
+    link.setLocal("ablated", isAblated(model, l, h) ? now.filter(([a, b]) => !(a === l && b === h))
+      : [...now, [l, h]].sort((x, y) => x[0] - y[0] || x[1] - y[1]));
+    ui.sync();
+    ui.showThumbs();
+    link.request();
+    ui.draw();
+  };
+  return (head, shift) => {
+    if (shift) return toggleAblation(model.get("layer"), head);
+    link.setLocal("head", head);
+    if (model.get("mode") === "average" || model.get("mode") === "rollout") link.setLocal("mode", "head");
+    ui.sync();
+    link.request();
+    ui.draw();
+  };
+}
+
+/** The controls' listeners. */
+export function controlListeners(parts: Parts, model: Model, link: Link, ui: Refresh, pick: (h: number, s: boolean) => void): Listener[] {
+  const requesting = (name: "layer" | "head" | "mode", read: () => string | number) => () => {
+    link.setLocal(name, read() as never);
+    ui.sync();
+    link.request();
+    ui.draw();
+  };
+  const onThreshold = () => {
+    link.setLocal("threshold", Number(parts.threshold.input.value));
+    ui.sync();
+    ui.draw(); // dimming is applied here at once; the metrics follow from Python
+    link.request();
+  };
+  const onColormap = () => {
+    link.setLocal("colormap", parts.colormap.input.value);
+    link.save();
+    ui.showThumbs();
+    ui.draw();
+  };
+  const saving = (apply: () => void) => () => {
+    apply();
+    link.save();
+  };
+  return [
+    [parts.compareInput, "change", saving(() => link.setLocal("compare", parts.compareInput.checked))],
+    [parts.ablateButton, "click", () => pick(model.get("head"), true)],
+    [parts.saveButton, "click", () => void savePng(model.get("mode") === "grid" ? parts.gridCanvas : parts.canvas, model.get("caption"))],
+    [parts.layer.input, "input", requesting("layer", () => Number(parts.layer.input.value))],
+    [parts.head.input, "input", requesting("head", () => Number(parts.head.input.value))],
+    [parts.threshold.input, "input", onThreshold],
+    [parts.mode.input, "change", requesting("mode", () => parts.mode.input.value)],
+    [parts.colormap.input, "change", onColormap],
+    [parts.scale.input, "change", saving(() => link.setLocal("scale", parts.scale.input.value))],
+  ];
+}
+
+/** The hover text of a full-resolution cell: its weight, from the zoomed window where it has it. */
+function valueAt(shown: Shown, q: number, k: number): string {
+  const d = shown.currentDetail();
+  const src = d && q >= d.originRow && q < d.originRow + d.rows * d.pool
+    && k >= d.originCol && k < d.originCol + d.cols * d.pool ? d : shown.panel;
+  if (!src) return "";
+  const i = Math.floor((q - src.originRow) / src.pool);
+  const j = Math.floor((k - src.originCol) / src.pool);
+  const level = src.levels[i * src.cols + j];
+  if (level === MASKED) return "masked";
+  const v = formatWeight((level / LEVELS) * src.vmax);
+  return src.pool > 1 ? `≈${v} (max of a ${src.pool}×${src.pool} block; zoom in for single cells)` : `≈${v}`;
+}
+
+/** Show the query and key tokens of a cell and its weight (each token a <bdi> set as text). */
+function showTooltip(tooltip: HTMLElement, model: Model, shown: Shown, cell: { q: number; k: number }, x: number, y: number): void {
+  // each token in its own <bdi> (set through textContent: tokens stay text), so that a
+  // right-to-left token cannot reorder the arrow or the number, and a long one is cut
+  // by CSS without hiding the weight
+  const qEl = document.createElement("bdi");
+  const kEl = document.createElement("bdi");
+  qEl.className = kEl.className = "aw-tok";
+  qEl.textContent = model.get("query_tokens")[cell.q] ?? String(cell.q);
+  kEl.textContent = model.get("key_tokens")[cell.k] ?? String(cell.k);
+  tooltip.replaceChildren(qEl, " → ", kEl, `: ${valueAt(shown, cell.q, cell.k)}`);
+  tooltip.style.display = "block";
+  tooltip.style.left = `${x + 14}px`;
+  tooltip.style.top = `${y + 10}px`;
+}
+
+/** The canvas's and the grid's listeners (the wheel one is not passive: it stops page scroll). */
+export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: Link, ui: Refresh,
+  pick: (h: number, s: boolean) => void): Listener[] {
+  const { canvas, gridCanvas, tooltip } = parts;
+  const askDetail = () => link.requestViewport(() => {
+    const { panel, viewport: vp } = shown;
+    if (!panel || !vp) return null;
+    if (panel.pool <= 1 || isFull(vp, panel.fullRows, panel.fullCols)) return [];
+    return [Math.floor(vp.q0), Math.ceil(vp.q1), Math.floor(vp.k0), Math.ceil(vp.k1)];
+  });
+  const zoomed = (vp: Viewport) => {
+    shown.viewport = vp;
+    ui.draw();
+    askDetail();
+  };
+  const pointer = (ev: MouseEvent) => {
+    const r = canvas.getBoundingClientRect();
+    return { x: ev.clientX - r.left, y: ev.clientY - r.top };
+  };
+  const selectQuery = (q: number | null) => {
+    link.setLocal("query", q);
+    link.request();
+    ui.draw();
+  };
+  let drag: { x: number; y: number; vp: Viewport; moved: boolean } | null = null;
+  const onMove = (ev: MouseEvent) => {
+    const { layout, panel } = shown;
+    if (!layout || !panel || !shown.viewport) return;
+    const { x, y } = pointer(ev);
+    if (drag) {
+      const dx = (x - drag.x) / layout.cell;
+      const dy = (y - drag.y) / layout.cell;
+      if (Math.abs(x - drag.x) + Math.abs(y - drag.y) > 3) drag.moved = true;
+      const v = drag.vp;
+      if (drag.moved) zoomed(clampViewport({ q0: v.q0 - dy, q1: v.q1 - dy, k0: v.k0 - dx, k1: v.k1 - dx }, panel.fullRows, panel.fullCols));
+    }
+    const cell = cellAt(layout, x, y);
+    if (cell) showTooltip(tooltip, model, shown, cell, x, y);
+    else tooltip.style.display = "none";
+  };
+  const onDown = (ev: MouseEvent) => {
+    if (shown.viewport) drag = { ...pointer(ev), vp: { ...shown.viewport }, moved: false };
+  };
+  const onUp = (ev: MouseEvent) => {
+    const wasDrag = drag?.moved;
+    drag = null;
+    if (wasDrag || !shown.layout) return;
+    const { x, y } = pointer(ev);
+    const cell = cellAt(shown.layout, x, y);
+    if (cell) selectQuery(model.get("query") === cell.q ? null : cell.q); // the selected row again clears
+  };
+  const onWheel = (ev: WheelEvent) => {
+    const { layout, panel, viewport: vp } = shown;
+    if (!layout || !panel || !vp) return;
+    const { x, y } = pointer(ev);
+    if (!cellAt(layout, x, y)) return;
+    ev.preventDefault();
+    const q = vp.q0 + (y - MARGIN_TOP) / layout.cell;
+    const k = vp.k0 + (x - MARGIN_LEFT) / layout.cell;
+    zoomed(zoomViewport(vp, panel.fullRows, panel.fullCols, q, k, ev.deltaY < 0 ? 1.25 : 0.8));
+  };
+  const onDouble = () => {
+    if (shown.panel) zoomed(fullViewport(shown.panel.fullRows, shown.panel.fullCols));
+  };
+  const onKey = (ev: KeyboardEvent) => {
+    const { panel, viewport: vp } = shown;
+    if (!panel || !vp) return;
+    const q = model.get("query");
+    const rows = panel.fullRows;
+    if (ev.key === "+" || ev.key === "-") {
+      const c = { q: (vp.q0 + vp.q1) / 2, k: (vp.k0 + vp.k1) / 2 };
+      zoomed(zoomViewport(vp, rows, panel.fullCols, c.q, c.k, ev.key === "+" ? 1.5 : 1 / 1.5));
+    } else if (ev.key === "0") return onDouble();
+    else if (ev.key === "Escape") selectQuery(null);
+    else if (ev.key === "ArrowDown") selectQuery(q === null ? 0 : Math.min(rows - 1, q + 1));
+    else if (ev.key === "ArrowUp") selectQuery(q === null ? 0 : Math.max(0, q - 1));
+    else return;
+    ev.preventDefault();
+  };
+  const onGridClick = (ev: MouseEvent) => {
+    if (!shown.grid) return;
+    const r = gridCanvas.getBoundingClientRect();
+    const head = headAt(shown.grid, ev.clientX - r.left, ev.clientY - r.top);
+    if (head !== null) pick(head, ev.shiftKey);
+  };
+  return [
+    [canvas, "mousemove", onMove as EventListener], [canvas, "mouseleave", () => { tooltip.style.display = "none"; }],
+    [canvas, "mousedown", onDown as EventListener], [window, "mouseup", onUp as EventListener],
+    [canvas, "dblclick", onDouble], [canvas, "keydown", onKey as EventListener],
+    [canvas, "wheel", onWheel as EventListener, { passive: false }],
+    [gridCanvas, "click", onGridClick as EventListener],
+  ];
+}

@@ -1,0 +1,97 @@
+/** The view's state as Python syncs it: the trait names, the choice lists and the reply key.
+ *  The lists and the key's layout come from attnwidget/protocol.json, the file Python reads too. */
+import type { AtlasMessage, PanelMessage } from "./codec";
+import type { Effect, Metrics } from "./controls";
+import protocol from "../../attnwidget/protocol.json";
+
+/** Mirrors the synced traits of attnwidget.widget.AttentionView, same names. */
+export interface ViewState {
+  layer: number;
+  head: number;
+  threshold: number;
+  query: number | null;
+  mode: string;
+  colormap: string;
+  scale: string;
+  top_k: number;
+  viewport: number[];
+  n_layers: number;
+  n_heads: number;
+  panel: PanelMessage;
+  detail: PanelMessage | Record<string, never>;
+  atlas: AtlasMessage | Record<string, never>;
+  metrics: Metrics;
+  query_tokens: string[];
+  key_tokens: string[];
+  caption: string;
+  status: string;
+  ablated: number[][];
+  ablation_mode: string;
+  compare: boolean;
+  effect: Effect;
+  panel_b: PanelMessage | Record<string, never>;
+  panel_diff: PanelMessage | Record<string, never>;
+  caption_b: string;
+  sweep_scores: { score?: (number | null)[][]; metric?: string; mode?: string };
+}
+
+/** Every synced trait, same names as in Python (tests/test_package.py checks both lists agree). */
+export const STATE_KEYS: (keyof ViewState)[] = [
+  "layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k", "viewport",
+  "n_layers", "n_heads", "panel", "detail", "atlas", "metrics", "query_tokens", "key_tokens",
+  "caption", "status", "ablated", "ablation_mode", "compare", "effect", "panel_b", "panel_diff",
+  "caption_b", "sweep_scores",
+];
+
+/** View modes, colormaps and colour scales offered by the controls (protocol.json). */
+export const MODES: string[] = protocol.modes;
+export const COLORMAP_NAMES: string[] = protocol.colormaps;
+export const SCALES: string[] = protocol.scales;
+/** Modes whose map is one head's (the others show a whole layer). */
+export const HEAD_MODES: string[] = protocol.head_modes;
+
+/** What the view needs of an anywidget model (a fake one in the tests). */
+export interface Model {
+  get<K extends keyof ViewState>(key: K): ViewState[K];
+  set<K extends keyof ViewState>(key: K, value: ViewState[K]): void;
+  save_changes(): void;
+  on(event: string, cb: (...args: any[]) => void): void;
+  off(event: string, cb: (...args: any[]) => void): void;
+  send(content: unknown): void;
+}
+
+/** The fields of the reply key, in protocol.json's order. */
+export interface ReplyState {
+  mode: string; layer: number; head: number | null; threshold: number; query: number | null; top_k: number;
+  ablated?: number[][];
+}
+
+function keyOf(fields: string[], s: Record<string, unknown>): string {
+  const inHeadMode = HEAD_MODES.includes(String(s.mode));
+  return JSON.stringify(fields.map((f) => (f === "head" && !inHeadMode ? null : f === "ablated" ? s.ablated ?? [] : s[f])));
+}
+
+/** The state a metrics reply must carry to be current (AttentionView's metrics `view`). */
+export function stateKey(s: ReplyState): string {
+  return keyOf(protocol.reply_key, s as unknown as Record<string, unknown>);
+}
+
+/** The key of a reply's `view` (as Python sends it), comparable with stateKey. */
+export function replyKey(view: Record<string, unknown> | undefined): string {
+  return view ? keyOf(protocol.reply_key, view) : "";
+}
+
+/** The key of the map a picture shows (grid shows the head's map: keyed as "head"). */
+export function panelKey(s: { mode: string; layer: number; head: number | null; ablated?: unknown }): string {
+  const mode = HEAD_MODES.includes(s.mode) ? "head" : s.mode;
+  return keyOf(protocol.panel_key, { ...s, mode, head: HEAD_MODES.includes(s.mode) ? s.head : null });
+}
+
+/** The reply-key fields of the model's current state. */
+export function current(model: Model): ReplyState & { ablated: number[][] } {
+  return {
+    mode: model.get("mode"), layer: model.get("layer"), head: model.get("head"),
+    threshold: model.get("threshold"), query: model.get("query"), top_k: model.get("top_k"),
+    ablated: model.get("ablated"),
+  };
+}

@@ -1,0 +1,299 @@
+/** The view: its DOM skeleton, the decoded messages it holds, and how it shows the model's state
+ *  (controls in sync, the map painted, thumbnails and metrics). Reads the model; never writes it. */
+import { type Atlas, type AtlasMessage, decodeAtlas, decodePanel, type Panel, type PanelMessage } from "./codec";
+import { DIVERGING, lutOf } from "./colormaps";
+import { badgeText, button, fmt, renderEffect, renderMetrics, select, type Slider, slider } from "./controls";
+import {
+  drawGrid, drawHeatmap, drawRowPlot, drawThumb, fullViewport, type GridLayout, type Layout, type Theme, type Viewport,
+} from "./heatmap";
+import { NO_REPLY_MS } from "./link";
+import { COLORMAP_NAMES, current, HEAD_MODES, MODES, type Model, panelKey, replyKey, SCALES, stateKey } from "./state";
+
+/** Side, in CSS pixels, of a head thumbnail in the strip under the map. */
+const THUMB_PX = 56;
+
+function div(className: string, text = ""): HTMLDivElement {
+  const d = document.createElement("div");
+  d.className = className;
+  if (text) d.textContent = text;
+  return d;
+}
+
+function canvasOf(className: string): HTMLCanvasElement {
+  const c = document.createElement("canvas");
+  c.className = className;
+  return c;
+}
+
+/** Every element of the view, made once by buildView. */
+export interface Parts {
+  layer: Slider; head: Slider; threshold: Slider;
+  mode: { input: HTMLSelectElement }; colormap: { input: HTMLSelectElement }; scale: { input: HTMLSelectElement };
+  compareInput: HTMLInputElement; ablateButton: HTMLButtonElement; saveButton: HTMLButtonElement;
+  offline: HTMLDivElement; status: HTMLDivElement; plot: HTMLDivElement; canvas: HTMLCanvasElement;
+  gridCanvas: HTMLCanvasElement; tooltip: HTMLDivElement; stale: HTMLDivElement; compareArea: HTMLDivElement;
+  captionB: HTMLDivElement; canvasB: HTMLCanvasElement; canvasDiff: HTMLCanvasElement; diffTitle: HTMLDivElement;
+  effectBox: HTMLDivElement; metricsBox: HTMLDivElement; strip: HTMLDivElement; caption: HTMLDivElement;
+}
+
+function buildControls(): [HTMLDivElement, Pick<Parts, "layer" | "head" | "threshold" | "mode" | "colormap" | "scale"
+  | "compareInput" | "ablateButton" | "saveButton">] {
+  const controls = div("aw-controls");
+  const layer = slider("layer", "1");
+  const head = slider("head", "1");
+  const threshold = slider("threshold", "0.005");
+  threshold.input.max = "1";
+  const mode = select("mode", MODES);
+  const colormap = select("colormap", COLORMAP_NAMES);
+  const scale = select("scale", SCALES);
+  const compareBox = document.createElement("label");
+  compareBox.className = "aw-control aw-compare-toggle";
+  const compareInput = document.createElement("input");
+  compareInput.type = "checkbox";
+  compareInput.className = "aw-check-compare";
+  const compareTitle = document.createElement("span");
+  compareTitle.textContent = "compare";
+  compareBox.append(compareInput, compareTitle);
+  const ablateButton = document.createElement("button");
+  ablateButton.type = "button";
+  ablateButton.className = "aw-ablate";
+  const saveButton = button("save", "save PNG");
+  controls.append(layer.box, head.box, threshold.box, mode.box, colormap.box, scale.box, compareBox, ablateButton, saveButton);
+  return [controls, { layer, head, threshold, mode, colormap, scale, compareInput, ablateButton, saveButton }];
+}
+
+/** Build the view's DOM inside `el`. */
+export function buildView(el: HTMLElement): Parts {
+  el.classList.add("attnwidget");
+  const [controls, inputs] = buildControls();
+  const status = div("aw-status");
+  status.setAttribute("role", "alert");
+  const canvas = canvasOf("aw-heatmap");
+  canvas.tabIndex = 0;
+  canvas.setAttribute("aria-label", "attention map: click a row to select a query, wheel to zoom, drag to pan, double-click to reset");
+  const gridCanvas = canvasOf("aw-grid-view");
+  gridCanvas.style.cursor = "pointer";
+  const offline = div("aw-offline", `No reply from the Python kernel for ${NO_REPLY_MS / 1000} s. If it was restarted or shut `
+    + "down, this view is a snapshot of the old state: re-run its cell for a live view. "
+    + "(If the kernel is only busy, this note goes away when it answers.)");
+  offline.style.display = "none";
+  const plot = div("aw-plot");
+  const tooltip = div("aw-tooltip");
+  const stale = div("aw-stale", "updating…");
+  plot.append(canvas, gridCanvas, tooltip, stale);
+  const compareArea = div("aw-compare");
+  const captionB = div("aw-caption-b");
+  const canvasB = canvasOf("aw-heatmap-b");
+  const canvasDiff = canvasOf("aw-heatmap-diff");
+  const diffTitle = div("aw-diff-title", "A − B (red: A larger, blue: B larger)");
+  compareArea.append(captionB, canvasB, diffTitle, canvasDiff);
+  const side = div("aw-side");
+  const metricsBox = div("aw-metrics");
+  const effectBox = div("aw-effect");
+  side.append(metricsBox, effectBox);
+  const body = div("aw-body");
+  body.append(plot, compareArea, side);
+  const strip = div("aw-heads");
+  const caption = div("aw-caption");
+  el.append(controls, offline, status, body, strip, caption);
+  return {
+    ...inputs, offline, status, plot, canvas, gridCanvas, tooltip, stale, compareArea, captionB, canvasB,
+    canvasDiff, diffTitle, effectBox, metricsBox, strip, caption,
+  };
+}
+
+/** A CSS colour as RGB, normalised by a canvas context (`probe`); `fallback` when it cannot. */
+export function cssRgb(probe: CanvasRenderingContext2D | null, css: string, fallback: [number, number, number]): [number, number, number] {
+  if (!probe || !css) return fallback;
+  probe.fillStyle = "#000";
+  probe.fillStyle = css; // the canvas normalises any CSS colour to #rrggbb (or rgba())
+  const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(String(probe.fillStyle));
+  return m ? [parseInt(m[1], 16), parseInt(m[2], 16), parseInt(m[3], 16)] : fallback;
+}
+
+/** The notebook's theme colours, read from its CSS variables (light or dark). */
+export function readTheme(el: HTMLElement, probe: CanvasRenderingContext2D | null): Theme {
+  const css = getComputedStyle(el);
+  const v = (name: string, fb: string) => css.getPropertyValue(name).trim() || fb;
+  return {
+    text: v("--jp-ui-font-color1", "#222"),
+    background: cssRgb(probe, v("--jp-layout-color0", "#ffffff"), [255, 255, 255]),
+    masked: v("--jp-border-color1", "#9e9e9e"),
+    accent: v("--jp-brand-color1", "#e8590c"),
+  };
+}
+
+/** The messages the view holds, decoded once per message, and where the user has zoomed. */
+export class Shown {
+  panel: Panel | null = null;
+  detail: Panel | null = null;
+  atlas: Atlas | null = null;
+  viewport: Viewport | null = null;
+  layout: Layout | null = null;
+  grid: GridLayout | null = null;
+
+  /** Decode the panel; a map of another size resets the zoom. */
+  takePanel(model: Model): void {
+    const p = model.get("panel");
+    const prev = this.panel;
+    this.panel = p && "buffer" in p ? decodePanel(p) : null;
+    if (this.panel && (!prev || prev.fullRows !== this.panel.fullRows || prev.fullCols !== this.panel.fullCols)) {
+      this.viewport = fullViewport(this.panel.fullRows, this.panel.fullCols);
+    }
+  }
+
+  takeDetail(model: Model, el: HTMLElement): void {
+    const d = model.get("detail");
+    this.detail = d && "buffer" in d ? decodePanel(d as PanelMessage) : null;
+    // for tests and benchmarks: the full-resolution window now held, [q0, q1, k0, k1]
+    el.dataset.detail = this.detail ? JSON.stringify((d as { window?: number[] }).window ?? []) : "";
+  }
+
+  takeAtlas(model: Model): void {
+    const a = model.get("atlas");
+    this.atlas = a && "buffer" in a ? decodeAtlas(a as AtlasMessage) : null;
+  }
+
+  /** The zoomed window when it belongs to the panel shown (else null). */
+  currentDetail(): Panel | null {
+    const d = this.detail;
+    return d && d.view && this.panel?.view && JSON.stringify(d.view) === JSON.stringify(this.panel.view) ? d : null;
+  }
+}
+
+export function isAblated(model: Model, l: number, h: number): boolean {
+  return model.get("ablated").some(([a, b]) => a === l && b === h);
+}
+
+/** Put the model's state into the controls and the caption (text, never HTML). */
+export function sync(parts: Parts, model: Model): void {
+  for (const [name, s] of [["layer", parts.layer], ["head", parts.head]] as const) {
+    const count = model.get(name === "layer" ? "n_layers" : "n_heads");
+    s.input.max = String(count - 1);
+    s.input.value = String(model.get(name));
+    s.value.textContent = `${model.get(name)} / ${count - 1}`;
+  }
+  const headUsed = HEAD_MODES.includes(model.get("mode"));
+  parts.head.input.disabled = !headUsed;
+  parts.threshold.input.value = String(model.get("threshold"));
+  parts.threshold.value.textContent = model.get("threshold").toFixed(3);
+  parts.mode.input.value = model.get("mode");
+  parts.colormap.input.value = model.get("colormap");
+  parts.scale.input.value = model.get("scale");
+  parts.caption.textContent = model.get("caption");
+  parts.compareInput.checked = model.get("compare");
+  const l = model.get("layer");
+  const h = model.get("head");
+  const off = isAblated(model, l, h);
+  parts.ablateButton.textContent = off ? `restore layer ${l} head ${h}` : `ablate layer ${l} head ${h}`;
+  parts.ablateButton.classList.toggle("aw-active", off);
+  parts.ablateButton.disabled = !headUsed;
+  parts.status.textContent = model.get("status");
+  parts.status.style.display = model.get("status") ? "" : "none";
+  for (let i = 0; i < parts.strip.childElementCount; i++) {
+    (parts.strip.children[i] as HTMLElement).classList.toggle("aw-selected", i === model.get("head"));
+  }
+}
+
+/** The comparison record's map and A − B beside the main map (hidden when not comparing). */
+function paintComparison(parts: Parts, shown: Shown, model: Model, th: Theme, inGrid: boolean): void {
+  const pb = model.get("panel_b");
+  const pd = model.get("panel_diff");
+  const comparing = model.get("compare") && !!pb && "buffer" in pb && !inGrid;
+  parts.compareArea.style.display = comparing ? "" : "none";
+  if (!comparing || !shown.viewport) return;
+  const s = current(model);
+  const b = decodePanel(pb as PanelMessage);
+  const common = { detail: null, viewport: shown.viewport, threshold: s.threshold, queryTokens: model.get("query_tokens"),
+    keyTokens: model.get("key_tokens"), query: s.query, theme: th, side: 256 };
+  drawHeatmap(parts.canvasB, { ...common, panel: b, lut: lutOf(model.get("colormap")) });
+  const hasDiff = !!pd && "buffer" in pd;
+  parts.canvasDiff.style.display = parts.diffTitle.style.display = hasDiff ? "" : "none";
+  if (hasDiff) {
+    const span = Number((pd as PanelMessage & { span?: number }).span ?? 1);
+    drawHeatmap(parts.canvasDiff, { ...common, panel: decodePanel(pd as PanelMessage), lut: DIVERGING, threshold: 0, barRange: [-span, span] });
+  }
+  parts.captionB.textContent = model.get("caption_b");
+  parts.compareArea.classList.toggle("aw-is-stale", !b.view || panelKey(b.view) !== panelKey(s));
+}
+
+/** Paint the map (or the grid) and mark what is stale; tells tests and benchmarks through events. */
+export function paint(el: HTMLElement, parts: Parts, shown: Shown, model: Model, th: Theme): void {
+  const s = current(model);
+  const inGrid = s.mode === "grid";
+  parts.canvas.style.display = inGrid ? "none" : "";
+  parts.gridCanvas.style.display = inGrid ? "" : "none";
+  const lut = lutOf(model.get("colormap"));
+  let fresh: boolean;
+  if (inGrid) {
+    fresh = !!shown.atlas && shown.atlas.layer === s.layer;
+    if (shown.atlas) shown.grid = drawGrid(parts.gridCanvas, shown.atlas, lut, model.get("head"), th);
+  } else {
+    const view = shown.panel?.view;
+    fresh = !!view && panelKey(view) === panelKey(s);
+    if (shown.panel && shown.viewport) {
+      shown.layout = drawHeatmap(parts.canvas, {
+        panel: shown.panel, detail: shown.currentDetail(), viewport: shown.viewport, lut, threshold: s.threshold,
+        queryTokens: model.get("query_tokens"), keyTokens: model.get("key_tokens"), query: s.query, theme: th,
+      });
+    }
+  }
+  paintComparison(parts, shown, model, th, inGrid);
+  const metricsOk = replyKey(model.get("metrics").view) === stateKey(s);
+  parts.metricsBox.classList.toggle("aw-is-stale", !metricsOk);
+  parts.stale.style.display = fresh && metricsOk ? "none" : "";
+  parts.plot.classList.toggle("aw-is-stale", !fresh);
+  // hooks for tests and benchmarks: every paint, and every paint where picture and numbers are current
+  const key = stateKey(s);
+  el.dispatchEvent(new CustomEvent("aw-painted", { bubbles: true, detail: { key, fresh, time: performance.now() } }));
+  if (fresh && metricsOk) {
+    el.dataset.rendered = key;
+    el.dispatchEvent(new CustomEvent("aw-rendered", { bubbles: true, detail: { key, time: performance.now() } }));
+  }
+}
+
+/** The metrics table, the selected query's row plot and the ablation's effect. */
+export function showMetrics(parts: Parts, model: Model, th: Theme): void {
+  const m = model.get("metrics");
+  const rowPlot = renderMetrics(parts.metricsBox, m, model.get("key_tokens"), model.get("query_tokens"));
+  if (rowPlot && m.query) drawRowPlot(rowPlot, m.query.row, m.query.top_k, th);
+  renderEffect(parts.effectBox, model.get("effect"));
+}
+
+/** (Re)make the strip's buttons, one per head; `onPick(head, shift)` on a click. */
+function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, shift: boolean) => void): void {
+  strip.replaceChildren();
+  for (let h = 0; h < heads; h++) {
+    const box = document.createElement("button");
+    box.type = "button";
+    box.className = "aw-thumb";
+    box.dataset.head = String(h);
+    const label = document.createElement("span");
+    label.className = "aw-badge";
+    box.append(document.createElement("canvas"), label);
+    box.addEventListener("click", (ev) => onPick(h, ev.shiftKey));
+    strip.append(box);
+  }
+}
+
+/** The head strip: a thumbnail per head with its badge, ablation mark and sweep score. */
+export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, onPick: (head: number, shift: boolean) => void): void {
+  const a = shown.atlas;
+  if (!a) return;
+  const strip = parts.strip;
+  if (strip.childElementCount !== a.heads) thumbButtons(strip, a.heads, onPick);
+  const lut = lutOf(model.get("colormap"));
+  const selected = model.get("head");
+  const off = new Set(model.get("ablated").filter(([l]) => l === a.layer).map(([, h]) => h));
+  a.badges.forEach((b, h) => {
+    const box = strip.children[h] as HTMLElement;
+    drawThumb(box.firstChild as HTMLCanvasElement, a, h, lut, THUMB_PX, th);
+    const swept = model.get("sweep_scores").score?.[a.layer]?.[h];
+    (box.lastChild as HTMLElement).textContent = (off.has(h) ? "✕ ablated · " : "") + badgeText(b)
+      + (swept === undefined || swept === null ? "" : ` · Δ ${fmt(swept)}`);
+    box.classList.toggle("aw-ablated", off.has(h));
+    box.classList.toggle("aw-selected", h === selected);
+    box.title = `${b.name}: mean entropy ${b.entropy.toFixed(3)} nats, sharpness ${b.sharpness.toFixed(3)} (${b.grade})`;
+  });
+  strip.classList.toggle("aw-is-stale", a.layer !== model.get("layer"));
+}
