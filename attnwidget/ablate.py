@@ -249,7 +249,7 @@ def ablate_heads(model: nn.Module, heads: Mapping[int, Sequence[int] | int], mod
 # --------------------------------------------------------------------------- effects
 def _prepare(model: nn.Module, text_or_inputs: Any, tokenizer: Any) -> dict[str, torch.Tensor]:
     from attnwidget.extract._common import check_text
-    from attnwidget.extract.huggingface import _as_inputs, infer_tokenizer
+    from attnwidget.extract.huggingface import as_inputs, infer_tokenizer
 
     if isinstance(text_or_inputs, str):
         check_text(text_or_inputs)
@@ -257,7 +257,7 @@ def _prepare(model: nn.Module, text_or_inputs: Any, tokenizer: Any) -> dict[str,
         if tokenizer is None:
             raise ValueError("tokenizer: needed to turn text into input ids; pass tokenizer=...")
         return dict(tokenizer(text_or_inputs, return_tensors="pt"))
-    return _as_inputs(text_or_inputs)
+    return as_inputs(text_or_inputs)
 
 
 def _is_causal_lm(model: nn.Module, out: Any) -> bool:

@@ -25,7 +25,6 @@ Each attention module returns ``(output, weights [B, H, T, T])``, which is how
 from __future__ import annotations
 
 import dataclasses
-import math
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -252,11 +251,6 @@ class CharTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.convert_ids_to_tokens(ids))
-
-
-def perplexity(loss: float) -> float:
-    """``exp(loss)``: the number of equally likely next tokens the loss corresponds to."""
-    return math.exp(loss)
 
 
 # --------------------------------------------------------------------------- text models

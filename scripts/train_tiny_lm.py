@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from attnwidget.metrics import repeated_token_scores
+from attnwidget.probes import repeated_token_scores
 from attnwidget.tinylm import INDUCTION_RECIPE, TinyLM, induction_batch, train_induction
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "attnwidget" / "data" / "tiny_induction.pt"

@@ -15,6 +15,7 @@ from scipy.stats import entropy as scipy_entropy
 
 from attnwidget import AttentionMaps
 from attnwidget import metrics as M  # noqa: N812 (short name used throughout)
+from attnwidget.probes import repeated_token_scores
 from attnwidget.synthetic import SYNTHETIC_PATTERNS, create_synthetic_attention
 
 
@@ -271,7 +272,7 @@ def test_repeated_token_scores_runs_a_real_model(bpe_tokenizer):
     from tiny_models import tiny
 
     model = tiny("gpt2", len(bpe_tokenizer))
-    scores = M.repeated_token_scores(model, period=6, n_samples=2, seed=1)
+    scores = repeated_token_scores(model, period=6, n_samples=2, seed=1)
     assert set(scores) == {"previous_token", "duplicate_token", "induction"}
     n_layers, n_heads = model.config.n_layer, model.config.n_head
     for v in scores.values():

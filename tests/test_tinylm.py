@@ -10,8 +10,9 @@ import torch
 
 from attnwidget import AttentionView, extract_attention
 from attnwidget.ablate import ablate_heads, attention_sites
-from attnwidget.metrics import panel_metrics, repeated_token_scores
+from attnwidget.metrics import panel_metrics
 from attnwidget.models import TINY_LM_WEIGHTS, load_tiny_lm
+from attnwidget.probes import repeated_token_scores
 from attnwidget.tinylm import (
     INDUCTION_RECIPE,
     CharTokenizer,

@@ -173,7 +173,8 @@ def _encode(
     return dict(encoded), raw
 
 
-def _as_inputs(text_or_inputs: Any) -> dict[str, Any]:
+def as_inputs(text_or_inputs: Any) -> dict[str, Any]:
+    """Input ids ``[B, T]`` (or ``[T]``), or a dict/BatchEncoding of them, as model keyword arguments."""
     if isinstance(text_or_inputs, torch.Tensor):
         ids = text_or_inputs if text_or_inputs.ndim == 2 else text_or_inputs.unsqueeze(0)
         if ids.ndim != 2 or ids.dtype not in (torch.int64, torch.int32):
@@ -272,7 +273,7 @@ def extract_hf(
         raw_tokens = None
         if getattr(text_or_inputs, "is_fast", False) and text_or_inputs["input_ids"].ndim == 2:
             raw_tokens = text_or_inputs.tokens(batch_index or 0)
-        inputs = _as_inputs(text_or_inputs)
+        inputs = as_inputs(text_or_inputs)
         check_length(int(inputs["input_ids"].shape[-1]), limit, source, "text_or_inputs")
 
     if seq2seq:

@@ -39,7 +39,6 @@ from attnwidget.metrics.patterns import (
     induction_score,
     pattern_scores,
     previous_token_score,
-    repeated_token_scores,
     sharpness_grade,
 )
 from attnwidget.metrics.summary import (
@@ -87,7 +86,6 @@ __all__ = [
     "pattern_scores",
     "previous_token_score",
     "recency_ratio",
-    "repeated_token_scores",
     "sharpness_grade",
     "top_k_keys",
 ]

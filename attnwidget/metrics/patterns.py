@@ -302,10 +302,12 @@ def _offset_score(p: Prepared, offset: int, start: int) -> torch.Tensor:
     return masked_mean(vals, keep, 1)
 
 
-def previous_token_score(attention: Any) -> Any:
-    """Mean weight each query ``i >= 1`` puts on key ``i - 1`` (a previous-token head scores ~1)."""
+def previous_token_score(attention: Any, start: int = 1) -> Any:
+    """Mean weight each query ``i >= start`` (default 1) puts on key ``i - 1`` (a previous-token
+    head scores ~1); ``start=2`` skips a BOS prefix."""
     p = prepare(attention, "attention")
-    return as_output(_offset_score(p, -1, 1))
+    start = check_int(start, "start", 1, p.w.shape[-2] - 1)
+    return as_output(_offset_score(p, -1, start))
 
 
 def duplicate_token_score(attention: Any, period: int, start: int | None = None) -> Any:
@@ -333,50 +335,3 @@ def induction_score(attention: Any, period: int, start: int | None = None) -> An
     period = check_int(period, "period", 2, Q - 1)
     start = period if start is None else check_int(start, "start", period, Q - 1)
     return as_output(_offset_score(p, -period + 1, start))
-
-
-def repeated_token_scores(
-    model: Any,
-    *,
-    period: int = 20,
-    n_samples: int = 8,
-    vocab_size: int | None = None,
-    bos_token_id: int | None = None,
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Previous-token, duplicate-token and induction scores of every head, each ``[L, H]``.
-
-    Runs ``model`` on ``n_samples`` sequences of ``period`` random tokens
-    repeated twice (with ``bos_token_id`` in front when given) and averages
-    the scores over the samples. Tokens are drawn from ``[0, vocab_size)``
-    (default: ``model.config.vocab_size`` or ``model.cfg.d_vocab``), seeded.
-    """
-    from attnwidget.extract import extract_attention
-
-    period = check_int(period, "period", 2, 1 << 20)
-    n_samples = check_int(n_samples, "n_samples", 1, 1 << 20)
-    if vocab_size is None:
-        cfg = getattr(model, "config", None) or getattr(model, "cfg", None)
-        vocab_size = getattr(cfg, "vocab_size", None) or getattr(cfg, "d_vocab", None)
-    if not isinstance(vocab_size, int) or vocab_size < 2:
-        raise ValueError(
-            f"vocab_size: expected an int >= 2 (or a model config that has one), got {vocab_size!r}"
-        )
-    gen = torch.Generator().manual_seed(seed)
-    prefix = 0 if bos_token_id is None else 1
-    totals: dict[str, np.ndarray] = {}
-    for _ in range(n_samples):
-        seg = torch.randint(0, vocab_size, (period,), generator=gen)
-        ids = torch.cat([seg, seg])
-        if bos_token_id is not None:
-            ids = torch.cat([torch.tensor([bos_token_id]), ids])
-        w = extract_attention(model, ids.unsqueeze(0)).weights
-        p = prepare(w, "attention")
-        scores = {
-            "previous_token": _offset_score(p, -1, 1 + prefix),
-            "duplicate_token": _offset_score(p, -period, period + prefix),
-            "induction": _offset_score(p, -period + 1, period + prefix),
-        }
-        for k, v in scores.items():
-            totals[k] = totals.get(k, 0) + v.numpy() / n_samples
-    return totals
