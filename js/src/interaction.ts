@@ -107,21 +107,46 @@ function showTooltip(tooltip: HTMLElement, model: Model, shown: Shown, cell: { q
   tooltip.style.top = `${y + 10}px`;
 }
 
-/** The canvas's and the grid's listeners (the wheel one is not passive: it stops page scroll). */
-export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: Link, ui: Refresh,
-  pick: (h: number, s: boolean) => void): Listener[] {
-  const { canvas, gridCanvas, tooltip } = parts;
+/** Show another part of the map: repaint at once, ask for its full-resolution window once zooming rests. */
+function zoomer(shown: Shown, link: Link, ui: Refresh): (vp: Viewport) => void {
   const askDetail = () => link.requestViewport(() => {
     const { panel, viewport: vp } = shown;
     if (!panel || !vp) return null;
     if (panel.pool <= 1 || isFull(vp, panel.fullRows, panel.fullCols)) return [];
     return [Math.floor(vp.q0), Math.ceil(vp.q1), Math.floor(vp.k0), Math.ceil(vp.k1)];
   });
-  const zoomed = (vp: Viewport) => {
+  return (vp) => {
     shown.viewport = vp;
     ui.draw();
     askDetail();
   };
+}
+
+/** Keys on the focused map: arrows move the selected query, Escape clears it, + / - zoom, 0 resets. */
+function keyHandler(model: Model, shown: Shown, zoomed: (vp: Viewport) => void, selectQuery: (q: number | null) => void,
+  reset: () => void): (ev: KeyboardEvent) => void {
+  return (ev) => {
+    const { panel, viewport: vp } = shown;
+    if (!panel || !vp) return;
+    const q = model.get("query");
+    const rows = panel.fullRows;
+    if (ev.key === "+" || ev.key === "-") {
+      const c = { q: (vp.q0 + vp.q1) / 2, k: (vp.k0 + vp.k1) / 2 };
+      zoomed(zoomViewport(vp, rows, panel.fullCols, c.q, c.k, ev.key === "+" ? 1.5 : 1 / 1.5));
+    } else if (ev.key === "0") return reset();
+    else if (ev.key === "Escape") selectQuery(null);
+    else if (ev.key === "ArrowDown") selectQuery(q === null ? 0 : Math.min(rows - 1, q + 1));
+    else if (ev.key === "ArrowUp") selectQuery(q === null ? 0 : Math.max(0, q - 1));
+    else return;
+    ev.preventDefault();
+  };
+}
+
+/** The canvas's and the grid's listeners (the wheel one is not passive: it stops page scroll). */
+export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: Link, ui: Refresh,
+  pick: (h: number, s: boolean) => void): Listener[] {
+  const { canvas, gridCanvas, tooltip } = parts;
+  const zoomed = zoomer(shown, link, ui);
   const pointer = (ev: MouseEvent) => {
     const r = canvas.getBoundingClientRect();
     return { x: ev.clientX - r.left, y: ev.clientY - r.top };
@@ -171,21 +196,7 @@ export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: 
   const onDouble = () => {
     if (shown.panel) zoomed(fullViewport(shown.panel.fullRows, shown.panel.fullCols));
   };
-  const onKey = (ev: KeyboardEvent) => {
-    const { panel, viewport: vp } = shown;
-    if (!panel || !vp) return;
-    const q = model.get("query");
-    const rows = panel.fullRows;
-    if (ev.key === "+" || ev.key === "-") {
-      const c = { q: (vp.q0 + vp.q1) / 2, k: (vp.k0 + vp.k1) / 2 };
-      zoomed(zoomViewport(vp, rows, panel.fullCols, c.q, c.k, ev.key === "+" ? 1.5 : 1 / 1.5));
-    } else if (ev.key === "0") return onDouble();
-    else if (ev.key === "Escape") selectQuery(null);
-    else if (ev.key === "ArrowDown") selectQuery(q === null ? 0 : Math.min(rows - 1, q + 1));
-    else if (ev.key === "ArrowUp") selectQuery(q === null ? 0 : Math.max(0, q - 1));
-    else return;
-    ev.preventDefault();
-  };
+  const onKey = keyHandler(model, shown, zoomed, selectQuery, onDouble);
   const onGridClick = (ev: MouseEvent) => {
     if (!shown.grid) return;
     const r = gridCanvas.getBoundingClientRect();

@@ -30,6 +30,39 @@ export interface Link {
   dispose(): void;
 }
 
+/** Requests: one in flight at a time (until its metrics reply or REPLY_WAIT_MS), the latest state wins. */
+function requestQueue(model: Model, save: () => void): Pick<Link, "request" | "replied" | "dispose"> {
+  let waiting: string | null = null;
+  let pending = false;
+  let waitTimer: Timer | undefined;
+  const release = () => {
+    waiting = null;
+    clearTimeout(waitTimer);
+    if (pending) {
+      pending = false;
+      request();
+    }
+  };
+  const request = () => {
+    if (waiting !== null) {
+      pending = true;
+      return;
+    }
+    const want = stateKey(current(model));
+    save();
+    if (want === replyKey(model.get("metrics").view)) return; // Python already shows this state
+    waiting = want;
+    waitTimer = setTimeout(release, REPLY_WAIT_MS); // a lost or failed reply must not block the sliders
+  };
+  return {
+    request,
+    replied(view) {
+      if (waiting !== null && replyKey(view) === waiting) release();
+    },
+    dispose: () => clearTimeout(waitTimer),
+  };
+}
+
 /** `offline(true)` when the kernel has not answered for NO_REPLY_MS, `offline(false)` when it does. */
 export function createLink(model: Model, offline: (gone: boolean) => void): Link {
   // ---- liveness: every change sent is followed by a ping that Python answers after it has
@@ -53,30 +86,7 @@ export function createLink(model: Model, offline: (gone: boolean) => void): Link
     model.send({ type: "ping", seq: pingSeq });
   };
 
-  // ---- requests: one in flight at a time, the latest state wins
-  let waiting: string | null = null;
-  let pending = false;
-  let waitTimer: Timer | undefined;
-  const release = () => {
-    waiting = null;
-    clearTimeout(waitTimer);
-    if (pending) {
-      pending = false;
-      request();
-    }
-  };
-  const request = () => {
-    if (waiting !== null) {
-      pending = true;
-      return;
-    }
-    const want = stateKey(current(model));
-    save();
-    if (want === replyKey(model.get("metrics").view)) return; // Python already shows this state
-    waiting = want;
-    waitTimer = setTimeout(release, REPLY_WAIT_MS); // a lost or failed reply must not block the sliders
-  };
-
+  const queue = requestQueue(model, save);
   let zoomTimer: Timer | undefined;
   return {
     setLocal(name, value) {
@@ -92,10 +102,8 @@ export function createLink(model: Model, offline: (gone: boolean) => void): Link
       return true;
     },
     save,
-    request,
-    replied(view) {
-      if (waiting !== null && replyKey(view) === waiting) release();
-    },
+    request: queue.request,
+    replied: queue.replied,
     onCustom(msg) {
       if (msg?.type !== "pong") return;
       clearTimeout(noReplyTimer);
@@ -113,7 +121,7 @@ export function createLink(model: Model, offline: (gone: boolean) => void): Link
       }, VIEWPORT_DEBOUNCE_MS);
     },
     dispose() {
-      clearTimeout(waitTimer);
+      queue.dispose();
       clearTimeout(zoomTimer);
       clearTimeout(noReplyTimer);
     },

@@ -19,6 +19,11 @@ function div(className: string, text = ""): HTMLDivElement {
   return d;
 }
 
+function holding<T extends HTMLElement>(parent: T, ...children: HTMLElement[]): T {
+  parent.append(...children);
+  return parent;
+}
+
 function canvasOf(className: string): HTMLCanvasElement {
   const c = document.createElement("canvas");
   c.className = className;
@@ -77,22 +82,17 @@ export function buildView(el: HTMLElement): Parts {
     + "down, this view is a snapshot of the old state: re-run its cell for a live view. "
     + "(If the kernel is only busy, this note goes away when it answers.)");
   offline.style.display = "none";
-  const plot = div("aw-plot");
   const tooltip = div("aw-tooltip");
   const stale = div("aw-stale", "updating…");
-  plot.append(canvas, gridCanvas, tooltip, stale);
-  const compareArea = div("aw-compare");
+  const plot = holding(div("aw-plot"), canvas, gridCanvas, tooltip, stale);
   const captionB = div("aw-caption-b");
   const canvasB = canvasOf("aw-heatmap-b");
   const canvasDiff = canvasOf("aw-heatmap-diff");
   const diffTitle = div("aw-diff-title", "A − B (red: A larger, blue: B larger)");
-  compareArea.append(captionB, canvasB, diffTitle, canvasDiff);
-  const side = div("aw-side");
+  const compareArea = holding(div("aw-compare"), captionB, canvasB, diffTitle, canvasDiff);
   const metricsBox = div("aw-metrics");
   const effectBox = div("aw-effect");
-  side.append(metricsBox, effectBox);
-  const body = div("aw-body");
-  body.append(plot, compareArea, side);
+  const body = holding(div("aw-body"), plot, compareArea, holding(div("aw-side"), metricsBox, effectBox));
   const strip = div("aw-heads");
   const caption = div("aw-caption");
   el.append(controls, offline, status, body, strip, caption);
