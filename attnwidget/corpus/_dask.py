@@ -20,6 +20,35 @@ import numpy as np
 
 #: Models loaded by name in this worker process (one load per process, reused by every shard).
 _MODELS: dict[str, Any] = {}
+#: glibc's largest automatic mmap threshold (32 MiB on 64-bit systems), set again in each worker.
+MMAP_THRESHOLD = 32 * 2**20
+_TUNED: list[bool] = []
+
+
+def _tune_malloc() -> None:
+    """Let glibc serve a worker's mid-size arrays from its heap again, once per worker process.
+
+    dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (so freed memory
+    goes back to the system); setting that variable also freezes glibc's mmap
+    threshold at 128 KiB, so every array the metrics allocate and free (1-30 MB
+    each, thousands a shard) becomes an mmap, page faults and an munmap. That made
+    a shard 1.4-1.5x slower in a worker than in the client process (5.0 s against
+    3.3 s for 64 sequences at 128 tokens); raising the mmap threshold to glibc's own
+    automatic maximum brings it back to 3.4-3.6 s. The trim threshold stays as dask set it.
+    """
+    if _TUNED:
+        return
+    _TUNED.append(True)
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "mallopt"):
+            libc.mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        pass
 
 
 def require_distributed() -> Any:
@@ -72,6 +101,7 @@ def compute_shard(ref: tuple[str, str, Any], sequences: Sequence[np.ndarray], nu
     """The worker's side of one shard (a module-level function, so dask pickles it by name)."""
     from attnwidget.corpus._compute import shard_rows
 
+    _tune_malloc()
     return shard_rows(_model(ref), sequences, numbers, **options)
 
 
