@@ -150,6 +150,14 @@ def apply_mask(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return scores + mask
 
 
+def scaled_scores(Q: torch.Tensor, K: torch.Tensor, mask: Any, scale: Any) -> torch.Tensor:
+    """``Q K^T`` times the resolved ``scale``, with ``mask`` checked and applied: ``[..., n_q, n_k]``."""
+    scores = (Q @ K.transpose(-2, -1)) * resolve_scale(scale, Q.shape[-1])
+    if mask is not None:
+        scores = apply_mask(scores, check_mask(mask, scores.shape, scores.dtype, scores.device))
+    return scores
+
+
 def masked_softmax(scores: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dim; a row whose scores are all -inf gets zeros, not NaN.
 

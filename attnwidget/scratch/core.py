@@ -8,12 +8,10 @@ from typing import Any
 import torch
 
 from attnwidget.scratch._checks import (
-    apply_mask,
-    check_mask,
     check_probability,
     check_qkv,
     masked_softmax,
-    resolve_scale,
+    scaled_scores,
 )
 
 
@@ -73,10 +71,7 @@ def attention(
     (checked in the tests) and also returns the weights, which that function does not.
     """
     Q, K, V = check_qkv(Q, K, V)
-    factor = resolve_scale(scale, Q.shape[-1])
-    scores = (Q @ K.transpose(-2, -1)) * factor  # [..., n_q, n_k]
-    if mask is not None:
-        scores = apply_mask(scores, check_mask(mask, scores.shape, scores.dtype, scores.device))
+    scores = scaled_scores(Q, K, mask, scale)  # [..., n_q, n_k]
     weights = masked_softmax(scores)
     weights = attention_dropout(weights, check_probability(dropout_p, "dropout_p"),
                                 training=training, generator=generator)

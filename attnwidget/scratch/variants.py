@@ -11,13 +11,12 @@ from typing import Any
 import torch
 
 from attnwidget.scratch._checks import (
-    apply_mask,
     as_tensor,
     check_int,
     check_mask,
     check_qkv,
     masked_softmax,
-    resolve_scale,
+    scaled_scores,
 )
 from attnwidget.scratch.core import attention
 
@@ -47,9 +46,7 @@ def topk_attention(
     """
     Q, K, V = check_qkv(Q, K, V)
     k = check_int(k, "k")
-    scores = (Q @ K.transpose(-2, -1)) * resolve_scale(scale, Q.shape[-1])  # [..., n_q, n_k]
-    if mask is not None:
-        scores = apply_mask(scores, check_mask(mask, scores.shape, scores.dtype, scores.device))
+    scores = scaled_scores(Q, K, mask, scale)  # [..., n_q, n_k]
     if k < scores.shape[-1]:
         # a stable descending sort keeps equal scores in key order: ties go to the earlier key
         order = torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :k]
