@@ -21,23 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from bench_metrics import timed  # run as a script, benchmarks/ is on sys.path
 
 OUT = Path(__file__).parent / "results" / "generate.json"
 
 
 def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of ``fn`` after a warm-up (bench_metrics' timer)."""
+    return timed(fn, repeats)["median_ms"] / 1e3
 
 
 def main() -> None:
