@@ -84,9 +84,11 @@ def _profile_measures(p: Prepared, fraction: float) -> dict[str, torch.Tensor]:
     rank = pos.gather(-1, argmax.unsqueeze(-1))[..., 0]
     relative = rank.to(torch.float64) / (n - 1).clamp(min=1).to(torch.float64)
     k = (n.to(torch.float64) * 0.1).ceil().clamp(min=1).to(torch.int64)
-    ordered = masked_row.sort(-1, descending=True).values.clamp(min=0)
+    # one stable sort serves top_mass and K90 (stable: ties keep key order, so the runs are defined)
+    ordered, order = masked_row.sort(dim=-1, descending=True, stable=True)
+    ordered = ordered.clamp(min=0)
     top_mass = (ordered.cumsum(-1).gather(-1, (k - 1).unsqueeze(-1))[..., 0]).to(torch.float64)
-    k90, runs = _top_keys_and_runs(masked_row, vis)
+    k90, runs = _top_keys_and_runs(ordered, order, vis)
     return {
         "recency_ratio": ratio,
         "max_position": argmax,
@@ -99,14 +101,16 @@ def _profile_measures(p: Prepared, fraction: float) -> dict[str, torch.Tensor]:
     }
 
 
-def _top_keys_and_runs(masked_row: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _top_keys_and_runs(
+    ordered: torch.Tensor, order: torch.Tensor, vis: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row ``[..., K]``: K90, the fewest keys holding :data:`TOP_K_MASS` of the weight, and
     how many runs of adjacent positions those keys form (1 = one contiguous block).
 
-    ``masked_row`` holds -1 on hidden keys, so they sort last and are never chosen.
+    ``ordered``/``order``: the row's weights sorted descending (hidden keys, at -1 before
+    clamping, sort last and hold 0) and their key positions.
     """
-    ordered, order = masked_row.sort(dim=-1, descending=True, stable=True)
-    cum = ordered.clamp(min=0).to(torch.float64).cumsum(-1)
+    cum = ordered.to(torch.float64).cumsum(-1)
     total = cum[..., -1:]
     # the first rank whose cumulative weight reaches the target share of the row's weight
     k90 = (cum < TOP_K_MASS * total - 1e-12).sum(-1) + 1
