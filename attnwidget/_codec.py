@@ -7,8 +7,8 @@ sends the memoryview as a binary websocket frame), never as JSON numbers.
 ``uint8`` levels: a visible weight ``w`` becomes ``round(w / vmax * 254)``
 (0..254, so the colour scale spans 0..vmax), and :data:`MASKED` (255) marks a
 cell that is masked (causal mask, padding, a fully masked row): it is drawn
-differently from a weight that is merely 0. ``float32`` carries exact values
-with NaN for masked cells.
+differently from a weight that is merely 0. ``uint8`` is the only ``dtype``;
+the field stays in the message so that a reader can refuse anything else.
 
 Maps larger than the overview size are max-pooled (:func:`pool_max`) so that a
 single sharp weight still shows; zooming asks for full-resolution windows.
@@ -31,7 +31,8 @@ LEVELS = 254
 #: 4K-token head per view, so bigger panels are refused (select fewer tokens).
 MAX_PANEL_BYTES = 16 * 2**20
 
-DTYPES = ("uint8", "float32")
+#: The one panel encoding (the ``dtype`` field of every panel message).
+DTYPES = ("uint8",)
 
 
 def pool_factor(rows: int, cols: int, max_side: int) -> int:
@@ -146,52 +147,41 @@ def overview(
 
 def encode_panel(
     panel: Any,
-    dtype: str = "uint8",
     *,
     vmax: float | None = None,
     visible: Any = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """``[Q, K]`` weights -> ``{"buffer", "dtype", "shape", "vmax", **extra}``.
+    """``[Q, K]`` weights -> ``{"buffer", "dtype": "uint8", "shape", "vmax", **extra}``.
 
     ``vmax``: the weight drawn with the colormap's top colour (default 1.0;
     weights above it saturate). ``visible``: bool ``[Q, K]``, False where the
-    cell is masked. ``uint8`` costs one byte per cell, enough for the 256
-    colours of a colormap; ``float32`` gives exact little-endian values.
+    cell is masked. One byte per cell (:func:`quantize`), enough for the 256
+    colours of a colormap.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype: expected one of {DTYPES}, got {dtype!r}")
     panel = np.asarray(panel)
     if panel.ndim != 2:
         raise ValueError(f"panel: expected a 2-D [queries, keys] array, got shape {panel.shape}")
     vmax = 1.0 if vmax is None else float(vmax)
     if not math.isfinite(vmax) or vmax <= 0:
         raise ValueError(f"vmax: expected a positive finite number, got {vmax!r}")
-    itemsize = 1 if dtype == "uint8" else 4
-    size = panel.size * itemsize
+    size = panel.size  # one byte a cell
     if size > MAX_PANEL_BYTES:
         raise ValueError(
-            f"panel: {panel.shape[0]} x {panel.shape[1]} as {dtype} is {size / 2**20:.1f} MiB, "
+            f"panel: {panel.shape[0]} x {panel.shape[1]} as uint8 is {size / 2**20:.1f} MiB, "
             f"over the {MAX_PANEL_BYTES / 2**20:.0f} MiB limit per panel; select fewer tokens"
         )
     if panel.dtype.kind not in "fiub":
         raise TypeError(f"panel: expected numeric weights, got dtype {panel.dtype}")
     if not np.isfinite(panel).all():
         raise ValueError("panel: expected finite weights (mark masked cells with visible=), got NaN or inf")
-    hidden = None
     if visible is not None:
         visible = np.asarray(visible, dtype=bool)
         if visible.shape != panel.shape:
             raise ValueError(f"visible: expected shape {panel.shape}, got {visible.shape}")
-        hidden = ~visible
-    if dtype == "uint8":
-        data = quantize(panel, vmax, visible=visible)
-    else:
-        data = np.array(panel, dtype="<f4")
-        if hidden is not None:
-            data[hidden] = np.nan
+    data = quantize(panel, vmax, visible=visible)
     return {
-        "buffer": memoryview(data.tobytes()), "dtype": dtype, "shape": list(panel.shape),
+        "buffer": memoryview(data.tobytes()), "dtype": "uint8", "shape": list(panel.shape),
         "vmax": vmax, **extra,
     }
 
@@ -228,13 +218,11 @@ def decode_panel(message: dict[str, Any]) -> np.ndarray:
         raise ValueError(f"message['dtype']: expected one of {DTYPES}, got {dtype!r}")
     shape = tuple(int(s) for s in message["shape"])
     n = int(np.prod(shape))
-    raw = np.frombuffer(bytes(message["buffer"]), dtype=np.uint8 if dtype == "uint8" else "<f4")
+    raw = np.frombuffer(bytes(message["buffer"]), dtype=np.uint8)
     if raw.size != n:
         raise ValueError(
             f"message['buffer']: expected {n} values for shape {shape}, got {raw.size}"
         )
-    if dtype == "float32":
-        return raw.reshape(shape).astype(np.float32)
     levels = raw.reshape(shape)
     with np.errstate(over="ignore"):  # a vmax beyond float32's range decodes to inf, as it must
         out = (levels * (float(message.get("vmax", 1.0)) / LEVELS)).astype(np.float32)

@@ -36,18 +36,6 @@ def test_uint8_round_trip_any_vmax(rows, cols, vmax, seed):
     np.testing.assert_allclose(back[visible], panel[visible], atol=0.5 * vmax / LEVELS + 1e-6)
 
 
-def test_float32_round_trip_is_exact_and_masks_with_nan():
-    rng = np.random.default_rng(1)
-    panel = rng.random((5, 3)).astype(np.float32)
-    visible = np.ones((5, 3), bool)
-    visible[0, 2] = False
-    msg = encode_panel(panel, dtype="float32", visible=visible)
-    assert len(msg["buffer"]) == 60
-    back = decode_panel(msg)
-    assert np.isnan(back[0, 2])
-    np.testing.assert_array_equal(back[visible], panel[visible])
-
-
 def test_quantisation_hand_computed():
     msg = encode_panel(np.array([[0.0, 1.0, 0.5, 0.002]]))
     assert bytes(msg["buffer"]) == bytes([0, 254, 127, 1])
@@ -74,8 +62,8 @@ def test_max_pooling_keeps_a_single_sharp_weight():
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="dtype: expected one of"):
-        encode_panel(np.zeros((2, 2)), dtype="float16")
+    with pytest.raises(ValueError, match=r"message\['dtype'\]: expected one of \('uint8',\), got 'float32'"):
+        decode_panel({"buffer": memoryview(bytes(16)), "dtype": "float32", "shape": [2, 2]})
     with pytest.raises(ValueError, match="panel: expected a 2-D"):
         encode_panel(np.zeros(3))
     with pytest.raises(ValueError, match=r"vmax: expected a positive finite number, got 0\.0"):

@@ -16,7 +16,8 @@ export interface ViewKey {
 /** One [queries, keys] map as sent in the `panel` or `detail` trait. */
 export interface PanelMessage {
   buffer: DataView | ArrayBuffer | Uint8Array;
-  dtype: "uint8" | "float32";
+  /** The one encoding: a byte a cell (attnwidget/_codec.py). */
+  dtype: "uint8";
   shape: number[];
   vmax?: number;
   view?: ViewKey;
@@ -51,33 +52,14 @@ function bytesOf(buffer: PanelMessage["buffer"]): Uint8Array {
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
-/** float32 weights -> levels exactly as the Python codec quantises them (NaN = masked). */
-export function quantise(values: Float32Array, vmax: number): Uint8Array {
-  const levels = new Uint8Array(values.length);
-  const scale = LEVELS / vmax;
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i];
-    levels[i] = Number.isNaN(v) ? MASKED : Math.round(Math.min(vmax, Math.max(0, v)) * scale);
-  }
-  return levels;
-}
-
 export function decodePanel(msg: PanelMessage): Panel {
   const [rows, cols] = msg.shape;
   const bytes = bytesOf(msg.buffer);
   const n = rows * cols;
   const vmax = msg.vmax ?? 1;
-  let levels: Uint8Array;
-  if (msg.dtype === "uint8") {
-    if (bytes.length !== n) throw new Error(`panel: expected ${n} bytes for ${rows}x${cols}, got ${bytes.length}`);
-    levels = bytes.slice();
-  } else if (msg.dtype === "float32") {
-    if (bytes.length !== 4 * n) throw new Error(`panel: expected ${4 * n} bytes for ${rows}x${cols} float32, got ${bytes.length}`);
-    // copy first so the Float32Array is 4-byte aligned whatever the offset was
-    levels = quantise(new Float32Array(bytes.slice().buffer), vmax);
-  } else {
-    throw new Error(`panel: unknown dtype ${String((msg as { dtype: unknown }).dtype)}`);
-  }
+  if (msg.dtype !== "uint8") throw new Error(`panel: unknown dtype ${String((msg as { dtype: unknown }).dtype)}`);
+  if (bytes.length !== n) throw new Error(`panel: expected ${n} bytes for ${rows}x${cols}, got ${bytes.length}`);
+  const levels = bytes.slice(); // a copy: the host may reuse its buffer
   const pool = msg.pool ?? 1;
   const [fullRows, fullCols] = msg.full_shape ?? [rows * pool, cols * pool];
   const [originRow, originCol] = msg.origin ?? [0, 0];
