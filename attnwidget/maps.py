@@ -31,8 +31,15 @@ MAX_RECORD_BYTES = 8 * 2**30
 #: Largest single map, in cells, that a view shows (8192 x 8192 = 256 MiB of float32);
 #: its metrics need several times that while they are computed.
 MAX_MAP_CELLS = 8192 * 8192
-#: Input text in a provenance line is shortened to this many characters (the record keeps it all).
+#: Input text in a provenance line is shortened to at most this many characters, the ``…`` included
+#: (the record keeps it all). The one length: the widget's caption, figure titles and the report.
 CAPTION_TEXT_CHARS = 80
+
+
+def average_label(n_heads: int) -> str:
+    """What a head average is called wherever it is titled (provenance lines, grid panels):
+    ``"head average (mean of 12 heads, not a head)"``."""
+    return f"head average (mean of {n_heads} heads, not a head)"
 
 
 def _size(n_bytes: float) -> str:
@@ -475,11 +482,26 @@ class AttentionMaps:
         is stated. Plain text (invisible characters named), for titles and captions.
         """
         parts = [] if layer is None else [self.layer_names[self._check_index(layer, "layer", self.n_layers)]]
+        head = None if head is None else self._check_index(head, "head", self.n_heads)
         if head is not None or self.is_average:
-            name = self.head_names[0 if head is None else self._check_index(head, "head", self.n_heads)]
-            parts.append(name + (" (AVERAGE, not a head)" if self.is_average else ""))
+            parts.append(self._what(head))
         who = ", ".join(parts) if parts else "attention"
         return show_invisible(who) + " on " + describe_sequence(self.source, self.text, self.shape[2])
+
+    def _what(self, head: int | None) -> str:
+        """The head's name, or :func:`average_label` for the layer's head mean (``head=None``) and
+        for a record of head averages (:attr:`is_average`)."""
+        if self.is_average:
+            return average_label(len(self.averaged_heads or ()))
+        return average_label(self.n_heads) if head is None else self.head_names[head]
+
+    def masking(self) -> str:
+        """What hides cells of every map: ``"causal mask, 3 padded keys"`` or ``"no causal mask"``."""
+        masking = "causal mask" if self.causal else "no causal mask"
+        padded = int(np.asarray(self.key_padding).sum())
+        if padded:
+            masking += f", {padded} padded key{'s' if padded != 1 else ''}"
+        return masking
 
     def provenance(self, layer: int, head: int | None = None, *, rollout: bool = False,
                    what: str | None = None, text_chars: int = CAPTION_TEXT_CHARS) -> str:
@@ -488,30 +510,25 @@ class AttentionMaps:
         ``"<model> · <layer> · <what> · <masking> · “<text>”"``, or with a known
         :attr:`source` ``"<model> · <layer> · <what> on <sequence> · <masking>"``.
         ``what`` is the head's name, or with ``head=None`` the layer's head mean
-        (labelled as an average), or with ``rollout=True`` the rollout up to the
-        layer (``what`` overrides that label); masking names the causal mask and
-        the padded keys. The text is cut at ``text_chars`` characters; invisible
-        and bidi characters are named.
+        (:func:`average_label`, as is every head of a head-average record), or with
+        ``rollout=True`` the rollout up to the layer (``what`` overrides these
+        labels); masking is :meth:`masking`. The text is cut to at most
+        ``text_chars`` characters, ``…`` included; invisible and bidi characters
+        are named.
         """
         if what is None and rollout:
             what = "attention rollout to here (all heads averaged, residual 0.5)"
-        elif what is None and head is None:
-            what = f"mean of {self.n_heads} heads (AVERAGE, not a head)"
         elif what is None:
-            what = self.head_names[head] + (" (AVERAGE, not a head)" if self.is_average else "")
-        masking = "causal mask" if self.causal else "no causal mask"
-        padded = int(np.asarray(self.key_padding).sum())
-        if padded:
-            masking += f", {padded} padded key{'s' if padded != 1 else ''}"
+            what = self._what(head)
         model = f"{self.model_name or 'unknown model'} · {self.layer_names[layer]}"
         if self.source is not None:  # 002's form: which head on which sequence, and its length
-            sequence = describe_sequence(self.source, self.text, self.shape[2])
-            return show_invisible(f"{model} · {what} on {sequence} · {masking}")
+            sequence = describe_sequence(self.source, self.text, self.shape[2], chars=text_chars - 1)
+            return show_invisible(f"{model} · {what} on {sequence} · {self.masking()}")
         text = show_invisible(self.text or "")
         if len(text) > text_chars:
             text = text[: text_chars - 1] + "…"
         # names are caller data too: no bidi control may reorder the line
-        return show_invisible(f"{model} · {what} · {masking}" + (f" · “{text}”" if text else ""))
+        return show_invisible(f"{model} · {what} · {self.masking()}" + (f" · “{text}”" if text else ""))
 
     def select(
         self, layers: Sequence[int] | int | None = None, heads: Sequence[int] | int | None = None

@@ -2,7 +2,8 @@
 
 Writes into ``--out``:
 
-* ``index.html``: provenance, the per-head metrics table, the pattern summary,
+* ``index.html``: provenance (the record's, then each section's map as the widget and
+  :mod:`attnwidget.plots` title it), the per-head metrics table, the pattern summary,
   entropy by layer x head, every layer's heads as small multiples, rollout,
   the last query's history and attention received, and compression hints.
   bokeh's JavaScript is inlined (opens offline); every text from the input or
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from attnwidget.maps import average_label
 from attnwidget.tokens import show_invisible
 
 #: Longest input the report accepts, in characters, before tokenizing (the model's own
@@ -143,6 +145,26 @@ def figures_of(maps: Any, numbers: dict[str, Any]) -> list[tuple[str, str, Any]]
     return figures
 
 
+def _provenance_p(line: str | None) -> str:
+    # the line is plain text (names and input included): escaped, in a <bdi> so no bidi run leaks out
+    return "" if line is None else f'<p class="provenance"><bdi>{html.escape(line)}</bdi></p>'
+
+
+def section_provenance(maps: Any, name: str) -> str | None:
+    """The provenance line (:meth:`AttentionMaps.provenance`, as the widget and the figures title
+    a map) of the map(s) that section ``name`` of :func:`figures_of` draws; None for the entropy
+    figure, which covers every layer and head."""
+    last = maps.n_layers - 1
+    if name.startswith("layer"):
+        return maps.provenance(int(name.removeprefix("layer")),
+                               what=f"each of {maps.n_heads} heads, then the {average_label(maps.n_heads)}")
+    if name == "rollout":
+        return maps.provenance(last, rollout=True)
+    if name in ("history", "received"):
+        return maps.provenance(last, 0)
+    return None
+
+
 def page(maps: Any, text: str, numbers: dict[str, Any], figures: list[tuple[str, str, Any]],
          notes: str = "") -> str:
     """The report's HTML: bokeh's JavaScript inlined (only the parts the figures use), every
@@ -162,7 +184,8 @@ def page(maps: Any, text: str, numbers: dict[str, Any], figures: list[tuple[str,
         for h in numbers["hints"]
     ) or "<li>none</li>"
     sections = "".join(
-        f"<h2>{html.escape(title)}</h2>{div}" for (_, title, _), div in zip(figures, divs, strict=True)
+        f"<h2>{html.escape(title)}</h2>{_provenance_p(section_provenance(maps, name))}{div}"
+        for (name, title, _), div in zip(figures, divs, strict=True)
     )
     model_name = html.escape(show_invisible(str(maps.model_name)))
     return f"""<!doctype html>
@@ -174,7 +197,7 @@ p.text,p.provenance{{overflow-wrap:anywhere}}</style>
 </head><body>
 <h1>Attention report</h1>
 <p class="provenance">model: <bdi>{model_name}</bdi> · {maps.n_layers} layers ×
-{maps.n_heads} heads · {maps.shape[2]} tokens · {"causal mask" if maps.causal else "no causal mask"}</p>
+{maps.n_heads} heads · {maps.shape[2]} tokens · {html.escape(maps.masking())}</p>
 <p class="text">text: <bdi>{html.escape(show_invisible(text))}</bdi></p>
 {notes}
 <h2>Pattern summary</h2><p>{html.escape(", ".join(f"{k}: {v}" for k, v in counts.most_common()))}</p>

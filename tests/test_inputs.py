@@ -15,6 +15,7 @@ import torch
 
 from attnwidget import AttentionMaps, AttentionView, inputs
 from attnwidget.inputs import DatasetNotFoundError, InputError, Source
+from attnwidget.maps import average_label
 
 RECORDS = [
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
@@ -159,7 +160,7 @@ def test_the_record_keeps_its_source_and_the_caption_says_what_the_sequence_is(m
         assert derived.source == sample.source
         assert derived.text == sample.text
     assert maps.select(layers=[3], heads=[2]).caption(0, 0) == expected
-    assert maps.head_mean().caption(3).startswith("layer 3, mean of 12 heads (AVERAGE, not a head) on ")
+    assert maps.head_mean().caption(3).startswith(f"layer 3, {average_label(12)} on ")
     meta = json.loads(__import__("zipfile").ZipFile(tmp_path / "r.npz").read("meta.json"))
     assert meta["source"] == sample.source.to_dict()
 

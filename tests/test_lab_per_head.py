@@ -17,6 +17,7 @@ from attnwidget.lab.per_head import (
     row_std,
     sharpness_grade,
 )
+from attnwidget.maps import average_label
 from attnwidget.metrics.compare import KL_EPS
 
 # the guide's "Averaging destroys this" example: two heads, one query over three keys
@@ -75,7 +76,7 @@ def test_caption_says_what_the_sequence_is(tiny_maps):
     text = caption(tiny_maps, -1, None, sequence_label="a repeated random segment")
     assert text.startswith("a repeated random segment (20 tokens) · attnwidget tiny induction LM")
     assert "blocks.1.attn" in text
-    assert "head average (AVERAGE, not a head)" in text
+    assert f" · {average_label(4)} · " in text
     assert "causal mask" in text
     assert "“q8Zr2kLmxTq8Zr2kLmxT”" in text
     assert " · head 2 · " in caption(tiny_maps, 0, 2)
@@ -94,7 +95,7 @@ def test_the_guides_figure_has_its_four_rows(tiny_maps, tmp_path):
     assert "Tokens: q | 8 | Z" in header.text
     assert len(heads.children) == 4  # each head on its own, no average among them
     average_fig, stats = middle.children
-    assert average_fig.title.text == "blocks.1.attn · AVERAGE of 4 heads (not a head)"
+    assert average_fig.title.text.replace("\n", " ") == f"blocks.1.attn · {average_label(4)}"
     w = tiny_maps.layer(1)
     stds = row_std(w, causal=True)
     grades = sharpness_grade(w, causal=True)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from attnwidget import ROW_SUM_ATOL, AttentionMaps
+from attnwidget.maps import CAPTION_TEXT_CHARS, average_label
 
 
 def softmax_stack(rng, L=2, H=3, Q=5, K=5, causal=False):
@@ -113,6 +114,26 @@ def test_head_mean_is_marked_as_an_average():
     assert avg.head_names == ("mean of 4 heads",)
     assert "average of heads" in repr(avg)
     np.testing.assert_allclose(avg.to_numpy()[:, 0], w.mean(1), rtol=1e-6)
+
+
+def test_one_provenance_line_calls_an_average_an_average():
+    assert average_label(12) == "head average (mean of 12 heads, not a head)"
+    w = softmax_stack(np.random.default_rng(5), L=2, H=4)
+    w[..., 4] = 0.0  # the last key is padding: no weight on it
+    w /= w.sum(-1, keepdims=True)
+    maps = AttentionMaps(w, list("abcde"), model_name="toy", text="y" * 200, key_padding=[0, 0, 0, 0, 1])
+    cut = "y" * (CAPTION_TEXT_CHARS - 1) + "…"  # the ellipsis counts: the text part is 80 characters
+    assert maps.provenance(1, 2) == f"toy · layer 1 · head 2 · no causal mask, 1 padded key · “{cut}”"
+    line = f"toy · layer 1 · {average_label(4)} · no causal mask, 1 padded key · “{cut}”"
+    assert maps.provenance(1) == line
+    assert maps.head_mean().provenance(1, 0) == line  # a head-average record is titled alike
+    assert maps.head_mean(heads=[0, 2]).provenance(1, 0).startswith(f"toy · layer 1 · {average_label(2)} · ")
+    assert maps.provenance(0, rollout=True).startswith("toy · layer 0 · attention rollout to here ")
+    # with a known source the same length cuts the excerpt (whitespace runs read as one space)
+    sourced = maps.with_source({"kind": "text", "name": "notes"}, text="z " * 100)
+    excerpt = sourced.provenance(0, 1).split("'")[1]
+    assert excerpt == ("z " * 40)[: CAPTION_TEXT_CHARS - 1].rstrip() + "…"
+    assert sourced.provenance(0, 1).endswith(" (5 tokens) · no causal mask, 1 padded key")
 
 
 @pytest.mark.parametrize("shape", [(5, 5), (3, 5, 5), (2, 3, 5, 5)])

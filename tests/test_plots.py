@@ -24,6 +24,7 @@ from bokeh.models import (
 
 from attnwidget import AttentionMaps, plots
 from attnwidget import metrics as M  # noqa: N812
+from attnwidget.maps import average_label
 from attnwidget.scratch import scaling_experiment
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -185,7 +186,7 @@ def test_heads_grid_titles_every_head_and_labels_the_average(maps):
     entropy = M.compute_attention_statistics(maps.layer(1))["mean_entropy"]
     grades = M.sharpness_grade(maps.layer(1))
     assert titles[:3] == [f"L1 H{h} · H={float(entropy[h]):.2f} · {grades[h]}" for h in range(3)]
-    assert titles[3] == "L1 AVERAGE of 3 heads (not a head)"
+    assert titles[3].replace("\n", " ") == f"L1 {average_label(3)}"  # on two lines, all of it
     assert notes(figs[0]) == []  # not pooled
     assert len(plots.heads_grid(maps, None, include_average=False).children) == 6
     for h, fig in enumerate(figs[:3]):
@@ -332,6 +333,21 @@ def test_png_and_svg_export_with_debian_chromium(maps, tmp_path):
 
 
 @pytest.mark.slow
+def test_view_export_and_the_figures_title_a_map_alike(maps, tmp_path, monkeypatch):
+    from attnwidget import AttentionView
+
+    captured = []
+    monkeypatch.setattr(plots, "export", lambda fig, path, **kw: captured.append(fig) or path)
+    view = AttentionView(maps, layer=1, head=2)
+    view.export(tmp_path / "head.png")
+    assert captured[-1].title.text == plots.heatmap(maps, 1, 2).title.text == view.caption
+    assert plots.last_query_figure(maps, 1, 2).title.text.endswith(" · " + view.caption)
+    view.mode = "average"
+    view.export(tmp_path / "average.png")
+    assert captured[-1].title.text == plots.caption(maps, 1, None) == maps.provenance(1)
+    assert average_label(3) in captured[-1].title.text
+
+
 def test_view_export_saves_what_is_shown(tmp_path, monkeypatch):
     from attnwidget import AttentionView
 
@@ -341,7 +357,7 @@ def test_view_export_saves_what_is_shown(tmp_path, monkeypatch):
     view = AttentionView.from_tensor(w, list("wxyz"), model_name="toy", layer=1, head=1,
                                      threshold=0.3, colormap="magma", mode="average")
     html = view.export(tmp_path / "view.html").read_text()
-    assert "mean of 2 heads (AVERAGE, not a head)" in html
+    assert f"toy · layer 1 · {average_label(2)} · no causal mask" in html
     assert "cdn.bokeh.org" not in html
     captured = []
     monkeypatch.setattr(plots, "export", lambda fig, path, **kw: captured.append(fig) or path)

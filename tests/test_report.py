@@ -72,6 +72,32 @@ def test_bad_input_exits_non_zero_with_one_line(args, message, tmp_path):
     assert not (tmp_path / "r" / "index.html").exists()
 
 
+def test_the_page_titles_each_section_with_the_maps_provenance_line():
+    import html
+
+    from attnwidget import AttentionMaps, report
+    from attnwidget.maps import average_label
+
+    rng = np.random.default_rng(0)
+    w = rng.random((2, 3, 5, 5)).astype(np.float32)
+    w[..., 4] = 0.0  # the last key is padding
+    w /= w.sum(-1, keepdims=True)
+    maps = AttentionMaps(w, list("abcde"), model_name="toy", text=f"a {XSS}", key_padding=[0, 0, 0, 0, 1])
+    numbers = report.compute(maps)
+    page = report.page(maps, maps.text, numbers, report.figures_of(maps, numbers))
+    assert "3 heads · 5 tokens · no causal mask, 1 padded key</p>" in page  # the header: maps.masking()
+    lines = {name: report.section_provenance(maps, name)
+             for name in ("entropy", "layer0", "layer1", "rollout", "history", "received")}
+    assert lines["entropy"] is None  # every layer and head: no one map to name
+    assert lines["layer1"] == maps.provenance(1, what=f"each of 3 heads, then the {average_label(3)}")
+    assert lines["rollout"] == maps.provenance(1, rollout=True)
+    assert lines["history"] == lines["received"] == maps.provenance(1, 0)
+    for name, line in lines.items():
+        if line is not None:
+            assert f'<p class="provenance"><bdi>{html.escape(line)}</bdi></p>' in page, name
+    assert XSS not in page
+
+
 def test_tiny_model_report_without_png(tmp_path):
     res = run("report", "q8Zr2kLmxTq8Zr2kLmxT", "--model", "tiny", "--out", str(tmp_path), "--quiet",
               "--no-png")

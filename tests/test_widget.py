@@ -13,6 +13,7 @@ import attnwidget._panels as panels_module
 from attnwidget import AttentionMaps, AttentionView
 from attnwidget._codec import LEVELS, MASKED, decode_panel
 from attnwidget._panels import PanelStore
+from attnwidget.maps import average_label
 from attnwidget.metrics import attention_rollout, head_badges, panel_metrics
 
 STEP = 0.5 / LEVELS  # half a colour level: the uint8 quantisation error at vmax 1
@@ -125,7 +126,7 @@ def test_average_and_rollout_modes_are_labelled_and_measured():
     w = stack(rng, L=3, H=4, Q=6)
     view = AttentionView.from_tensor(w, model_name="toy")
     view.layer, view.mode = 1, "average"
-    assert "mean of 4 heads (AVERAGE, not a head)" in view.caption
+    assert average_label(4) in view.caption
     assert view.metrics["kind"] == "average of heads"
     assert view.panel["view"] == {"mode": "average", "layer": 1, "head": None, "ablated": []}
     mean = w[1].mean(0)
@@ -247,7 +248,7 @@ def test_metrics_cache_stays_within_its_budget(monkeypatch):
 
 def test_head_average_record_is_labelled():
     maps = AttentionMaps(stack(np.random.default_rng(2)), list("abcd")).head_mean()
-    assert "mean of 3 heads (AVERAGE, not a head)" in AttentionView(maps).caption
+    assert f" · {average_label(3)} · " in AttentionView(maps).caption
 
 
 def test_long_text_is_shortened_in_the_caption_only():

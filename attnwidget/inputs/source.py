@@ -109,12 +109,15 @@ def excerpt(text: str | None, chars: int = EXCERPT_CHARS) -> str:
     return flat if len(flat) <= chars else flat[:chars].rstrip() + "…"
 
 
-def describe_sequence(source: Source | None, text: str | None, n_tokens: int) -> str:
-    """``"<source> sequence: '<excerpt>' (N tokens)"`` for any record; no source reads "text sequence"."""
+def describe_sequence(source: Source | None, text: str | None, n_tokens: int,
+                      chars: int = EXCERPT_CHARS) -> str:
+    """``"<source> sequence: '<excerpt>' (N tokens)"`` for any record; no source reads "text sequence".
+
+    The excerpt is the text's first ``chars`` characters (:func:`excerpt`)."""
     from attnwidget.tokens import show_invisible
 
     source = source or Source()
-    quoted = f": '{excerpt(text)}'" if text else ""
+    quoted = f": '{excerpt(text, chars)}'" if text else ""
     masked = "; self-attention (diagonal) masked" if source.diagonal_masked else ""
     count = f"{n_tokens} token{'s' if n_tokens != 1 else ''}"
     return show_invisible(f"{source.phrase()}{quoted} ({count}){masked}")

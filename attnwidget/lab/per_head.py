@@ -87,7 +87,7 @@ def caption(
     excerpt"); then the token count and the provenance line of
     :func:`attnwidget.plots.caption`: model, layer, which head (or "head
     average"), whether a causal mask hides the future, and the start of the
-    text (60 characters; the guide asks for about 50). ``layer``/``head`` may
+    text (:data:`attnwidget.maps.CAPTION_TEXT_CHARS`). ``layer``/``head`` may
     be negative (counted from the end); ``head=None`` means the head average.
     """
     from attnwidget.plots import caption as provenance
@@ -125,6 +125,7 @@ def per_head_figure(
     from bokeh.models import Div
 
     from attnwidget.plots import heads_grid, matrix_figure, similarity_matrix
+    from attnwidget.plots.figures import average_title
 
     maps = _as_maps(attention)
     li = index(layer, maps.n_layers, "layer")
@@ -146,7 +147,7 @@ def per_head_figure(
     header = div(f"{caption(maps, li, None, sequence_label=sequence_label)}\nTokens: {tokens}")
     heads = heads_grid(one, 0, ncols=ncols, include_average=False)
     avg_fig = matrix_figure(avg_w, maps.query_display, maps.key_display,
-                            f"{maps.layer_names[li]} · AVERAGE of {maps.n_heads} heads (not a head)",
+                            average_title(f"{maps.layer_names[li]} ·", maps.n_heads),
                             adaptive=True, size=320)
     lines = [f"{maps.head_names[h]}: row_std = {float(stds[h]):.4f}  [{grades[h]}]" for h in range(len(w))]
     lines.append(f"AVERAGED: row_std = {float(avg_std):.4f}  [{avg_grade}]  (an average, not a head)")

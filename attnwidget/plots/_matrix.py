@@ -42,12 +42,13 @@ from bokeh.palettes import Cividis256, Greys256, Inferno256, Magma256, Plasma256
 from bokeh.plotting import figure
 
 from attnwidget._codec import LEVELS, MASKED, level_rgba, overview, quantize
+from attnwidget.maps import CAPTION_TEXT_CHARS
 from attnwidget.tokens import show_invisible
 
 PALETTES = {"viridis": Viridis256, "plasma": Plasma256, "magma": Magma256, "inferno": Inferno256,
             "cividis": Cividis256, "greys": tuple(reversed(Greys256))}
-#: Text in titles is shortened to this many characters.
-TITLE_TEXT_CHARS = 60
+#: Text in titles is shortened to this many characters: the provenance line's one length.
+TITLE_TEXT_CHARS = CAPTION_TEXT_CHARS
 #: Axis labels show at most this many characters of a token (hover shows the whole token).
 AXIS_LABEL_CHARS = 32
 #: A single map is drawn from at most this many cells a side, the widget's overview size

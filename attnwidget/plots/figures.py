@@ -11,7 +11,7 @@ from bokeh.models import ColumnDataSource, HoverTool, Whisker
 from bokeh.plotting import figure
 
 from attnwidget import metrics as M  # noqa: N812 (the package's usual short name)
-from attnwidget.maps import AttentionMaps
+from attnwidget.maps import AttentionMaps, average_label
 from attnwidget.plots._matrix import OVERVIEW_SIDE, matrix_figure_impl, shared
 
 
@@ -28,9 +28,17 @@ def _visible(maps: AttentionMaps) -> np.ndarray | None:
 
 
 def caption(maps: AttentionMaps, layer: int, head: int | None) -> str:
-    """Provenance line: model · layer · head · masking · “text”, as the widget titles the
-    same head (:meth:`AttentionMaps.provenance`); ``head=None``: the head average."""
-    return maps.provenance(layer, head, what="head average (AVERAGE, not a head)" if head is None else None)
+    """Provenance line: model · layer · head · masking · “text”; ``head=None``: the head average.
+
+    The widget's caption and the report's lines are the same call
+    (:meth:`AttentionMaps.provenance`), so a figure and the view title a map alike."""
+    return maps.provenance(layer, head)
+
+
+def average_title(prefix: str, n_heads: int) -> str:
+    """A head-average panel's title: ``prefix`` and :func:`attnwidget.maps.average_label`, broken
+    before its parenthesis (on one line it is wider than a grid panel and bokeh would cut it)."""
+    return f"{prefix} {average_label(n_heads)}".replace(" (", "\n(", 1)
 
 
 def matrix_figure(
@@ -111,7 +119,7 @@ def layers_grid(
                                              share=common, exact=False, compact=True))
         if include_average:
             panels.append(matrix_figure_impl(stack.mean(0), maps.query_display, maps.key_display,
-                                             f"L{li} AVERAGE of {maps.n_heads} heads (not a head)", palette,
+                                             average_title(f"L{li}", maps.n_heads), palette,
                                              None, size=size, tools=False, visible=visible, max_side=side,
                                              share=common, exact=False, compact=True))
     return gridplot(panels, ncols=ncols, toolbar_location=None)

@@ -20,6 +20,8 @@ from lab_server import (
     write_notebook,
 )
 
+from attnwidget.maps import average_label
+
 pytestmark = pytest.mark.e2e
 
 TEXT = "The cat sat on the mat."
@@ -306,7 +308,7 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             view.locator("select.aw-select-mode").select_option("average")
             expect(view).to_have_attribute("data-rendered", state_key(
                 mode="average", layer=2, head=9, threshold=0.25, query=qy))
-            expect(caption).to_contain_text("(AVERAGE, not a head)")
+            expect(caption).to_contain_text(average_label(12))
             expect(view.locator(".aw-metrics-title")).to_contain_text("average of heads")
 
             page.screenshot(path=str(artifacts / f"widget-{app}.png"), full_page=True)
