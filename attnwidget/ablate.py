@@ -39,6 +39,8 @@ from torch import nn
 
 #: How an ablated head is switched off (the widget's view modes are attnwidget.widget.VIEW_MODES).
 ABLATION_MODES = ("zero", "mean")
+#: Which heads to switch off: ``{layer: [head, ...]}`` or ``{layer: head}``.
+Heads = Mapping[int, Sequence[int] | int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,9 +212,7 @@ def _mha_hooks(site: Site, heads: list[int], mode: str):
 
 
 @contextlib.contextmanager
-def ablate_heads(model: nn.Module, heads: Mapping[int, Sequence[int] | int], mode: str = "zero") -> Iterator[
-    list[Site]
-]:
+def ablate_heads(model: nn.Module, heads: Heads, mode: str = "zero") -> Iterator[list[Site]]:
     """Ablate attention heads inside a ``with`` block; the model is restored on exit.
 
     ``heads``: ``{layer: [head, ...]}`` with layers numbered as
@@ -309,16 +309,8 @@ def _pooled(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
 
 
-def ablation_effect(
-    model: nn.Module,
-    text_or_inputs: Any,
-    heads: Mapping[int, Sequence[int] | int],
-    tokenizer: Any = None,
-    *,
-    mode: str = "zero",
-    top_k: int = 5,
-    attention: bool = True,
-) -> dict[str, Any]:
+def ablation_effect(model: nn.Module, text_or_inputs: Any, heads: Heads, tokenizer: Any = None, *,
+                    mode: str = "zero", top_k: int = 5, attention: bool = True) -> dict[str, Any]:
     """What ablating ``heads`` changes on one input (a transformers model).
 
     Returns a dict:
@@ -344,7 +336,7 @@ def ablation_effect(
 
 
 def _effect(
-    model: nn.Module, inputs: dict[str, torch.Tensor], heads: Mapping[int, Sequence[int] | int],
+    model: nn.Module, inputs: dict[str, torch.Tensor], heads: Heads,
     tokenizer: Any, mode: str, top_k: int, attention: bool, base: Any,
 ) -> dict[str, Any]:
 
@@ -420,16 +412,9 @@ def ablation_sweep(
     return {"score": score, "metric": metric, "mode": mode}
 
 
-def ablated_record(
-    model: nn.Module,
-    text_or_inputs: Any,
-    heads: Mapping[int, Sequence[int] | int],
-    tokenizer: Any = None,
-    *,
-    mode: str = "zero",
-    original: Any = None,
-    **extract_options: Any,
-) -> tuple[Any, dict[str, Any]]:
+def ablated_record(model: nn.Module, text_or_inputs: Any, heads: Heads, tokenizer: Any = None, *,
+                   mode: str = "zero", original: Any = None,
+                   **extract_options: Any) -> tuple[Any, dict[str, Any]]:
     """The attention record with ``heads`` ablated, and a JSON-ready summary of the effect.
 
     ``original``: the unablated :class:`AttentionMaps` of the same input, to

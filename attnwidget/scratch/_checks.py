@@ -14,6 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+#: The ``scale`` argument of every attention function: ``True``/``None`` (``1 / sqrt(d_k)``),
+#: ``False`` (none) or a positive factor; :func:`resolve_scale` applies the rules.
+Scale = bool | float | None
+#: What the attention functions return: ``(output [..., n_q, d_v], weights [..., n_q, n_k])``.
+Attended = tuple[torch.Tensor, torch.Tensor]
+
 #: The forms of mask every function here accepts, quoted by every mask error.
 MASK_FORMS = (
     "a bool mask (True = may attend), a 0/1 keep-mask (int or float, 1 = may attend) "

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 
 from attnwidget.scratch._checks import (
+    Attended,
+    Scale,
     check_probability,
     check_qkv,
     masked_softmax,
@@ -15,17 +17,8 @@ from attnwidget.scratch._checks import (
 )
 
 
-def attention(
-    Q: Any,
-    K: Any,
-    V: Any,
-    mask: Any = None,
-    scale: bool | float | None = True,
-    *,
-    dropout_p: float = 0.0,
-    training: bool = True,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def attention(Q: Any, K: Any, V: Any, mask: Any = None, scale: Scale = True, *, dropout_p: float = 0.0,
+              training: bool = True, generator: torch.Generator | None = None) -> Attended:
     """Scaled dot-product attention: ``(output [..., n_q, d_v], weights [..., n_q, n_k])``.
 
     ``Q`` ``[..., n_q, d_k]``, ``K`` ``[..., n_k, d_k]``, ``V`` ``[..., n_k, d_v]``:

@@ -18,23 +18,15 @@ from typing import Any
 
 import torch
 
-from attnwidget.scratch._checks import apply_mask, check_int, check_mask, check_qkv, resolve_scale
+from attnwidget.scratch._checks import Scale, apply_mask, check_int, check_mask, check_qkv, resolve_scale
 
 #: Default key block: 128 keys x n_q queries of float32 scores is 0.5 MiB per 1024 queries.
 DEFAULT_BLOCK_SIZE = 128
 
 
-def tiled_attention(
-    Q: Any,
-    K: Any,
-    V: Any,
-    mask: Any = None,
-    scale: bool | float | None = True,
-    *,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    causal: bool = False,
-    return_logsumexp: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def tiled_attention(Q: Any, K: Any, V: Any, mask: Any = None, scale: Scale = True, *,
+                    block_size: int = DEFAULT_BLOCK_SIZE, causal: bool = False,
+                    return_logsumexp: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Attention over key blocks with an online softmax: output ``[..., n_q, d_v]``.
 
     Same inputs and rules as :func:`attnwidget.scratch.attention` (``Q``

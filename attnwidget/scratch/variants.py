@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from attnwidget.scratch._checks import (
+    Attended,
+    Scale,
     as_tensor,
     check_int,
     check_mask,
@@ -21,14 +23,7 @@ from attnwidget.scratch._checks import (
 from attnwidget.scratch.core import attention
 
 
-def topk_attention(
-    Q: Any,
-    K: Any,
-    V: Any,
-    k: int,
-    mask: Any = None,
-    scale: bool | float | None = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_attention(Q: Any, K: Any, V: Any, k: int, mask: Any = None, scale: Scale = True) -> Attended:
     """Sparse attention: each query keeps only its ``k`` highest-scoring keys.
 
     ``Q`` ``[..., n_q, d_k]``, ``K`` ``[..., n_k, d_k]``, ``V`` ``[..., n_k, d_v]``;
@@ -56,15 +51,8 @@ def topk_attention(
     return weights @ V, weights
 
 
-def cross_attention(
-    x: Any,
-    context: Any,
-    W_q: Any,
-    W_k: Any,
-    W_v: Any,
-    mask: Any = None,
-    scale: bool | float | None = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def cross_attention(x: Any, context: Any, W_q: Any, W_k: Any, W_v: Any, mask: Any = None,
+                    scale: Scale = True) -> Attended:
     """Queries from one sequence, keys and values from another (an encoder's output, an image, ...).
 
     ``x`` ``[..., n_q, d_x]`` asks; ``context`` ``[..., n_c, d_c]`` answers;
@@ -98,13 +86,7 @@ def cross_attention(
     return attention(x @ mats["W_q"], context @ mats["W_k"], context @ mats["W_v"], mask=mask, scale=scale)
 
 
-def grouped_query_attention(
-    Q: Any,
-    K: Any,
-    V: Any,
-    mask: Any = None,
-    scale: bool | float | None = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def grouped_query_attention(Q: Any, K: Any, V: Any, mask: Any = None, scale: Scale = True) -> Attended:
     """Grouped-query attention: ``H_q`` query heads share ``H_kv`` key/value heads.
 
     ``Q`` ``[..., H_q, n_q, d_k]``, ``K`` ``[..., H_kv, n_k, d_k]``, ``V``
@@ -149,13 +131,7 @@ def grouped_query_attention(
     return out.flatten(-4, -3), weights.flatten(-4, -3)
 
 
-def multi_query_attention(
-    Q: Any,
-    K: Any,
-    V: Any,
-    mask: Any = None,
-    scale: bool | float | None = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def multi_query_attention(Q: Any, K: Any, V: Any, mask: Any = None, scale: Scale = True) -> Attended:
     """Multi-query attention: every query head shares one key head and one value head.
 
     ``Q`` ``[..., H, n_q, d_k]``, ``K`` ``[..., 1, n_k, d_k]``, ``V``

@@ -4,34 +4,23 @@ import type { AtlasMessage, PanelMessage } from "./codec";
 import type { Effect, Metrics } from "./controls";
 import protocol from "../../attnwidget/protocol.json";
 
-/** Mirrors the synced traits of attnwidget.widget.AttentionView, same names. */
+/** A dict trait Python has not filled (yet): an empty object. */
+export type Empty = Record<string, never>;
+
+/** Mirrors the synced traits of attnwidget.widget.AttentionView, same names, a line per role. */
 export interface ViewState {
-  layer: number;
-  head: number;
-  threshold: number;
-  query: number | null;
-  mode: string;
-  colormap: string;
-  scale: string;
-  top_k: number;
-  viewport: number[];
-  n_layers: number;
-  n_heads: number;
-  panel: PanelMessage;
-  detail: PanelMessage | Record<string, never>;
-  atlas: AtlasMessage | Record<string, never>;
-  metrics: Metrics;
-  query_tokens: string[];
-  key_tokens: string[];
-  caption: string;
-  status: string;
-  ablated: number[][];
-  ablation_mode: string;
-  compare: boolean;
-  effect: Effect;
-  panel_b: PanelMessage | Record<string, never>;
-  panel_diff: PanelMessage | Record<string, never>;
-  caption_b: string;
+  // set by the controls; Python checks each and answers with the traits below
+  layer: number; head: number; threshold: number; query: number | null; top_k: number;
+  mode: string; colormap: string; scale: string; viewport: number[];
+  ablated: number[][]; ablation_mode: string; compare: boolean;
+  // read-only in Python: the record's size and tokens, the captions and the status line
+  n_layers: number; n_heads: number; query_tokens: string[]; key_tokens: string[];
+  caption: string; caption_b: string; status: string;
+  // the pictures: overview, zoomed window, head thumbnails; B and A - B when comparing
+  panel: PanelMessage; detail: PanelMessage | Empty; atlas: AtlasMessage | Empty;
+  panel_b: PanelMessage | Empty; panel_diff: PanelMessage | Empty;
+  // the numbers: the shown map's metrics, an ablation's effect, a sweep's score per head
+  metrics: Metrics; effect: Effect;
   sweep_scores: { score?: (number | null)[][]; metric?: string; mode?: string };
 }
 
