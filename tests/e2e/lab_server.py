@@ -2,7 +2,8 @@
 
 Offline and silent: every Jupyter directory points at a per-run temp folder,
 news, update checks and the extension manager are off, and Chromium's
-background networking is disabled. Adapted from shared/recipes/e2e-jupyterlab.
+background networking is disabled. Everything the e2e tests need to start
+them is in this file.
 """
 
 from __future__ import annotations
