@@ -1,6 +1,12 @@
 """AttentionView in a real JupyterLab and headless Chromium: latency, bytes, and the peers.
 
-What is timed (all in the browser, with ``performance.now()``):
+What is timed (all in the browser, with ``performance.now()``), each latency also
+as a ratio to the **transport floor** measured in the same run: a bare anywidget
+that receives a slider value and answers with a 512 x 512 uint8 buffer painted
+through a palette (``transport_floor_512``). Each group has the median of its
+stages: input to the first message handled (send, kernel, transport back), the
+kernel's own time (``AttentionView._timings``), handling the messages (decode,
+sync) and painting.
 
 * ``head_switch``: from a slider ``input`` event to the end of the first paint
   where both the picture and the metrics belong to the new state (the
@@ -87,17 +93,71 @@ mid = np.stack([np.asarray(create_synthetic_attention(1024, p, seed=h), np.float
 v1024 = AttentionView.from_tensor(mid, model_name="synthetic 1024")
 print({{n: v.maps.shape for n, v in views.items()}})
 """
-CELLS = [SETUP, "AttentionView(views[64].maps)", "AttentionView(views[256].maps)",
-         "AttentionView(views[510].maps)", "v4096", "v1024",
-         "v128 = AttentionView(model, text_of(128), tokenizer=tok)\nv128"]
+# The transport floor: a bare anywidget that receives a slider value and answers with a
+# 512 x 512 uint8 buffer, which its JS paints through a 256-colour palette. Nothing else:
+# no metrics, no labels, no state key. Every latency is also given as a ratio to it.
+ECHO = '''
+import anywidget, traitlets
+import numpy as np
+
+class Echo(anywidget.AnyWidget):
+    _esm = """
+    export default { render({ model, el }) {
+      el.classList.add("aw-echo");
+      const input = Object.assign(document.createElement("input"),
+                                  { type: "range", min: 0, max: 1000, className: "aw-slider-head" });
+      const canvas = Object.assign(document.createElement("canvas"), { width: 512, height: 512 });
+      const ctx = canvas.getContext("2d");
+      const img = ctx.createImageData(512, 512);
+      const px = new Uint32Array(img.data.buffer);
+      const lut = new Uint32Array(256);
+      for (let i = 0; i < 256; i++) lut[i] = (255 << 24) | ((255 - i) << 16) | (i << 8) | (i >> 1);
+      input.addEventListener("input", () => {
+        model.set("value", Number(input.value));
+        model.save_changes();
+      });
+      model.on("change:buf", () => {
+        const time = performance.now();
+        const dv = model.get("buf");
+        const b = new Uint8Array(dv.buffer, dv.byteOffset, dv.byteLength);
+        for (let i = 0; i < b.length; i++) px[i] = lut[b[i]];
+        ctx.putImageData(img, 0, 0);
+        const now = performance.now();
+        el.dispatchEvent(new CustomEvent("aw-received", { detail: { name: "buf", time, ms: now - time } }));
+        el.dispatchEvent(new CustomEvent("aw-rendered", { detail: { time: now } }));
+      });
+      el.append(input, canvas);
+    } };
+    """
+    value = traitlets.Int(0).tag(sync=True)
+    buf = traitlets.Bytes(b"").tag(sync=True)
+
+    @traitlets.observe("value")
+    def _answer(self, change):
+        self.buf = echo_frames[change["new"] % len(echo_frames)]
+
+echo_frames = [np.random.default_rng(i).integers(0, 256, (512, 512), dtype=np.uint8).tobytes()
+               for i in range(8)]
+echo = Echo()
+echo
+'''
+TIMINGS = ("import json\nprint('AW-TIMINGS', json.dumps({str(n): list(v._timings) for n, v in "
+           "[(64, w64), (256, w256), (510, w510), (4096, v4096), (1024, v1024), (128, v128)]}))")
+SHOWN = {64: "w64", 256: "w256", 510: "w510"}  # the displayed views of views[n].maps
+CELLS = [SETUP, *(f"{name} = AttentionView(views[{n}].maps)\n{name}" for n, name in SHOWN.items()), "v4096", "v1024",
+         "v128 = AttentionView(model, text_of(128), tokenizer=tok)\nv128", ECHO, TIMINGS]
 INDEX = {64: 0, 256: 1, 510: 2, 4096: 3, 1024: 4, 128: 5}  # order of the .attnwidget elements
 
 MOVES_JS = """
-async ({index, moves, settle}) => {
-  const el = document.querySelectorAll('.jp-OutputArea-output .attnwidget')[index];
+async ({index, moves, settle, selector}) => {
+  const el = document.querySelectorAll(selector || '.jp-OutputArea-output .attnwidget')[index];
   const out = [];
   for (const [slider, value, event] of moves) {
     const input = el.querySelector(`input.aw-slider-${slider}`);
+    const seen = [];
+    const record = (e) => seen.push({ type: e.type, ...e.detail });
+    el.addEventListener('aw-received', record);
+    el.addEventListener('aw-painted', record);
     const done = new Promise((resolve) => {
       const h = (e) => { el.removeEventListener(event, h); resolve(e.detail.time); };
       el.addEventListener(event, h);
@@ -106,7 +166,20 @@ async ({index, moves, settle}) => {
     input.value = String(value);
     input.dispatchEvent(new Event('input', { bubbles: true }));
     const t1 = await Promise.race([done, new Promise((r) => setTimeout(() => r(NaN), 30000))]);
-    out.push(t1 - t0);
+    el.removeEventListener('aw-received', record);
+    el.removeEventListener('aw-painted', record);
+    // per stage: input -> first message handled (send, kernel, transport back); time spent
+    // handling messages (decode, sync) and painting; the rest is waiting (later messages, frames)
+    // (the slider's own trait fires a local change event first: not a message from Python)
+    const got = seen.filter((e) => e.type === 'aw-received' && e.time <= t1 && e.name !== slider);
+    const painted = seen.filter((e) => e.type === 'aw-painted' && e.time <= t1);
+    const picture = seen.find((e) => e.type === 'aw-painted' && e.fresh);
+    const sum = (xs) => xs.reduce((a, e) => a + (e.ms || 0), 0);
+    out.push({ ms: t1 - t0, first_message_ms: got.length ? got[0].time - t0 : NaN,
+               last_message_ms: got.length ? got[got.length - 1].time - t0 : NaN,
+               picture_ms: picture ? picture.time - t0 : NaN,
+               handle_ms: sum(got), paint_ms: sum(painted), paints: painted.length,
+               messages: got.map((e) => e.name) });
     // the state is fully shown (aw-rendered fired); pause as a user would before the next move
     await new Promise((r) => setTimeout(r, settle));
   }
@@ -160,6 +233,58 @@ def summary(values: list[float]) -> dict:
     }
 
 
+def stages(runs: list[dict], kernel_ms: list[float], floor_ms: float | None) -> dict:
+    """:func:`summary` of a group of moves, with the median of each stage and the ratio to the floor."""
+    def med(values):
+        ok = [v for v in values if v == v]
+        return round(statistics.median(ok), 2) if ok else None
+
+    out = summary([r["ms"] for r in runs])
+    out["stages_median_ms"] = {
+        "input_to_first_message": med([r["first_message_ms"] for r in runs]),
+        "input_to_last_message": med([r["last_message_ms"] for r in runs]),
+        "kernel": med(kernel_ms),
+        "handle_messages": med([r["handle_ms"] for r in runs]),
+        "paint": med([r["paint_ms"] for r in runs]),
+    }
+    out["picture_median_ms"] = med([r["picture_ms"] for r in runs])  # the new map painted
+    out["paints_per_change"] = med([r["paints"] for r in runs])
+    out["messages_per_change"] = med([len(r["messages"]) for r in runs])
+    out["messages_example"] = runs[0]["messages"] if runs else []
+    if floor_ms and out["median_ms"] is not None:
+        out["ratio_to_floor"] = round(out["median_ms"] / floor_ms, 2)
+        if out["picture_median_ms"] is not None:
+            out["picture_ratio_to_floor"] = round(out["picture_median_ms"] / floor_ms, 2)
+    return out
+
+
+class KernelTimes:
+    """The kernel's own time per change (``AttentionView._timings``), consumed in the order of the moves."""
+
+    def __init__(self, timings: dict[str, list[dict]]):
+        self.queues = {view: list(entries) for view, entries in timings.items()}
+
+    def take(self, view: int, trait: str, n: int) -> list[float]:
+        queue = self.queues.get(str(view), [])
+        picked = [e for e in queue if trait in e["traits"]][:n]
+        for e in picked:
+            queue.remove(e)
+        return [e["ms"] for e in picked]
+
+
+def read_timings(page) -> dict:
+    """Run the notebook's last cell (it prints every view's kernel timings) and parse its output."""
+    cell = page.locator(".jp-Notebook .jp-Cell").last
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-Cell')].pop().innerText.includes('AW-TIMINGS {')",
+        timeout=60_000)
+    text = cell.locator(".jp-OutputArea-output").inner_text()
+    page.keyboard.press("Escape")
+    return json.loads(text.split("AW-TIMINGS", 1)[1])
+
+
 def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
     from playwright.sync_api import expect
 
@@ -173,49 +298,79 @@ def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
     for i in range(6):
         expect(views.nth(i)).to_have_attribute("data-rendered", __import__("re").compile("."),
                                                 timeout=300_000)
+    expect(page.locator(".jp-OutputArea-output .aw-echo")).to_have_count(1, timeout=60_000)
 
-    def moves(index: int, seq: list, settle: int = 30) -> list[float]:
-        return page.evaluate(MOVES_JS, {"index": index, "moves": seq, "settle": settle})
+    def moves(index: int, seq: list, settle: int = 30, selector: str | None = None) -> list[dict]:
+        return page.evaluate(MOVES_JS, {"index": index, "moves": seq, "settle": settle, "selector": selector})
 
+    floor_runs: list[dict] = []
+
+    def floor(n: int = 10) -> None:
+        # measured between the groups, so that a change in the machine's load shows in both
+        start = len(floor_runs) * 7
+        floor_runs.extend(moves(0, [["head", start + i, "aw-rendered"] for i in range(1, n + 1)],
+                                selector=".jp-OutputArea-output .aw-echo"))
+
+    groups: dict[str, tuple[list[dict], int, str]] = {}  # name -> (runs, view, trait)
+    floor()
     # 512 positions: 11 head moves in layer 0, then layer moves (each shows a new head's map)
-    head_seq = [["head", h, "aw-rendered"] for h in range(1, 12)]
-    layer_seq = [["layer", layer, "aw-rendered"] for layer in (1, 2, 3, 4, 5)]
     start = time.monotonic()
-    head_times = moves(INDEX[510], head_seq)
+    groups["head_512"] = (moves(INDEX[510], [["head", h, "aw-rendered"] for h in range(1, 12)]), 510, "head")
     end = time.monotonic()
     bytes_in = sum(n for t, n in frames if start <= t <= end)
-    layer_times = moves(INDEX[510], layer_seq)
+    groups["layer_512"] = (moves(INDEX[510], [["layer", v, "aw-rendered"] for v in (1, 2, 3, 4, 5)]),
+                           510, "layer")
     # back to layer 0, whose heads were all shown above: their metrics and panels are cached
-    moves(INDEX[510], [["layer", 0, "aw-rendered"]])
-    revisit = moves(INDEX[510], [["head", h, "aw-rendered"] for h in (0, 5, 11, 3, 7, 1, 9)])
-    out["head_switch_512"] = {"head_moves": summary(head_times), "layer_moves": summary(layer_times),
-                              "all_new": summary(head_times + layer_times),
-                              "cached_revisits": summary(revisit), "target_median_ms": 50}
-    out["bytes_per_head_change_512"] = {"bytes": round(bytes_in / len(head_seq)), "target_bytes": 300_000}
+    groups["layer_back_512"] = (moves(INDEX[510], [["layer", 0, "aw-rendered"]]), 510, "layer")
+    groups["revisit_512"] = (moves(INDEX[510], [["head", h, "aw-rendered"] for h in (0, 5, 11, 3, 7, 1, 9)]),
+                             510, "head")
+    floor()
 
     # 4096: step through layer 0 one head at a time (what a slider does; the widget computes
     # the neighbours ahead), then jump in layer 1 to heads nothing has computed yet
     settle = 400  # time between moves, as a user would take; lets the neighbour prefetch run
-    steps = moves(INDEX[4096], [["head", h, "aw-rendered"] for h in range(1, 6)], settle=settle)
+    groups["steps_4096"] = (moves(INDEX[4096], [["head", h, "aw-rendered"] for h in range(1, 6)],
+                                  settle=settle), 4096, "head")
     jumps = moves(INDEX[4096], [["layer", 1, "aw-rendered"], ["head", 1, "aw-rendered"],
                                 ["head", 3, "aw-rendered"]], settle=settle)
-    big_revisit = moves(INDEX[4096], [["layer", 0, "aw-rendered"]] + [
-        ["head", h, "aw-rendered"] for h in (2, 5, 1, 3)], settle=100)
-    out["head_switch_4096"] = {"slider_steps": summary(steps), "jumps_to_new_heads": summary(jumps),
-                               "all_first_visits": summary(steps + jumps),
-                               "cached_revisits": summary(big_revisit), "target_median_ms": 150}
+    groups["jump_layer_4096"] = (jumps[:1], 4096, "layer")
+    groups["jump_heads_4096"] = (jumps[1:], 4096, "head")
+    groups["layer_back_4096"] = (moves(INDEX[4096], [["layer", 0, "aw-rendered"]], settle=100), 4096, "layer")
+    groups["revisit_4096"] = (moves(INDEX[4096], [["head", h, "aw-rendered"] for h in (2, 5, 1, 3)],
+                                    settle=100), 4096, "head")
+    floor()
 
     thr = [["threshold", round(0.01 * i, 3), "aw-painted"] for i in range(2, 42, 2)]
     paint = moves(INDEX[1024], thr, settle=60)
-    out["threshold_paint_1024"] = {**summary(paint),
-                                   "within_one_frame": sum(v <= 1000 / 60 for v in paint),
-                                   "target_ms": round(1000 / 60, 1)}
 
     # ablation: click "ablate" on a head of the 128-token MiniLM view -> model re-run, new
     # maps and metrics painted (measured); click "restore" (not measured) before the next
     toggles = page.evaluate(TOGGLE_JS, {"index": INDEX[128], "heads": [[0, 3], [2, 5], [4, 7], [1, 0],
                                                                      [3, 11], [5, 2], [2, 9], [4, 4]]})
-    out["ablation_toggle_128"] = {**summary(toggles), "target_median_ms": 300}
+    floor()
+    kernel = KernelTimes(read_timings(page))
+    floor_ms = statistics.median(r["ms"] for r in floor_runs)
+    out["transport_floor_512"] = {**stages(floor_runs, [], None), "what": (
+        "a bare anywidget: slider value to Python, a 512 x 512 uint8 buffer back, painted through a "
+        "palette; measured four times between the groups below")}
+    done = {name: stages(runs, kernel.take(view, trait, len(runs)), floor_ms)
+            for name, (runs, view, trait) in groups.items()}
+    out["head_switch_512"] = {"head_moves": done["head_512"], "layer_moves": done["layer_512"],
+                              "all_new": stages(groups["head_512"][0] + groups["layer_512"][0], [], floor_ms),
+                              "cached_revisits": done["revisit_512"], "layer_back": done["layer_back_512"],
+                              "target_ratio": {"head_moves": 1.3, "layer_moves": 1.6}}
+    out["bytes_per_head_change_512"] = {"bytes": round(bytes_in / len(groups["head_512"][0])),
+                                        "target_bytes": 300_000}
+    first_visits = groups["steps_4096"][0] + jumps
+    out["head_switch_4096"] = {"slider_steps": done["steps_4096"], "jump_layer": done["jump_layer_4096"],
+                               "jump_heads": done["jump_heads_4096"],
+                               "all_first_visits": stages(first_visits, [], floor_ms),
+                               "cached_revisits": done["revisit_4096"], "target_ratio": 2.5}
+    out["threshold_paint_1024"] = {**stages(paint, kernel.take(1024, "threshold", len(paint)), None),
+                                   "within_one_frame": sum(r["ms"] <= 1000 / 60 for r in paint),
+                                   "target_ms": round(1000 / 60, 1), "target_within_one_frame": 18}
+    out["ablation_toggle_128"] = {**summary(toggles), "ratio_to_floor": round(statistics.median(
+        [v for v in toggles if v == v]) / floor_ms, 2), "target_ratio": 3}
 
     # first render: re-run a display cell, time to the new view's first fresh paint
     first = {}

@@ -140,6 +140,10 @@ class PanelMetrics:
         with self._lock:
             return self._compute_static()
 
+    def has_static(self) -> bool:
+        """True when :meth:`static` would return at once (computed already)."""
+        return self._static is not None
+
     def _compute_static(self) -> dict[str, Any]:
         if self._static is None:
             p = self._p
