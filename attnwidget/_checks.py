@@ -3,8 +3,8 @@ the valid range and what it got, and returns the value as stored (negative indic
 counted from the end, as everywhere in Python: -1 is the last layer).
 
 :func:`check` is the one entry point; ``limits`` says the record's sizes
-(``layers``, ``heads``, ``queries``, ``keys``) and whether a model can re-run
-(``model``).
+(``layers``, ``heads``, ``queries``, ``keys``, ``steps``: the generated tokens, 0
+without a generation) and whether a model can re-run (``model``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,23 @@ def _query(value: int | None, limits: dict[str, Any]) -> int | None:
     if value is not None and not -Q <= value < Q:
         raise TraitError(f"query: expected 0..{Q - 1} (or -{Q}..-1) or None, got {value}")
     return None if value is None else value % Q
+
+
+def _step(value: int | None, limits: dict[str, Any]) -> int | None:
+    n = limits["steps"]
+    if value is not None and n == 0:
+        raise TraitError(f"step: this view shows no generation, so step must be None, got {value}; build "
+                         "it with AttentionView(model, prompt, tokenizer=tok, generate=N)")
+    if value is not None and not -n <= value < n:
+        raise TraitError(f"step: expected 0..{n - 1} (a generated token; or -{n}..-1) or None, got {value}")
+    return None if value is None else value % n
+
+
+def _show_text(value: bool, limits: dict[str, Any]) -> bool:
+    if value and limits["queries"] != limits["keys"]:
+        raise TraitError(f"show_text: the text view needs self-attention (the same tokens as queries and "
+                         f"keys), got {limits['queries']} x {limits['keys']}; expected False")
+    return value
 
 
 def _threshold(value: float, _limits: dict[str, Any]) -> float:
@@ -96,6 +113,8 @@ RULES: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
     "layer": lambda v, lim: _index("layer", v, lim["layers"]),
     "head": lambda v, lim: _index("head", v, lim["heads"]),
     "query": _query,
+    "step": _step,
+    "show_text": _show_text,
     "threshold": _threshold,
     "top_k": _top_k,
     "mode": _mode,

@@ -126,12 +126,76 @@ def comparison_messages(
 
 
 def metrics_message(pm: PanelMetrics, state: dict[str, Any], typical: dict | None) -> dict[str, Any]:
-    """:meth:`PanelMetrics.at` of the shown map, its ``kind``, its ``view`` and, with a corpus,
-    ``typical`` (the head's median and quartiles over the corpus)."""
+    """:meth:`PanelMetrics.at` of the shown map, its ``kind``, its ``view``; with a corpus,
+    ``typical`` (the head's median and quartiles over the corpus); with a ``generation`` in
+    ``state`` and a query that chose a generated token, ``step`` (:func:`step_block`)."""
     out = pm.at(state["threshold"], state["query"], min(state["top_k"], pm.shape[1]))
     if typical is not None:
         out["typical"] = typical
+    step = step_of_query(state["query"], state.get("generation", {}))
+    if step is not None:
+        out["step"] = step_block(pm, step, state["generation"], state["top_k"])
     return {**out, "kind": _KINDS[state["mode"]], "view": reply_view(state)}
+
+
+def record_traits(maps: AttentionMaps, gen: Any) -> dict[str, Any]:
+    """The traits a record fixes for the life of a view: its sizes, its tokens' display forms
+    (invisible characters named here too: they may come from the caller) and ``generation``."""
+    return {"n_layers": maps.n_layers, "n_heads": maps.n_heads,
+            "query_tokens": [show_invisible(t) for t in maps.query_display],
+            "key_tokens": [show_invisible(t) for t in maps.key_display], "generation": generation_info(gen)}
+
+
+def generation_info(gen: Any) -> dict[str, Any]:
+    """The ``generation`` trait: ``prompt_length`` (P, the first generated position), ``n_new``,
+    ``greedy``, ``seed`` and ``cached`` of a :class:`attnwidget.generate.Generation`; ``{}`` for None."""
+    if gen is None:
+        return {}
+    return {"prompt_length": gen.prompt_length, "n_new": gen.n_new, "greedy": bool(gen.greedy),
+            "seed": int(gen.seed), "cached": bool(gen.cached)}
+
+
+def query_of_step(step: int | None, generation: dict[str, Any]) -> int | None:
+    """The query row that chose step ``step``'s token: ``prompt_length + step - 1`` (None for None)."""
+    return None if step is None else generation["prompt_length"] + step - 1
+
+
+def step_of_query(query: int | None, generation: dict[str, Any]) -> int | None:
+    """The step whose token query row ``query`` chose, or None (no generation, no query, a prompt
+    row before P - 1, or the last row, whose prediction was never used)."""
+    if not generation or query is None:
+        return None
+    step = query - generation["prompt_length"] + 1
+    return step if 0 <= step < generation["n_new"] else None
+
+
+def step_block(pm: PanelMetrics, step: int, generation: dict[str, Any], k: int) -> dict[str, Any]:
+    """The metrics' ``step`` block for the shown map: ``step``, ``query`` (the row that chose the
+    token), ``position`` (of the token written), and :func:`attnwidget.generate.step_summary`
+    of that row (``top_k``, ``top_k_weights``, ``prompt_share``, ``generated_share``); for one
+    head it equals :meth:`Generation.step` without the token text."""
+    from attnwidget.generate import step_summary
+
+    q = query_of_step(step, generation)
+    return {"step": step, "query": q, "position": q + 1,
+            **step_summary(pm.weights[q], q, generation["prompt_length"], k)}
+
+
+def text_row_message(pm: PanelMetrics, received: Any, query: int | None, vmax: float, scale: str,
+                     view: dict[str, Any]) -> dict[str, Any]:
+    """The text view's shading as one uint8 row ``[1, K]`` (the panel's codec): with a query, its
+    row of the map on the panel's colour range ``vmax`` (so at pool 1 the levels equal the map
+    row's); without, ``received`` ``[K]`` (the attention each key receives) on its own range
+    (0..its largest for ``auto``, 0..1 for ``fixed``). ``view``: the picture's key plus ``query``."""
+    if query is None:
+        values, visible = np.asarray(received, dtype=np.float32), None
+        vmax = colour_top(values, scale)
+    else:
+        values = pm.weights[query].numpy()
+        vis = pm.visible()
+        visible = None if vis is None else vis[query]
+    return encode_panel(values[None], vmax=vmax, visible=None if visible is None else visible[None],
+                        view={**view, "query": query}, kind="received" if query is None else "query")
 
 
 def atlas_message(maps: AttentionMaps, layer_index: int, corpus: Any = None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import torch
 
 from attnwidget._messages import atlas_message, overview_message
 from attnwidget.maps import AttentionMaps
-from attnwidget.metrics import PanelMetrics, attention_rollout
+from attnwidget.metrics import PanelMetrics, attention_received, attention_rollout
 
 #: Metrics objects and encoded panels are kept up to this many bytes of their own.
 METRICS_CACHE_BYTES = 512 * 2**20
@@ -51,6 +51,7 @@ class PanelStore:
         self.generation = 0
         self._metrics: OrderedDict[Key, PanelMetrics] = OrderedDict()
         self._encoded: dict[tuple, dict[str, Any]] = {}  # (*key, scale) -> overview message
+        self._received: dict[Key, np.ndarray] = {}  # key -> attention each key receives [K]
         self._lock = threading.RLock()  # guards both against the worker thread
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
@@ -99,6 +100,18 @@ class PanelStore:
             self._encoded[ekey] = msg
         return msg
 
+    def received(self, key: Key) -> np.ndarray:
+        """float32 ``[K]``: the mean weight each key receives over the map's non-empty rows
+        (:func:`attnwidget.metrics.attention_received`), cached: the text view's shading with
+        no query selected."""
+        with self._lock:
+            if key in self._received:
+                return self._received[key]
+        out = attention_received(self.metrics(key).weights).astype(np.float32)
+        with self._lock:
+            self._received[key] = out
+        return out
+
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._metrics
@@ -129,6 +142,8 @@ class PanelStore:
                 # the evicted map's overviews, and any the worker encoded for maps evicted meanwhile
                 for enc in [k for k in self._encoded if k[:4] not in self._metrics]:
                     del self._encoded[enc]
+                for k in [k for k in self._received if k not in self._metrics]:
+                    del self._received[k]
 
     def replace(self, maps: AttentionMaps) -> None:
         """Show another record (an ablation re-run): a new generation, nothing cached kept."""
@@ -137,6 +152,7 @@ class PanelStore:
             self.generation += 1
             self._metrics.clear()
             self._encoded.clear()
+            self._received.clear()
             self._rollout = None
 
     # ------------------------------------------------------------------ the worker
@@ -215,6 +231,7 @@ class PanelStore:
         with self._lock:
             self._metrics.clear()
             self._encoded.clear()
+            self._received.clear()
             self.maps = self._rollout = self.corpus = None
 
     @property

@@ -67,8 +67,25 @@ class ViewSource:
 
 
 def open_record(model: Any, text: Any, tokenizer: Any, source: Any,
-                options: dict[str, Any]) -> tuple[AttentionMaps, ViewSource | None]:
-    """The record a view shows and, when it came from a model, how to run the model again."""
+                options: dict[str, Any]) -> tuple[AttentionMaps, ViewSource | None, Any]:
+    """The record a view shows; when it came from a model, how to run the model again; and the
+    :class:`attnwidget.generate.Generation` when ``options`` hold ``generate=N`` (else None).
+
+    ``generate``, ``greedy`` and ``seed`` are taken out of ``options``: with ``generate=N``
+    the model writes N tokens after the prompt ``text`` (:func:`generate_attention`).
+    """
+    options = dict(options)
+    n_new, greedy, seed = (options.pop(name, default) for name, default in GENERATE_OPTIONS.items())
+    if n_new is None:
+        if (greedy, seed) != (GENERATE_OPTIONS["greedy"], GENERATE_OPTIONS["seed"]):
+            raise TypeError(f"greedy/seed: only used with generate=N (tokens to generate), got "
+                            f"greedy={greedy!r}, seed={seed!r} without generate=")
+    else:
+        if isinstance(model, AttentionMaps) or source is not None:
+            got = "a record" if source is None else "source="
+            raise TypeError("generate: needs a causal LM and a prompt, as AttentionView(model, prompt, "
+                            f"tokenizer=tok, generate=N); got {got}")
+        return open_generation(model, text, tokenizer, n_new, greedy, seed, options)
     if isinstance(model, AttentionMaps):
         if text is not None or tokenizer is not None or source is not None or options:
             extra = sorted(options) + [
@@ -97,7 +114,33 @@ def open_record(model: Any, text: Any, tokenizer: Any, source: Any,
     # not caught by AttentionMaps itself (a record may be analysed in pieces); the view's
     # caches and the browser's budget need a bound (see attnwidget.maps.check_size)
     check_size(*maps.shape, "maps")
-    return maps, how
+    return maps, how, None
+
+
+#: The generation options of ``AttentionView(model, prompt, ..., generate=N, greedy=, seed=)``
+#: and their defaults (those of :func:`attnwidget.generate.generate_attention`).
+GENERATE_OPTIONS: dict[str, Any] = {"generate": None, "greedy": True, "seed": 0}
+
+
+def open_generation(model: Any, prompt: Any, tokenizer: Any, n_new: Any, greedy: bool, seed: int,
+                    options: dict[str, Any]) -> tuple[AttentionMaps, ViewSource, Any]:
+    """The model writes ``n_new`` tokens after ``prompt``; the record of prompt + generated tokens,
+    how to re-run the model on that final sequence (ablation), and the
+    :class:`~attnwidget.generate.Generation`. Bad input is refused before any forward."""
+    from attnwidget.extract.huggingface import is_hf_model
+    from attnwidget.generate import generate_attention
+
+    if prompt is None:
+        raise TypeError("prompt: generate=N needs a prompt (text or token ids) after the model")
+    gen = generate_attention(model, prompt, tokenizer, n_new, greedy=greedy, seed=seed, **options)
+    if is_hf_model(model):  # re-runs see the generated ids themselves, not a re-tokenised text
+        how = ViewSource(model, gen.token_ids.unsqueeze(0), tokenizer, {})
+    else:  # the tiny LM: its character tokenizer gives back the same ids
+        from attnwidget.tinylm import CharTokenizer
+
+        tok = tokenizer if tokenizer is not None else CharTokenizer()
+        how = ViewSource(model, tok.decode(gen.token_ids.tolist()), tok, {})
+    return gen.maps, how, gen
 
 
 def corpus_summary(corpus: Any, maps: AttentionMaps) -> Any:

@@ -75,23 +75,35 @@ class Generation:
         ``prompt_share`` and ``generated_share``: the row's weight on prompt keys and on
         earlier generated keys (they sum to 1).
         """
-        from attnwidget.metrics import panel_metrics
-
         q = self.step_row(step)
         row = self.maps.head(layer, head)[q]  # [T], zero beyond q (causal)
-        detail = panel_metrics(row[None, : q + 1], 0.1, query=0, k=k)["query"]
-        prompt = float(row[: self.prompt_length].sum())
-        return {
-            "token": self.maps.query_display[q + 1], "position": q + 1, "query": q,
-            "top_k": detail["top_k"], "top_k_weights": detail["top_k_weights"],
-            "prompt_share": prompt, "generated_share": float(row[self.prompt_length:].sum()),
-        }
+        return {"token": self.maps.query_display[q + 1], "position": q + 1, "query": q,
+                **step_summary(row, q, self.prompt_length, k)}
 
     def shares(self, layer: int = -1) -> np.ndarray:
         """Per head and step, the share of the choosing row's weight on the prompt, ``[H, n_new]``."""
         w = self.maps.layer(layer)  # [H, T, T]
         rows = [self.step_row(i) for i in range(self.n_new)]
         return w[:, rows, : self.prompt_length].sum(-1)
+
+
+def step_summary(row: Any, query: int, prompt_length: int, k: int = 5) -> dict[str, Any]:
+    """What one query row of a generation looked at: its top-k keys and where its weight lies.
+
+    ``row``: the weights ``[T]`` of query ``query`` (causal: keys ``0..query`` count);
+    ``prompt_length``: P, the first generated position. Returns ``top_k`` keys and
+    ``top_k_weights`` (strongest first, ties to the lower position, at most ``query + 1``
+    of them), ``prompt_share`` (weight on keys ``0..P-1``) and ``generated_share``
+    (on keys ``P..``), which sum to the row's total (1 for softmax attention).
+    The widget's step block and :meth:`Generation.step` both come from here.
+    """
+    from attnwidget.metrics import panel_metrics
+
+    row = np.asarray(row, dtype=np.float32)
+    detail = panel_metrics(row[None, : query + 1], 0.1, query=0, k=min(k, query + 1))["query"]
+    return {"top_k": detail["top_k"], "top_k_weights": detail["top_k_weights"],
+            "prompt_share": float(row[:prompt_length].sum()),
+            "generated_share": float(row[prompt_length:].sum())}
 
 
 def _check_n_new(n_new: Any) -> int:
@@ -287,4 +299,4 @@ def _generate_tiny(
     return Generation(maps, ids, P, greedy, seed, cached=False)
 
 
-__all__ = ["Generation", "generate_attention"]
+__all__ = ["Generation", "generate_attention", "step_summary"]

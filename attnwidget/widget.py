@@ -4,25 +4,22 @@ Traits, validators, the public methods, and which trait change needs which
 message (:attr:`AttentionView._WHAT_CHANGES`). The rest of the widget layer
 lives in its own rooms:
 
-* :mod:`attnwidget._view_source`: the record from a model, a text or a source;
-  ablated re-runs of the model;
+* :mod:`attnwidget._view_source`: the record from a model, a text, a source or a
+  generation; ablated re-runs of the model;
+* :mod:`attnwidget._view_records`: the methods on the record (sweep, compare, export,
+  the ablated re-run);
 * :mod:`attnwidget._panels`: each map's metrics and encoded overview, cached
   under a byte budget, prefetched and the thumbnails built in a worker thread;
 * :mod:`attnwidget._messages`: the one reply key and every message's payload;
 * :mod:`attnwidget._codec`: every byte; ``js/src``: the drawing.
 
-Transport (``docs/DESIGN.md``): the shown map goes as one binary ``panel``
-(max-pooled to at most :data:`OVERVIEW_SIDE` cells a side), the heads of the
-layer as one binary ``atlas`` of thumbnails, a zoomed window at full
-resolution as ``detail``; ``metrics`` is a small JSON dict. Each of them
-carries the view state it belongs to, so the browser never shows an old reply
-as current.
+Transport: ``docs/DESIGN.md``. Every message carries the view state it belongs to,
+so the browser never shows an old reply as current.
 """
 
 from __future__ import annotations
 
 import typing
-from pathlib import Path
 from typing import Any
 
 import anywidget
@@ -31,15 +28,15 @@ import traitlets
 from attnwidget import _checks, _panels
 from attnwidget import _messages as msg
 from attnwidget._messages import COLORMAPS, DETAIL_SIDE, OVERVIEW_SIDE, SCALES, THUMB_SIDE, VIEW_MODES
+from attnwidget._view_records import RecordMethods
 from attnwidget._view_source import ViewSource, bundle, corpus_summary, open_record
 from attnwidget.maps import CAPTION_TEXT_CHARS, AttentionMaps
-from attnwidget.tokens import show_invisible
 
 __all__ = ["CAPTION_TEXT_CHARS", "COLORMAPS", "DETAIL_SIDE", "OVERVIEW_SIDE", "SCALES", "THUMB_SIDE",
            "VIEW_MODES", "AttentionView"]
 
 
-class AttentionView(anywidget.AnyWidget):
+class AttentionView(RecordMethods, anywidget.AnyWidget):
     """Attention maps on a canvas, with layer/head/threshold sliders and live metrics.
 
     ``AttentionView(model, text, tokenizer=None, **extract_options)`` extracts
@@ -55,6 +52,11 @@ class AttentionView(anywidget.AnyWidget):
     or folder, summarised here) of the same model: each head thumbnail's badge and
     the metrics of a head then carry ``typical``, the head's median and quartiles
     over the corpus, next to this text's value.
+
+    ``AttentionView(model, prompt, tokenizer=tok, generate=N, greedy=True, seed=0)``: the causal
+    LM writes N tokens (:func:`attnwidget.generate.generate_attention`; bad input is refused
+    before any forward) and the view shows prompt + generated tokens, with a step control
+    (``step``), the generation start marked, and the text view on.
 
     Every state trait syncs both ways (sliders move the attribute, setting the
     attribute moves the slider); ``metrics`` is recomputed in Python on every
@@ -74,6 +76,13 @@ class AttentionView(anywidget.AnyWidget):
     """float in 0..1: weights strictly below it are dimmed and counted as sparse."""
     query = traitlets.Int(None, allow_none=True).tag(sync=True)
     """int or None: the selected query row (its top-k and profile are in ``metrics['query']``)."""
+    step = traitlets.Int(None, allow_none=True).tag(sync=True)
+    """int or None: the generated token selected, 0..n_new-1 (generation views only). Step ``i`` is the
+    token at position ``prompt_length + i``, chosen by query row ``prompt_length + i - 1``: setting it
+    selects that query, and a query that chose no generated token makes it None
+    (``metrics['step']``: its top-k keys and its weight on the prompt vs on generated text)."""
+    show_text: bool = traitlets.Bool(False).tag(sync=True)  # type: ignore[assignment]
+    """bool: the text view under the map (self-attention only; on by default for a generation)."""
     mode = traitlets.Unicode("head").tag(sync=True)
     """str: ``head`` (one head), ``grid`` (all heads of the layer), ``average`` (mean of the
     layer's heads, labelled as an average) or ``rollout`` (attention rollout up to the layer)."""
@@ -125,6 +134,14 @@ class AttentionView(anywidget.AnyWidget):
     """dict: this map minus the comparison's, symmetric range ``[-vmax, vmax]``, or empty."""
     caption_b = traitlets.Unicode("", read_only=True).tag(sync=True)
     """str: what the comparison record is."""
+    generation = traitlets.Dict(read_only=True).tag(sync=True)
+    """dict: ``prompt_length`` (P, the first generated position), ``n_new``, ``greedy``, ``seed``,
+    ``cached`` of a view built with ``generate=N``; empty otherwise."""
+    text_row = traitlets.Dict(read_only=True).tag(sync=True)
+    """dict: the text view's shading as one binary uint8 row ``[1, T]`` (the panel's codec): the selected
+    query's row on the panel's colour range, or without a query the attention each token receives
+    (``kind``: ``query`` or ``received``); its ``view`` is the picture's key plus ``query``. Empty when
+    ``show_text`` is off."""
     sweep_scores = traitlets.Dict(read_only=True).tag(sync=True)
     """dict: ``{"score": [L][H] (None where not swept), "metric", "mode"}`` from :meth:`sweep`, or empty;
     the head strip shows each head's score."""
@@ -134,9 +151,9 @@ class AttentionView(anywidget.AnyWidget):
         source: Any = None, corpus: Any = None,
         layer: int = 0, head: int = 0, threshold: float = 0.1, query: int | None = None,
         mode: str = "head", colormap: str = "viridis", scale: str = "auto", top_k: int = 5,
-        **extract_options: Any,
+        step: int | None = None, show_text: bool | None = None, **extract_options: Any,
     ) -> None:
-        maps, how = open_record(model, text, tokenizer, source, extract_options)
+        maps, how, gen = open_record(model, text, tokenizer, source, extract_options)
         self._how: ViewSource | None = how  # how to run the model again (None for a record)
         self._corpus = corpus_summary(corpus, maps)
         self._original = maps
@@ -147,18 +164,18 @@ class AttentionView(anywidget.AnyWidget):
         self._dirty: set[str] = set()
         super().__init__()
         with self.hold_trait_notifications():
-            self.set_trait("n_layers", maps.n_layers)
-            self.set_trait("n_heads", maps.n_heads)
-            # display forms may come from the caller: name invisible characters here too
-            self.set_trait("query_tokens", [show_invisible(t) for t in maps.query_display])
-            self.set_trait("key_tokens", [show_invisible(t) for t in maps.key_display])
+            for name, value in msg.record_traits(maps, gen).items():
+                self.set_trait(name, value)
         self._batch += 1
         try:
             self.layer, self.head, self.threshold, self.query = layer, head, threshold, query
             self.mode, self.colormap, self.scale, self.top_k = mode, colormap, scale, top_k
+            self.show_text = gen is not None if show_text is None else show_text
+            if step is not None:
+                self.step = step
         finally:
             self._batch -= 1
-        self._dirty = {"atlas", "panel", "metrics"}
+        self._dirty = {"atlas", "panel", "metrics", "text_row"}
         self._flush()
         self.on_msg(self._on_message)
 
@@ -208,7 +225,8 @@ class AttentionView(anywidget.AnyWidget):
     def _valid(self, proposal: dict[str, Any]) -> Any:
         # the rules and their messages: attnwidget._checks (sizes from traits: a closed view has none)
         limits = {"layers": self.n_layers, "heads": self.n_heads, "queries": len(self.query_tokens),
-                  "keys": len(self.key_tokens), "model": self._how is not None}
+                  "keys": len(self.key_tokens), "model": self._how is not None,
+                  "steps": self.generation.get("n_new", 0)}
         return _checks.check(proposal["trait"].name, proposal["value"], limits)
 
     # ------------------------------------------------------------------ updates
@@ -219,7 +237,8 @@ class AttentionView(anywidget.AnyWidget):
         "mode": {"panel", "metrics", "detail"},
         "scale": {"panel", "detail"},
         "threshold": {"metrics"},
-        "query": {"metrics"},
+        "query": {"metrics", "text_row"},
+        "show_text": {"text_row"},
         "top_k": {"metrics"},
         "viewport": {"detail"},
         "ablated": {"ablation"},
@@ -256,6 +275,8 @@ class AttentionView(anywidget.AnyWidget):
                 self._send_panel()
             if "metrics" in dirty:
                 self.set_trait("metrics", msg.metrics_message(self._shown(), self._state(), self._typical()))
+            if "text_row" in dirty or "panel" in dirty:
+                self._send_text_row()
             if "detail" in dirty or "panel" in dirty:
                 self.set_trait("detail", msg.detail_message(self._shown(), self.viewport, self.scale,
                                                             self._view()))
@@ -270,6 +291,26 @@ class AttentionView(anywidget.AnyWidget):
             self._show_error(exc)
             raise
 
+    @traitlets.observe("step", "query")
+    def _step_or_query(self, change: dict[str, Any]) -> None:
+        # step and query name one row of a generation (query = prompt_length + step - 1); a step
+        # cleared by the user clears its query, one cleared because the query moved does not
+        gen, new, old = self.generation, change["new"], change["old"]
+        if change["name"] == "query":
+            self.step = msg.step_of_query(new, gen)
+        elif new is not None:
+            self.query = msg.query_of_step(new, gen)
+        elif self.query == msg.query_of_step(old, gen):
+            self.query = None
+
+    def _send_text_row(self) -> None:
+        query, row = self.query, {}
+        if self.show_text:  # on the panel's colour range: at pool 1 its levels equal the map row's
+            received = self._panels.received(self._key()) if query is None else None
+            row = msg.text_row_message(self._shown(), received, query, self.panel["vmax"], self.scale,
+                                       self._view())
+        self.set_trait("text_row", row)
+
     def _set_atlas(self, atlas: dict[str, Any]) -> None:
         self.set_trait("atlas", atlas)
 
@@ -278,7 +319,8 @@ class AttentionView(anywidget.AnyWidget):
 
     def _state(self) -> dict[str, Any]:
         return {"mode": self.mode, "layer": self.layer, "head": self.head, "ablated": self.ablated,
-                "threshold": self.threshold, "query": self.query, "top_k": self.top_k}
+                "threshold": self.threshold, "query": self.query, "top_k": self.top_k,
+                "generation": self.generation}
 
     def _view(self) -> dict[str, Any]:
         return msg.panel_view(self.mode, self.layer, self.head, self.ablated)
@@ -295,94 +337,7 @@ class AttentionView(anywidget.AnyWidget):
             return None
         return self._corpus.typical(self.layer, self.head)  # this head over the corpus
 
-    def _send_panel(self) -> None:
-        other = self._comparison() if self.compare else None
-        if other is not None and self.mode in msg.COMPARED_MODES:
-            b = msg.comparison_maps(other[0], self.mode, self.layer, self.head)
-            traits = msg.comparison_messages(self._shown(), b, other[1], self.scale, self._view())
-        else:
-            overview = self._panels.overview(self._key(), self.scale)
-            traits = {"panel": {**overview, "view": self._view()}, "panel_b": {}, "panel_diff": {},
-                      "caption_b": "" if other is None else msg.NOT_COMPARED}
-        traits["caption"] = msg.view_caption(self.maps, self.mode, self.layer, self.head)
-        for name, value in traits.items():
-            self.set_trait(name, value)
-
-    def _comparison(self) -> tuple[AttentionMaps, str] | None:
-        if self._other is not None:
-            return self._other
-        if self.ablated:
-            return self._original, "original (no head ablated)"
-        return None
-
-    def _apply_ablation(self) -> None:
-        """Re-run the model with the ablated heads switched off (or restore the original)."""
-        if not self.ablated:
-            maps, effect = self._original, {}
-        else:
-            try:
-                maps, effect = self._how.ablated(self.ablated, self.ablation_mode, self._original)  # type: ignore[union-attr]
-            except BaseException:
-                # the model failed: the controls go back to the heads really ablated, so
-                # nothing claims a state that was never computed (the error shows as status)
-                self._batch += 1
-                try:
-                    self.ablated = self._ablated_now
-                finally:
-                    self._batch -= 1
-                self._dirty.discard("ablation")
-                raise
-        self.set_trait("effect", effect)
-        self._ablated_now = [list(p) for p in self.ablated]
-        self._panels.replace(maps)
-
     # ------------------------------------------------------------------ public methods
-    def sweep(self, mode: str = "zero", progress: bool = True) -> Any:
-        """Ablate every head on its own (:func:`attnwidget.ablate.ablation_sweep`); returns ``[L, H]``.
-
-        The scores also go to the view: each head thumbnail shows its own.
-        """
-        if self._how is None:
-            raise ValueError("sweep: this view shows a record, not a model; build it from a model")
-        res = self._how.sweep(mode, progress)
-        self.set_trait("sweep_scores", msg.sweep_message(res["score"], res["metric"], mode))
-        return res["score"]
-
-    def export(self, path: str | Path, scale: float = 2.0) -> Path:
-        """Save what the view shows (same max-pooled map, threshold, colormap and colour range,
-        caption as title) as ``.html`` (offline), ``.png`` or ``.svg``; see
-        :func:`attnwidget.plots.export`."""
-        from attnwidget import plots
-
-        maps, pm = self.maps, self._shown()
-        # the same overview, colour range and masking as the panel the browser draws
-        fig = plots.matrix_figure(
-            pm.weights.numpy(), maps.query_display, maps.key_display, self.caption, palette=self.colormap,
-            vmax=msg.colour_top(pm.weights, self.scale), threshold=self.threshold or None,
-            visible=pm.visible(), max_side=OVERVIEW_SIDE,
-        )
-        return plots.export(fig, path, scale=scale, title=self.caption)
-
-    def compare_with(self, other: AttentionMaps, label: str = "other record") -> None:
-        """Show ``other`` beside this record under the same sliders, with the difference A − B.
-
-        ``other`` needs the same layers and heads; the difference map also needs
-        the same number of tokens. Turns ``compare`` on.
-        """
-        if not isinstance(other, AttentionMaps):
-            raise TypeError(f"other: expected an AttentionMaps, got {type(other).__name__}")
-        if other.shape[:2] != self.maps.shape[:2]:
-            raise ValueError(
-                f"other: expected {self.maps.shape[0]} layers x {self.maps.shape[1]} heads like "
-                f"this view, got {other.shape[0]} x {other.shape[1]}"
-            )
-        self._other = (other, str(label))
-        if self.compare:
-            self._dirty.add("panel")
-            self._flush()
-        else:
-            self.compare = True
-
     def close(self) -> None:
         """Close the view in every front end, stop the worker and let go of the record and caches.
 

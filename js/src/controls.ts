@@ -99,7 +99,8 @@ function withTypical(value: string, t: unknown): string {
   return `${value} · typical ${fmt(median)} (${fmt(q25)}–${fmt(q75)})`;
 }
 
-function row(table: HTMLElement, key: string, label: string, value: string): void {
+/** One labelled row of a metrics table (text only). */
+export function row(table: HTMLElement, key: string, label: string, value: string): void {
   const tr = document.createElement("tr");
   tr.dataset.key = key;
   const th = document.createElement("th");

@@ -22,6 +22,10 @@ export interface ViewState {
   // the numbers: the shown map's metrics, an ablation's effect, a sweep's score per head
   metrics: Metrics; effect: Effect;
   sweep_scores: { score?: (number | null)[][]; metric?: string; mode?: string };
+  // a generation (generate=N): the selected step, the text view, its shading row
+  step: number | null; show_text: boolean;
+  generation: { prompt_length?: number; n_new?: number; greedy?: boolean; seed?: number; cached?: boolean };
+  text_row: (PanelMessage & { kind?: string; view?: Record<string, unknown> }) | Empty;
 }
 
 /** Every synced trait, same names as in Python (tests/test_package.py checks both lists agree). */
@@ -29,7 +33,7 @@ export const STATE_KEYS: (keyof ViewState)[] = [
   "layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k", "viewport",
   "n_layers", "n_heads", "panel", "detail", "atlas", "metrics", "query_tokens", "key_tokens",
   "caption", "status", "ablated", "ablation_mode", "compare", "effect", "panel_b", "panel_diff",
-  "caption_b", "sweep_scores",
+  "caption_b", "sweep_scores", "step", "show_text", "generation", "text_row",
 ];
 
 /** View modes, colormaps and colour scales offered by the controls (protocol.json). */

@@ -6,8 +6,10 @@ import { badgeText, button, fmt, renderEffect, renderMetrics, select, type Slide
 import {
   drawGrid, drawHeatmap, drawRowPlot, drawThumb, fullViewport, type GridLayout, type Layout, type Theme, type Viewport,
 } from "./heatmap";
+import { generationOf, markGenerationStart, markThumbRows, paintText, renderStep, type StepBlock, syncStep } from "./generation";
 import { NO_REPLY_MS } from "./link";
 import { COLORMAP_NAMES, current, HEAD_MODES, MODES, type Model, panelKey, replyKey, SCALES, stateKey } from "./state";
+import { buildTextView, type TextView } from "./textview";
 
 /** Side, in CSS pixels, of a head thumbnail in the strip under the map. */
 const THUMB_PX = 56;
@@ -32,7 +34,7 @@ function canvasOf(className: string): HTMLCanvasElement {
 
 /** Every element of the view, made once by buildView. */
 export interface Parts {
-  layer: Slider; head: Slider; threshold: Slider;
+  layer: Slider; head: Slider; threshold: Slider; step: Slider; text: TextView;
   mode: { input: HTMLSelectElement }; colormap: { input: HTMLSelectElement }; scale: { input: HTMLSelectElement };
   compareInput: HTMLInputElement; ablateButton: HTMLButtonElement; saveButton: HTMLButtonElement;
   offline: HTMLDivElement; status: HTMLDivElement; plot: HTMLDivElement; canvas: HTMLCanvasElement;
@@ -41,12 +43,14 @@ export interface Parts {
   effectBox: HTMLDivElement; metricsBox: HTMLDivElement; strip: HTMLDivElement; caption: HTMLDivElement;
 }
 
-function buildControls(): [HTMLDivElement, Pick<Parts, "layer" | "head" | "threshold" | "mode" | "colormap" | "scale"
+function buildControls(): [HTMLDivElement, Pick<Parts, "layer" | "head" | "threshold" | "step" | "mode" | "colormap" | "scale"
   | "compareInput" | "ablateButton" | "saveButton">] {
   const controls = div("aw-controls");
   const layer = slider("layer", "1");
   const head = slider("head", "1");
   const threshold = slider("threshold", "0.005");
+  const step = slider("step", "1"); // a generation's tokens (generation.ts shows it for one only)
+  step.box.style.display = "none";
   threshold.input.max = "1";
   const mode = select("mode", MODES);
   const colormap = select("colormap", COLORMAP_NAMES);
@@ -63,8 +67,8 @@ function buildControls(): [HTMLDivElement, Pick<Parts, "layer" | "head" | "thres
   ablateButton.type = "button";
   ablateButton.className = "aw-ablate";
   const saveButton = button("save", "save PNG");
-  controls.append(layer.box, head.box, threshold.box, mode.box, colormap.box, scale.box, compareBox, ablateButton, saveButton);
-  return [controls, { layer, head, threshold, mode, colormap, scale, compareInput, ablateButton, saveButton }];
+  controls.append(layer.box, head.box, threshold.box, step.box, mode.box, colormap.box, scale.box, compareBox, ablateButton, saveButton);
+  return [controls, { layer, head, threshold, step, mode, colormap, scale, compareInput, ablateButton, saveButton }];
 }
 
 /** Build the view's DOM inside `el`. */
@@ -92,12 +96,16 @@ export function buildView(el: HTMLElement): Parts {
   const compareArea = holding(div("aw-compare"), captionB, canvasB, diffTitle, canvasDiff);
   const metricsBox = div("aw-metrics");
   const effectBox = div("aw-effect");
-  const body = holding(div("aw-body"), plot, compareArea, holding(div("aw-side"), metricsBox, effectBox));
+  // the text view sits under the map in the map's own column: a taller metrics panel beside it
+  // never moves the tokens under a resting pointer (which would hover another token)
+  const text = buildTextView();
+  const mapColumn = holding(div("aw-map-column"), plot, text.box);
+  const body = holding(div("aw-body"), mapColumn, compareArea, holding(div("aw-side"), metricsBox, effectBox));
   const strip = div("aw-heads");
   const caption = div("aw-caption");
   el.append(controls, offline, status, body, strip, caption);
   return {
-    ...inputs, offline, status, plot, canvas, gridCanvas, tooltip, stale, compareArea, captionB, canvasB,
+    ...inputs, text, offline, status, plot, canvas, gridCanvas, tooltip, stale, compareArea, captionB, canvasB,
     canvasDiff, diffTitle, effectBox, metricsBox, strip, caption,
   };
 }
@@ -190,6 +198,7 @@ export function sync(parts: Parts, model: Model): void {
   parts.ablateButton.disabled = !headUsed;
   parts.status.textContent = model.get("status");
   parts.status.style.display = model.get("status") ? "" : "none";
+  syncStep(parts.step, model);
   for (let i = 0; i < parts.strip.childElementCount; i++) {
     (parts.strip.children[i] as HTMLElement).classList.toggle("aw-selected", i === model.get("head"));
   }
@@ -239,14 +248,19 @@ export function paint(el: HTMLElement, parts: Parts, shown: Shown, model: Model,
     }
   }
   paintComparison(parts, shown, model, th, inGrid);
+  const g = generationOf(model);
+  if (g && !inGrid) markGenerationStart(parts.canvas, shown.layout, g.P, th);
+  paintText(parts.text, model, th);
+  // with the text view on, "rendered" also waits for its shading of this state
+  const textOk = !model.get("show_text") || !!parts.text.box.dataset.shown;
   const metricsOk = replyKey(model.get("metrics").view) === stateKey(s);
   parts.metricsBox.classList.toggle("aw-is-stale", !metricsOk);
-  parts.stale.style.display = fresh && metricsOk ? "none" : "";
+  parts.stale.style.display = fresh && metricsOk && textOk ? "none" : "";
   parts.plot.classList.toggle("aw-is-stale", !fresh);
   // hooks for tests and benchmarks: every paint, and every paint where picture and numbers are current
   const key = stateKey(s);
   el.dispatchEvent(new CustomEvent("aw-painted", { bubbles: true, detail: { key, fresh, time: performance.now() } }));
-  if (fresh && metricsOk) {
+  if (fresh && metricsOk && textOk) {
     el.dataset.rendered = key;
     el.dispatchEvent(new CustomEvent("aw-rendered", { bubbles: true, detail: { key, time: performance.now() } }));
   }
@@ -257,6 +271,7 @@ export function showMetrics(parts: Parts, model: Model, th: Theme): void {
   const m = model.get("metrics");
   const rowPlot = renderMetrics(parts.metricsBox, m, model.get("key_tokens"), model.get("query_tokens"));
   if (rowPlot && m.query) drawRowPlot(rowPlot, m.query.row, m.query.top_k, th);
+  renderStep(parts.metricsBox, m.step as StepBlock | undefined, model.get("query_tokens"), generationOf(model)?.P ?? 0);
   renderEffect(parts.effectBox, model.get("effect"));
 }
 
@@ -296,4 +311,5 @@ export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, 
     box.title = `${b.name}: mean entropy ${b.entropy.toFixed(3)} nats, sharpness ${b.sharpness.toFixed(3)} (${b.grade})`;
   });
   strip.classList.toggle("aw-is-stale", a.layer !== model.get("layer"));
+  if (generationOf(model)) markThumbRows(strip, model.get("query"), model.get("query_tokens").length, THUMB_PX, th);
 }

@@ -1,0 +1,113 @@
+"""AttentionView's methods on its record: the ablated re-run of its model, the sweep of every
+head, the panel with a comparison record beside it, and the export of what it shows.
+
+A mixin of :class:`attnwidget.widget.AttentionView` (which holds the traits named
+here); split from ``widget.py`` so that each file of the widget layer keeps one job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from attnwidget import _messages as msg
+from attnwidget._messages import OVERVIEW_SIDE
+from attnwidget.maps import AttentionMaps
+
+
+class RecordMethods:
+    """Sweep, compare, export and ablation re-runs; the state lives in AttentionView's traits."""
+
+    # set by AttentionView.__init__: the record as first made, how to re-run its model, the
+    # record :meth:`compare_with` gave, the heads ablated in the record shown
+    _original: Any
+    _how: Any
+    _other: tuple[AttentionMaps, str] | None
+    _ablated_now: list[list[int]]
+
+    def _send_panel(self) -> None:
+        other = self._comparison() if self.compare else None
+        if other is not None and self.mode in msg.COMPARED_MODES:
+            b = msg.comparison_maps(other[0], self.mode, self.layer, self.head)
+            traits = msg.comparison_messages(self._shown(), b, other[1], self.scale, self._view())
+        else:
+            overview = self._panels.overview(self._key(), self.scale)
+            traits = {"panel": {**overview, "view": self._view()}, "panel_b": {}, "panel_diff": {},
+                      "caption_b": "" if other is None else msg.NOT_COMPARED}
+        traits["caption"] = msg.view_caption(self.maps, self.mode, self.layer, self.head)
+        for name, value in traits.items():
+            self.set_trait(name, value)
+
+    def _comparison(self) -> tuple[AttentionMaps, str] | None:
+        if self._other is not None:
+            return self._other
+        if self.ablated:
+            return self._original, "original (no head ablated)"
+        return None
+
+    def _apply_ablation(self) -> None:
+        """Re-run the model with the ablated heads switched off (or restore the original)."""
+        if not self.ablated:
+            maps, effect = self._original, {}
+        else:
+            try:
+                maps, effect = self._how.ablated(self.ablated, self.ablation_mode, self._original)  # type: ignore[union-attr]
+            except BaseException:
+                # the model failed: the controls go back to the heads really ablated, so
+                # nothing claims a state that was never computed (the error shows as status)
+                self._batch += 1
+                try:
+                    self.ablated = self._ablated_now
+                finally:
+                    self._batch -= 1
+                self._dirty.discard("ablation")
+                raise
+        self.set_trait("effect", effect)
+        self._ablated_now = [list(p) for p in self.ablated]
+        self._panels.replace(maps)
+
+    def sweep(self, mode: str = "zero", progress: bool = True) -> Any:
+        """Ablate every head on its own (:func:`attnwidget.ablate.ablation_sweep`); returns ``[L, H]``.
+
+        The scores also go to the view: each head thumbnail shows its own.
+        """
+        if self._how is None:
+            raise ValueError("sweep: this view shows a record, not a model; build it from a model")
+        res = self._how.sweep(mode, progress)
+        self.set_trait("sweep_scores", msg.sweep_message(res["score"], res["metric"], mode))
+        return res["score"]
+
+    def export(self, path: str | Path, scale: float = 2.0) -> Path:
+        """Save what the view shows (same max-pooled map, threshold, colormap and colour range,
+        caption as title) as ``.html`` (offline), ``.png`` or ``.svg``; see
+        :func:`attnwidget.plots.export`."""
+        from attnwidget import plots
+
+        maps, pm = self.maps, self._shown()
+        # the same overview, colour range and masking as the panel the browser draws
+        fig = plots.matrix_figure(
+            pm.weights.numpy(), maps.query_display, maps.key_display, self.caption, palette=self.colormap,
+            vmax=msg.colour_top(pm.weights, self.scale), threshold=self.threshold or None,
+            visible=pm.visible(), max_side=OVERVIEW_SIDE,
+        )
+        return plots.export(fig, path, scale=scale, title=self.caption)
+
+    def compare_with(self, other: AttentionMaps, label: str = "other record") -> None:
+        """Show ``other`` beside this record under the same sliders, with the difference A − B.
+
+        ``other`` needs the same layers and heads; the difference map also needs
+        the same number of tokens. Turns ``compare`` on.
+        """
+        if not isinstance(other, AttentionMaps):
+            raise TypeError(f"other: expected an AttentionMaps, got {type(other).__name__}")
+        if other.shape[:2] != self.maps.shape[:2]:
+            raise ValueError(
+                f"other: expected {self.maps.shape[0]} layers x {self.maps.shape[1]} heads like "
+                f"this view, got {other.shape[0]} x {other.shape[1]}"
+            )
+        self._other = (other, str(label))
+        if self.compare:
+            self._dirty.add("panel")
+            self._flush()
+        else:
+            self.compare = True

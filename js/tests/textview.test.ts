@@ -1,0 +1,107 @@
+import { describe, expect, it } from "vitest";
+import { LEVELS, MASKED, type PanelMessage } from "../src/codec";
+import { COLORMAPS } from "../src/colormaps";
+import { stepQuery } from "../src/generation";
+import { levelPalette, thresholdLevel } from "../src/heatmap";
+import { panelKey } from "../src/state";
+import { changedIndices, currentRow, TextSelection, textPalette } from "../src/textview";
+
+describe("text palette", () => {
+  it("gives every level the map's own colour, dimmed below the threshold the same way", () => {
+    const bg: [number, number, number] = [255, 255, 255];
+    for (const dim of [0, thresholdLevel(0.1, 0.4)]) {
+      const rgba = levelPalette(COLORMAPS.magma, dim, bg);
+      const { fill, ink } = textPalette(COLORMAPS.magma, dim, bg);
+      for (let level = 0; level <= LEVELS; level++) {
+        const [r, g, b] = rgba.subarray(4 * level, 4 * level + 3);
+        expect(fill[level]).toBe(`rgb(${r}, ${g}, ${b})`);
+        expect(["#000", "#fff"]).toContain(ink[level]);
+      }
+      // masked keys (after the query, causally) get no colour at all
+      expect(fill[MASKED]).toBe("");
+      expect(ink[MASKED]).toBe("");
+    }
+  });
+
+  it("reads: white text on magma's black end, black on its pale end, black on a dimmed cell", () => {
+    const { ink } = textPalette(COLORMAPS.magma, 100, [255, 255, 255]);
+    expect(ink[LEVELS]).toBe("#000"); // pale yellow
+    expect(ink[120]).toBe("#fff"); // a purple above the threshold
+    expect(ink[10]).toBe("#000"); // dimmed toward the white background
+  });
+});
+
+describe("changed indices", () => {
+  it("lists every index first, then only those whose level moved", () => {
+    const a = new Uint8Array([0, 5, 254, MASKED]);
+    expect(changedIndices(null, a)).toEqual([0, 1, 2, 3]);
+    expect(changedIndices(a, new Uint8Array([0, 6, 254, 3]))).toEqual([1, 3]);
+    expect(changedIndices(a, a.slice())).toEqual([]);
+  });
+});
+
+describe("hover and pin", () => {
+  it("selects on hover, restores the query from before on leave", () => {
+    const sel = new TextSelection();
+    expect(sel.hover(4, null)).toBe(4);
+    expect(sel.hover(4, 4)).toBeUndefined(); // same token: nothing to send
+    expect(sel.hover(7, 4)).toBe(7);
+    expect(sel.leave(7)).toBeNull(); // back to no query
+    expect(sel.hover(2, 12)).toBe(2);
+    expect(sel.leave(2)).toBe(12); // back to the step's query
+    expect(sel.leave(12)).toBeUndefined();
+  });
+
+  it("pins on click (hover and leave then do nothing), unpins on a second click", () => {
+    const sel = new TextSelection();
+    sel.hover(3, null);
+    expect(sel.click(3, 3)).toBeUndefined(); // already the query: only the pin changes
+    expect(sel.pinned).toBe(3);
+    expect(sel.hover(9, 3)).toBeUndefined();
+    expect(sel.leave(3)).toBeUndefined();
+    expect(sel.click(5, 3)).toBe(5); // another token: pinned there
+    expect(sel.pinned).toBe(5);
+    expect(sel.click(5, 5)).toBeUndefined(); // again: unpinned, still selected
+    expect(sel.pinned).toBeNull();
+    expect(sel.hover(6, 5)).toBe(6);
+    expect(sel.leave(6)).toBe(5); // leaving after unpinning keeps the token that was pinned
+  });
+
+  it("ends a pin when the query is moved elsewhere (step control, map, Python)", () => {
+    const sel = new TextSelection();
+    sel.click(3, null);
+    sel.follow(3);
+    expect(sel.pinned).toBe(3);
+    sel.follow(8);
+    expect(sel.pinned).toBeNull();
+  });
+});
+
+describe("current row", () => {
+  const view = { mode: "head", layer: 1, head: 2, ablated: [] as number[][] };
+  const msg = (query: number | null): PanelMessage & { view: Record<string, unknown> } => ({
+    buffer: new Uint8Array([10, 254, MASKED]), dtype: "uint8", shape: [1, 3], vmax: 0.5, view: { ...view, query },
+  });
+  const key = (v: Record<string, unknown>) => panelKey(v as typeof view);
+
+  it("decodes the row when it belongs to the shown map and query", () => {
+    const row = currentRow(msg(1), panelKey(view), 1, key);
+    expect(row && Array.from(row.levels)).toEqual([10, 254, MASKED]);
+    expect(row?.vmax).toBe(0.5);
+    expect(row?.cols).toBe(3);
+  });
+
+  it("refuses a row of another query, another head, or none", () => {
+    expect(currentRow(msg(1), panelKey(view), 2, key)).toBeNull();
+    expect(currentRow(msg(null), panelKey(view), 1, key)).toBeNull();
+    expect(currentRow(msg(1), panelKey({ ...view, head: 3 }), 1, key)).toBeNull();
+    expect(currentRow({}, panelKey(view), 1, key)).toBeNull();
+  });
+});
+
+describe("steps", () => {
+  it("maps step i to query prompt_length + i - 1 (attnwidget.generate)", () => {
+    expect(stepQuery(13, 0)).toBe(12);
+    expect(stepQuery(13, 6)).toBe(18);
+  });
+});
