@@ -110,6 +110,16 @@ export function paintText(tv: TextView, model: Model, th: Theme): void {
   tv.box.dataset.shown = rowNow ? JSON.stringify({ query, vmax: rowNow.vmax }) : "";
 }
 
+/** What a generation's traits need when they change: the step control, the selected row on the
+ *  thumbnails (redrawn, then marked), the text view. */
+export function generationHandlers(model: Model, ui: { sync(): void; draw(): void; showThumbs(): void }): [string, () => void][] {
+  const withThumbs = () => { ui.sync(); ui.showThumbs(); ui.draw(); };
+  return [
+    ["text_row", ui.draw], ["show_text", ui.draw], ["generation", withThumbs], ["step", ui.sync],
+    ["query", () => { if (generationOf(model)) ui.showThumbs(); }],
+  ];
+}
+
 type Listener = [EventTarget, string, EventListener, AddEventListenerOptions?];
 
 /** What the listeners need of the link and the view (interaction.ts's Link and Refresh). */

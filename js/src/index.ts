@@ -5,7 +5,7 @@
  *  view.ts        the DOM, the decoded messages, sync and paint
  *  interaction.ts the controls and the canvas's mouse and keys
  */
-import { generationListeners, generationOf } from "./generation";
+import { generationHandlers, generationListeners } from "./generation";
 import { canvasListeners, controlListeners, headPicker, type Refresh } from "./interaction";
 import { createLink } from "./link";
 import type { Model } from "./state";
@@ -62,9 +62,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     ["panel_b", ui.draw], ["panel_diff", ui.draw], ["caption_b", ui.draw],
     ["ablated", withThumbs], ["colormap", withThumbs], ["compare", syncAndDraw],
     ["sweep_scores", ui.showThumbs],
-    // a generation: the step control, the selected row on the thumbnails, the text view
-    ["text_row", ui.draw], ["show_text", ui.draw], ["generation", withThumbs], ["step", ui.sync],
-    ["query", () => { if (generationOf(model)) ui.showThumbs(); }],
+    ...generationHandlers(model, ui),
     ...SYNCED.map((name): [string, () => void] => [name, syncAndDraw]),
   ];
   // a change event that only undid an unsent user value is answered by putting it back
