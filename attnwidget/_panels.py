@@ -28,9 +28,10 @@ from attnwidget.metrics import PanelMetrics, attention_received, attention_rollo
 
 #: Metrics objects and encoded panels are kept up to this many bytes of their own.
 METRICS_CACHE_BYTES = 512 * 2**20
-#: Maps with more cells than this (768 x 768) get their neighbouring heads computed ahead of
-#: time in a worker thread, so that the next slider step finds them ready.
-PREFETCH_CELLS = 768 * 768
+#: Maps with more cells than this (128 x 128, about a millisecond of metrics) get the other
+#: heads of the shown layer computed ahead of time in a worker thread, nearest first, so that
+#: a slider step or a click on the head strip finds them ready.
+PREFETCH_CELLS = 128 * 128
 
 Key = tuple[str, int, "int | None", int]
 
@@ -112,6 +113,12 @@ class PanelStore:
             self._received[key] = out
         return out
 
+    def ready(self, key: Key) -> bool:
+        """True when the map's threshold-free metrics are computed (its numbers cost no more work)."""
+        with self._lock:
+            pm = self._metrics.get(key)
+        return pm is not None and pm.has_static()
+
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._metrics
@@ -162,9 +169,11 @@ class PanelStore:
         return self._executor
 
     def prefetch(self, layer: int, head: int, scale: str) -> list[Future]:
-        """Compute the heads next to ``head`` ahead of time (large maps only); returns their futures.
+        """Compute the other heads of ``layer`` ahead of time, nearest to ``head`` first (maps over
+        ``prefetch_cells`` only); returns their futures.
 
-        Earlier prefetches not started yet are cancelled (a running one finishes and is cached).
+        Earlier prefetches not started yet are cancelled (a running one finishes and is cached);
+        work already queued for the thumbnails runs first.
         """
         for fut in self._pending:
             fut.cancel()
@@ -174,7 +183,7 @@ class PanelStore:
         _, n_heads, Q, K = self.maps.shape
         if self.prefetch_cells >= Q * K:
             return []
-        for h in (head + 1, head - 1):
+        for h in sorted(range(n_heads), key=lambda h: (abs(h - head), h < head)):
             key = self.key("head", layer, h)
             if 0 <= h < n_heads and key not in self:
                 self._pending.append(self._worker().submit(self._warm, key, scale))
@@ -222,6 +231,16 @@ class PanelStore:
                 loop.call_soon_threadsafe(on_loop, f)
 
         fut.add_done_callback(hand_back)
+
+    def drop_caches(self) -> None:
+        """Forget every computed entry (metrics, overviews, rollout); the record stays."""
+        with self._lock:
+            for fut in self._pending:
+                fut.cancel()
+            self._metrics.clear()
+            self._encoded.clear()
+            self._received.clear()
+            self._rollout = None
 
     def close(self) -> None:
         """Stop the worker (queued work is cancelled) and let go of the record and every entry."""

@@ -87,7 +87,8 @@ class RecordMethods:
         # the same overview, colour range and masking as the panel the browser draws
         fig = plots.matrix_figure(
             pm.weights.numpy(), maps.query_display, maps.key_display, self.caption, palette=self.colormap,
-            vmax=msg.colour_top(pm.weights, self.scale), threshold=self.threshold or None,
+            vmax=msg.colour_top(pm.weights, self.scale),
+            threshold=(self.threshold if self.dim else 0) or None,
             visible=pm.visible(), max_side=OVERVIEW_SIDE,
         )
         return plots.export(fig, path, scale=scale, title=self.caption)

@@ -8,6 +8,7 @@ see the same sequence as the first extraction.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class ViewSource:
     tokenizer: Any
     options: dict[str, Any]
     sample: Any = None  # the inputs.Sample a view built from a source shows (its provenance)
+    base: Any = None  # attnwidget.ablate.unablated_run of the text, kept after the first ablation
+    rebuild: Any = None  # () -> the record again, for a view that let go of it (attnwidget._lifetime)
 
     def ablated(self, pairs: list[list[int]], mode: str,
                 original: AttentionMaps) -> tuple[AttentionMaps, dict]:
@@ -53,8 +56,12 @@ class ViewSource:
         heads: dict[int, list[int]] = {}
         for layer, head in pairs:
             heads.setdefault(layer, []).append(head)
+        if self.base is None:  # the unablated run every toggle is compared with, made once
+            from attnwidget.ablate import unablated_run
+
+            self.base = unablated_run(self.model, self.text, self.tokenizer)
         maps, effect = ablated_record(self.model, self.text, heads, self.tokenizer, mode=mode,
-                                      original=original, **self.options)
+                                      original=original, base=self.base, **self.options)
         if self.sample is not None:  # the re-run saw the same sequence: keep its provenance
             maps = maps.with_source(self.sample.source, text=self.sample.text)
         return maps, effect
@@ -105,12 +112,15 @@ def open_record(model: Any, text: Any, tokenizer: Any, source: Any,
         # ablation re-runs the model on the sample's ids; transformers models take the tokenizer
         # to label them, hook-based ones do not
         how = ViewSource(model, sample.input_ids.unsqueeze(0), tokenizer if is_hf_model(model) else None,
-                         options, sample)
+                         options, sample,
+                         rebuild=functools.partial(inputs.extract_sample, model, sample, tokenizer,
+                                                   **options))
     else:
         from attnwidget.extract import extract_attention
 
         maps = extract_attention(model, text, tokenizer, **options)
-        how = ViewSource(model, text, tokenizer, options)
+        how = ViewSource(model, text, tokenizer, options,
+                         rebuild=functools.partial(extract_attention, model, text, tokenizer, **options))
     # not caught by AttentionMaps itself (a record may be analysed in pieces); the view's
     # caches and the browser's budget need a bound (see attnwidget.maps.check_size)
     check_size(*maps.shape, "maps")

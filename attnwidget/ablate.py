@@ -292,6 +292,52 @@ def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool) ->
         return model(**inputs, output_attentions=attentions, output_hidden_states=True, return_dict=True)
 
 
+def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None) -> Any:
+    """The model's plain run on one input, kept small enough to hold next to a view.
+
+    What :func:`ablated_record` compares an ablation with (``base=``): the hidden
+    states, the next-token loss (causal LMs) and the last position's logits only,
+    not the whole ``[T, vocab]`` (100 MB for GPT-2 at 512 tokens).
+    """
+    import types
+
+    inputs = _prepare(model, text_or_inputs, tokenizer)
+    out = _run(model, inputs, False)
+    causal = _is_causal_lm(model, out)
+    loss = (_next_token_loss(out.logits, inputs["input_ids"], inputs.get("attention_mask"))
+            if causal else None)
+    logits = out.logits[:, -1:] if getattr(out, "logits", None) is not None else None
+    return types.SimpleNamespace(hidden_states=out.hidden_states, attentions=None, logits=logits,
+                                 loss_value=loss, causal=causal)
+
+
+@contextlib.contextmanager
+def _next_output(model: nn.Module) -> Iterator[dict[str, Any]]:
+    """``{"out": ...}``: the output of the model's next forward, with its hidden states asked for,
+    so that the forward that extracts an ablated record also measures the ablation's effect."""
+    import types
+
+    from attnwidget.extract.huggingface import is_hf_model
+
+    got: dict[str, Any] = {}
+    hf = is_hf_model(model)
+
+    def ask(_module, args, kwargs):
+        return (args, {**kwargs, "output_hidden_states": True}) if hf else None
+
+    def keep(_module, _args, _kwargs, output):
+        got["out"] = output if hf else types.SimpleNamespace(logits=output, hidden_states=None,
+                                                              attentions=None)
+
+    handles = [model.register_forward_pre_hook(ask, with_kwargs=True),
+               model.register_forward_hook(keep, with_kwargs=True)]
+    try:
+        yield got
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _next_token_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> float:
     """Mean cross-entropy (nats) of predicting token t+1 from position t, over real tokens."""
     logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)
@@ -337,11 +383,11 @@ def ablation_effect(model: nn.Module, text_or_inputs: Any, heads: Heads, tokeniz
 
 def _effect(
     model: nn.Module, inputs: dict[str, torch.Tensor], heads: Heads,
-    tokenizer: Any, mode: str, top_k: int, attention: bool, base: Any,
+    tokenizer: Any, mode: str, top_k: int, attention: bool, base: Any, abl: Any = None,
 ) -> dict[str, Any]:
-
-    with ablate_heads(model, heads, mode):
-        abl = _run(model, inputs, attention)
+    if abl is None:
+        with ablate_heads(model, heads, mode):
+            abl = _run(model, inputs, attention)
     mask = inputs.get("attention_mask")
     out: dict[str, Any] = {"heads": _check_heads(heads, attention_sites(model)), "mode": mode}
     hidden = [
@@ -357,7 +403,8 @@ def _effect(
     if _is_causal_lm(model, base):
         ids = inputs["input_ids"]
         out["metric"] = "next-token loss increase (nats)"
-        out["loss"] = _next_token_loss(base.logits, ids, mask)
+        loss = getattr(base, "loss_value", None)  # precomputed by unablated_run
+        out["loss"] = _next_token_loss(base.logits, ids, mask) if loss is None else loss
         out["loss_ablated"] = _next_token_loss(abl.logits, ids, mask)
         out["score"] = out["loss_ablated"] - out["loss"]
         tok = tokenizer
@@ -413,7 +460,7 @@ def ablation_sweep(
 
 
 def ablated_record(model: nn.Module, text_or_inputs: Any, heads: Heads, tokenizer: Any = None, *,
-                   mode: str = "zero", original: Any = None,
+                   mode: str = "zero", original: Any = None, base: Any = None,
                    **extract_options: Any) -> tuple[Any, dict[str, Any]]:
     """The attention record with ``heads`` ablated, and a JSON-ready summary of the effect.
 
@@ -423,14 +470,25 @@ def ablated_record(model: nn.Module, text_or_inputs: Any, heads: Heads, tokenize
     ``score`` and the metric's before/after values from :func:`ablation_effect`,
     plus ``attention_change`` (``[L][H]`` mean absolute change of each head's
     weights) and ``attention_change_by_layer`` (``[L]``).
+
+    ``base``: :func:`unablated_run` of the same input (run here when not given); a
+    view that toggles heads keeps it, so each toggle costs one forward: the ablated
+    one, which gives both the record and the effect.
     """
     from attnwidget.extract import extract_attention
 
     if original is None:
         original = extract_attention(model, text_or_inputs, tokenizer, **extract_options)
-    with ablate_heads(model, heads, mode):
+    if base is None:
+        base = unablated_run(model, text_or_inputs, tokenizer)
+    with ablate_heads(model, heads, mode), _next_output(model) as got:
         maps = extract_attention(model, text_or_inputs, tokenizer, **extract_options)
-    effect = ablation_effect(model, text_or_inputs, heads, tokenizer, mode=mode, attention=False)
+    inputs = _prepare(model, text_or_inputs, tokenizer)
+    abl = got.get("out")
+    if abl is not None and base.hidden_states is not None and (
+            abl.hidden_states is None or abl.hidden_states[0].shape != base.hidden_states[0].shape):
+        abl = None  # the extraction saw another sequence (truncation, a picked batch row): run again
+    effect = _effect(model, inputs, heads, tokenizer, mode, 5, False, base, abl)
     change = (maps.weights - original.weights).abs().mean(dim=(-2, -1)).double().numpy()  # [L, H]
     summary: dict[str, Any] = {
         "heads": [[layer, h] for layer, hs in effect["heads"].items() for h in hs],

@@ -228,7 +228,8 @@ def view_image(view: Any) -> Any:
     levels = np.frombuffer(bytes(panel["buffer"]), dtype=np.uint8).reshape(rows, cols)
     full_shape = tuple(panel.get("full_shape", (rows, cols)))
     return render(levels, full_shape=full_shape, pool=int(panel.get("pool", 1)), vmax=float(panel["vmax"]),
-                  colormap=view.colormap, threshold=float(view.threshold), caption=view.caption,
+                  colormap=view.colormap,
+                  threshold=float(view.threshold) if view.dim else 0.0, caption=view.caption,
                   query_tokens=view.query_tokens, key_tokens=view.key_tokens)
 
 

@@ -19,6 +19,8 @@ so the browser never shows an old reply as current.
 
 from __future__ import annotations
 
+import collections
+import time
 import typing
 from typing import Any
 
@@ -27,6 +29,7 @@ import traitlets
 
 from attnwidget import _checks, _panels
 from attnwidget import _messages as msg
+from attnwidget._lifetime import Lifetime
 from attnwidget._messages import COLORMAPS, DETAIL_SIDE, OVERVIEW_SIDE, SCALES, THUMB_SIDE, VIEW_MODES
 from attnwidget._view_records import RecordMethods
 from attnwidget._view_source import ViewSource, bundle, corpus_summary, open_record
@@ -36,7 +39,7 @@ __all__ = ["CAPTION_TEXT_CHARS", "COLORMAPS", "DETAIL_SIDE", "OVERVIEW_SIDE", "S
            "VIEW_MODES", "AttentionView"]
 
 
-class AttentionView(RecordMethods, anywidget.AnyWidget):
+class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
     """Attention maps on a canvas, with layer/head/threshold sliders and live metrics.
 
     ``AttentionView(model, text, tokenizer=None, **extract_options)`` extracts
@@ -73,7 +76,12 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
     head = traitlets.Int(0).tag(sync=True)
     """int: the head shown, 0..n_heads-1 (ignored by the average and rollout modes)."""
     threshold = traitlets.Float(0.1).tag(sync=True)
-    """float in 0..1: weights strictly below it are dimmed and counted as sparse."""
+    """float in 0..1: weights strictly below it count as sparse (the handout's sparsity
+    threshold) and, with ``dim``, are dimmed on the map."""
+    dim = traitlets.Bool(False).tag(sync=True)
+    """bool: dim the weights below ``threshold`` on the map and the text view. Off at first
+    (at 512 tokens nearly every weight is below the default 0.1, so a dimmed first picture
+    would be one flat tone); moving the threshold (slider or attribute) turns it on."""
     query = traitlets.Int(None, allow_none=True).tag(sync=True)
     """int or None: the selected query row (its top-k and profile are in ``metrics['query']``)."""
     step = traitlets.Int(None, allow_none=True).tag(sync=True)
@@ -151,7 +159,8 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
         source: Any = None, corpus: Any = None,
         layer: int = 0, head: int = 0, threshold: float = 0.1, query: int | None = None,
         mode: str = "head", colormap: str = "viridis", scale: str = "auto", top_k: int = 5,
-        step: int | None = None, show_text: bool | None = None, **extract_options: Any,
+        step: int | None = None, show_text: bool | None = None, dim: bool | None = None,
+        **extract_options: Any,
     ) -> None:
         maps, how, gen = open_record(model, text, tokenizer, source, extract_options)
         self._how: ViewSource | None = how  # how to run the model again (None for a record)
@@ -162,6 +171,7 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
         self._panels = _panels.PanelStore(maps, corpus=self._corpus)
         self._batch = 0
         self._dirty: set[str] = set()
+        self._timings: collections.deque[dict] = collections.deque(maxlen=1000)
         super().__init__()
         with self.hold_trait_notifications():
             for name, value in msg.record_traits(maps, gen).items():
@@ -169,6 +179,7 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
         self._batch += 1
         try:
             self.layer, self.head, self.threshold, self.query = layer, head, threshold, query
+            self.dim = threshold != 0.1 if dim is None else bool(dim)  # a threshold asked for is shown
             self.mode, self.colormap, self.scale, self.top_k = mode, colormap, scale, top_k
             self.show_text = gen is not None if show_text is None else show_text
             if step is not None:
@@ -179,15 +190,9 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
         self._flush()
         self.on_msg(self._on_message)
 
-    def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        # the browser pings after each change it sends; messages are handled in order, so the
-        # pong also says that the change before it has been handled (see NO_REPLY_MS in js/)
-        if isinstance(content, dict) and content.get("type") == "ping":
-            self.send({"type": "pong", "seq": content.get("seq")})
-
     def __repr__(self) -> str:
         # also the text a notebook shows where the live view cannot be (a reopened notebook)
-        if getattr(self, "_panels", None) is None or self._panels.closed:
+        if self._closed():
             return "AttentionView(closed)"
         L, H, Q, K = self.maps.shape
         return (f"AttentionView({self.maps.model_name or 'unknown model'}, {L} layers x {H} heads, "
@@ -200,7 +205,7 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
         from attnwidget.snapshot import with_snapshot
 
         bundle = super()._repr_mimebundle_(**kwargs)
-        return bundle if self._panels.closed else with_snapshot(self, bundle, kwargs)
+        return bundle if self._closed() else with_snapshot(self, bundle, kwargs)
 
     @classmethod
     def from_tensor(cls, weights: Any, tokens: Any = None, **options: Any) -> AttentionView:
@@ -209,13 +214,15 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
         ``options`` go to :meth:`AttentionMaps.from_tensor` (``model_name``,
         ``text``, ``causal``, ...) or to the view (``layer``, ``head``, ...).
         """
-        view_keys = {"layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k"}
+        view_keys = {"layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k", "dim"}
         view_opts = {k: options.pop(k) for k in list(options) if k in view_keys}
         return cls(AttentionMaps.from_tensor(weights, tokens, **options), **view_opts)
 
     @property
     def maps(self) -> AttentionMaps:
-        """The record this view shows."""
+        """The record this view shows (extracted again if the view let go of it, see
+        :mod:`attnwidget._lifetime`)."""
+        self._restore()
         if self._panels.maps is None:
             raise RuntimeError("this AttentionView was closed and holds no record; create a new view")
         return self._panels.maps
@@ -246,6 +253,11 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
         "compare": {"panel"},
     }
 
+    @traitlets.observe("threshold")
+    def _threshold_moved(self, _change: dict[str, Any]) -> None:
+        if not self._batch:  # set from Python after the constructor: show it on the map
+            self.dim = True
+
     @traitlets.observe(*_WHAT_CHANGES)
     def _on_change(self, change: dict[str, Any]) -> None:
         self._dirty |= self._WHAT_CHANGES[change["name"]]
@@ -254,39 +266,48 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
 
     def set_state(self, sync_data: dict[str, Any]) -> None:
         # the browser may send several traits in one message: update once, after all of them
+        start = time.perf_counter()
         self._batch += 1
         try:
             super().set_state(sync_data)
         finally:
             self._batch -= 1
         self._flush()
+        # kernel-side share of each change, for benchmarks/bench_widget.py (milliseconds)
+        self._timings.append({"traits": sorted(sync_data), "ms": (time.perf_counter() - start) * 1e3})
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, set()
-        if not dirty or getattr(self, "_panels", None) is None or self._panels.closed:
+        if not dirty or self._closed():
             return
         try:
+            self._restore()  # a view that let go of its record (no display showed it) rebuilds it
             if "ablation" in dirty:
                 self._apply_ablation()
                 dirty |= {"panel", "metrics", "detail", "atlas"}
-            # panel and metrics first: they are sent as soon as they are set, so the
-            # browser paints the map while the thumbnails are still being pooled
-            if "panel" in dirty:
-                self._send_panel()
-            if "metrics" in dirty:
-                self.set_trait("metrics", msg.metrics_message(self._shown(), self._state(), self._typical()))
-            if "text_row" in dirty or "panel" in dirty:
-                self._send_text_row()
-            if "detail" in dirty or "panel" in dirty:
-                self.set_trait("detail", msg.detail_message(self._shown(), self.viewport, self.scale,
-                                                            self._view()))
+            # One message per step (hold_sync), each message one round of the transport: the
+            # picture first, then the numbers when they still need computing (the browser
+            # paints the new map meanwhile and marks the metrics as updating); both in one
+            # message when the numbers are ready. The thumbnails come later from the worker.
+            later = "metrics" in dirty and "panel" in dirty and not self._panels.ready(self._key())
+            with self.hold_sync():
+                if "panel" in dirty:
+                    self._send_panel()
+                if "detail" in dirty or "panel" in dirty:
+                    self.set_trait("detail", msg.detail_message(self._shown(), self.viewport, self.scale,
+                                                                self._view()))
+                if self.status:
+                    self.set_trait("status", "")
+                if not later:
+                    self._send_numbers(dirty)
+            if later:
+                with self.hold_sync():
+                    self._send_numbers(dirty)
             if "atlas" in dirty:
                 self._panels.schedule_atlas(self.layer, self._set_atlas, self._show_error)
             self._panels.trim()
             if "panel" in dirty and self.mode in msg.HEAD_MODES:
                 self._panels.prefetch(self.layer, self.head, self.scale)
-            if self.status:
-                self.set_trait("status", "")
         except Exception as exc:  # shown in the view; the traceback still goes to the log
             self._show_error(exc)
             raise
@@ -310,6 +331,12 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
             row = msg.text_row_message(self._shown(), received, query, self.panel["vmax"], self.scale,
                                        self._view())
         self.set_trait("text_row", row)
+
+    def _send_numbers(self, dirty: set[str]) -> None:
+        if "metrics" in dirty:
+            self.set_trait("metrics", msg.metrics_message(self._shown(), self._state(), self._typical()))
+        if "text_row" in dirty or "panel" in dirty:
+            self._send_text_row()
 
     def _set_atlas(self, atlas: dict[str, Any]) -> None:
         self.set_trait("atlas", atlas)
@@ -346,6 +373,7 @@ class AttentionView(RecordMethods, anywidget.AnyWidget):
         """
         if getattr(self, "_panels", None) is not None:  # absent when __init__ failed early
             self._panels.close()
+            self._released = False
             # a closed view keeps no reference to the data (a notebook variable may
             # still hold the view itself), so the record can be freed
             self._original = self._other = self._how = self._corpus = None

@@ -144,7 +144,8 @@ echo
 TIMINGS = ("import json\nprint('AW-TIMINGS', json.dumps({str(n): list(v._timings) for n, v in "
            "[(64, w64), (256, w256), (510, w510), (4096, v4096), (1024, v1024), (128, v128)]}))")
 SHOWN = {64: "w64", 256: "w256", 510: "w510"}  # the displayed views of views[n].maps
-CELLS = [SETUP, *(f"{name} = AttentionView(views[{n}].maps)\n{name}" for n, name in SHOWN.items()), "v4096", "v1024",
+CELLS = [SETUP, *(f"{name} = AttentionView(views[{n}].maps)\n{name}" for n, name in SHOWN.items()),
+         "v4096", "v1024",
          "v128 = AttentionView(model, text_of(128), tokenizer=tok)\nv128", ECHO, TIMINGS]
 INDEX = {64: 0, 256: 1, 510: 2, 4096: 3, 1024: 4, 128: 5}  # order of the .attnwidget elements
 

@@ -192,3 +192,32 @@ def test_effects_and_sweep_on_the_real_encoder(minilm):
     for layer, head in [(0, 0), (0, 1), (4, 7)]:  # a sweep's cell equals the single run
         single = ablation_effect(model, TEXT, {layer: [head]}, tok, attention=False)
         assert sweep["score"][layer, head] == pytest.approx(single["score"], rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("which", ["gpt2", "tinylm", "minilm"])
+def test_ablated_record_measures_the_effect_on_its_own_forward(which, bpe_tokenizer, minilm):
+    # ablated_record takes the effect from the forward that extracts the ablated record (and a
+    # kept unablated run): it must equal ablation_effect's two separate forwards. The two runs
+    # may use different attention kernels (eager for the record), so hidden states agree to
+    # float32 rounding: 1e-5 relative on the loss, 1e-6 absolute on 1 - cosine and the changes.
+    from attnwidget.ablate import ablated_record, unablated_run
+    from attnwidget.models import load_tiny_lm
+
+    if which == "gpt2":
+        model, tok, text = tiny("gpt2", len(bpe_tokenizer), "eager"), bpe_tokenizer, "The cat sat on the mat."
+    elif which == "tinylm":
+        model, tok = load_tiny_lm()
+        text = "abcabcab"
+    else:
+        (model, tok), text = minilm, TEXT
+    heads = {1: [0, 1]}
+    expected = ablation_effect(model, text, heads, tok, attention=False)
+    base = unablated_run(model, text, tok)
+    for kept in (None, base):  # without and with the kept unablated run
+        _, summary = ablated_record(model, text, heads, tok, base=kept)
+        assert summary["metric"] == expected["metric"]
+        assert summary["score"] == pytest.approx(expected["score"], rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(summary["hidden_change"], expected["hidden_change"], rtol=1e-4, atol=1e-6)
+        for key in ("loss", "loss_ablated", "embedding_cosine"):
+            if key in expected:
+                assert summary[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6)

@@ -87,3 +87,40 @@ def test_closing_while_the_worker_builds_thumbnails_raises_nothing():
 
     view = asyncio.run(scenario())
     assert view.comm is None
+
+
+def test_a_view_no_display_shows_lets_go_of_its_record_and_rebuilds_it(minilm):
+    # the browser says when a display appears and goes (js/src/link.ts display()); a cell
+    # re-run leaves the old view alive in ipywidgets' registry and IPython's Out, so the
+    # view itself must free its record, and extract it again if it is ever needed
+    model, tok = minilm
+    text = "The cat sat on the mat because it was warm."
+    view = AttentionView(model, text, tokenizer=tok, layer=3, head=5, threshold=0.2)
+    first = view.maps.weights.clone()
+    weights_ref = weakref.ref(view.maps.weights)
+    metrics_before = dict(view.metrics)
+    view._on_message(view, {"type": "shown"}, [])
+    view._on_message(view, {"type": "shown"}, [])  # a second display (a new view of the output)
+    view._on_message(view, {"type": "hidden"}, [])
+    gc.collect()
+    assert weights_ref() is not None  # one display still shows it
+    view._on_message(view, {"type": "hidden"}, [])
+    gc.collect()
+    assert weights_ref() is None, "a view no display shows still holds its record"
+    assert repr(view).startswith("AttentionView(sentence-transformers")  # not closed
+    assert dict(view.metrics) == metrics_before  # what a returning display shows is unchanged
+    # needed again: the same record, extracted again (same model, same text: equal to rounding)
+    torch.testing.assert_close(view.maps.weights, first, rtol=1e-5, atol=1e-6)
+    view.head = 6
+    assert_view = panel_metrics(view.maps.head(3, 6), 0.2, None, 5)
+    assert view.metrics["mean_entropy"] == pytest.approx(assert_view["mean_entropy"], rel=1e-6)
+
+
+def test_a_record_given_to_a_view_stays_when_no_display_shows_it():
+    maps = record()
+    view = AttentionView(maps)
+    view._on_message(view, {"type": "shown"}, [])
+    view._on_message(view, {"type": "hidden"}, [])
+    assert view.maps is maps  # the caller's record: the view cannot make it again
+    view.head = 2
+    assert view.metrics["view"]["head"] == 2

@@ -1,5 +1,6 @@
-/** Canvas drawing of attention panels, head grids and row profiles. Draws; never computes a metric. */
-import { type Atlas, atlasPanel, LEVELS, type Panel } from "./codec";
+/** Canvas drawing of one attention map: cells, token axes, colour bar, the selected query.
+ *  Draws; never computes a metric. The head grid, thumbnails and row profile: heads.ts. */
+import { LEVELS, type Panel } from "./codec";
 import { colorOf } from "./colormaps";
 
 export const PLOT_PX = 512; // side of the square plot area, CSS pixels
@@ -139,7 +140,7 @@ function shorten(label: string, max = 12): string {
   return flat.length > max ? flat.slice(0, max - 1) + "…" : flat;
 }
 
-function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: number): CanvasRenderingContext2D | null {
+export function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: number): CanvasRenderingContext2D | null {
   const dpr = window.devicePixelRatio || 1;
   const w = Math.round(width * dpr);
   const h = Math.round(height * dpr);
@@ -157,7 +158,7 @@ function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: number): C
 // one hatch tile per colour, made once: a threshold drag repaints many times a second
 const hatchTiles = new Map<string, HTMLCanvasElement>();
 
-function hatch(ctx: CanvasRenderingContext2D, colour: string): CanvasPattern | string {
+export function hatch(ctx: CanvasRenderingContext2D, colour: string): CanvasPattern | string {
   const cached = hatchTiles.get(colour);
   if (cached) return ctx.createPattern(cached, "repeat") ?? colour;
   const tile = document.createElement("canvas");
@@ -173,17 +174,21 @@ function hatch(ctx: CanvasRenderingContext2D, colour: string): CanvasPattern | s
   return ctx.createPattern(tile, "repeat") ?? colour;
 }
 
-// offscreen canvases reused across paints (one per role: main panel, detail window, thumbnails)
-const scratchCanvases = new Map<string, HTMLCanvasElement>();
+// offscreen canvases reused across paints, one per target canvas and role (overview, detail
+// window): each view owns its own, and they go with the canvas they draw into
+const scratchCanvases = new WeakMap<HTMLCanvasElement, Map<string, HTMLCanvasElement>>();
 
-function imageOf(
+/** The panel's levels as an image (one pixel a cell); `owner` and `role` pick a reused one. */
+export function imageOf(
   panel: Pick<Panel, "rows" | "cols" | "levels">, lut: Uint8Array, dimBelow: number,
-  bg: [number, number, number], role = "",
+  bg: [number, number, number], owner?: HTMLCanvasElement, role = "",
 ): HTMLCanvasElement {
-  let off = role ? scratchCanvases.get(role) : undefined;
+  let roles = owner ? scratchCanvases.get(owner) : undefined;
+  if (owner && !roles) scratchCanvases.set(owner, (roles = new Map()));
+  let off = roles?.get(role);
   if (!off) {
     off = document.createElement("canvas");
-    if (role) scratchCanvases.set(role, off);
+    roles?.set(role, off);
   }
   if (off.width !== panel.cols) off.width = panel.cols;
   if (off.height !== panel.rows) off.height = panel.rows;
@@ -214,7 +219,10 @@ export interface HeatmapInput {
   detail: Panel | null;
   viewport: Viewport;
   lut: Uint8Array;
+  /** Cells below this weight are dimmed (0: none). */
   threshold: number;
+  /** The threshold to mark on the colour bar (default `threshold`); dashed while nothing is dimmed. */
+  mark?: number;
   queryTokens: string[];
   keyTokens: string[];
   query: number | null;
@@ -246,8 +254,8 @@ export function drawHeatmap(canvas: HTMLCanvasElement, input: HeatmapInput): Lay
   ctx.fillRect(MARGIN_LEFT, MARGIN_TOP, layout.width, layout.height);
   ctx.imageSmoothingEnabled = false;
   const dim = thresholdLevel(input.threshold, panel.vmax);
-  blit(ctx, imageOf(panel, lut, dim, theme.background, "panel"), panel, layout);
-  if (detail) blit(ctx, imageOf(detail, lut, thresholdLevel(input.threshold, detail.vmax), theme.background, "detail"), detail, layout);
+  blit(ctx, imageOf(panel, lut, dim, theme.background, canvas, "panel"), panel, layout);
+  if (detail) blit(ctx, imageOf(detail, lut, thresholdLevel(input.threshold, detail.vmax), theme.background, canvas, "detail"), detail, layout);
 
   const { vp, cell } = layout;
   if (input.query !== null && input.query >= vp.q0 && input.query < vp.q1) {
@@ -274,12 +282,15 @@ export function drawHeatmap(canvas: HTMLCanvasElement, input: HeatmapInput): Lay
     ctx.fillText(shorten(input.keyTokens[k] ?? String(k)), 0, 0);
     ctx.restore();
   }
-  drawColourBar(ctx, lut, input.barRange ?? [0, panel.vmax], input.threshold, layout.height, theme, side);
+  drawColourBar(ctx, lut, input.barRange ?? [0, panel.vmax], input.mark ?? input.threshold, input.threshold > 0,
+    layout.height, theme, side);
   return layout;
 }
 
+/** The colour bar with its range and the threshold mark. A threshold above the range (a long
+ *  text's weights are all small) is marked at the top with its value, so it is never hidden. */
 function drawColourBar(
-  ctx: CanvasRenderingContext2D, lut: Uint8Array, range: [number, number], threshold: number,
+  ctx: CanvasRenderingContext2D, lut: Uint8Array, range: [number, number], threshold: number, dimming: boolean,
   height: number, theme: Theme, side: number,
 ): void {
   const [lo, hi] = range;
@@ -298,124 +309,20 @@ function drawColourBar(
   ctx.textBaseline = "middle";
   const label = (v: number) => (v < 0 ? "−" + formatWeight(-v) : formatWeight(v));
   for (const f of [0, 0.5, 1]) ctx.fillText(label(lo + f * (hi - lo)), x + BAR_W + 3, MARGIN_TOP + h - f * h);
-  if (lo === 0 && threshold > 0 && threshold <= vmax) {
-    const y = MARGIN_TOP + h - (threshold / vmax) * h;
-    ctx.strokeStyle = theme.accent;
+  if (lo === 0 && threshold > 0) {
+    const above = threshold > vmax;
+    const y = MARGIN_TOP + h - Math.min(threshold / vmax, 1) * h;
+    ctx.strokeStyle = ctx.fillStyle = theme.accent;
     ctx.lineWidth = 2;
+    ctx.setLineDash(dimming ? [] : [3, 2]);
     ctx.beginPath(); ctx.moveTo(x - 3, y); ctx.lineTo(x + BAR_W + 2, y); ctx.stroke();
-  }
-  ctx.save();
-  ctx.translate(x - 4, MARGIN_TOP - 6);
-  ctx.fillText("weight", 0, 0);
-  ctx.restore();
-}
-
-/** Cells of the head grid: position of each head's thumbnail on the canvas. */
-export interface GridLayout {
-  cols: number;
-  size: number;
-  boxes: { head: number; x: number; y: number }[];
-}
-
-/** Height of the label line above the grid's first row of heads, CSS pixels. */
-export const GRID_LABEL_PX = 14;
-
-export function gridLayout(heads: number, side = PLOT_PX, labelPx = GRID_LABEL_PX): GridLayout {
-  const cols = Math.ceil(Math.sqrt(heads));
-  const size = Math.floor(side / cols);
-  const boxes = [];
-  for (let h = 0; h < heads; h++) {
-    boxes.push({ head: h, x: (h % cols) * size, y: Math.floor(h / cols) * size + labelPx });
-  }
-  return { cols, size, boxes };
-}
-
-/** The head whose grid cell (its thumbnail and the label line above it) holds (x, y), or null. */
-export function headAt(grid: GridLayout, x: number, y: number): number | null {
-  const top = (b: { y: number }) => b.y - GRID_LABEL_PX;
-  const hit = grid.boxes.find((b) => x >= b.x && x < b.x + grid.size && y >= top(b) && y < top(b) + grid.size);
-  return hit ? hit.head : null;
-}
-
-/** All heads of a layer as a grid in the main canvas; the selected head is outlined. */
-export function drawGrid(canvas: HTMLCanvasElement, atlas: Atlas, lut: Uint8Array, selected: number, theme: Theme): GridLayout {
-  const grid = gridLayout(atlas.heads);
-  const rowsUsed = Math.ceil(atlas.heads / grid.cols);
-  const ctx = sizeCanvas(canvas, grid.cols * grid.size, rowsUsed * grid.size + GRID_LABEL_PX);
-  if (!ctx) return grid;
-  ctx.imageSmoothingEnabled = false;
-  ctx.font = "11px sans-serif";
-  ctx.textBaseline = "bottom";
-  for (const box of grid.boxes) {
-    const inner = grid.size - 18;
-    const thumb = atlasPanel(atlas, box.head);
-    ctx.fillStyle = hatch(ctx, theme.masked);
-    ctx.fillRect(box.x + 2, box.y + 2, inner, inner);
-    ctx.drawImage(imageOf(thumb, lut, 0, theme.background), box.x + 2, box.y + 2, inner, inner);
-    const badge = atlas.badges[box.head];
-    ctx.fillStyle = theme.text;
-    ctx.fillText(`${badge?.name ?? box.head} · ${badge?.grade ?? ""} · H ${badge ? badge.entropy.toFixed(2) : ""}`, box.x + 2, box.y + inner + 16);
-    if (box.head === selected) {
-      ctx.strokeStyle = theme.accent;
-      ctx.lineWidth = 3;
-      ctx.strokeRect(box.x + 1, box.y + 1, inner + 2, inner + 2);
+    ctx.setLineDash([]);
+    if (above) { // an arrow above the bar, and the value: the threshold is off the scale
+      ctx.beginPath(); ctx.moveTo(x - 1, y - 3); ctx.lineTo(x + BAR_W / 2, y - 9); ctx.lineTo(x + BAR_W + 1, y - 3); ctx.fill();
+      ctx.fillText(`▲ ${formatWeight(threshold)}`, x - 4, MARGIN_TOP - 30);
     }
+    ctx.fillStyle = theme.text;
   }
-  return grid;
-}
-
-/** A thumbnail (one head of the atlas) into a small canvas. */
-export function drawThumb(canvas: HTMLCanvasElement, atlas: Atlas, head: number, lut: Uint8Array, side: number, theme: Theme): void {
-  const ctx = sizeCanvas(canvas, side, side);
-  if (!ctx) return;
-  ctx.fillStyle = hatch(ctx, theme.masked);
-  ctx.fillRect(0, 0, side, side);
-  ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(imageOf(atlasPanel(atlas, head), lut, 0, theme.background), 0, 0, side, side);
-}
-
-/**
- * Reduce a row to at most `width` points, keeping each bucket's maximum, so a
- * single sharp key in a 4096-token row still shows as a spike.
- */
-export function bucketMax(row: number[], width: number): number[] {
-  if (row.length <= width) return row.slice();
-  const out: number[] = [];
-  for (let b = 0; b < width; b++) {
-    const a = Math.floor((b * row.length) / width);
-    const e = Math.max(a + 1, Math.floor(((b + 1) * row.length) / width));
-    let m = -Infinity;
-    for (let i = a; i < e; i++) m = Math.max(m, row[i]);
-    out.push(m);
-  }
-  return out;
-}
-
-/** The selected query's weights over the key positions (its history), top-k keys marked. */
-export function drawRowPlot(canvas: HTMLCanvasElement, row: number[], topK: number[], theme: Theme, width = 300, height = 90): void {
-  const ctx = sizeCanvas(canvas, width, height);
-  if (!ctx || row.length === 0) return;
-  const pad = 4;
-  const values = bucketMax(row, width - 2 * pad);
-  const top = Math.max(...values, 1e-12);
-  const x = (i: number) => pad + (values.length === 1 ? 0 : (i / (values.length - 1)) * (width - 2 * pad));
-  const y = (v: number) => height - pad - (v / top) * (height - 2 * pad - 10);
-  ctx.strokeStyle = theme.text;
-  ctx.globalAlpha = 0.3;
-  ctx.beginPath(); ctx.moveTo(pad, height - pad); ctx.lineTo(width - pad, height - pad); ctx.stroke();
-  ctx.globalAlpha = 1;
-  ctx.strokeStyle = theme.accent;
-  ctx.lineWidth = 1.5;
-  ctx.beginPath();
-  values.forEach((v, i) => (i ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v))));
-  ctx.stroke();
-  ctx.fillStyle = theme.text;
-  const scale = (values.length - 1) / Math.max(row.length - 1, 1);
-  for (const k of topK) {
-    const i = Math.round(k * scale);
-    ctx.beginPath(); ctx.arc(x(i), y(values[i] ?? 0), 3, 0, 2 * Math.PI); ctx.fill();
-  }
-  ctx.font = "10px sans-serif";
-  ctx.textBaseline = "top";
-  ctx.fillText(`max ${formatWeight(Math.max(...row))}`, pad, 0);
+  // the title well above the top value, which is drawn centred on the bar's top edge
+  ctx.fillText("weight", x - 4, MARGIN_TOP - 16);
 }

@@ -15,7 +15,43 @@ export { NO_REPLY_MS } from "./link";
 export { COLORMAP_NAMES, MODES, replyKey, SCALES, STATE_KEYS, stateKey, type ViewState } from "./state";
 
 /** Traits whose change only needs the controls re-synced and the map repainted. */
-const SYNCED = ["layer", "head", "threshold", "query", "mode", "scale", "caption", "status", "n_layers", "n_heads", "top_k"];
+const SYNCED = ["layer", "head", "threshold", "dim", "query", "mode", "scale", "caption", "status", "n_layers", "n_heads", "top_k"];
+
+/** Paint once after the current task: the change events of one message (panel, caption,
+ *  metrics, ...) come in one task and share one paint, which happens before the browser's next
+ *  frame instead of waiting for it (input events are already aligned to frames). */
+function paintScheduler(paintNow: () => void): { draw: () => void; stop: () => void } {
+  let queued = false;
+  let stopped = false;
+  return {
+    draw: () => {
+      if (queued) return;
+      queued = true;
+      queueMicrotask(() => {
+        queued = false;
+        if (!stopped) paintNow();
+      });
+    },
+    stop: () => { stopped = true; },
+  };
+}
+
+/** Run a message's handler and say when it arrived and how long it took (for benchmarks). */
+function reported(el: HTMLElement, name: string, fn: () => void): void {
+  const time = performance.now();
+  fn();
+  el.dispatchEvent(new CustomEvent("aw-received", { bubbles: true, detail: { name, time, ms: performance.now() - time } }));
+}
+
+/** Call `onChange` when the page's theme changes: JupyterLab's attributes on <body>, or the
+ *  page's prefers-color-scheme (VS Code, Colab, a plain page); returns the unsubscribe. */
+function watchTheme(onChange: () => void): () => void {
+  const observer = new MutationObserver(onChange);
+  observer.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
+  const scheme = window.matchMedia?.("(prefers-color-scheme: dark)");
+  scheme?.addEventListener("change", onChange);
+  return () => { observer.disconnect(); scheme?.removeEventListener("change", onChange); };
+}
 
 function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const parts = buildView(el);
@@ -24,16 +60,14 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     parts.offline.style.display = gone ? "" : "none";
     el.classList.toggle("aw-no-reply", gone);
   });
+  link.display(true);
   // one scratch context per view, to read CSS colours
   const probe = document.createElement("canvas").getContext("2d");
   const theme = () => readTheme(el, probe);
 
-  let frame = 0;
+  const painter = paintScheduler(() => paint(el, parts, shown, model, theme()));
   const ui: Refresh = {
-    draw: () => {
-      cancelAnimationFrame(frame);
-      frame = requestAnimationFrame(() => paint(el, parts, shown, model, theme()));
-    },
+    draw: painter.draw,
     sync: () => sync(parts, model),
     showThumbs: () => showThumbs(parts, shown, model, theme(), pick),
   };
@@ -68,14 +102,12 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   // a change event that only undid an unsent user value is answered by putting it back
   // (which fires the event again, with the user's value)
   const subscribed = handlers.map(([name, fn]): [string, () => void] => [
-    `change:${name}`, () => { if (!link.keepUnsent(name)) fn(); },
+    `change:${name}`, () => { if (!link.keepUnsent(name)) reported(el, name, fn); },
   ]);
   for (const [event, fn] of subscribed) model.on(event, fn);
   model.on("msg:custom", link.onCustom);
 
-  // light/dark: JupyterLab flips attributes on <body> when the theme changes
-  const themeWatch = new MutationObserver(() => { ui.showThumbs(); onMetrics(); });
-  themeWatch.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
+  const unwatchTheme = watchTheme(() => { ui.showThumbs(); onMetrics(); });
 
   shown.takePanel(model);
   shown.takeDetail(model, el);
@@ -84,9 +116,10 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   ui.showThumbs();
   onMetrics();
   return () => {
-    cancelAnimationFrame(frame);
+    painter.stop();
+    link.display(false);
     link.dispose();
-    themeWatch.disconnect();
+    unwatchTheme();
     for (const [event, fn] of subscribed) model.off(event, fn);
     model.off("msg:custom", link.onCustom);
     for (const [target, type, fn, options] of listeners) target.removeEventListener(type, fn, options);

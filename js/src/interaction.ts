@@ -1,9 +1,9 @@
 /** What the user does: the controls, and on the canvas hover, click a row, wheel zoom, drag pan,
  *  keys, double-click reset, and clicks on the grid. Writes the model only through the link. */
 import { LEVELS, MASKED } from "./codec";
+import { headAt } from "./heads";
 import {
-  cellAt, clampViewport, formatWeight, fullViewport, headAt, isFull, MARGIN_LEFT, MARGIN_TOP, type Viewport,
-  zoomViewport,
+  cellAt, clampViewport, formatWeight, fullViewport, isFull, MARGIN_LEFT, MARGIN_TOP, type Viewport, zoomViewport,
 } from "./heatmap";
 import type { Link } from "./link";
 import { savePng } from "./save";
@@ -50,6 +50,7 @@ export function controlListeners(parts: Parts, model: Model, link: Link, ui: Ref
   };
   const onThreshold = () => {
     link.setLocal("threshold", Number(parts.threshold.input.value));
+    link.setLocal("dim", true); // moving the threshold is asking to see it on the map
     ui.sync();
     ui.draw(); // dimming is applied here at once; the metrics follow from Python
     link.request();

@@ -26,6 +26,9 @@ export interface Link {
   onCustom(msg: { type?: string; seq?: number }): void;
   /** Ask for the zoomed window `want` ([] for none) once zooming rests. */
   requestViewport(want: () => number[] | null): void;
+  /** Tell Python that a display of the view appeared (true) or went (false): a view that no
+   *  display shows lets go of its record (attnwidget/_lifetime.py). */
+  display(shown: boolean): void;
   /** Stop every timer. */
   dispose(): void;
 }
@@ -119,6 +122,13 @@ export function createLink(model: Model, offline: (gone: boolean) => void): Link
         model.set("viewport", vp);
         save();
       }, VIEWPORT_DEBOUNCE_MS);
+    },
+    display(shown) {
+      try {
+        model.send({ type: shown ? "shown" : "hidden" });
+      } catch {
+        // the kernel is gone: nothing holds a record any more
+      }
     },
     dispose() {
       queue.dispose();

@@ -10,7 +10,7 @@ export type Empty = Record<string, never>;
 /** Mirrors the synced traits of attnwidget.widget.AttentionView, same names, a line per role. */
 export interface ViewState {
   // set by the controls; Python checks each and answers with the traits below
-  layer: number; head: number; threshold: number; query: number | null; top_k: number;
+  layer: number; head: number; threshold: number; dim: boolean; query: number | null; top_k: number;
   mode: string; colormap: string; scale: string; viewport: number[];
   ablated: number[][]; ablation_mode: string; compare: boolean;
   // read-only in Python: the record's size and tokens, the captions and the status line
@@ -30,11 +30,17 @@ export interface ViewState {
 
 /** Every synced trait, same names as in Python (tests/test_package.py checks both lists agree). */
 export const STATE_KEYS: (keyof ViewState)[] = [
-  "layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k", "viewport",
+  "layer", "head", "threshold", "dim", "query", "mode", "colormap", "scale", "top_k", "viewport",
   "n_layers", "n_heads", "panel", "detail", "atlas", "metrics", "query_tokens", "key_tokens",
   "caption", "status", "ablated", "ablation_mode", "compare", "effect", "panel_b", "panel_diff",
   "caption_b", "sweep_scores", "step", "show_text", "generation", "text_row",
 ];
+
+/** The threshold the map and the text view dim below: 0 (nothing dimmed) until the user turns
+ *  dimming on, so that a first look at a long text shows its whole pattern. */
+export function dimBelow(model: Pick<Model, "get">): number {
+  return model.get("dim") ? model.get("threshold") : 0;
+}
 
 /** View modes, colormaps and colour scales offered by the controls (protocol.json). */
 export const MODES: string[] = protocol.modes;

@@ -3,12 +3,11 @@
 import { type Atlas, type AtlasMessage, decodeAtlas, decodePanel, type Panel, type PanelMessage } from "./codec";
 import { DIVERGING, lutOf } from "./colormaps";
 import { badgeText, button, fmt, renderEffect, renderMetrics, select, type Slider, slider } from "./controls";
-import {
-  drawGrid, drawHeatmap, drawRowPlot, drawThumb, fullViewport, type GridLayout, type Layout, type Theme, type Viewport,
-} from "./heatmap";
+import { drawGrid, drawRowPlot, drawThumb, type GridLayout } from "./heads";
+import { drawHeatmap, fullViewport, type Layout, type Theme, type Viewport } from "./heatmap";
 import { generationOf, markGenerationStart, markThumbRows, paintText, renderStep, type StepBlock, syncStep } from "./generation";
 import { NO_REPLY_MS } from "./link";
-import { COLORMAP_NAMES, current, HEAD_MODES, MODES, type Model, panelKey, replyKey, SCALES, stateKey } from "./state";
+import { COLORMAP_NAMES, current, dimBelow, HEAD_MODES, MODES, type Model, panelKey, replyKey, SCALES, stateKey } from "./state";
 import { buildTextView, type TextView } from "./textview";
 
 /** Side, in CSS pixels, of a head thumbnail in the strip under the map. */
@@ -119,15 +118,16 @@ export function cssRgb(probe: CanvasRenderingContext2D | null, css: string, fall
   return m ? [parseInt(m[1], 16), parseInt(m[2], 16), parseInt(m[3], 16)] : fallback;
 }
 
-/** The notebook's theme colours, read from its CSS variables (light or dark). */
+/** The theme colours, from widget.css's --aw-* variables: JupyterLab's theme, or the page's
+ *  prefers-color-scheme where there is no JupyterLab (light or dark). */
 export function readTheme(el: HTMLElement, probe: CanvasRenderingContext2D | null): Theme {
   const css = getComputedStyle(el);
   const v = (name: string, fb: string) => css.getPropertyValue(name).trim() || fb;
   return {
-    text: v("--jp-ui-font-color1", "#222"),
-    background: cssRgb(probe, v("--jp-layout-color0", "#ffffff"), [255, 255, 255]),
-    masked: v("--jp-border-color1", "#9e9e9e"),
-    accent: v("--jp-brand-color1", "#e8590c"),
+    text: v("--aw-fg", "#222"),
+    background: cssRgb(probe, v("--aw-bg0", "#ffffff"), [255, 255, 255]),
+    masked: v("--aw-border", "#9e9e9e"),
+    accent: v("--aw-accent", "#e8590c"),
   };
 }
 
@@ -184,7 +184,8 @@ export function sync(parts: Parts, model: Model): void {
   const headUsed = HEAD_MODES.includes(model.get("mode"));
   parts.head.input.disabled = !headUsed;
   parts.threshold.input.value = String(model.get("threshold"));
-  parts.threshold.value.textContent = model.get("threshold").toFixed(3);
+  // until dimming is on, the threshold only counts sparsity: say so beside the slider
+  parts.threshold.value.textContent = model.get("threshold").toFixed(3) + (model.get("dim") ? "" : " (not dimming)");
   parts.mode.input.value = model.get("mode");
   parts.colormap.input.value = model.get("colormap");
   parts.scale.input.value = model.get("scale");
@@ -213,7 +214,7 @@ function paintComparison(parts: Parts, shown: Shown, model: Model, th: Theme, in
   if (!comparing || !shown.viewport) return;
   const s = current(model);
   const b = decodePanel(pb as PanelMessage);
-  const common = { detail: null, viewport: shown.viewport, threshold: s.threshold, queryTokens: model.get("query_tokens"),
+  const common = { detail: null, viewport: shown.viewport, threshold: dimBelow(model), mark: s.threshold, queryTokens: model.get("query_tokens"),
     keyTokens: model.get("key_tokens"), query: s.query, theme: th, side: 256 };
   drawHeatmap(parts.canvasB, { ...common, panel: b, lut: lutOf(model.get("colormap")) });
   const hasDiff = !!pd && "buffer" in pd;
@@ -228,6 +229,7 @@ function paintComparison(parts: Parts, shown: Shown, model: Model, th: Theme, in
 
 /** Paint the map (or the grid) and mark what is stale; tells tests and benchmarks through events. */
 export function paint(el: HTMLElement, parts: Parts, shown: Shown, model: Model, th: Theme): void {
+  const start = performance.now();
   const s = current(model);
   const inGrid = s.mode === "grid";
   parts.canvas.style.display = inGrid ? "none" : "";
@@ -242,7 +244,7 @@ export function paint(el: HTMLElement, parts: Parts, shown: Shown, model: Model,
     fresh = !!view && panelKey(view) === panelKey(s);
     if (shown.panel && shown.viewport) {
       shown.layout = drawHeatmap(parts.canvas, {
-        panel: shown.panel, detail: shown.currentDetail(), viewport: shown.viewport, lut, threshold: s.threshold,
+        panel: shown.panel, detail: shown.currentDetail(), viewport: shown.viewport, lut, threshold: dimBelow(model), mark: s.threshold,
         queryTokens: model.get("query_tokens"), keyTokens: model.get("key_tokens"), query: s.query, theme: th,
       });
     }
@@ -259,7 +261,7 @@ export function paint(el: HTMLElement, parts: Parts, shown: Shown, model: Model,
   parts.plot.classList.toggle("aw-is-stale", !fresh);
   // hooks for tests and benchmarks: every paint, and every paint where picture and numbers are current
   const key = stateKey(s);
-  el.dispatchEvent(new CustomEvent("aw-painted", { bubbles: true, detail: { key, fresh, time: performance.now() } }));
+  el.dispatchEvent(new CustomEvent("aw-painted", { bubbles: true, detail: { key, fresh, time: performance.now(), ms: performance.now() - start } }));
   if (fresh && metricsOk && textOk) {
     el.dataset.rendered = key;
     el.dispatchEvent(new CustomEvent("aw-rendered", { bubbles: true, detail: { key, time: performance.now() } }));

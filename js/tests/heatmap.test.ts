@@ -2,8 +2,9 @@ import { describe, expect, it } from "vitest";
 import { MASKED } from "../src/codec";
 import { COLORMAPS, colorOf, DIVERGING, lutOf } from "../src/colormaps";
 import { fmt } from "../src/controls";
+import { bucketMax } from "../src/heads";
 import {
-  bucketMax, cellAt, clampViewport, DIM_KEEP, fullViewport, layoutOf, MARGIN_LEFT, MARGIN_TOP,
+  cellAt, clampViewport, DIM_KEEP, fullViewport, layoutOf, MARGIN_LEFT, MARGIN_TOP,
   panelPixels, PLOT_PX, thinLabels, thresholdLevel, zoomViewport,
 } from "../src/heatmap";
 import { replyKey, stateKey } from "../src/state";

@@ -1,0 +1,75 @@
+"""How long an AttentionView holds its record: the browser's displays of it, counted.
+
+The browser tells the kernel when a display of a view appears (``shown``) and
+when it goes (``hidden``: its output cleared, its cell re-run, its notebook
+closed). A notebook keeps every view it ever showed alive (ipywidgets' registry,
+IPython's ``Out``), so without this a cell re-run 20 times would hold 20 records
+(75 MiB each for MiniLM at 512 tokens). A view that no display shows any more
+lets go of its record and caches; a view built from a model and a text (or a
+source) extracts its record again when it is needed next: a new display's
+first change, :attr:`AttentionView.maps`, an export. Its traits stay, so a
+display that comes back shows the same picture and numbers at once.
+
+A view made from a record (``AttentionView(maps)``) or a generation keeps its
+record: the caller's record is the caller's, and a generation is not re-run
+behind the user's back. Both only drop their caches.
+
+The liveness ping of ``js/src/link.ts`` is answered here too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attnwidget import _panels
+
+
+class Lifetime:
+    """Mixin of :class:`attnwidget.widget.AttentionView`: the browser's messages about displays."""
+
+    _displays = 0  # displays the browser says show this view now
+    _released = False  # True while the record is let go of (rebuilt on demand)
+
+    def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        kind = content.get("type")
+        if kind == "ping":
+            # the browser pings after each change it sends; messages are handled in order, so
+            # the pong also says that the change before it has been handled (NO_REPLY_MS in js/)
+            self.send({"type": "pong", "seq": content.get("seq")})
+        elif kind == "shown":
+            self._displays += 1
+        elif kind == "hidden":
+            self._displays = max(0, self._displays - 1)
+            if self._displays == 0:
+                self._let_go()
+
+    def _let_go(self) -> None:
+        """No display shows this view: free the record and the caches (see the module's doc)."""
+        panels = self._panels
+        if panels is None or panels.closed or self._released:
+            return
+        rebuild = getattr(self._how, "rebuild", None)
+        if rebuild is None:
+            panels.drop_caches()
+            return
+        panels.close()
+        self._original = None
+        self._released = True
+
+    def _restore(self) -> None:
+        """Extract the record again (the model as it is now) and re-apply the ablated heads."""
+        if not self._released:
+            return
+        maps = self._how.rebuild()
+        self._original = maps
+        self._panels = _panels.PanelStore(maps, corpus=self._corpus)
+        self._released = False
+        if self.ablated:
+            self._apply_ablation()
+
+    def _closed(self) -> bool:
+        """True once :meth:`close` ran (a view that only let go of its record is not closed)."""
+        panels = getattr(self, "_panels", None)
+        return panels is None or (panels.closed and not self._released)
