@@ -374,3 +374,9 @@ def test_attention_while_the_model_writes_notebook():
     assert summary["correct"] == 8
     assert summary["correct_broken"] <= 2  # without the induction heads the copy fails
     assert min(summary["on_target"][1][h] for h in summary["induction"]) > 0.5
+    # the view over the same generation: step 3 selects its choosing row, and its step block is
+    # rec.step's for that head
+    assert summary["view_query"] == rec.step_row(3) == len(prompt) + 2
+    expected = rec.step(3, layer=1, head=0, k=5)
+    assert {k: summary["view_step"][k] for k in ("query", "position", "top_k", "prompt_share")} == {
+        k: expected[k] for k in ("query", "position", "top_k", "prompt_share")}

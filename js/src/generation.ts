@@ -4,7 +4,7 @@
 import { fmt, row, type Slider } from "./controls";
 import { type Layout, MARGIN_LEFT, MARGIN_TOP, type Theme } from "./heatmap";
 import { lutOf } from "./colormaps";
-import { type Model, panelKey } from "./state";
+import { dimBelow, type Model, panelKey } from "./state";
 import { currentRow, setTokens, shadeText, type TextView, tokenAt } from "./textview";
 
 /** The metrics' `step` block (attnwidget._messages.step_block). */
@@ -106,8 +106,9 @@ export function paintText(tv: TextView, model: Model, th: Theme): void {
   const title = query === null
     ? "each token shaded by the attention it receives (mean over the queries that see it)"
     : `each token shaded by query ${query}'s weight on it` + (tv.selection.pinned === query ? " (pinned: click it to unpin)" : "");
-  shadeText(tv, rowNow, !rowNow, lutOf(model.get("colormap")), model.get("threshold"), th.background, query, written, title);
-  tv.box.dataset.shown = rowNow ? JSON.stringify({ query, vmax: rowNow.vmax }) : "";
+  shadeText(tv, rowNow, !rowNow, lutOf(model.get("colormap")), dimBelow(model), th.background, query, written, title);
+  const shown = rowNow ? JSON.stringify({ query, vmax: rowNow.vmax }) : "";
+  if (tv.box.dataset.shown !== shown) tv.box.dataset.shown = shown; // for tests and benchmarks
 }
 
 /** What a generation's traits need when they change: the step control, the selected row on the

@@ -152,7 +152,8 @@ export function currentRow(msg: (PanelMessage & { view?: Record<string, unknown>
 export function shadeText(tv: TextView, row: Panel | null, stale: boolean, lut: Uint8Array, threshold: number,
   background: [number, number, number], query: number | null, written: number | null, title: string): void {
   tv.box.classList.toggle("aw-is-stale", stale || !row);
-  tv.title.textContent = title;
+  // written only when it changes: a text mutation would lay the 4096 spans out again
+  if (tv.title.textContent !== title) tv.title.textContent = title;
   if (row && row.cols === tv.spans.length) {
     const palette = textPalette(lut, thresholdLevel(threshold, row.vmax), background);
     const samePalette = tv.palette !== null && tv.palette.fill.every((f, i) => f === palette.fill[i]);

@@ -142,9 +142,10 @@ def test_step_control_text_view_and_marks(app, page, artifacts, generation):
             start = view.locator(".aw-gen-start")
             expect(start).to_have_count(1)
             assert start.evaluate("e => e.nextElementSibling.dataset.i") == str(P)
-            # no query: shaded by the attention each token receives, on its own range
+            # no query: shaded by the attention each token receives, on its own range (no
+            # dimming until the threshold is moved: the view's dim trait starts off)
             received = attention_received(head, causal=True)
-            expected, _ = expected_colours(received, float(received.max()), T, 0.1, background)
+            expected, _ = expected_colours(received, float(received.max()), T, 0.0, background)
             check_text_colours(view, expected)
             expect(view.locator(".aw-text-title")).to_contain_text("attention it receives")
 
@@ -179,7 +180,7 @@ def test_step_control_text_view_and_marks(app, page, artifacts, generation):
             assert "aw-query" in spans[q]["cls"]
             assert "aw-written" in spans[q + 1]["cls"]
             # the text's colours are the map row's levels (same vmax, same codec, pool 1) ...
-            expected, levels = expected_colours(head[q], vmax, q, 0.1, background)
+            expected, levels = expected_colours(head[q], vmax, q, 0.0, background)
             check_text_colours(view, expected)
             # ... which are the row's weights to the quantisation ...
             np.testing.assert_allclose(levels[: q + 1] / 254 * vmax, head[q, : q + 1], atol=vmax / 508 + 1e-7)
@@ -202,7 +203,7 @@ def test_step_control_text_view_and_marks(app, page, artifacts, generation):
             expect(view.locator(".aw-step-title")).to_contain_text(
                 f"step 2: wrote “{maps.key_display[P + 2]}” at {P + 2}, chosen by query {q}")
 
-            # the threshold dims the text as it dims the map
+            # moving the threshold turns dimming on: the text dims as the map does
             view.locator("input.aw-slider-threshold").fill("0.3")
             expect(view).to_have_attribute("data-rendered", state_key(query=q, threshold=0.3))
             check_text_colours(view, expected_colours(head[q], vmax, q, 0.3, background)[0])
