@@ -181,8 +181,9 @@ def test_text_view_needs_self_attention():
         AttentionView(cross, show_text=True)
 
 
-def test_transformers_generation_view_and_its_ablation():
-    model = tiny("gpt2", vocab=50)
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_transformers_generation_view_and_its_ablation(kind):
+    model = tiny(kind, vocab=50)
     prompt = torch.tensor([3, 17, 5, 9, 22, 41, 7])
     ref = generate_attention(model, prompt, n_new=6)
     v = AttentionView(model, prompt, generate=6, layer=1, head=3, step=5)

@@ -26,6 +26,12 @@ model, tok = load_tiny_lm()
 view = AttentionView(model, {PROMPT!r}, tokenizer=tok, generate={N_NEW}, layer=1, head=0)
 view
 """
+# run again by the test, after the rest: Python moves the step and the page follows
+AGAIN = """
+if "again" in globals():
+    view.step = 4
+again = True
+"""
 XSS = "<img src=x onerror=alert(1)>"
 HOSTILE_TOKENS = ["a", XSS, "<script>window.__pwned = 1</script>", "abc\u202edef", "\u200b",
                   "x" * 3000, "line1\nline2", "مرحبا"]
@@ -120,7 +126,7 @@ def test_step_control_text_view_and_marks(app, page, artifacts, generation):
     T = P + N_NEW
     vmax = float(head.max())
     with jupyter_server(app, artifacts) as (url, token, root):
-        write_notebook(root / "gen.ipynb", [SETUP, HOSTILE_CELL])
+        write_notebook(root / "gen.ipynb", [SETUP, HOSTILE_CELL, AGAIN])
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         errors: list[str] = []
@@ -229,6 +235,13 @@ def test_step_control_text_view_and_marks(app, page, artifacts, generation):
             body.locator("[data-i='7']").hover()
             expect(view).to_have_attribute("data-rendered", state_key(query=7, threshold=0.3))
 
+            # Python moves the step (the last cell, run again): the slider, map and text follow
+            page.locator(".jp-Cell").nth(2).locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Control+Enter")
+            expect(view).to_have_attribute("data-rendered", state_key(query=P + 3, threshold=0.3))
+            expect(step_value).to_have_text(f"4 / {N_NEW - 1} “{maps.key_display[P + 4]}”")
+            assert step.input_value() == "4"
+            expect(body.locator(f"[data-i='{P + 3}']")).to_have_class("aw-t aw-gen aw-query")
             page.screenshot(path=str(artifacts / f"generation-{app}.png"), full_page=True)
             check_hostile_text(page, views.nth(1))
             assert dialogs == [], f"script ran from token text: {dialogs}"
