@@ -238,3 +238,24 @@ def test_generation_options_without_generate_or_with_a_record(reference):
         AttentionView(reference.maps, seed=3)
     with pytest.raises(TypeError, match=r"generate: needs a causal LM and a prompt.* got a record"):
         AttentionView(reference.maps, generate=3)
+
+
+def test_tiny_lm_generation_view_ablates_on_the_generated_text(tiny_lm, reference):
+    # the re-run reads the final sequence (prompt + generated) again; it does not generate anew
+    from attnwidget.ablate import ablate_heads
+    from attnwidget.extract import extract_attention
+
+    model, tok = tiny_lm
+    v = AttentionView(model, PROMPT, tokenizer=tok, generate=N_NEW, layer=1, step=2)
+    try:
+        v.ablated = [[0, 1]]
+        assert v.status == ""
+        assert v.effect["heads"] == [[0, 1]]
+        with ablate_heads(model, {0: [1]}):
+            expected = extract_attention(model, SEGMENT * 2, tok)
+        np.testing.assert_allclose(v.maps.weights, expected.weights, rtol=0, atol=1e-6)
+        assert not np.allclose(v.maps.weights[1], reference.maps.weights[1])  # layer 1 reads layer 0
+        assert v.query_tokens == list(SEGMENT * 2)
+        assert v.metrics["step"]["step"] == 2
+    finally:
+        v.close()
