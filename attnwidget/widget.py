@@ -214,7 +214,8 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         ``options`` go to :meth:`AttentionMaps.from_tensor` (``model_name``,
         ``text``, ``causal``, ...) or to the view (``layer``, ``head``, ...).
         """
-        view_keys = {"layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k", "dim"}
+        view_keys = {"layer", "head", "threshold", "query", "mode", "colormap", "scale", "top_k", "dim",
+                     "show_text"}
         view_opts = {k: options.pop(k) for k in list(options) if k in view_keys}
         return cls(AttentionMaps.from_tensor(weights, tokens, **options), **view_opts)
 

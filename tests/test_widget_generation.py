@@ -69,6 +69,12 @@ def test_generation_traits_and_defaults(view, reference):
             plain.step = 0
         plain.show_text = True
         assert plain.text_row["kind"] == "received"
+        # from raw weights too
+        uniform = np.full((3, 3), 1 / 3, dtype=np.float32)
+        raw = AttentionView.from_tensor(uniform, ["a", "b", "c"], show_text=True)
+        assert raw.show_text
+        np.testing.assert_array_equal(levels(raw.text_row)[0], [LEVELS] * 3)
+        raw.close()
     finally:
         plain.close()
 
