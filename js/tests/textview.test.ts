@@ -1,10 +1,13 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { LEVELS, MASKED, type PanelMessage } from "../src/codec";
 import { COLORMAPS } from "../src/colormaps";
 import { stepQuery } from "../src/generation";
 import { levelPalette, thresholdLevel } from "../src/heatmap";
 import { panelKey } from "../src/state";
-import { changedIndices, currentRow, TextSelection, textPalette } from "../src/textview";
+import {
+  buildTextView, changedIndices, currentRow, setTokens, shadeText, TextSelection, textPalette, type TextView,
+} from "../src/textview";
+import { type FakeElement, type FakeStyle, installFakeDocument } from "./fake_dom";
 
 describe("text palette", () => {
   it("gives every level the map's own colour, dimmed below the threshold the same way", () => {
@@ -103,5 +106,73 @@ describe("steps", () => {
   it("maps step i to query prompt_length + i - 1 (attnwidget.generate)", () => {
     expect(stepQuery(13, 0)).toBe(12);
     expect(stepQuery(13, 6)).toBe(18);
+  });
+});
+
+describe("text view DOM (a fake document)", () => {
+  let remove: () => void = () => {};
+  beforeEach(() => { remove = installFakeDocument(); });
+  afterEach(() => remove());
+
+  const tokens = ["a", "<img src=x onerror=alert(1)>", "b", "c", "⟨ZWSP⟩"];
+  const panel = (levels: number[], vmax = 0.5) => ({
+    rows: 1, cols: levels.length, levels: new Uint8Array(levels), vmax, pool: 1, fullRows: 1, fullCols: levels.length,
+    originRow: 0, originCol: 0, view: null,
+  });
+  const spansOf = (tv: TextView) => tv.body.children as unknown as FakeElement[];
+
+  it("makes one span per token, as text, and marks the generation start before token P", () => {
+    const tv = buildTextView();
+    setTokens(tv, tokens, 3);
+    const kids = spansOf(tv);
+    expect(kids.map((k) => k.className)).toEqual(["aw-t", "aw-t", "aw-t", "aw-gen-start", "aw-t aw-gen", "aw-t aw-gen"]);
+    expect(kids[3].textContent).toBe("generated ▸");
+    expect(kids[4].dataset.i).toBe("3");
+    expect(tv.spans.map((s) => s.textContent)).toEqual(tokens); // markup stays text
+    // the same token list again: nothing is rebuilt
+    const first = tv.spans[0];
+    setTokens(tv, tokens, 3);
+    expect(tv.spans[0]).toBe(first);
+    // no generation: no mark
+    const plain = buildTextView();
+    setTokens(plain, tokens, null);
+    expect(spansOf(plain).some((k) => k.className === "aw-gen-start")).toBe(false);
+  });
+
+  it("colours each span with its level's colour, masks what is masked, and repaints only what changed", () => {
+    const tv = buildTextView();
+    setTokens(tv, tokens, 3);
+    const bg: [number, number, number] = [255, 255, 255];
+    shadeText(tv, panel([254, 127, 0, MASKED, MASKED]), false, COLORMAPS.viridis, 0, bg, 2, 3, "t");
+    const { fill, ink } = textPalette(COLORMAPS.viridis, 0, bg);
+    expect(tv.spans.map((s) => s.style.backgroundColor)).toEqual([fill[254], fill[127], fill[0], "", ""]);
+    expect(tv.spans.map((s) => s.style.color)).toEqual([ink[254], ink[127], ink[0], "", ""]);
+    expect(tv.spans.map((s) => s.classList.contains("aw-masked"))).toEqual([false, false, false, true, true]);
+    expect(tv.spans[2].classList.contains("aw-query")).toBe(true);
+    expect(tv.spans[3].classList.contains("aw-written")).toBe(true);
+    const writes = () => tv.spans.map((s) => (s.style as unknown as FakeStyle).writes);
+    const before = writes();
+    // the next row differs at 1 and 3 only: only those spans are written
+    shadeText(tv, panel([254, 60, 0, 12, MASKED]), false, COLORMAPS.viridis, 0, bg, 3, 4, "t");
+    expect(writes().map((w, i) => w - before[i])).toEqual([0, 2, 0, 2, 0]);
+    expect(tv.spans[2].classList.contains("aw-query")).toBe(false); // the marks moved
+    expect(tv.spans[3].classList.contains("aw-query")).toBe(true);
+    // a threshold change changes the palette: every span is written again, dimmed below it
+    const again = writes();
+    shadeText(tv, panel([254, 60, 0, 12, MASKED]), false, COLORMAPS.viridis, 0.2, bg, 3, 4, "t");
+    expect(writes().map((w, i) => w - again[i])).toEqual([2, 2, 2, 2, 2]);
+    const dimmed = textPalette(COLORMAPS.viridis, thresholdLevel(0.2, 0.5), bg);
+    expect(tv.spans[1].style.backgroundColor).toBe(dimmed.fill[60]);
+    expect(tv.spans[0].style.backgroundColor).toBe(fill[254]); // above the threshold: unchanged
+  });
+
+  it("keeps the old colours, marked stale, when no current row is there", () => {
+    const tv = buildTextView();
+    setTokens(tv, tokens, null);
+    shadeText(tv, panel([254, 127, 0, 10, 20]), false, COLORMAPS.viridis, 0, [255, 255, 255], null, null, "t");
+    const colours = tv.spans.map((s) => s.style.backgroundColor);
+    shadeText(tv, null, true, COLORMAPS.viridis, 0, [255, 255, 255], 1, null, "t");
+    expect(tv.spans.map((s) => s.style.backgroundColor)).toEqual(colours);
+    expect(tv.box.classList.contains("aw-is-stale")).toBe(true);
   });
 });
