@@ -24,6 +24,24 @@ from typing import Any
 from attnwidget import _panels
 
 
+def _return_freed_memory() -> None:
+    """Hand the pages freed with a record back to the OS (glibc keeps freed heap pages, and each
+    worker thread's arena, as the process's own: the kernel's RSS would only grow)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to ask
+        return
+    trim(0)
+
+
 class Lifetime:
     """Mixin of :class:`attnwidget.widget.AttentionView`: the browser's messages about displays."""
 
@@ -57,6 +75,7 @@ class Lifetime:
         panels.close()
         self._original = None
         self._released = True
+        _return_freed_memory()
 
     def _restore(self) -> None:
         """Extract the record again (the model as it is now) and re-apply the ablated heads."""

@@ -35,6 +35,20 @@ PREFETCH_CELLS = 128 * 128
 
 Key = tuple[str, int, "int | None", int]
 
+# One worker thread for every view of the kernel: the work is sequential anyway (two views
+# cannot both use the cores), and each thread of its own would get a malloc arena of its own,
+# whose freed pages the kernel's RSS keeps (a notebook makes many views over its life).
+_SHARED: ThreadPoolExecutor | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_worker() -> ThreadPoolExecutor:
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnwidget-worker")
+        return _SHARED
+
 
 class PanelStore:
     """Metrics and encoded overviews of one record's maps (a head, a layer's mean, the rollout).
@@ -54,8 +68,8 @@ class PanelStore:
         self._encoded: dict[tuple, dict[str, Any]] = {}  # (*key, scale) -> overview message
         self._received: dict[Key, np.ndarray] = {}  # key -> attention each key receives [K]
         self._lock = threading.RLock()  # guards both against the worker thread
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[Future] = []
+        self._pending: list[Future] = []  # this store's prefetches not finished
+        self._atlas_future: Future | None = None
         self._rollout: np.ndarray | None = None
         self._atlas_layer: int | None = None
 
@@ -164,9 +178,7 @@ class PanelStore:
 
     # ------------------------------------------------------------------ the worker
     def _worker(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnwidget-worker")
-        return self._executor
+        return _shared_worker()
 
     def prefetch(self, layer: int, head: int, scale: str) -> list[Future]:
         """Compute the other heads of ``layer`` ahead of time, nearest to ``head`` first (maps over
@@ -215,7 +227,7 @@ class PanelStore:
             deliver(self.atlas(layer))  # type: ignore[arg-type]
             return
         gen = self.generation
-        fut = self._worker().submit(self.atlas, layer)
+        fut = self._atlas_future = self._worker().submit(self.atlas, layer)
 
         def on_loop(f: Future) -> None:
             if f.cancelled() or self.maps is None or layer != self._atlas_layer or gen != self.generation:
@@ -243,10 +255,11 @@ class PanelStore:
             self._rollout = None
 
     def close(self) -> None:
-        """Stop the worker (queued work is cancelled) and let go of the record and every entry."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        """Cancel this store's queued work and let go of the record and every entry."""
+        # this store's queued work is cancelled; a task already running finds no record and stops
+        for fut in [*self._pending, self._atlas_future]:
+            if fut is not None:
+                fut.cancel()
         with self._lock:
             self._metrics.clear()
             self._encoded.clear()
