@@ -1,5 +1,5 @@
 """The widget's panel store: each map's metrics and encoded overview, cached under a byte budget,
-computed ahead of time and off the kernel's event loop in one worker thread.
+computed ahead of time and off the kernel's event loop in its one worker thread (:mod:`attnwidget._worker`).
 
 A :class:`PanelStore` never reads the view's traits: everything that decides a
 result (the map's key, the colour scale, the layer wanted) comes in as an
@@ -16,13 +16,14 @@ import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 import torch
 
 from attnwidget._messages import atlas_message, overview_message
+from attnwidget._worker import WORKER
 from attnwidget.maps import AttentionMaps
 from attnwidget.metrics import PanelMetrics, attention_received, attention_rollout
 
@@ -34,20 +35,6 @@ METRICS_CACHE_BYTES = 512 * 2**20
 PREFETCH_CELLS = 128 * 128
 
 Key = tuple[str, int, "int | None", int]
-
-# One worker thread for every view of the kernel: the work is sequential anyway (two views
-# cannot both use the cores), and each thread of its own would get a malloc arena of its own,
-# whose freed pages the kernel's RSS keeps (a notebook makes many views over its life).
-_SHARED: ThreadPoolExecutor | None = None
-_SHARED_LOCK = threading.Lock()
-
-
-def _shared_worker() -> ThreadPoolExecutor:
-    global _SHARED
-    with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = ThreadPoolExecutor(max_workers=1, thread_name_prefix="attnwidget-worker")
-        return _SHARED
 
 
 class PanelStore:
@@ -177,9 +164,6 @@ class PanelStore:
             self._rollout = None
 
     # ------------------------------------------------------------------ the worker
-    def _worker(self) -> ThreadPoolExecutor:
-        return _shared_worker()
-
     def prefetch(self, layer: int, head: int, scale: str) -> list[Future]:
         """Compute the other heads of ``layer`` ahead of time, nearest to ``head`` first (maps over
         ``prefetch_cells`` only); returns their futures.
@@ -198,7 +182,7 @@ class PanelStore:
         for h in sorted(range(n_heads), key=lambda h: (abs(h - head), h < head)):
             key = self.key("head", layer, h)
             if 0 <= h < n_heads and key not in self:
-                self._pending.append(self._worker().submit(self._warm, key, scale))
+                self._pending.append(WORKER.submit(self, self._warm, key, scale))
         return list(self._pending)
 
     def _warm(self, key: Key, scale: str) -> None:
@@ -227,7 +211,7 @@ class PanelStore:
             deliver(self.atlas(layer))  # type: ignore[arg-type]
             return
         gen = self.generation
-        fut = self._atlas_future = self._worker().submit(self.atlas, layer)
+        fut = self._atlas_future = WORKER.submit(self, self.atlas, layer)
 
         def on_loop(f: Future) -> None:
             if f.cancelled() or self.maps is None or layer != self._atlas_layer or gen != self.generation:

@@ -1,0 +1,41 @@
+"""The kernel's one worker thread: the view touched last goes first, cancelled jobs never run."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from attnwidget._worker import Worker
+
+
+class Owner:  # a view's panel store, as far as the worker knows
+    pass
+
+
+def test_the_last_owner_to_submit_goes_first_and_keeps_its_own_order():
+    worker, a, b = Worker(), Owner(), Owner()
+    gate, ran = threading.Event(), []
+    worker.submit(a, gate.wait)  # keeps the thread busy while the queue fills
+    first_a = [worker.submit(a, ran.append, f"a{i}") for i in range(3)]
+    cancelled = worker.submit(a, ran.append, "a-cancelled")
+    assert cancelled.cancel()
+    later_b = [worker.submit(b, ran.append, f"b{i}") for i in range(2)]
+    gate.set()
+    for fut in first_a + later_b:
+        fut.result(timeout=10)
+    assert ran == ["b0", "b1", "a0", "a1", "a2"]
+    assert cancelled.cancelled()
+
+
+def test_an_error_goes_to_the_future_and_the_thread_goes_on():
+    worker, owner = Worker(), Owner()
+
+    def fail():
+        raise ValueError("boom")
+
+    bad = worker.submit(owner, fail)
+    good = worker.submit(owner, lambda: 42)
+    with pytest.raises(ValueError, match="boom"):
+        bad.result(timeout=10)
+    assert good.result(timeout=10) == 42
