@@ -165,8 +165,9 @@ class PanelStore:
 
     # ------------------------------------------------------------------ the worker
     def prefetch(self, layer: int, head: int, scale: str) -> list[Future]:
-        """Compute the other heads of ``layer`` ahead of time, nearest to ``head`` first (maps over
-        ``prefetch_cells`` only); returns their futures.
+        """Compute ahead of time (maps over ``prefetch_cells`` only) what a next step may show: the
+        heads next to ``head``, the same head in the layers next to ``layer``, then the rest of the
+        layer's heads; first every picture (cheap), then every map's metrics. Returns the futures.
 
         Earlier prefetches not started yet are cancelled (a running one finishes and is cached);
         work already queued for the thumbnails runs first.
@@ -176,18 +177,22 @@ class PanelStore:
         self._pending = []
         if self.maps is None:
             return []
-        _, n_heads, Q, K = self.maps.shape
+        n_layers, n_heads, Q, K = self.maps.shape
         if self.prefetch_cells >= Q * K:
             return []
-        for h in sorted(range(n_heads), key=lambda h: (abs(h - head), h < head)):
-            key = self.key("head", layer, h)
-            if 0 <= h < n_heads and key not in self:
-                self._pending.append(WORKER.submit(self, self._warm, key, scale))
+        heads = [(layer, h) for h in sorted(range(n_heads), key=lambda h: (abs(h - head), h < head))]
+        layers = [(lay, head) for lay in (layer + 1, layer - 1) if 0 <= lay < n_layers]
+        keys = [self.key("head", *lh) for lh in heads[1:3] + layers + heads[3:]]
+        keys = [k for k in keys if k not in self]
+        for task in (self._warm_picture, self._warm_numbers):
+            self._pending += [WORKER.submit(self, task, key, scale) for key in keys]
         return list(self._pending)
 
-    def _warm(self, key: Key, scale: str) -> None:
-        self.metrics(key).static()
+    def _warm_picture(self, key: Key, scale: str) -> None:
         self.overview(key, scale)
+
+    def _warm_numbers(self, key: Key, _scale: str) -> None:
+        self.metrics(key).static()
 
     def atlas(self, layer: int) -> dict[str, Any] | None:
         """The layer's thumbnails (:func:`attnwidget._messages.atlas_message`); None if another

@@ -10,6 +10,7 @@ new layer, then its heads nearest to the shown one).
 
 from __future__ import annotations
 
+import atexit
 import heapq
 import itertools
 import threading
@@ -29,6 +30,7 @@ class Worker:
         self._epoch = 0  # grows each time another owner submits: its jobs sort first
         self._last: weakref.ref | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = False
 
     def submit(self, owner: object, fn: Callable[..., Any], *args: Any) -> Future:
         """Run ``fn(*args)`` on the thread; ``owner``'s jobs go before those of anyone who
@@ -39,17 +41,35 @@ class Worker:
                 self._epoch += 1
                 self._last = weakref.ref(owner)
             heapq.heappush(self._heap, (-self._epoch, next(self._seq), fut, fn, args))
+            if self._stopping:
+                fut.cancel()
+                return fut
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="attnwidget-worker", daemon=True)
                 self._thread.start()
             self._cv.notify()
         return fut
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel what is queued and wait (at most ``timeout`` s) for the running call: at exit a
+        thread still inside torch while the interpreter is torn down aborts the process."""
+        with self._cv:
+            self._stopping = True
+            for _, _, fut, _, _ in self._heap:
+                fut.cancel()
+            self._heap.clear()
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._heap:
+                while not self._heap and not self._stopping:
                     self._cv.wait()
+                if self._stopping:
+                    return
                 _, _, fut, fn, args = heapq.heappop(self._heap)
             if not fut.set_running_or_notify_cancel():
                 continue  # cancelled while queued
@@ -61,3 +81,4 @@ class Worker:
 
 #: The kernel's worker.
 WORKER = Worker()
+atexit.register(WORKER.stop)

@@ -39,3 +39,16 @@ def test_an_error_goes_to_the_future_and_the_thread_goes_on():
     with pytest.raises(ValueError, match="boom"):
         bad.result(timeout=10)
     assert good.result(timeout=10) == 42
+
+
+def test_stop_cancels_what_is_queued_and_waits_for_the_running_call():
+    # at exit: a thread left inside torch while the interpreter is torn down aborts the process
+    worker, owner = Worker(), Owner()
+    gate, ran = threading.Event(), []
+    running = worker.submit(owner, lambda: (gate.wait(), ran.append("running")))
+    queued = worker.submit(owner, ran.append, "queued")
+    threading.Timer(0.2, gate.set).start()
+    worker.stop(timeout=10)
+    assert ran == ["running"] and running.done()
+    assert queued.cancelled()
+    assert worker.submit(owner, ran.append, "late").cancelled()

@@ -75,22 +75,24 @@ def _scores(p: Prepared, window: int = 2) -> dict[str, torch.Tensor]:
     return scores
 
 
-def _upper_sums(w: torch.Tensor, chunk: int = 2**20) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column sums of the strict upper triangle ``j > i`` of ``w`` ``[..., Q, K]``.
+def _upper_sums(w: torch.Tensor, block: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column sums of the strict upper triangle ``j > i`` of square ``w`` ``[..., Q, Q]``.
 
-    Row blocks small enough for L2 are masked one at a time, instead of a full
-    ``triu`` copy (64 MB at 4096 tokens) that would cost more than the sums.
+    In row blocks ``[r0, r1)``: the part right of the block's diagonal square,
+    ``w[r0:r1, r1:]``, is all above the diagonal and is summed as it lies (no
+    copy); only the small ``block x block`` square on the diagonal is masked. A
+    full ``triu`` copy (64 MB at 4096 tokens) would cost more than the sums.
     """
-    Q, K = w.shape[-2:]
-    lead = w.shape[:-2]
-    row = torch.empty(*lead, Q, dtype=w.dtype)
-    col = torch.zeros(*lead, K, dtype=w.dtype)
-    per_row = max(1, int(np.prod(lead, dtype=np.int64))) * K
-    step = max(1, chunk // per_row)
-    for r0 in range(0, Q, step):
-        block = torch.triu(w[..., r0 : r0 + step, :], diagonal=r0 + 1)
-        row[..., r0 : r0 + step] = block.sum(-1)
-        col += block.sum(-2)
+    Q = w.shape[-1]
+    row = torch.empty(*w.shape[:-1], dtype=w.dtype)
+    col = torch.zeros(*w.shape[:-2], Q, dtype=w.dtype)
+    for r0 in range(0, Q, block):
+        r1 = min(r0 + block, Q)
+        right = w[..., r0:r1, r1:]  # [..., b, Q - r1]
+        square = torch.triu(w[..., r0:r1, r0:r1], diagonal=1)  # [..., b, b]
+        row[..., r0:r1] = right.sum(-1) + square.sum(-1)
+        col[..., r1:] += right.sum(-2)
+        col[..., r0:r1] += square.sum(-2)
     return row, col
 
 
