@@ -192,8 +192,7 @@ def text_row_message(pm: PanelMetrics, received: Any, query: int | None, vmax: f
         vmax = colour_top(values, scale)
     else:
         values = pm.weights[query].numpy()
-        vis = pm.visible()
-        visible = None if vis is None else vis[query]
+        visible = pm.visible_row(query)
     return encode_panel(values[None], vmax=vmax, visible=None if visible is None else visible[None],
                         view={**view, "query": query}, kind="received" if query is None else "query")
 

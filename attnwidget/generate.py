@@ -97,10 +97,11 @@ def step_summary(row: Any, query: int, prompt_length: int, k: int = 5) -> dict[s
     (on keys ``P..``), which sum to the row's total (1 for softmax attention).
     The widget's step block and :meth:`Generation.step` both come from here.
     """
-    from attnwidget.metrics import panel_metrics
+    from attnwidget.metrics import PanelMetrics
 
     row = np.asarray(row, dtype=np.float32)
-    detail = panel_metrics(row[None, : query + 1], 0.1, query=0, k=min(k, query + 1))["query"]
+    # the query block only (no map statistics): a step move costs one row's top-k
+    detail = PanelMetrics(row[None, : query + 1]).query(0, min(k, query + 1))
     return {"top_k": detail["top_k"], "top_k_weights": detail["top_k_weights"],
             "prompt_share": float(row[:prompt_length].sum()),
             "generated_share": float(row[prompt_length:].sum())}

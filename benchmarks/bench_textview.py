@@ -12,7 +12,8 @@ Everything is timed in the browser with ``performance.now()``, in one run:
   floor that a head switch does, i.e. ``step_over_head`` near 1 or below.
 * ``transport_floor``: a bare anywidget answering a slider value with a 512 x 512 uint8
   buffer it paints (``ECHO`` from bench_widget.py), in the same page, for the ratios.
-* The text view at 4096 tokens (a synthetic 1 x 3 x 4096 x 4096 record): the same record
+* The text view at 4096 tokens (a synthetic causal 1 x 3 x 4096 x 4096 record, so that with
+  the query near the start nearly every token is masked in the text): the same record
   shown twice, with and without the text view, and on each
   - ``query_move``: ArrowDown on the focused map (the next query) to ``aw-rendered``: Python's
     metrics, the text row (4096 levels) and, with the text view, its recolouring;
@@ -55,7 +56,9 @@ from attnwidget.synthetic import create_synthetic_attention
 model, tok = load_tiny_lm()
 big = np.stack([np.asarray(create_synthetic_attention(4096, p, seed=h), np.float32)
                 for h, p in enumerate(["local", "bos", "diagonal"])])[None]
-record = AttentionMaps.from_tensor(big, model_name="synthetic 4096")
+big = np.tril(big)  # causal, as a language model's: a query's later keys are masked in the text
+big /= big.sum(-1, keepdims=True)
+record = AttentionMaps.from_tensor(big, model_name="synthetic 4096 (causal)", causal=True)
 """
 CELLS = [
     SETUP,
@@ -180,7 +183,7 @@ def main() -> None:
                 big["text_view_cost_ms"] = {
                     key: round(t[key]["median_ms"] - pl[key]["median_ms"], 2)
                     for key in t if isinstance(t[key], dict)}
-                big["record"] = ("synthetic 1 x 3 x 4096 x 4096, the same record shown with and without "
+                big["record"] = ("synthetic causal 1 x 3 x 4096 x 4096, the same record shown with and without "
                                  "the text view")
                 # the text view really shows 4096 tokens, shaded for the current state
                 text = views.nth(VIEWS["text4096"])

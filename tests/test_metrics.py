@@ -631,3 +631,20 @@ def test_clustered_history_and_the_recommended_k():
             k, runs = _k90_runs_loop(list(stack[i, j, -1]))
             assert got["k90"]["mean"][i, j] == k
             assert got["cluster_run"]["mean"][i, j] == pytest.approx(k / runs if runs >= 2 else 0.0)
+
+
+def test_panel_metrics_visible_row_is_a_row_of_visible():
+    from attnwidget.metrics import PanelMetrics
+
+    rng = np.random.default_rng(0)
+    mask = np.array([True, True, True, True, True, False])  # the last key is padding
+    w = np.tril(rng.random((6, 6))).astype(np.float32)
+    w[:, ~mask] = 0
+    w /= w.sum(-1, keepdims=True)
+    pm = PanelMetrics(w, mask=mask, causal=True)
+    full = pm.visible()
+    for q in range(-6, 6):
+        np.testing.assert_array_equal(pm.visible_row(q), full[q])
+    assert PanelMetrics(np.full((3, 3), 1 / 3, dtype=np.float32)).visible_row(1) is None  # all cells count
+    with pytest.raises(ValueError, match="query"):
+        pm.visible_row(6)

@@ -131,6 +131,17 @@ class PanelMetrics:
             return None
         return _visible(self._p).expand(self._p.w.shape).numpy()
 
+    def visible_row(self, query: int) -> np.ndarray | None:
+        """bool ``[K]``: the keys of row ``query`` that count, or None when all cells do; one row of
+        :meth:`visible` without building the whole ``[Q, K]`` (16 MiB at 4096 tokens)."""
+        p = self._p
+        Q = p.w.shape[0]
+        q = check_int(query, "query", -Q, Q - 1) % Q
+        if p.dense:
+            return None
+        keep = p.rows[q].expand(p.w.shape[1])
+        return (keep if p.key_mask is None else keep & p.key_mask.expand(p.w.shape)[q]).numpy()
+
     def static(self) -> dict[str, Any]:
         """Threshold- and query-free measures: statistics, pattern and scores, sharpness, grade, shape.
 

@@ -84,6 +84,9 @@ export interface TextView {
   /** Levels and palette painted last, and the marked query and written token. */
   levels: Uint8Array | null;
   palette: TextPalette | null;
+  /** The background each span was given last ("" for none, null before the first): a span is
+   *  written only when it changes. */
+  fills: (string | null)[];
   marked: number[];
 }
 
@@ -99,7 +102,7 @@ export function buildTextView(): TextView {
   box.append(title, body);
   box.style.display = "none";
   return { box, title, body, spans: [], selection: new TextSelection(), tokens: null, start: null,
-    levels: null, palette: null, marked: [] };
+    levels: null, palette: null, fills: [], marked: [] };
 }
 
 /** (Re)make the spans, once per token list: one per token, the generation start marked before
@@ -128,6 +131,7 @@ export function setTokens(tv: TextView, tokens: string[], start: number | null):
   tv.tokens = tokens;
   tv.start = start;
   tv.levels = tv.palette = null;
+  tv.fills = tokens.map(() => null);
   tv.marked = [];
 }
 
@@ -157,13 +161,19 @@ export function shadeText(tv: TextView, row: Panel | null, stale: boolean, lut: 
   if (row && row.cols === tv.spans.length) {
     const palette = textPalette(lut, thresholdLevel(threshold, row.vmax), background);
     const samePalette = tv.palette !== null && tv.palette.fill.every((f, i) => f === palette.fill[i]);
+    // same palette: only the levels that moved; a new one (threshold, colormap): every span, but
+    // each written only if its colour changed (masked keys and undimmed weights keep theirs)
     const todo = samePalette ? changedIndices(tv.levels, row.levels) : row.levels.keys();
     for (const i of todo) {
       const level = row.levels[i];
-      const s = tv.spans[i].style;
-      s.backgroundColor = palette.fill[level];
-      s.color = palette.ink[level];
-      tv.spans[i].classList.toggle("aw-masked", level === MASKED);
+      const fill = palette.fill[level];
+      if (tv.fills[i] === fill) continue;
+      const span = tv.spans[i];
+      const was = tv.fills[i];
+      if (was === null || (was === "") !== (fill === "")) span.classList.toggle("aw-masked", level === MASKED);
+      tv.fills[i] = fill;
+      span.style.backgroundColor = fill;
+      span.style.color = palette.ink[level];
     }
     tv.levels = row.levels;
     tv.palette = palette;
