@@ -104,7 +104,7 @@ export function paintText(tv: TextView, model: Model, th: Theme): void {
   const step = model.get("step");
   const written = g && step !== null ? g.P + step : null;
   const title = query === null
-    ? "each token shaded by the attention it receives (mean over the queries that see it)"
+    ? "each token shaded by the attention it receives (its mean weight over all query rows)"
     : `each token shaded by query ${query}'s weight on it` + (tv.selection.pinned === query ? " (pinned: click it to unpin)" : "");
   shadeText(tv, rowNow, !rowNow, lutOf(model.get("colormap")), dimBelow(model), th.background, query, written, title);
   const shown = rowNow ? JSON.stringify({ query, vmax: rowNow.vmax }) : "";
