@@ -183,8 +183,8 @@ def main() -> None:
                 big["text_view_cost_ms"] = {
                     key: round(t[key]["median_ms"] - pl[key]["median_ms"], 2)
                     for key in t if isinstance(t[key], dict)}
-                big["record"] = ("synthetic causal 1 x 3 x 4096 x 4096, the same record shown with and without "
-                                 "the text view")
+                big["record"] = ("synthetic causal 1 x 3 x 4096 x 4096, the same record shown with and "
+                                 "without the text view")
                 # the text view really shows 4096 tokens, shaded for the current state
                 text = views.nth(VIEWS["text4096"])
                 big["spans"] = text.locator(".aw-text-body .aw-t").count()
