@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -69,9 +70,18 @@ def test_js_state_keys_mirror_the_python_traits():
     start = source.index("= [", source.index("export const STATE_KEYS")) + 3
     listed = source[start : source.index("];", start)]
     js_keys = {k.strip().strip('"') for k in listed.split(",") if k.strip()}
-    interface = source[source.index("export interface ViewState {"):]
-    interface = interface[: interface.index("}")]
-    typed = {line.split(":")[0].strip() for line in interface.splitlines()[1:] if ":" in line}
+    # the interface's own fields: names before a colon at brace depth 1 (several a line, comments
+    # dropped; the fields of a nested type such as sweep_scores' are at depth 2)
+    body = source[source.index("export interface ViewState {"):]
+    body = "\n".join(line.split("//")[0] for line in body.splitlines())
+    typed, depth = set(), 0
+    for m in re.finditer(r"[{}]|([A-Za-z_]\w*)\??\s*:", body):
+        if m.group(0) in "{}":
+            depth += 1 if m.group(0) == "{" else -1
+            if depth == 0:
+                break
+        elif depth == 1:
+            typed.add(m.group(1))
     py_keys = set(AttentionView.class_own_traits(sync=True))
     assert js_keys == py_keys
     assert typed == py_keys
