@@ -164,10 +164,16 @@ class PanelStore:
             self._rollout = None
 
     # ------------------------------------------------------------------ the worker
+    def touch(self) -> None:
+        """The view is in use: its queued work runs first, other views' waits for quiet
+        (:mod:`attnwidget._worker`)."""
+        WORKER.touch(self)
+
     def prefetch(self, layer: int, head: int, scale: str) -> list[Future]:
-        """Compute ahead of time (maps over ``prefetch_cells`` only) what a next step may show: the
-        heads next to ``head``, the same head in the layers next to ``layer``, then the rest of the
-        layer's heads; first every picture (cheap), then every map's metrics. Returns the futures.
+        """Compute ahead of time (maps over ``prefetch_cells`` only) what a next step may show:
+        the heads next to ``head`` and the same head in the layers next to ``layer`` (picture and
+        metrics), then the pictures of the layer's other heads (cheap), then their metrics.
+        Returns the futures.
 
         Earlier prefetches not started yet are cancelled (a running one finishes and is cached);
         work already queued for the thumbnails runs first.
@@ -182,10 +188,11 @@ class PanelStore:
             return []
         heads = [(layer, h) for h in sorted(range(n_heads), key=lambda h: (abs(h - head), h < head))]
         layers = [(lay, head) for lay in (layer + 1, layer - 1) if 0 <= lay < n_layers]
-        keys = [self.key("head", *lh) for lh in heads[1:3] + layers + heads[3:]]
-        keys = [k for k in keys if k not in self]
-        for task in (self._warm_picture, self._warm_numbers):
-            self._pending += [WORKER.submit(self, task, key, scale) for key in keys]
+        near = [k for k in (self.key("head", *lh) for lh in heads[1:3] + layers) if k not in self]
+        rest = [k for k in (self.key("head", *lh) for lh in heads[3:]) if k not in self]
+        jobs = [(task, k) for k in near for task in (self._warm_picture, self._warm_numbers)]
+        jobs += [(self._warm_picture, k) for k in rest] + [(self._warm_numbers, k) for k in rest]
+        self._pending = [WORKER.submit(self, task, key, scale) for task, key in jobs]
         return list(self._pending)
 
     def _warm_picture(self, key: Key, scale: str) -> None:

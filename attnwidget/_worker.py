@@ -5,7 +5,10 @@ both use the cores), and each thread of its own would keep a malloc arena whose 
 stay in the kernel's RSS. The view the user touched last goes first: a notebook that just made
 six views queues their prefetches, and a slider moved on one of them must not wait behind the
 other five. Among one view's jobs the order is the order they were asked for (thumbnails of a
-new layer, then its heads nearest to the shown one).
+new layer, then its heads nearest to the shown one). Other views' jobs wait until the kernel
+has been quiet for :data:`QUIET_S`: on two cores, their work would slow the replies of the view
+in use (the kernel, the server and the browser all need a core to get a reply on screen); the
+view in use's own jobs wait :data:`REPLY_S`, for its reply to get on screen first.
 """
 
 from __future__ import annotations
@@ -14,10 +17,17 @@ import atexit
 import heapq
 import itertools
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
+
+#: Jobs of a view other than the one in use start only after this long without a change (s).
+QUIET_S = 0.3
+#: Jobs of the view in use start this long after its change (s): the reply to the change gets
+#: through the server and is painted first (about the transport floor's time).
+REPLY_S = 0.03
 
 
 class Worker:
@@ -31,15 +41,25 @@ class Worker:
         self._last: weakref.ref | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._touched = 0.0  # time.monotonic() of the last change of any view
+
+    def _own(self, owner: object) -> None:
+        if self._last is None or self._last() is not owner:
+            self._epoch += 1
+            self._last = weakref.ref(owner)
+
+    def touch(self, owner: object) -> None:
+        """``owner``'s view has just changed: its jobs go first, the others wait for quiet."""
+        with self._cv:
+            self._own(owner)
+            self._touched = time.monotonic()
 
     def submit(self, owner: object, fn: Callable[..., Any], *args: Any) -> Future:
         """Run ``fn(*args)`` on the thread; ``owner``'s jobs go before those of anyone who
         submitted before it. Cancelling the future before it starts skips the call."""
         fut: Future = Future()
         with self._cv:
-            if self._last is None or self._last() is not owner:
-                self._epoch += 1
-                self._last = weakref.ref(owner)
+            self._own(owner)
             heapq.heappush(self._heap, (-self._epoch, next(self._seq), fut, fn, args))
             if self._stopping:
                 fut.cancel()
@@ -70,6 +90,11 @@ class Worker:
                     self._cv.wait()
                 if self._stopping:
                     return
+                mine = -self._heap[0][0] == self._epoch  # the view in use (else another's)
+                wait = self._touched + (REPLY_S if mine else QUIET_S) - time.monotonic()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
                 _, _, fut, fn, args = heapq.heappop(self._heap)
             if not fut.set_running_or_notify_cancel():
                 continue  # cancelled while queued

@@ -283,6 +283,7 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
             return
         try:
             self._restore()  # a view that let go of its record (no display showed it) rebuilds it
+            self._panels.touch()  # in use: its background work first, other views' waits
             if "ablation" in dirty:
                 self._apply_ablation()
                 dirty |= {"panel", "metrics", "detail", "atlas"}

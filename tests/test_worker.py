@@ -49,6 +49,24 @@ def test_stop_cancels_what_is_queued_and_waits_for_the_running_call():
     queued = worker.submit(owner, ran.append, "queued")
     threading.Timer(0.2, gate.set).start()
     worker.stop(timeout=10)
-    assert ran == ["running"] and running.done()
+    assert ran == ["running"]
+    assert running.done()
     assert queued.cancelled()
     assert worker.submit(owner, ran.append, "late").cancelled()
+
+
+def test_other_views_jobs_wait_until_the_kernel_is_quiet():
+    from attnwidget import _worker
+
+    worker, a, b = Worker(), Owner(), Owner()
+    done_at = {}
+    start = _worker.time.monotonic()
+    worker.touch(a)
+    job_a = worker.submit(a, lambda: done_at.setdefault("a", _worker.time.monotonic()))
+    worker.touch(b)  # b is in use now: a's job waits for QUIET_S without a change
+    job_b = worker.submit(b, lambda: done_at.setdefault("b", _worker.time.monotonic()))
+    job_a.result(timeout=10)
+    job_b.result(timeout=10)
+    assert done_at["b"] - start < _worker.QUIET_S  # the view in use does not wait
+    assert done_at["a"] - start >= _worker.QUIET_S
+    worker.stop()
