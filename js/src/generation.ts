@@ -169,8 +169,16 @@ export function generationListeners(step: Slider, tv: TextView, model: Model, li
     if (i !== null) select(tv.selection.click(i, model.get("query")));
   };
   const onLeave = () => select(tv.selection.leave(model.get("query")));
+  const onKey = (ev: Event) => {
+    const { key } = ev as KeyboardEvent;
+    if (!["ArrowLeft", "ArrowRight", "Escape"].includes(key)) return;
+    ev.preventDefault();
+    const q = tv.selection.key(key, model.get("query"), tv.spans.length);
+    select(q);
+    if (typeof q === "number") tv.spans[q]?.scrollIntoView({ block: "nearest" });
+  };
   return [
     [step.input, "input", onStep], [tv.body, "mousemove", onMove], [tv.body, "click", onClick],
-    [tv.body, "mouseleave", onLeave],
+    [tv.body, "mouseleave", onLeave], [tv.body, "keydown", onKey],
   ];
 }

@@ -65,6 +65,23 @@ export class TextSelection {
     return back;
   }
 
+  /** Keys on the focused text: ArrowLeft / ArrowRight move the query one token (pinned there, so
+   *  the pointer does not take it away), Escape clears it. `n`: the number of tokens. */
+  key(key: string, now: number | null, n: number): number | null | undefined {
+    if (key === "ArrowRight" || key === "ArrowLeft") {
+      const q = now === null ? 0 : Math.max(0, Math.min(n - 1, now + (key === "ArrowRight" ? 1 : -1)));
+      this.pinned = q;
+      this.before = undefined;
+      return q === now ? undefined : q;
+    }
+    if (key === "Escape") {
+      this.pinned = null;
+      this.before = undefined;
+      return now === null ? undefined : null;
+    }
+    return undefined;
+  }
+
   /** The query was changed elsewhere (step control, map, Python): a pin on another token ends. */
   follow(now: number | null): void {
     if (this.pinned !== null && this.pinned !== now) this.pinned = null;
@@ -94,11 +111,14 @@ export function buildTextView(): TextView {
   const box = document.createElement("div");
   box.className = "aw-text";
   box.setAttribute("role", "group");
-  box.setAttribute("aria-label", "text view: hover a token to select it as the query, click to pin it");
+  box.setAttribute("aria-label", "text view: hover a token to select it as the query, click to pin it; "
+    + "focused, the arrow keys move the query and Escape clears it");
   const title = document.createElement("div");
   title.className = "aw-text-title";
   const body = document.createElement("div");
   body.className = "aw-text-body";
+  body.tabIndex = 0;
+  body.setAttribute("data-lm-suppress-shortcuts", "true"); // JupyterLab would take the arrow keys
   box.append(title, body);
   box.style.display = "none";
   return { box, title, body, spans: [], selection: new TextSelection(), tokens: null, start: null,

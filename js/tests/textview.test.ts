@@ -70,6 +70,20 @@ describe("hover and pin", () => {
     expect(sel.leave(6)).toBe(5); // leaving after unpinning keeps the token that was pinned
   });
 
+  it("moves the query by key, pinned there, within the tokens; Escape clears it", () => {
+    const sel = new TextSelection();
+    expect(sel.key("ArrowRight", null, 5)).toBe(0); // no query yet: the first token
+    expect(sel.pinned).toBe(0);
+    expect(sel.key("ArrowLeft", 0, 5)).toBeUndefined(); // already the first
+    expect(sel.key("ArrowRight", 3, 5)).toBe(4);
+    expect(sel.key("ArrowRight", 4, 5)).toBeUndefined(); // already the last
+    expect(sel.hover(1, 4)).toBeUndefined(); // pinned by the keys: the pointer does not move it
+    expect(sel.key("Escape", 4, 5)).toBeNull();
+    expect(sel.pinned).toBeNull();
+    expect(sel.key("Escape", null, 5)).toBeUndefined();
+    expect(sel.key("a", 2, 5)).toBeUndefined();
+  });
+
   it("ends a pin when the query is moved elsewhere (step control, map, Python)", () => {
     const sel = new TextSelection();
     sel.click(3, null);

@@ -234,6 +234,12 @@ def test_step_control_text_view_and_marks(app, page, artifacts, generation):
             expect(body.locator(f"[data-i='{P + 4}']")).not_to_have_class("aw-t aw-gen aw-query aw-pinned")
             body.locator("[data-i='7']").hover()
             expect(view).to_have_attribute("data-rendered", state_key(query=7, threshold=0.3))
+            # keys on the focused text: ArrowRight moves the query one token, Escape clears it
+            body.focus()
+            page.keyboard.press("ArrowRight")
+            expect(view).to_have_attribute("data-rendered", state_key(query=8, threshold=0.3))
+            page.keyboard.press("Escape")
+            expect(view).to_have_attribute("data-rendered", state_key(threshold=0.3))
 
             # Python moves the step (the last cell, run again): the slider, map and text follow
             page.locator(".jp-Cell").nth(2).locator(".jp-InputArea-editor").click()
