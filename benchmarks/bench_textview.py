@@ -19,8 +19,8 @@ Everything is timed in the browser with ``performance.now()``, in one run:
     metrics, the text row (4096 levels) and, with the text view, its recolouring;
   - ``threshold_repaint``: a threshold ``input`` event to the end of the first repaint
     (``aw-painted``), then to the end of the style recalculation and layout the browser owes
-    the page (forced by reading a size): the whole text view is recoloured, since the
-    palette changes, and nothing waits for Python.
+    the page (forced by reading a size): the palette changes, so every span whose colour it
+    changes is written again (the text view checks all 4096), and nothing waits for Python.
   Rounds alternate the two views. The difference between them is the text view's own cost.
 * ``*_next_frame``: the same moves to the end of the browser's next frame (a task queued from
   its ``requestAnimationFrame``): style, layout and paint of what changed included. Headless
