@@ -48,6 +48,15 @@ SPANS = """box => Array.from(box.querySelectorAll('.aw-t')).map(s => ({
   i: Number(s.dataset.i), text: s.textContent, bg: getComputedStyle(s).backgroundColor,
   cls: s.className }))"""
 PIXEL = "(c, [x, y]) => Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data)"
+# a storm of pointer moves over the text, `gap_ms` apart, each over another token, ending on `last`
+HOVER_STORM = """async (body, {moves, gap_ms, last}) => {
+  const spans = body.querySelectorAll('.aw-t');
+  for (let i = 0; i < moves; i++) {
+    const s = i === moves - 1 ? spans[last] : spans[(i * 7) % spans.length];
+    s.dispatchEvent(new MouseEvent('mousemove', { bubbles: true, clientX: i + 1, clientY: 1 }));
+    await new Promise((r) => setTimeout(r, gap_ms));
+  }
+}"""
 
 
 def state_key(layer=1, head=0, query=None, threshold=0.1, mode="head", top_k=5):
@@ -240,6 +249,14 @@ def test_step_control_text_view_and_marks(app, page, artifacts, generation):
             expect(view).to_have_attribute("data-rendered", state_key(query=8, threshold=0.3))
             page.keyboard.press("Escape")
             expect(view).to_have_attribute("data-rendered", state_key(threshold=0.3))
+            # a storm of hovers (one request in flight, the latest wins): the view ends on the last
+            errors_before = len(errors)
+            body.evaluate(HOVER_STORM, {"moves": 150, "gap_ms": 5, "last": P + 5})
+            expect(view).to_have_attribute("data-rendered", state_key(query=P + 5, threshold=0.3))
+            expect(body.locator(".aw-query")).to_have_count(1)
+            assert body.locator(".aw-query").get_attribute("data-i") == str(P + 5)
+            expect(step_value).to_contain_text(f"6 / {N_NEW - 1}")
+            assert errors[errors_before:] == []
 
             # Python moves the step (the last cell, run again): the slider, map and text follow
             page.locator(".jp-Cell").nth(2).locator(".jp-InputArea-editor").click()
