@@ -265,3 +265,21 @@ def test_tiny_lm_generation_view_ablates_on_the_generated_text(tiny_lm, referenc
         assert v.metrics["step"]["step"] == 2
     finally:
         v.close()
+
+
+def test_text_row_keeps_full_resolution_when_the_map_is_pooled():
+    # 600 tokens: the map is max-pooled (2 x 2 blocks), the text row is not: each token keeps its
+    # own level on the map's colour range
+    from attnwidget.synthetic import create_synthetic_attention
+
+    w = np.asarray(create_synthetic_attention(600, "local"), dtype=np.float32)
+    v = AttentionView(AttentionMaps(w[None, None], [f"t{i}" for i in range(600)]), show_text=True, query=300)
+    try:
+        assert v.panel["pool"] == 2
+        assert v.text_row["shape"] == [1, 600]
+        np.testing.assert_array_equal(levels(v.text_row)[0], quantize(w[300], v.panel["vmax"]))
+        pooled = levels(v.panel)[150]  # the block of rows 300-301: each cell the max of 2 x 2
+        block_max = np.maximum(*quantize(w[300:302], v.panel["vmax"])).reshape(-1, 2).max(axis=1)
+        np.testing.assert_array_equal(pooled, block_max)
+    finally:
+        v.close()
