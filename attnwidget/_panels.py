@@ -59,6 +59,7 @@ class PanelStore:
         self._atlas_future: Future | None = None
         self._rollout: np.ndarray | None = None
         self._atlas_layer: int | None = None
+        self._atlases: dict[tuple[int, int], dict[str, Any]] = {}  # (layer, generation) -> atlas
 
     # ------------------------------------------------------------------ lookups
     def key(self, kind: str, layer: int, head: int | None) -> Key:
@@ -133,7 +134,7 @@ class PanelStore:
         """Bytes held: metrics intermediates, own copies of maps and encoded overviews."""
         with self._lock:
             return (sum(self._own_bytes(k, v) for k, v in self._metrics.items())
-                    + sum(len(m["buffer"]) for m in self._encoded.values()))
+                    + sum(len(m["buffer"]) for m in [*self._encoded.values(), *self._atlases.values()]))
 
     @staticmethod
     def _own_bytes(key: Key, pm: PanelMetrics) -> int:
@@ -161,6 +162,7 @@ class PanelStore:
             self._metrics.clear()
             self._encoded.clear()
             self._received.clear()
+            self._atlases.clear()
             self._rollout = None
 
     # ------------------------------------------------------------------ the worker
@@ -190,9 +192,12 @@ class PanelStore:
         layers = [(lay, head) for lay in (layer + 1, layer - 1) if 0 <= lay < n_layers]
         near = [k for k in (self.key("head", *lh) for lh in heads[1:3] + layers) if k not in self]
         rest = [k for k in (self.key("head", *lh) for lh in heads[3:]) if k not in self]
-        jobs = [(task, k) for k in near for task in (self._warm_picture, self._warm_numbers)]
-        jobs += [(self._warm_picture, k) for k in rest] + [(self._warm_numbers, k) for k in rest]
-        self._pending = [WORKER.submit(self, task, key, scale) for task, key in jobs]
+        first = [(task, k) for k in near for task in (self._warm_picture, self._warm_numbers)]
+        then = [(self._warm_picture, k) for k in rest] + [(self._warm_numbers, k) for k in rest]
+        self._pending = [WORKER.submit(self, task, key, scale) for task, key in first]
+        # the thumbnails of the neighbouring layers, after their shown head's picture and metrics
+        self._pending += [WORKER.submit(self, self._atlas_for, lay) for lay, _ in layers]
+        self._pending += [WORKER.submit(self, task, key, scale) for task, key in then]
         return list(self._pending)
 
     def _warm_picture(self, key: Key, scale: str) -> None:
@@ -202,12 +207,24 @@ class PanelStore:
         self.metrics(key).static()
 
     def atlas(self, layer: int) -> dict[str, Any] | None:
-        """The layer's thumbnails (:func:`attnwidget._messages.atlas_message`); None if another
-        layer was asked for since (the worker skips work nobody waits for)."""
-        maps = self.maps
-        if maps is None or (self._atlas_layer is not None and layer != self._atlas_layer):
+        """The layer's thumbnails (:func:`attnwidget._messages.atlas_message`), cached; None if
+        another layer was asked for since (the worker skips work nobody waits for)."""
+        if self._atlas_layer is not None and layer != self._atlas_layer:
             return None
-        return atlas_message(maps, layer, self.corpus)
+        return self._atlas_for(layer)
+
+    def _atlas_for(self, layer: int) -> dict[str, Any] | None:
+        maps, gen = self.maps, self.generation
+        if maps is None:
+            return None
+        with self._lock:
+            if (layer, gen) in self._atlases:
+                return self._atlases[layer, gen]
+        out = atlas_message(maps, layer, self.corpus)
+        with self._lock:
+            if gen == self.generation and self.maps is maps:
+                self._atlases[layer, gen] = out
+        return out
 
     def schedule_atlas(self, layer: int, deliver: Callable[[dict[str, Any]], None],
                        fail: Callable[[BaseException], None]) -> None:
@@ -217,6 +234,11 @@ class PanelStore:
         A result whose layer or record is no longer the one asked for last is dropped.
         """
         self._atlas_layer = layer
+        with self._lock:
+            ready = self._atlases.get((layer, self.generation))
+        if ready is not None:  # built ahead (a neighbouring layer) or shown before: at once
+            deliver(ready)
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop: nothing could deliver a result later
@@ -248,6 +270,7 @@ class PanelStore:
             self._metrics.clear()
             self._encoded.clear()
             self._received.clear()
+            self._atlases.clear()
             self._rollout = None
 
     def close(self) -> None:
@@ -260,6 +283,7 @@ class PanelStore:
             self._metrics.clear()
             self._encoded.clear()
             self._received.clear()
+            self._atlases.clear()
             self.maps = self._rollout = self.corpus = None
 
     @property

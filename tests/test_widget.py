@@ -329,6 +329,25 @@ def test_atlas_is_built_off_the_event_loop_and_handed_back_to_it():
     view.close()
 
 
+def test_thumbnails_of_the_next_layer_are_built_ahead_and_shown_with_the_map(monkeypatch):
+    # the worker builds layer 1's thumbnails while layer 0 is shown: moving to layer 1 then
+    # sets the atlas at once, with the map (no wait for the worker); equal to a fresh build
+    monkeypatch.setattr(panels_module, "PREFETCH_CELLS", 10)
+    w = stack(np.random.default_rng(24), L=3, H=2, Q=6)
+
+    async def session():
+        view = AttentionView.from_tensor(w)
+        await asyncio.sleep(2)  # the worker: 30 ms after the change, a few ms of work
+        view.layer = 1
+        assert view.atlas["layer"] == 1  # set with the map, in the same change
+        return view
+
+    view = asyncio.run(session())
+    thumbs = np.frombuffer(bytes(view.atlas["buffer"]), np.uint8).reshape(2, 6, 6)
+    np.testing.assert_allclose(thumbs[0] / LEVELS * w[1, 0].max(), w[1, 0], atol=w[1, 0].max() * STEP + 1e-7)
+    view.close()
+
+
 def test_ablation_needs_a_model_and_valid_heads():
     view = AttentionView.from_tensor(stack(np.random.default_rng(15)))
     with pytest.raises(traitlets.TraitError, match="ablated: this view shows a record, not a model"):
