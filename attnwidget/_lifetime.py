@@ -1,4 +1,5 @@
-"""How long an AttentionView holds its record: the browser's displays of it, counted.
+"""An AttentionView's displays: how it shows where no live view can (its text and PNG), and how
+long it holds its record (the browser's displays of it, counted).
 
 The browser tells the kernel when a display of a view appears (``shown``) and
 when it goes (``hidden``: its output cleared, its cell re-run, its notebook
@@ -14,7 +15,8 @@ A view made from a record (``AttentionView(maps)``) or a generation keeps its
 record: the caller's record is the caller's, and a generation is not re-run
 behind the user's back. Both only drop their caches.
 
-The liveness ping of ``js/src/link.ts`` is answered here too.
+The liveness ping of ``js/src/link.ts`` is answered here too, and the view's ``repr`` and
+display bundle (a PNG snapshot beside the live view, :mod:`attnwidget.snapshot`) are made here.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def _return_freed_memory() -> None:
 
 
 class Lifetime:
-    """Mixin of :class:`attnwidget.widget.AttentionView`: the browser's messages about displays."""
+    """Mixin of :class:`attnwidget.widget.AttentionView`: its displays and the browser's messages
+    about them."""
 
     _displays = 0  # displays the browser says show this view now
     _released = False  # True while the record is let go of (rebuilt on demand)
@@ -87,6 +90,23 @@ class Lifetime:
         self._released = False
         if self.ablated:
             self._apply_ablation()
+
+    def __repr__(self) -> str:
+        # also the text a notebook shows where the live view cannot be (a reopened notebook)
+        if self._closed():
+            return "AttentionView(closed)"
+        L, H, Q, K = self.maps.shape
+        return (f"AttentionView({self.maps.model_name or 'unknown model'}, {L} layers x {H} heads, "
+                f"{Q} x {K} tokens; layer {self.layer}, head {self.head}) - a live view: run the cell "
+                "to see it")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # the live view plus a PNG of what it shows at display time, for front ends without
+        # the widget manager (nbconvert, GitHub, nbviewer): see attnwidget.snapshot
+        from attnwidget.snapshot import with_snapshot
+
+        bundle = super()._repr_mimebundle_(**kwargs)
+        return bundle if self._closed() else with_snapshot(self, bundle, kwargs)
 
     def _closed(self) -> bool:
         """True once :meth:`close` ran (a view that only let go of its record is not closed)."""

@@ -190,23 +190,6 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         self._flush()
         self.on_msg(self._on_message)
 
-    def __repr__(self) -> str:
-        # also the text a notebook shows where the live view cannot be (a reopened notebook)
-        if self._closed():
-            return "AttentionView(closed)"
-        L, H, Q, K = self.maps.shape
-        return (f"AttentionView({self.maps.model_name or 'unknown model'}, {L} layers x {H} heads, "
-                f"{Q} x {K} tokens; layer {self.layer}, head {self.head}) - a live view: run the cell "
-                "to see it")
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        # the live view plus a PNG of what it shows at display time, for front ends without
-        # the widget manager (nbconvert, GitHub, nbviewer): see attnwidget.snapshot
-        from attnwidget.snapshot import with_snapshot
-
-        bundle = super()._repr_mimebundle_(**kwargs)
-        return bundle if self._closed() else with_snapshot(self, bundle, kwargs)
-
     @classmethod
     def from_tensor(cls, weights: Any, tokens: Any = None, **options: Any) -> AttentionView:
         """From raw weights ``[Q,K]``, ``[H,Q,K]`` or ``[L,H,Q,K]`` and optional tokens.
