@@ -171,11 +171,13 @@ class PanelStore:
         (:mod:`attnwidget._worker`)."""
         WORKER.touch(self)
 
-    def prefetch(self, layer: int, head: int, scale: str) -> list[Future]:
+    def prefetch(self, layer: int, head: int, scale: str,
+                 before: tuple[int, int] | None = None) -> list[Future]:
         """Compute ahead of time (maps over ``prefetch_cells`` only) what a next step may show:
         the heads next to ``head`` and the same head in the layers next to ``layer`` (picture and
-        metrics), then the pictures of the layer's other heads (cheap), then their metrics.
-        Returns the futures.
+        metrics; first the one a slider moving on from ``before``, the ``(layer, head)`` shown
+        before, would reach), then the pictures of the layer's other heads (cheap), then their
+        metrics. Returns the futures.
 
         Earlier prefetches not started yet are cancelled (a running one finishes and is cached);
         work already queued for the thumbnails runs first.
@@ -190,7 +192,11 @@ class PanelStore:
             return []
         heads = [(layer, h) for h in sorted(range(n_heads), key=lambda h: (abs(h - head), h < head))]
         layers = [(lay, head) for lay in (layer + 1, layer - 1) if 0 <= lay < n_layers]
-        near = [k for k in (self.key("head", *lh) for lh in heads[1:3] + layers) if k not in self]
+        near_at = heads[1:3] + layers
+        if before is not None and (before[0] == layer) != (before[1] == head):  # one slider moved
+            ahead = (2 * layer - before[0], 2 * head - before[1])
+            near_at.sort(key=lambda lh: lh != ahead)  # stable: the rest keep their order
+        near = [k for k in (self.key("head", *lh) for lh in near_at) if k not in self]
         rest = [k for k in (self.key("head", *lh) for lh in heads[3:]) if k not in self]
         first = [(task, k) for k in near for task in (self._warm_picture, self._warm_numbers)]
         then = [(self._warm_picture, k) for k in rest] + [(self._warm_numbers, k) for k in rest]

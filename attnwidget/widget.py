@@ -172,6 +172,7 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         self._batch = 0
         self._dirty: set[str] = set()
         self._timings: collections.deque[dict] = collections.deque(maxlen=1000)
+        self._shown_at = (layer, head)  # the map before: a slider's direction, for the prefetch
         super().__init__()
         with self.hold_trait_notifications():
             for name, value in msg.record_traits(maps, gen).items():
@@ -292,7 +293,8 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
                 self._panels.schedule_atlas(self.layer, self._set_atlas, self._show_error)
             self._panels.trim()
             if "panel" in dirty and self.mode in msg.HEAD_MODES:
-                self._panels.prefetch(self.layer, self.head, self.scale)
+                self._panels.prefetch(self.layer, self.head, self.scale, self._shown_at)
+                self._shown_at = (self.layer, self.head)
         except Exception as exc:  # shown in the view; the traceback still goes to the log
             self._show_error(exc)
             raise
