@@ -34,6 +34,10 @@ METRICS_CACHE_BYTES = 512 * 2**20
 #: a slider step or a click on the head strip finds them ready.
 PREFETCH_CELLS = 128 * 128
 
+#: Maps with more cells than this (1024 x 1024, some 50 ms of metrics and more) send their
+#: picture first and their metrics when the worker has them; smaller ones send both at once.
+LATER_CELLS = 1024 * 1024
+
 Key = tuple[str, int, "int | None", int]
 
 
@@ -116,7 +120,10 @@ class PanelStore:
         return out
 
     def ready(self, key: Key) -> bool:
-        """True when the map's threshold-free metrics are computed (its numbers cost no more work)."""
+        """True when the map's numbers can go with its picture: its threshold-free metrics are
+        computed, or it is small enough (:data:`LATER_CELLS`) to compute them at once."""
+        if self.maps is not None and self.maps.shape[-2] * self.maps.shape[-1] <= LATER_CELLS:
+            return True
         with self._lock:
             pm = self._metrics.get(key)
         return pm is not None and pm.has_static()
@@ -245,21 +252,34 @@ class PanelStore:
         if ready is not None:  # built ahead (a neighbouring layer) or shown before: at once
             deliver(ready)
             return
+        gen = self.generation
+
+        def still_wanted(atlas: dict[str, Any] | None) -> None:
+            if atlas is not None and layer == self._atlas_layer and gen == self.generation:
+                deliver(atlas)
+
+        self._atlas_future = self.compute_then(lambda: self.atlas(layer), still_wanted, fail)
+
+    def compute_then(self, fn: Callable[[], Any], deliver: Callable[[Any], None],
+                     fail: Callable[[BaseException], None]) -> Future | None:
+        """Run ``fn()`` in the worker and hand its result to ``deliver`` on the kernel's event loop
+        (``fail`` gets its error), so the loop keeps handling the browser's messages meanwhile.
+        Without a running event loop nothing could deliver later: ``fn`` runs now. Returns the
+        future (None when run now)."""
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop: nothing could deliver a result later
-            deliver(self.atlas(layer))  # type: ignore[arg-type]
-            return
-        gen = self.generation
-        fut = self._atlas_future = WORKER.submit(self, self.atlas, layer)
+        except RuntimeError:
+            deliver(fn())
+            return None
+        fut = WORKER.submit(self, fn)
 
         def on_loop(f: Future) -> None:
-            if f.cancelled() or self.maps is None or layer != self._atlas_layer or gen != self.generation:
+            if f.cancelled() or self.maps is None:
                 return
             exc = f.exception()
             if exc is not None:
                 fail(exc)
-            elif f.result() is not None:
+            else:
                 deliver(f.result())
 
         def hand_back(f: Future) -> None:
@@ -267,6 +287,7 @@ class PanelStore:
                 loop.call_soon_threadsafe(on_loop, f)
 
         fut.add_done_callback(hand_back)
+        return fut
 
     def drop_caches(self) -> None:
         """Forget every computed entry (metrics, overviews, rollout); the record stays."""

@@ -272,9 +272,10 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
                 self._apply_ablation()
                 dirty |= {"panel", "metrics", "detail", "atlas"}
             # One message per step (hold_sync), each message one round of the transport: the
-            # picture first, then the numbers when they still need computing (the browser
-            # paints the new map meanwhile and marks the metrics as updating); both in one
-            # message when the numbers are ready. The thumbnails come later from the worker.
+            # picture first, then the numbers when they still need computing (in the worker:
+            # the browser paints the new map meanwhile and marks the metrics as updating, and
+            # the kernel keeps answering the sliders); both in one message when the numbers are
+            # ready. The thumbnails come later from the worker.
             later = "metrics" in dirty and "panel" in dirty and not self._panels.ready(self._key())
             with self.hold_sync():
                 if "panel" in dirty:
@@ -287,14 +288,14 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
                 if not later:
                     self._send_numbers(dirty)
             if later:
-                with self.hold_sync():
-                    self._send_numbers(dirty)
+                self._numbers_later(dirty)
             if "atlas" in dirty:
                 self._panels.schedule_atlas(self.layer, self._set_atlas, self._show_error)
             self._panels.trim()
             if "panel" in dirty and self.mode in msg.HEAD_MODES:
                 self._panels.prefetch(self.layer, self.head, self.scale, self._shown_at)
                 self._shown_at = (self.layer, self.head)
+            self._panels.touch()  # the reply is sent: the worker's REPLY_S counts from here
         except Exception as exc:  # shown in the view; the traceback still goes to the log
             self._show_error(exc)
             raise
@@ -318,6 +319,20 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
             row = msg.text_row_message(self._shown(), received, query, self.panel["vmax"], self.scale,
                                        self._view())
         self.set_trait("text_row", row)
+
+    def _numbers_later(self, dirty: set[str]) -> None:
+        key = self._key()
+
+        def send(_static: Any) -> None:
+            if not self._closed() and self._key() == key:  # else a newer change sent its own
+                with self.hold_sync():
+                    self._send_numbers(dirty)
+
+        def fail(exc: BaseException) -> None:
+            if not self._closed() and self._key() == key:
+                self._show_error(exc)
+
+        self._panels.compute_then(lambda: self._panels.metrics(key).static(), send, fail)
 
     def _send_numbers(self, dirty: set[str]) -> None:
         if "metrics" in dirty:

@@ -348,6 +348,36 @@ def test_thumbnails_of_the_next_layer_are_built_ahead_and_shown_with_the_map(mon
     view.close()
 
 
+def test_a_large_maps_numbers_follow_its_picture_from_the_worker(monkeypatch):
+    # over LATER_CELLS the picture goes at once and the metrics when the worker has them; the
+    # kernel answers meanwhile, and numbers for a map no longer shown are never sent
+    monkeypatch.setattr(panels_module, "LATER_CELLS", 10)
+    monkeypatch.setattr(panels_module, "PREFETCH_CELLS", 10**9)  # nothing computed ahead
+    w = stack(np.random.default_rng(25), L=3, H=3, Q=8)
+
+    async def session():
+        view = AttentionView.from_tensor(w)
+        for _ in range(500):
+            if view.metrics.get("view", {}).get("layer") == 0:
+                break
+            await asyncio.sleep(0.01)
+        view.layer = 1
+        assert view.panel["view"]["layer"] == 1  # the picture at once
+        assert view.metrics["view"]["layer"] == 0  # the numbers of the map before, until...
+        view.head = 2  # ...a newer change: layer 1 head 0's numbers must not be sent
+        for _ in range(500):
+            if view.metrics["view"]["head"] == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        return view
+
+    view = asyncio.run(session())
+    assert (view.metrics["view"]["layer"], view.metrics["view"]["head"]) == (1, 2)
+    assert_metrics_equal(view.metrics, panel_metrics(w[1, 2], 0.1))
+    view.close()
+
+
 def test_ablation_needs_a_model_and_valid_heads():
     view = AttentionView.from_tensor(stack(np.random.default_rng(15)))
     with pytest.raises(traitlets.TraitError, match="ablated: this view shows a record, not a model"):

@@ -88,7 +88,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   for (const [target, type, fn, options] of listeners) target.addEventListener(type, fn, options);
 
   const handlers: [string, () => void][] = [
-    ["panel", () => { shown.takePanel(model); ui.draw(); }],
+    ["panel", () => { shown.takePanel(model); link.repliedPicture(model.get("panel").view); ui.draw(); }],
     ["detail", () => { shown.takeDetail(model, el); ui.draw(); }],
     ["atlas", () => { shown.takeAtlas(model); ui.showThumbs(); ui.draw(); }],
     ["metrics", onMetrics], ["effect", onMetrics],

@@ -1,6 +1,6 @@
 /** The link to Python: the one way to send, the one request in flight, the liveness ping,
  *  the zoom debounce, and the user values an echo must not undo. Owns every timer it starts. */
-import { current, type Model, replyKey, stateKey, type ViewState } from "./state";
+import { current, type Model, panelKey, replyKey, stateKey, type ViewState } from "./state";
 
 /** After this long without any reply to a change, the view says the kernel may be gone. */
 export const NO_REPLY_MS = 5000;
@@ -22,6 +22,9 @@ export interface Link {
   request(): void;
   /** Called with each metrics reply: releases the request it answers. */
   replied(view: Record<string, unknown> | undefined): void;
+  /** Called with each picture (panel): releases a request that changed the picture, once its
+   *  picture is here. A large map's metrics follow later; the sliders need not wait for them. */
+  repliedPicture(view: Parameters<typeof panelKey>[0] | undefined): void;
   /** The kernel's custom messages (pong). */
   onCustom(msg: { type?: string; seq?: number }): void;
   /** Ask for the zoomed window `want` ([] for none) once zooming rests. */
@@ -34,8 +37,10 @@ export interface Link {
 }
 
 /** Requests: one in flight at a time (until its metrics reply or REPLY_WAIT_MS), the latest state wins. */
-function requestQueue(model: Model, save: () => void): Pick<Link, "request" | "replied" | "dispose"> {
+function requestQueue(model: Model, save: () => void): Pick<Link, "request" | "replied" | "repliedPicture" | "dispose"> {
   let waiting: string | null = null;
+  let waitingPicture: string | null = null; // the picture the request asks for, when it changes it
+  let shownPicture = "";
   let pending = false;
   let waitTimer: Timer | undefined;
   const release = () => {
@@ -52,15 +57,22 @@ function requestQueue(model: Model, save: () => void): Pick<Link, "request" | "r
       return;
     }
     const want = stateKey(current(model));
+    const picture = panelKey(current(model));
     save();
     if (want === replyKey(model.get("metrics").view)) return; // Python already shows this state
     waiting = want;
+    waitingPicture = picture === shownPicture ? null : picture;
     waitTimer = setTimeout(release, REPLY_WAIT_MS); // a lost or failed reply must not block the sliders
   };
   return {
     request,
     replied(view) {
       if (waiting !== null && replyKey(view) === waiting) release();
+    },
+    repliedPicture(view) {
+      if (!view) return;
+      shownPicture = panelKey(view);
+      if (waiting !== null && waitingPicture === shownPicture) release();
     },
     dispose: () => clearTimeout(waitTimer),
   };
@@ -107,6 +119,7 @@ export function createLink(model: Model, offline: (gone: boolean) => void): Link
     save,
     request: queue.request,
     replied: queue.replied,
+    repliedPicture: queue.repliedPicture,
     onCustom(msg) {
       if (msg?.type !== "pong") return;
       clearTimeout(noReplyTimer);

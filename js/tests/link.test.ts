@@ -67,6 +67,30 @@ describe("link to Python", () => {
     expect(model.saved.map((s) => s.head)).toEqual([1, 4]);
   });
 
+  it("lets the next move go once the picture of a move is here (a large map's metrics follow later)", () => {
+    const { model, link } = setup();
+    link.repliedPicture({ mode: "head", layer: 0, head: 0, ablated: [] }); // the picture shown now
+    link.setLocal("head", 1);
+    link.request();
+    link.setLocal("head", 2);
+    link.request(); // queued
+    expect(model.saved.map((s) => s.head)).toEqual([1]);
+    link.repliedPicture({ mode: "head", layer: 0, head: 7, ablated: [] }); // another picture: nothing
+    expect(model.saved.length).toBe(1);
+    link.repliedPicture({ mode: "head", layer: 0, head: 1, ablated: [] }); // head 1's picture
+    expect(model.saved.map((s) => s.head)).toEqual([1, 2]);
+    // a threshold move keeps the picture: only its metrics release the queue
+    link.repliedPicture({ mode: "head", layer: 0, head: 2, ablated: [] });
+    link.setLocal("threshold", 0.3);
+    link.request();
+    link.setLocal("threshold", 0.4);
+    link.request();
+    link.repliedPicture({ mode: "head", layer: 0, head: 2, ablated: [] });
+    expect(model.saved.length).toBe(3);
+    link.replied({ ...replyFor(model), threshold: 0.3 });
+    expect(model.saved.map((s) => s.threshold)).toEqual([undefined, undefined, 0.3, 0.4]);
+  });
+
   it("sends nothing to wait for when Python already shows the state", () => {
     const { model, link } = setup();
     model.fromKernel("metrics", { view: replyFor(model) });
