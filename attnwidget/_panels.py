@@ -184,7 +184,7 @@ class PanelStore:
         the heads next to ``head`` and the same head in the layers next to ``layer`` (picture and
         metrics; first the one a slider moving on from ``before``, the ``(layer, head)`` shown
         before, would reach), then the pictures of the layer's other heads (cheap), then their
-        metrics. Returns the futures.
+        metrics (maps up to :data:`LATER_CELLS`). Returns the futures.
 
         Earlier prefetches not started yet are cancelled (a running one finishes and is cached);
         work already queued for the thumbnails runs first.
@@ -206,7 +206,9 @@ class PanelStore:
         near = [k for k in (self.key("head", *lh) for lh in near_at) if k not in self]
         rest = [k for k in (self.key("head", *lh) for lh in heads[3:]) if k not in self]
         first = [(task, k) for k in near for task in (self._warm_picture, self._warm_numbers)]
-        then = [(self._warm_picture, k) for k in rest] + [(self._warm_numbers, k) for k in rest]
+        then = [(self._warm_picture, k) for k in rest]
+        if Q * K <= LATER_CELLS:  # a large map's far heads: numbers on demand (seconds of CPU else)
+            then += [(self._warm_numbers, k) for k in rest]
         self._pending = [WORKER.submit(self, task, key, scale) for task, key in first]
         # the thumbnails of the neighbouring layers, after their shown head's picture and metrics
         self._pending += [WORKER.submit(self, self._atlas_for, lay) for lay, _ in layers]
