@@ -16,8 +16,9 @@ export interface Link {
   setLocal<K extends keyof ViewState>(name: K, value: ViewState[K]): void;
   /** Put back an unsent user value that an echo overwrote; true when it did. */
   keepUnsent(name: string): boolean;
-  /** Send every local change, then a ping. */
-  save(): void;
+  /** Send every local change, then a ping (`ping = false`: the change's own reply will say the
+   *  kernel is alive). */
+  save(ping?: boolean): void;
   /** Send the state and wait for its metrics; while one request waits, only the latest next one is kept. */
   request(): void;
   /** Called with each metrics reply: releases the request it answers. */
@@ -37,13 +38,15 @@ export interface Link {
 }
 
 /** Requests: one in flight at a time (until its metrics reply or REPLY_WAIT_MS), the latest state wins. */
-function requestQueue(model: Model, save: () => void): Pick<Link, "request" | "replied" | "repliedPicture" | "dispose"> {
+function requestQueue(model: Model, save: (ping?: boolean) => void, alive: () => void):
+  Pick<Link, "request" | "replied" | "repliedPicture" | "dispose"> {
   let waiting: string | null = null;
   let waitingPicture: string | null = null; // the picture the request asks for, when it changes it
   let shownPicture = "";
   let pending = false;
   let waitTimer: Timer | undefined;
-  const release = () => {
+  const release = (answered: boolean) => {
+    if (answered) alive();
     waiting = null;
     clearTimeout(waitTimer);
     if (pending) {
@@ -58,21 +61,26 @@ function requestQueue(model: Model, save: () => void): Pick<Link, "request" | "r
     }
     const want = stateKey(current(model));
     const picture = panelKey(current(model));
-    save();
-    if (want === replyKey(model.get("metrics").view)) return; // Python already shows this state
+    if (want === replyKey(model.get("metrics").view)) { // Python already shows this state:
+      save(); // no reply will come, so a ping asks whether the kernel is there
+      return;
+    }
+    // no ping: the reply says the kernel is alive, and a ping's round trip (two more kernel
+    // busy/idle turns for the page to show) measurably slowed the reply on two cores
+    save(false);
     waiting = want;
     waitingPicture = picture === shownPicture ? null : picture;
-    waitTimer = setTimeout(release, REPLY_WAIT_MS); // a lost or failed reply must not block the sliders
+    waitTimer = setTimeout(() => release(false), REPLY_WAIT_MS); // a lost or failed reply must not block the sliders
   };
   return {
     request,
     replied(view) {
-      if (waiting !== null && replyKey(view) === waiting) release();
+      if (waiting !== null && replyKey(view) === waiting) release(true);
     },
     repliedPicture(view) {
       if (!view) return;
       shownPicture = panelKey(view);
-      if (waiting !== null && waitingPicture === shownPicture) release();
+      if (waiting !== null && waitingPicture === shownPicture) release(true);
     },
     dispose: () => clearTimeout(waitTimer),
   };
@@ -80,9 +88,10 @@ function requestQueue(model: Model, save: () => void): Pick<Link, "request" | "r
 
 /** `offline(true)` when the kernel has not answered for NO_REPLY_MS, `offline(false)` when it does. */
 export function createLink(model: Model, offline: (gone: boolean) => void): Link {
-  // ---- liveness: every change sent is followed by a ping that Python answers after it has
-  // handled the change. A restarted or shut-down kernel never answers (ipywidgets does not
-  // mark the view), so after NO_REPLY_MS the view says it may be a snapshot.
+  // ---- liveness: every change sent gets an answer, either its own reply (a request) or a
+  // pong to the ping that follows it, which Python sends after it has handled the change. A
+  // restarted or shut-down kernel never answers (ipywidgets does not mark the view), so after
+  // NO_REPLY_MS the view says it may be a snapshot.
   let pingSeq = 0;
   let noReplyTimer: Timer | undefined;
   const armNoReply = () => {
@@ -93,15 +102,22 @@ export function createLink(model: Model, offline: (gone: boolean) => void): Link
   // the last value *sent* over any newer value set locally but not yet sent; without this, a
   // move made while Python was busy could be undone by the echo of the move before it.
   const unsent = new Map<keyof ViewState, unknown>();
-  const save = () => {
+  const save = (ping = true) => {
     if (!noReplyTimer) armNoReply(); // first: sending to a dead kernel may throw
-    pingSeq += 1;
     unsent.clear();
     model.save_changes();
-    model.send({ type: "ping", seq: pingSeq });
+    if (ping) {
+      pingSeq += 1;
+      model.send({ type: "ping", seq: pingSeq });
+    }
+  };
+  const alive = () => {
+    clearTimeout(noReplyTimer);
+    noReplyTimer = undefined;
+    offline(false);
   };
 
-  const queue = requestQueue(model, save);
+  const queue = requestQueue(model, save, alive);
   let zoomTimer: Timer | undefined;
   return {
     setLocal(name, value) {

@@ -101,6 +101,22 @@ describe("link to Python", () => {
     expect(model.saved.length).toBe(2); // not blocked
   });
 
+  it("takes a request's reply as the kernel's answer (no ping) and says it may be gone without one", () => {
+    const { model, link, offline } = setup();
+    link.setLocal("head", 1);
+    link.request();
+    expect(model.messages).toEqual([]); // no ping: the reply will answer
+    link.replied({ ...replyFor(model), head: 1 });
+    expect(offline).toEqual([false]);
+    link.setLocal("head", 2);
+    link.request();
+    vi.advanceTimersByTime(NO_REPLY_MS); // no reply at all (the queue gave up waiting at REPLY_WAIT_MS)
+    expect(offline).toEqual([false, true]);
+    model.fromKernel("metrics", { view: replyFor(model) }); // nothing to await: this one pings
+    link.request();
+    expect(model.messages).toEqual([{ type: "ping", seq: 1 }]);
+  });
+
   it("stops waiting for a lost reply after REPLY_WAIT_MS", () => {
     const { model, link } = setup();
     link.setLocal("head", 1);
