@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,15 +30,40 @@ from attnwidget.metrics._input import (
     prepare,
 )
 
+#: Arrays with more cells than this (4 MiB of float32) are worked on in row blocks or in a
+#: reused per-thread buffer: a fresh 64 MiB temporary at 4096 tokens is mapped page by page
+#: on every call, which cost more than the arithmetic.
+BLOCK_CELLS = 2**20
+_scratch = threading.local()
+#: The largest map sorted in the reused buffer (4096 x 4096: 64 MiB per thread that sorts).
+SCRATCH_SORT_CELLS = 4096 * 4096
+
+
+def _scratch_buffer(n: int, dtype: np.dtype) -> np.ndarray:
+    """A per-thread 1-D buffer of at least ``n`` items of ``dtype``, reused between calls."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.dtype != dtype or buf.size < n:
+        buf = _scratch.buf = np.empty(n, dtype=dtype)
+    return buf[:n]
+
 
 def _row_entropy(p: Prepared) -> torch.Tensor:
     """Entropy of every row in nats, ``[..., Q]``; ``0 ln 0 = 0`` exactly (no epsilon)."""
     if "entropy" not in p.cache:
         w = p.w.numpy()
-        # log only where p > 0 (the rest stays 0), so 0 log 0 is exactly 0. numpy's
-        # SIMD log is ~4x faster than torch's on this CPU, which is why this is numpy.
-        logs = np.log(w, out=np.zeros_like(w), where=w > 0)
-        p.cache["entropy"] = torch.from_numpy(-np.einsum("...k,...k->...", w, logs))
+        rows = w.reshape(-1, w.shape[-1])
+        out = np.empty(rows.shape[0], dtype=w.dtype)
+        step = max(1, BLOCK_CELLS // max(1, rows.shape[1]))
+        logs = np.empty((min(step, rows.shape[0]), rows.shape[1]), dtype=w.dtype)
+        for r0 in range(0, rows.shape[0], step):
+            block = rows[r0:r0 + step]
+            lg = logs[: block.shape[0]]
+            lg.fill(0)
+            # log only where p > 0 (the rest stays 0), so 0 log 0 is exactly 0. numpy's
+            # SIMD log is ~4x faster than torch's on this CPU, which is why this is numpy.
+            np.log(block, out=lg, where=block > 0)
+            out[r0:r0 + step] = -np.einsum("qk,qk->q", block, lg)
+        p.cache["entropy"] = torch.from_numpy(out.reshape(w.shape[:-1]))
     return p.cache["entropy"]
 
 
@@ -278,8 +304,16 @@ def _gini(p: Prepared) -> torch.Tensor:
     w = p.w
     lead = w.shape[:-2]
     n_total = w.shape[-2] * w.shape[-1]
-    ordered = torch.from_numpy(np.sort(w.reshape(-1, n_total).numpy(), axis=-1))
-    p.cache["sorted"] = ordered
+    flat = w.reshape(-1, n_total).numpy()
+    if flat.shape[0] == 1 and BLOCK_CELLS < n_total <= SCRATCH_SORT_CELLS:
+        # one large map (the widget's): sorted in a reused buffer, and not kept (see BLOCK_CELLS)
+        buf = _scratch_buffer(flat.size, flat.dtype).reshape(flat.shape)
+        buf[...] = flat
+        buf.sort(axis=-1)
+        ordered = torch.from_numpy(buf)
+    else:  # kept: a threshold then counts by binary search (compute_sparsity)
+        ordered = torch.from_numpy(np.sort(flat, axis=-1))
+        p.cache["sorted"] = ordered
     ranks = _ranks(n_total, w.dtype)
     # BLAS accumulates in blocks: at 262144 terms the float32 sum is within ~1e-6
     # relative of a float64 one (checked in the tests), at a tenth of the time
