@@ -203,16 +203,18 @@ class PanelStore:
         if before is not None and (before[0] == layer) != (before[1] == head):  # one slider moved
             ahead = (2 * layer - before[0], 2 * head - before[1])
             near_at.sort(key=lambda lh: lh != ahead)  # stable: the rest keep their order
-        near = [k for k in (self.key("head", *lh) for lh in near_at) if k not in self]
+        jobs: list[tuple] = []
+        for lay, h in near_at:  # picture and metrics; a neighbouring layer's thumbnails right after
+            key = self.key("head", lay, h)
+            if key not in self:
+                jobs += [(self._warm_picture, key, scale), (self._warm_numbers, key, scale)]
+            if lay != layer:
+                jobs.append((self._atlas_for, lay))
         rest = [k for k in (self.key("head", *lh) for lh in heads[3:]) if k not in self]
-        first = [(task, k) for k in near for task in (self._warm_picture, self._warm_numbers)]
-        then = [(self._warm_picture, k) for k in rest]
+        jobs += [(self._warm_picture, k, scale) for k in rest]
         if Q * K <= LATER_CELLS:  # a large map's far heads: numbers on demand (seconds of CPU else)
-            then += [(self._warm_numbers, k) for k in rest]
-        self._pending = [WORKER.submit(self, task, key, scale) for task, key in first]
-        # the thumbnails of the neighbouring layers, after their shown head's picture and metrics
-        self._pending += [WORKER.submit(self, self._atlas_for, lay) for lay, _ in layers]
-        self._pending += [WORKER.submit(self, task, key, scale) for task, key in then]
+            jobs += [(self._warm_numbers, k, scale) for k in rest]
+        self._pending = [WORKER.submit(self, *job) for job in jobs]
         return list(self._pending)
 
     def _warm_picture(self, key: Key, scale: str) -> None:
