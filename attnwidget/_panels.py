@@ -210,11 +210,14 @@ class PanelStore:
                 jobs += [(self._warm_picture, key, scale), (self._warm_numbers, key, scale)]
             if lay != layer:
                 jobs.append((self._atlas_for, lay))
-        rest = [k for k in (self.key("head", *lh) for lh in heads[3:]) if k not in self]
-        jobs += [(self._warm_picture, k, scale) for k in rest]
-        if Q * K <= LATER_CELLS:  # a large map's far heads: numbers on demand (seconds of CPU else)
-            jobs += [(self._warm_numbers, k, scale) for k in rest]
         self._pending = [WORKER.submit(self, *job) for job in jobs]
+        # the layer's other heads once the kernel is idle: on two cores, computing them between
+        # the moves of a drag slows the replies more than it saves
+        rest = [k for k in (self.key("head", *lh) for lh in heads[3:]) if k not in self]
+        idle = [(self._warm_picture, k, scale) for k in rest]
+        if Q * K <= LATER_CELLS:  # a large map's far heads: numbers on demand (seconds of CPU else)
+            idle += [(self._warm_numbers, k, scale) for k in rest]
+        self._pending += [WORKER.submit(self, *job, idle=True) for job in idle]
         return list(self._pending)
 
     def _warm_picture(self, key: Key, scale: str) -> None:

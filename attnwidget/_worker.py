@@ -34,7 +34,8 @@ class Worker:
     """A daemon thread running submitted calls, the most recent owner's first."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, Future, Callable[..., Any], tuple]] = []
+        # (-epoch, idle, seq, future, fn, args): the latest owner first, its idle work last
+        self._heap: list[tuple[int, bool, int, Future, Callable[..., Any], tuple]] = []
         self._cv = threading.Condition()
         self._seq = itertools.count()
         self._epoch = 0  # grows each time another owner submits: its jobs sort first
@@ -54,13 +55,15 @@ class Worker:
             self._own(owner)
             self._touched = time.monotonic()
 
-    def submit(self, owner: object, fn: Callable[..., Any], *args: Any) -> Future:
+    def submit(self, owner: object, fn: Callable[..., Any], *args: Any, idle: bool = False) -> Future:
         """Run ``fn(*args)`` on the thread; ``owner``'s jobs go before those of anyone who
-        submitted before it. Cancelling the future before it starts skips the call."""
+        submitted before it. ``idle=True``: only once the kernel has been quiet for
+        :data:`QUIET_S` (work that may never be needed). Cancelling the future before it starts
+        skips the call."""
         fut: Future = Future()
         with self._cv:
             self._own(owner)
-            heapq.heappush(self._heap, (-self._epoch, next(self._seq), fut, fn, args))
+            heapq.heappush(self._heap, (-self._epoch, idle, next(self._seq), fut, fn, args))
             if self._stopping:
                 fut.cancel()
                 return fut
@@ -75,7 +78,7 @@ class Worker:
         thread still inside torch while the interpreter is torn down aborts the process."""
         with self._cv:
             self._stopping = True
-            for _, _, fut, _, _ in self._heap:
+            for _, _, _, fut, *_ in self._heap:
                 fut.cancel()
             self._heap.clear()
             self._cv.notify_all()
@@ -90,12 +93,13 @@ class Worker:
                     self._cv.wait()
                 if self._stopping:
                     return
-                mine = -self._heap[0][0] == self._epoch  # the view in use (else another's)
+                # the view in use's own work (else another view's, or work for when it is idle)
+                mine = -self._heap[0][0] == self._epoch and not self._heap[0][1]
                 wait = self._touched + (REPLY_S if mine else QUIET_S) - time.monotonic()
                 if wait > 0:
                     self._cv.wait(wait)
                     continue
-                _, _, fut, fn, args = heapq.heappop(self._heap)
+                _, _, _, fut, fn, args = heapq.heappop(self._heap)
             if not fut.set_running_or_notify_cancel():
                 continue  # cancelled while queued
             try:

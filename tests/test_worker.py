@@ -70,3 +70,18 @@ def test_other_views_jobs_wait_until_the_kernel_is_quiet():
     assert done_at["b"] - start < _worker.QUIET_S  # the view in use does not wait
     assert done_at["a"] - start >= _worker.QUIET_S
     worker.stop()
+
+
+def test_idle_work_of_the_view_in_use_waits_for_quiet_too():
+    from attnwidget import _worker
+
+    worker, a = Worker(), Owner()
+    done_at = {}
+    start = _worker.time.monotonic()
+    worker.touch(a)
+    later = worker.submit(a, lambda: done_at.setdefault("idle", _worker.time.monotonic()), idle=True)
+    now = worker.submit(a, lambda: done_at.setdefault("near", _worker.time.monotonic()))
+    later.result(timeout=10)
+    now.result(timeout=10)
+    assert done_at["near"] - start < _worker.QUIET_S <= done_at["idle"] - start
+    worker.stop()
