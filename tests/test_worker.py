@@ -85,3 +85,20 @@ def test_idle_work_of_the_view_in_use_waits_for_quiet_too():
     now.result(timeout=10)
     assert done_at["near"] - start < _worker.QUIET_S <= done_at["idle"] - start
     worker.stop()
+
+
+def test_the_worker_uses_one_openmp_thread_and_leaves_the_process_default_alone():
+    # an idle second team of OpenMP threads slowed the main thread's torch work by a third
+    import torch
+
+    torch.ones(2**16).sum()
+    main = torch.get_num_threads()
+    worker = Worker()
+    assert worker.submit(Owner(), torch.get_num_threads).result(timeout=10) == 1
+    assert torch.get_num_threads() == main
+    later: list[int] = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [main]  # threads started afterwards keep the default
+    worker.stop()
