@@ -43,6 +43,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._touched = 0.0  # time.monotonic() of the last change of any view
+        self._running = False
 
     def _own(self, owner: object) -> None:
         if self._last is None or self._last() is not owner:
@@ -73,6 +74,17 @@ class Worker:
             self._cv.notify()
         return fut
 
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until nothing is queued or running (tests, benchmarks); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self._heap or self._running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(min(left, 0.05))
+        return True
+
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel what is queued and wait (at most ``timeout`` s) for the running call: at exit a
         thread still inside torch while the interpreter is torn down aborts the process."""
@@ -101,12 +113,17 @@ class Worker:
                     self._cv.wait(wait)
                     continue
                 _, _, _, fut, fn, args = heapq.heappop(self._heap)
-            if not fut.set_running_or_notify_cancel():
-                continue  # cancelled while queued
+                self._running = True
             try:
-                fut.set_result(fn(*args))
-            except BaseException as exc:  # handed to whoever waits on the future
-                fut.set_exception(exc)
+                if fut.set_running_or_notify_cancel():  # else cancelled while queued
+                    try:
+                        fut.set_result(fn(*args))
+                    except BaseException as exc:  # handed to whoever waits on the future
+                        fut.set_exception(exc)
+            finally:
+                with self._cv:
+                    self._running = False
+                    self._cv.notify_all()
 
 
 def _one_openmp_thread_here() -> None:
