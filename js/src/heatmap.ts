@@ -124,8 +124,9 @@ export function levelPalette(lut: Uint8Array, dimBelow = 0, background: [number,
 export function panelPixels(
   panel: Pick<Panel, "rows" | "cols" | "levels">, lut: Uint8Array,
   dimBelow = 0, background: [number, number, number] = [255, 255, 255],
+  into?: Uint8ClampedArray<ArrayBuffer>,
 ): Uint8ClampedArray<ArrayBuffer> {
-  const px = new Uint8ClampedArray(panel.rows * panel.cols * 4);
+  const px = into ?? new Uint8ClampedArray(panel.rows * panel.cols * 4);
   // 32-bit words: one read and one write per cell (byte order is the platform's for both)
   const pal32 = new Uint32Array(levelPalette(lut, dimBelow, background).buffer);
   const out32 = new Uint32Array(px.buffer);
@@ -177,6 +178,7 @@ export function hatch(ctx: CanvasRenderingContext2D, colour: string): CanvasPatt
 // offscreen canvases reused across paints, one per target canvas and role (overview, detail
 // window): each view owns its own, and they go with the canvas they draw into
 const scratchCanvases = new WeakMap<HTMLCanvasElement, Map<string, HTMLCanvasElement>>();
+const pixelBuffers = new WeakMap<HTMLCanvasElement, ImageData>();
 
 /** The panel's levels as an image (one pixel a cell); `owner` and `role` pick a reused one. */
 export function imageOf(
@@ -192,7 +194,14 @@ export function imageOf(
   }
   if (off.width !== panel.cols) off.width = panel.cols;
   if (off.height !== panel.rows) off.height = panel.rows;
-  off.getContext("2d")?.putImageData(new ImageData(panelPixels(panel, lut, dimBelow, bg), panel.cols, panel.rows), 0, 0);
+  // the pixel buffer is reused with its canvas while the size stays (a 512 x 512 map is 1 MiB)
+  let img = pixelBuffers.get(off);
+  if (!img || img.width !== panel.cols || img.height !== panel.rows) {
+    img = new ImageData(panel.cols, panel.rows);
+    pixelBuffers.set(off, img);
+  }
+  panelPixels(panel, lut, dimBelow, bg, img.data);
+  off.getContext("2d")?.putImageData(img, 0, 0);
   return off;
 }
 
@@ -287,6 +296,33 @@ export function drawHeatmap(canvas: HTMLCanvasElement, input: HeatmapInput): Lay
   return layout;
 }
 
+// the colour bar's gradient, drawn once per colormap and height (every paint drew 256 rects,
+// each with a CSS colour string to parse)
+const barImages = new WeakMap<Uint8Array, Map<string, HTMLCanvasElement>>();
+
+function barImage(lut: Uint8Array, h: number): HTMLCanvasElement {
+  const dpr = window.devicePixelRatio || 1;
+  const key = `${h}@${dpr}`;
+  let sizes = barImages.get(lut);
+  if (!sizes) barImages.set(lut, (sizes = new Map()));
+  const cached = sizes.get(key);
+  if (cached) return cached;
+  const img = document.createElement("canvas");
+  img.width = Math.round(BAR_W * dpr);
+  img.height = Math.round(h * dpr);
+  const c = img.getContext("2d");
+  if (c) {
+    c.scale(dpr, dpr);
+    for (let i = 0; i < 256; i++) {
+      const [r, g, b] = colorOf(lut, i);
+      c.fillStyle = `rgb(${r},${g},${b})`;
+      c.fillRect(0, h - ((i + 1) / 256) * h, BAR_W, h / 256 + 0.5);
+    }
+  }
+  sizes.set(key, img);
+  return img;
+}
+
 /** The colour bar with its range and the threshold mark. A threshold above the range (a long
  *  text's weights are all small) is marked at the top with its value, so it is never hidden. */
 function drawColourBar(
@@ -297,12 +333,7 @@ function drawColourBar(
   const vmax = hi;
   const x = MARGIN_LEFT + side + BAR_GAP;
   const h = Math.max(height, 60);
-  for (let i = 0; i < 256; i++) {
-    const [r, g, b] = colorOf(lut, i);
-    ctx.fillStyle = `rgb(${r},${g},${b})`;
-    const y0 = MARGIN_TOP + h - ((i + 1) / 256) * h;
-    ctx.fillRect(x, y0, BAR_W, h / 256 + 0.5);
-  }
+  ctx.drawImage(barImage(lut, h), x, MARGIN_TOP, BAR_W, h);
   ctx.fillStyle = theme.text;
   ctx.font = "10px sans-serif";
   ctx.textAlign = "left";
