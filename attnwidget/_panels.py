@@ -164,13 +164,9 @@ class PanelStore:
     def replace(self, maps: AttentionMaps) -> None:
         """Show another record (an ablation re-run): a new generation, nothing cached kept."""
         with self._lock:
+            self.drop_caches()
             self.maps = maps
             self.generation += 1
-            self._metrics.clear()
-            self._encoded.clear()
-            self._received.clear()
-            self._atlases.clear()
-            self._rollout = None
 
     # ------------------------------------------------------------------ the worker
     def touch(self) -> None:
@@ -297,19 +293,8 @@ class PanelStore:
         return fut
 
     def drop_caches(self) -> None:
-        """Forget every computed entry (metrics, overviews, rollout); the record stays."""
-        with self._lock:
-            for fut in self._pending:
-                fut.cancel()
-            self._metrics.clear()
-            self._encoded.clear()
-            self._received.clear()
-            self._atlases.clear()
-            self._rollout = None
-
-    def close(self) -> None:
-        """Cancel this store's queued work and let go of the record and every entry."""
-        # this store's queued work is cancelled; a task already running finds no record and stops
+        """Cancel this store's queued work and forget every computed entry (metrics, overviews,
+        thumbnails, rollout); the record stays. A task already running finishes."""
         for fut in [*self._pending, self._atlas_future]:
             if fut is not None:
                 fut.cancel()
@@ -318,7 +303,13 @@ class PanelStore:
             self._encoded.clear()
             self._received.clear()
             self._atlases.clear()
-            self.maps = self._rollout = self.corpus = None
+            self._rollout = None
+
+    def close(self) -> None:
+        """Cancel this store's queued work and let go of the record and every entry."""
+        with self._lock:
+            self.drop_caches()
+            self.maps = self.corpus = None
 
     @property
     def closed(self) -> bool:
