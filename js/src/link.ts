@@ -42,7 +42,6 @@ function requestQueue(model: Model, save: (ping?: boolean) => void, alive: () =>
   Pick<Link, "request" | "replied" | "repliedPicture" | "dispose"> {
   let waiting: string | null = null;
   let waitingPicture: string | null = null; // the picture the request asks for, when it changes it
-  let shownPicture = "";
   let pending = false;
   let waitTimer: Timer | undefined;
   const release = (answered: boolean) => {
@@ -69,7 +68,8 @@ function requestQueue(model: Model, save: (ping?: boolean) => void, alive: () =>
     // busy/idle turns for the page to show) measurably slowed the reply on two cores
     save(false);
     waiting = want;
-    waitingPicture = picture === shownPicture ? null : picture;
+    const shown = model.get("panel")?.view;
+    waitingPicture = shown && panelKey(shown) === picture ? null : picture;
     waitTimer = setTimeout(() => release(false), REPLY_WAIT_MS); // a lost or failed reply must not block the sliders
   };
   return {
@@ -78,9 +78,7 @@ function requestQueue(model: Model, save: (ping?: boolean) => void, alive: () =>
       if (waiting !== null && replyKey(view) === waiting) release(true);
     },
     repliedPicture(view) {
-      if (!view) return;
-      shownPicture = panelKey(view);
-      if (waiting !== null && waitingPicture === shownPicture) release(true);
+      if (view && waiting !== null && waitingPicture === panelKey(view)) release(true);
     },
     dispose: () => clearTimeout(waitTimer),
   };

@@ -69,23 +69,29 @@ describe("link to Python", () => {
 
   it("lets the next move go once the picture of a move is here (a large map's metrics follow later)", () => {
     const { model, link } = setup();
-    link.repliedPicture({ mode: "head", layer: 0, head: 0, ablated: [] }); // the picture shown now
+    // a picture arrives: the model holds it, then the view's panel handler tells the link
+    const picture = (head: number) => {
+      const view = { mode: "head", layer: 0, head, ablated: [] };
+      model.fromKernel("panel", { view });
+      link.repliedPicture(view);
+    };
+    picture(0); // the picture shown now
     link.setLocal("head", 1);
     link.request();
     link.setLocal("head", 2);
     link.request(); // queued
     expect(model.saved.map((s) => s.head)).toEqual([1]);
-    link.repliedPicture({ mode: "head", layer: 0, head: 7, ablated: [] }); // another picture: nothing
+    picture(7); // another picture: nothing
     expect(model.saved.length).toBe(1);
-    link.repliedPicture({ mode: "head", layer: 0, head: 1, ablated: [] }); // head 1's picture
+    picture(1); // head 1's picture
     expect(model.saved.map((s) => s.head)).toEqual([1, 2]);
     // a threshold move keeps the picture: only its metrics release the queue
-    link.repliedPicture({ mode: "head", layer: 0, head: 2, ablated: [] });
+    picture(2);
     link.setLocal("threshold", 0.3);
     link.request();
     link.setLocal("threshold", 0.4);
     link.request();
-    link.repliedPicture({ mode: "head", layer: 0, head: 2, ablated: [] });
+    picture(2);
     expect(model.saved.length).toBe(3);
     link.replied({ ...replyFor(model), threshold: 0.3 });
     expect(model.saved.map((s) => s.threshold)).toEqual([undefined, undefined, 0.3, 0.4]);
