@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_widget import ECHO  # noqa: E402  (the transport floor, one definition)
+from bench_widget import ECHO, wait_for_views  # noqa: E402  (the transport floor, one definition)
 from lab_server import CHROMIUM_ARGS, find_chromium, jupyter_server, open_and_run_all, write_notebook  # noqa: E402
 
 SETUP = """
@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--moves", type=int, default=20, help="moves of each kind")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "textview.json"))
     args = ap.parse_args()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     chromium = find_chromium()
     if chromium is None:
@@ -131,12 +131,7 @@ def main() -> None:
             with jupyter_server("lab", artifacts) as (url, token, root):
                 write_notebook(root / "bench.ipynb", CELLS)
                 open_and_run_all(page, url, token, "lab", "bench.ipynb", timeout_ms=120_000)
-                views = page.locator(".jp-OutputArea-output .attnwidget")
-                expect(views).to_have_count(3, timeout=180_000)
-                for i in range(3):
-                    expect(views.nth(i)).to_have_attribute("data-rendered", __import__("re").compile("."),
-                                                           timeout=120_000)
-                expect(page.locator(".jp-OutputArea-output .aw-echo")).to_have_count(1, timeout=60_000)
+                views = wait_for_views(page, 3, timeout_ms=120_000)
 
                 def run(view: str, moves: list, event: str = "aw-rendered") -> list[dict]:
                     return page.evaluate(MOVES_JS, {"index": VIEWS[view], "moves": moves, "event": event})

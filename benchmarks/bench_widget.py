@@ -287,20 +287,28 @@ def read_timings(page) -> dict:
     return json.loads(text.split("AW-TIMINGS", 1)[1])
 
 
-def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
+def wait_for_views(page, n: int, timeout_ms: int):
+    """Wait until the notebook shows ``n`` AttentionViews, each painted once, and the floor's echo;
+    returns the views' locator."""
+    import re
+
     from playwright.sync_api import expect
 
+    views = page.locator(".jp-OutputArea-output .attnwidget")
+    expect(views).to_have_count(n, timeout=180_000)
+    for i in range(n):
+        expect(views.nth(i)).to_have_attribute("data-rendered", re.compile("."), timeout=timeout_ms)
+    expect(page.locator(".jp-OutputArea-output .aw-echo")).to_have_count(1, timeout=60_000)
+    return views
+
+
+def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
     write_notebook(root / "bench.ipynb", CELLS)
     frames: list[tuple[float, int]] = []
     page.on("websocket", lambda ws: ws.on(
         "framereceived", lambda payload: frames.append((time.monotonic(), len(payload)))))
     open_and_run_all(page, url, token, "lab", "bench.ipynb", timeout_ms=120_000)
-    views = page.locator(".jp-OutputArea-output .attnwidget")
-    expect(views).to_have_count(6, timeout=180_000)
-    for i in range(6):
-        expect(views.nth(i)).to_have_attribute("data-rendered", __import__("re").compile("."),
-                                                timeout=300_000)
-    expect(page.locator(".jp-OutputArea-output .aw-echo")).to_have_count(1, timeout=60_000)
+    wait_for_views(page, 6, timeout_ms=300_000)
 
     def moves(index: int, seq: list, settle: int = 30, selector: str | None = None) -> list[dict]:
         return page.evaluate(MOVES_JS, {"index": index, "moves": seq, "settle": settle, "selector": selector})

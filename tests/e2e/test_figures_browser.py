@@ -7,22 +7,10 @@ import re
 
 import numpy as np
 import pytest
+from test_untrusted_pages import DEEP_COUNT, DEEP_TEXT, FRAME
+from test_widget_browser import XSS
 
 pytestmark = pytest.mark.e2e
-
-XSS = "<img src=x onerror=alert(1)>"
-# All text in the page, shadow roots included (bokeh draws its tooltips inside them).
-DEEP_TEXT = """() => { const out = [];
-  const walk = (n) => { if (n.shadowRoot) walk(n.shadowRoot);
-    for (const c of n.childNodes) { if (c.nodeType === 3) out.push(c.textContent); else walk(c); } };
-  walk(document.body); return out.join("\\n"); }"""
-DEEP_COUNT = """(sel) => { let n = 0;
-  const walk = (root) => { n += root.querySelectorAll(sel).length;
-    for (const e of root.querySelectorAll("*")) if (e.shadowRoot) walk(e.shadowRoot); };
-  walk(document); return n; }"""
-FRAME = """() => { const v = [...Bokeh.index.all_views()].find((v) => v.frame);
-  const b = v.frame.bbox; const c = v.el.getBoundingClientRect();
-  return { x: c.left + b.left, y: c.top + b.top, w: b.width, h: b.height }; }"""
 
 
 def test_pooled_figure_hover_names_tokens_and_the_block_maximum(page, tmp_path):

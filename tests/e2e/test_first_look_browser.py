@@ -35,6 +35,7 @@ text = " ".join(words[i % len(words)] for i in range(2000))
 text = tok.decode(tok(text, truncation=True, max_length=512)["input_ids"][1:-1])
 """
 VIEW = "view = AttentionView(model, text, tokenizer=tok)\nview"
+FIRST_STATE = '["head",0,0,0.1,null,5,[]]'  # the view's state key at default settings
 # The plot area of the map and the colour bar, in CSS pixels on the canvas (js/src/heatmap.ts).
 PLOT = (96, 96, 512)  # left, top, side
 BAR_X = 96 + 512 + 14
@@ -47,14 +48,22 @@ def canvas_png(locator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
 
 
+def open_view(page, url: str, token: str, root: Path, name: str):
+    """Run the notebook [SETUP, VIEW] in JupyterLab; the view, once its first state is painted."""
+    from playwright.sync_api import expect
+
+    write_notebook(root / name, [SETUP, VIEW])
+    open_and_run_all(page, url, token, "lab", name)
+    view = page.locator(".jp-OutputArea-output .attnwidget")
+    expect(view).to_have_attribute("data-rendered", FIRST_STATE, timeout=180_000)
+    return view
+
+
 def test_first_look_at_512_tokens_shows_the_pattern_and_the_threshold(page, artifacts):
     from playwright.sync_api import expect
 
     with jupyter_server("lab", artifacts) as (url, token, root):
-        write_notebook(root / "first.ipynb", [SETUP, VIEW])
-        open_and_run_all(page, url, token, "lab", "first.ipynb")
-        view = page.locator(".jp-OutputArea-output .attnwidget")
-        expect(view).to_have_attribute("data-rendered", '["head",0,0,0.1,null,5,[]]', timeout=180_000)
+        view = open_view(page, url, token, root, "first.ipynb")
         canvas = view.locator("canvas.aw-heatmap")
         first = canvas_png(canvas)
         page.screenshot(path=str(artifacts / "first-look-512.png"), full_page=True)
@@ -74,7 +83,7 @@ def test_first_look_at_512_tokens_shows_the_pattern_and_the_threshold(page, arti
         # which is what the first look must not be
         slider = view.locator("input.aw-slider-threshold")
         slider.fill("0.1")
-        expect(view).to_have_attribute("data-rendered", '["head",0,0,0.1,null,5,[]]')
+        expect(view).to_have_attribute("data-rendered", FIRST_STATE)
         page.wait_for_timeout(200)
         dimmed = canvas_png(canvas)[top:top + side, left:left + side].reshape(-1, 3)
         _, dim_counts = np.unique(dimmed, axis=0, return_counts=True)
@@ -86,10 +95,7 @@ def test_rerunning_a_view_cell_does_not_keep_the_old_records(page, artifacts):
     from playwright.sync_api import expect
 
     with jupyter_server("lab", artifacts) as (url, token, root):
-        write_notebook(root / "rerun.ipynb", [SETUP, VIEW])
-        open_and_run_all(page, url, token, "lab", "rerun.ipynb")
-        view = page.locator(".jp-OutputArea-output .attnwidget")
-        expect(view).to_have_attribute("data-rendered", '["head",0,0,0.1,null,5,[]]', timeout=180_000)
+        view = open_view(page, url, token, root, "rerun.ipynb")
         (kernel,) = kernel_pids(root)
         record_mib = 6 * 12 * 512 * 512 * 4 / 2**20  # one view's record: 6 layers x 12 heads x 512^2
         cell = page.locator(".jp-Cell").nth(1)
@@ -100,7 +106,7 @@ def test_rerunning_a_view_cell_does_not_keep_the_old_records(page, artifacts):
             page.keyboard.press("Control+Enter")
             # a new view of the same state replaces the old one (its display goes)
             expect(page.locator(".jp-OutputArea-output .attnwidget")).to_have_count(1)
-            expect(view).to_have_attribute("data-rendered", '["head",0,0,0.1,null,5,[]]', timeout=120_000)
+            expect(view).to_have_attribute("data-rendered", FIRST_STATE, timeout=120_000)
             page.wait_for_timeout(500)  # the old display's "hidden" reaches the kernel
             rss.append(rss_mib(kernel))
         # medians of three: one reading moves by tens of MiB with the allocator's timing
