@@ -1,5 +1,7 @@
 """AttentionView's methods on its record: the ablated re-run of its model, the sweep of every
-head, the panel with a comparison record beside it, and the export of what it shows.
+head, what it sends of the shown map (the panel with a comparison record beside it, the
+numbers and the text view's row, now or once the worker has them), and the export of what it
+shows.
 
 A mixin of :class:`attnwidget.widget.AttentionView` (which holds the traits named
 here); split from ``widget.py`` so that each file of the widget layer keeps one job.
@@ -16,7 +18,8 @@ from attnwidget.maps import AttentionMaps
 
 
 class RecordMethods:
-    """Sweep, compare, export and ablation re-runs; the state lives in AttentionView's traits."""
+    """Sweep, compare, export, ablation re-runs and the messages of the shown map; the state
+    lives in AttentionView's traits."""
 
     # set by AttentionView.__init__: the record as first made, how to re-run its model, the
     # record :meth:`compare_with` gave, the heads ablated in the record shown
@@ -37,6 +40,34 @@ class RecordMethods:
         traits["caption"] = msg.view_caption(self.maps, self.mode, self.layer, self.head)
         for name, value in traits.items():
             self.set_trait(name, value)
+
+    def _send_text_row(self) -> None:
+        query, row = self.query, {}
+        if self.show_text:  # on the panel's colour range: at pool 1 its levels equal the map row's
+            received = self._panels.received(self._key()) if query is None else None
+            row = msg.text_row_message(self._shown(), received, query, self.panel["vmax"], self.scale,
+                                       self._view())
+        self.set_trait("text_row", row)
+
+    def _numbers_later(self, dirty: set[str]) -> None:
+        key = self._key()
+
+        def send(_static: Any) -> None:
+            if not self._closed() and self._key() == key:  # else a newer change sent its own
+                with self.hold_sync():
+                    self._send_numbers(dirty)
+
+        def fail(exc: BaseException) -> None:
+            if not self._closed() and self._key() == key:
+                self._show_error(exc)
+
+        self._panels.compute_then(lambda: self._panels.metrics(key).static(), send, fail)
+
+    def _send_numbers(self, dirty: set[str]) -> None:
+        if "metrics" in dirty:
+            self.set_trait("metrics", msg.metrics_message(self._shown(), self._state(), self._typical()))
+        if "text_row" in dirty or "panel" in dirty:
+            self._send_text_row()
 
     def _comparison(self) -> tuple[AttentionMaps, str] | None:
         if self._other is not None:

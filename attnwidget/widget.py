@@ -35,6 +35,9 @@ from attnwidget._view_records import RecordMethods
 from attnwidget._view_source import ViewSource, bundle, corpus_summary, open_record
 from attnwidget.maps import CAPTION_TEXT_CHARS, AttentionMaps
 
+#: The sparsity threshold of a new view (the handouts' 0.1).
+DEFAULT_THRESHOLD = 0.1
+
 __all__ = ["CAPTION_TEXT_CHARS", "COLORMAPS", "DETAIL_SIDE", "OVERVIEW_SIDE", "SCALES", "THUMB_SIDE",
            "VIEW_MODES", "AttentionView"]
 
@@ -75,7 +78,7 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
     """int: the layer shown, 0..n_layers-1."""
     head = traitlets.Int(0).tag(sync=True)
     """int: the head shown, 0..n_heads-1 (ignored by the average and rollout modes)."""
-    threshold = traitlets.Float(0.1).tag(sync=True)
+    threshold = traitlets.Float(DEFAULT_THRESHOLD).tag(sync=True)
     """float in 0..1: weights strictly below it count as sparse (the handout's sparsity
     threshold) and, with ``dim``, are dimmed on the map."""
     dim = traitlets.Bool(False).tag(sync=True)
@@ -157,7 +160,7 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
     def __init__(
         self, model: Any, text: Any = None, tokenizer: Any = None, *,
         source: Any = None, corpus: Any = None,
-        layer: int = 0, head: int = 0, threshold: float = 0.1, query: int | None = None,
+        layer: int = 0, head: int = 0, threshold: float = DEFAULT_THRESHOLD, query: int | None = None,
         mode: str = "head", colormap: str = "viridis", scale: str = "auto", top_k: int = 5,
         step: int | None = None, show_text: bool | None = None, dim: bool | None = None,
         **extract_options: Any,
@@ -180,7 +183,8 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         self._batch += 1
         try:
             self.layer, self.head, self.threshold, self.query = layer, head, threshold, query
-            self.dim = threshold != 0.1 if dim is None else bool(dim)  # a threshold asked for is shown
+            # a threshold asked for is shown; the default one only counts sparsity until moved
+            self.dim = threshold != DEFAULT_THRESHOLD if dim is None else bool(dim)
             self.mode, self.colormap, self.scale, self.top_k = mode, colormap, scale, top_k
             self.show_text = gen is not None if show_text is None else show_text
             if step is not None:
@@ -311,34 +315,6 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
             self.query = msg.query_of_step(new, gen)
         elif self.query == msg.query_of_step(old, gen):
             self.query = None
-
-    def _send_text_row(self) -> None:
-        query, row = self.query, {}
-        if self.show_text:  # on the panel's colour range: at pool 1 its levels equal the map row's
-            received = self._panels.received(self._key()) if query is None else None
-            row = msg.text_row_message(self._shown(), received, query, self.panel["vmax"], self.scale,
-                                       self._view())
-        self.set_trait("text_row", row)
-
-    def _numbers_later(self, dirty: set[str]) -> None:
-        key = self._key()
-
-        def send(_static: Any) -> None:
-            if not self._closed() and self._key() == key:  # else a newer change sent its own
-                with self.hold_sync():
-                    self._send_numbers(dirty)
-
-        def fail(exc: BaseException) -> None:
-            if not self._closed() and self._key() == key:
-                self._show_error(exc)
-
-        self._panels.compute_then(lambda: self._panels.metrics(key).static(), send, fail)
-
-    def _send_numbers(self, dirty: set[str]) -> None:
-        if "metrics" in dirty:
-            self.set_trait("metrics", msg.metrics_message(self._shown(), self._state(), self._typical()))
-        if "text_row" in dirty or "panel" in dirty:
-            self._send_text_row()
 
     def _set_atlas(self, atlas: dict[str, Any]) -> None:
         self.set_trait("atlas", atlas)
