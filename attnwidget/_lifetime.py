@@ -30,15 +30,12 @@ def _return_freed_memory() -> None:
     """Hand the pages freed with a record back to the OS (glibc keeps freed heap pages, and each
     worker thread's arena, as the process's own: the kernel's RSS would only grow)."""
     import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        # the C library already loaded in this process (find_library would run ldconfig)
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to ask
         return
     trim(0)
