@@ -2,6 +2,7 @@
  *  from Python), the generation start and the selected row marked on the map and the head strip,
  *  and the text view painted from the model's state. Draws; computes no metric. */
 import { fmt, row, type Slider } from "./controls";
+import { setText } from "./dom";
 import { type Layout, MARGIN_LEFT, MARGIN_TOP, type Theme } from "./heatmap";
 import { lutOf } from "./colormaps";
 import { dimBelow, type Model, panelKey } from "./state";
@@ -33,7 +34,7 @@ export function syncStep(step: Slider, model: Model): void {
   step.input.max = String(g.N - 1);
   if (s !== null) step.input.value = String(s);
   const token = s === null ? "" : ` “${model.get("query_tokens")[g.P + s] ?? ""}”`;
-  step.value.textContent = s === null ? `– / ${g.N - 1}` : `${s} / ${g.N - 1}${token}`;
+  setText(step.value, s === null ? `– / ${g.N - 1}` : `${s} / ${g.N - 1}${token}`);
 }
 
 /** The step's block under the metrics: the token written, its top-k keys (prompt or generated),

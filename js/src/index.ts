@@ -9,6 +9,7 @@ import { generationHandlers, generationListeners } from "./generation";
 import { canvasListeners, controlListeners, headPicker, type Refresh } from "./interaction";
 import { createLink } from "./link";
 import type { Model } from "./state";
+import type { Theme } from "./heatmap";
 import { buildView, paint, readTheme, showMetrics, showThumbs, Shown, sync } from "./view";
 
 export { NO_REPLY_MS } from "./link";
@@ -61,9 +62,18 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     el.classList.toggle("aw-no-reply", gone);
   });
   link.display(true);
-  // one scratch context per view, to read CSS colours
+  // one scratch context per view, to read CSS colours. The colours are read once and again
+  // only when the page's theme changes: reading computed style after the DOM changed forces a
+  // style recalculation of the page, about 3 ms of every slider move in JupyterLab. A view
+  // not yet in the page has no computed style: nothing is kept until it is.
   const probe = document.createElement("canvas").getContext("2d");
-  const theme = () => readTheme(el, probe);
+  let kept: Theme | null = null;
+  const theme = (): Theme => {
+    if (kept) return kept;
+    const read = readTheme(el, probe);
+    if (el.isConnected) kept = read;
+    return read;
+  };
 
   const painter = paintScheduler(() => paint(el, parts, shown, model, theme()));
   const ui: Refresh = {
@@ -107,7 +117,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   for (const [event, fn] of subscribed) model.on(event, fn);
   model.on("msg:custom", link.onCustom);
 
-  const unwatchTheme = watchTheme(() => { ui.showThumbs(); onMetrics(); });
+  const unwatchTheme = watchTheme(() => { kept = null; ui.showThumbs(); onMetrics(); });
 
   shown.takePanel(model);
   shown.takeDetail(model, el);

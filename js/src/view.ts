@@ -3,6 +3,7 @@
 import { type Atlas, type AtlasMessage, decodeAtlas, decodePanel, type Panel, type PanelMessage } from "./codec";
 import { DIVERGING, lutOf } from "./colormaps";
 import { badgeText, button, fmt, renderEffect, renderMetrics, select, type Slider, slider } from "./controls";
+import { morph, setText } from "./dom";
 import { drawGrid, drawRowPlot, drawThumb, type GridLayout } from "./heads";
 import { drawHeatmap, fullViewport, type Layout, type Theme, type Viewport } from "./heatmap";
 import { generationOf, markGenerationStart, markThumbRows, paintText, renderStep, type StepBlock, syncStep } from "./generation";
@@ -179,25 +180,25 @@ export function sync(parts: Parts, model: Model): void {
     const count = model.get(name === "layer" ? "n_layers" : "n_heads");
     s.input.max = String(count - 1);
     s.input.value = String(model.get(name));
-    s.value.textContent = `${model.get(name)} / ${count - 1}`;
+    setText(s.value, `${model.get(name)} / ${count - 1}`);
   }
   const headUsed = HEAD_MODES.includes(model.get("mode"));
   parts.head.input.disabled = !headUsed;
   parts.threshold.input.value = String(model.get("threshold"));
   // until dimming is on, the threshold only counts sparsity: say so beside the slider
-  parts.threshold.value.textContent = model.get("threshold").toFixed(3) + (model.get("dim") ? "" : " (not dimming)");
+  setText(parts.threshold.value, model.get("threshold").toFixed(3) + (model.get("dim") ? "" : " (not dimming)"));
   parts.mode.input.value = model.get("mode");
   parts.colormap.input.value = model.get("colormap");
   parts.scale.input.value = model.get("scale");
-  parts.caption.textContent = model.get("caption");
+  setText(parts.caption, model.get("caption"));
   parts.compareInput.checked = model.get("compare");
   const l = model.get("layer");
   const h = model.get("head");
   const off = isAblated(model, l, h);
-  parts.ablateButton.textContent = off ? `restore layer ${l} head ${h}` : `ablate layer ${l} head ${h}`;
+  setText(parts.ablateButton, off ? `restore layer ${l} head ${h}` : `ablate layer ${l} head ${h}`);
   parts.ablateButton.classList.toggle("aw-active", off);
   parts.ablateButton.disabled = !headUsed;
-  parts.status.textContent = model.get("status");
+  setText(parts.status, model.get("status"));
   parts.status.style.display = model.get("status") ? "" : "none";
   syncStep(parts.step, model);
   for (let i = 0; i < parts.strip.childElementCount; i++) {
@@ -223,7 +224,7 @@ function paintComparison(parts: Parts, shown: Shown, model: Model, th: Theme, in
     const span = Number((pd as PanelMessage & { span?: number }).span ?? 1);
     drawHeatmap(parts.canvasDiff, { ...common, panel: decodePanel(pd as PanelMessage), lut: DIVERGING, threshold: 0, barRange: [-span, span] });
   }
-  parts.captionB.textContent = model.get("caption_b");
+  setText(parts.captionB, model.get("caption_b"));
   parts.compareArea.classList.toggle("aw-is-stale", !b.view || panelKey(b.view) !== panelKey(s));
 }
 
@@ -271,10 +272,16 @@ export function paint(el: HTMLElement, parts: Parts, shown: Shown, model: Model,
 /** The metrics table, the selected query's row plot and the ablation's effect. */
 export function showMetrics(parts: Parts, model: Model, th: Theme): void {
   const m = model.get("metrics");
-  const rowPlot = renderMetrics(parts.metricsBox, m, model.get("key_tokens"), model.get("query_tokens"));
+  // built detached, then only what differs is written into the page (dom.ts)
+  const fresh = document.createElement("div");
+  renderMetrics(fresh, m, model.get("key_tokens"), model.get("query_tokens"));
+  renderStep(fresh, m.step as StepBlock | undefined, model.get("query_tokens"), generationOf(model)?.P ?? 0);
+  morph(parts.metricsBox, fresh);
+  const rowPlot = parts.metricsBox.querySelector<HTMLCanvasElement>("canvas.aw-row-plot");
   if (rowPlot && m.query) drawRowPlot(rowPlot, m.query.row, m.query.top_k, th);
-  renderStep(parts.metricsBox, m.step as StepBlock | undefined, model.get("query_tokens"), generationOf(model)?.P ?? 0);
-  renderEffect(parts.effectBox, model.get("effect"));
+  const effect = document.createElement("div");
+  renderEffect(effect, model.get("effect"));
+  morph(parts.effectBox, effect);
 }
 
 /** (Re)make the strip's buttons, one per head; `onPick(head, shift)` on a click. */
@@ -306,11 +313,12 @@ export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, 
     const box = strip.children[h] as HTMLElement;
     drawThumb(box.firstChild as HTMLCanvasElement, a, h, lut, THUMB_PX, th);
     const swept = model.get("sweep_scores").score?.[a.layer]?.[h];
-    (box.lastChild as HTMLElement).textContent = (off.has(h) ? "✕ ablated · " : "") + badgeText(b)
-      + (swept === undefined || swept === null ? "" : ` · Δ ${fmt(swept)}`);
+    setText(box.lastChild as HTMLElement, (off.has(h) ? "✕ ablated · " : "") + badgeText(b)
+      + (swept === undefined || swept === null ? "" : ` · Δ ${fmt(swept)}`));
     box.classList.toggle("aw-ablated", off.has(h));
     box.classList.toggle("aw-selected", h === selected);
-    box.title = `${b.name}: mean entropy ${b.entropy.toFixed(3)} nats, sharpness ${b.sharpness.toFixed(3)} (${b.grade})`;
+    const title = `${b.name}: mean entropy ${b.entropy.toFixed(3)} nats, sharpness ${b.sharpness.toFixed(3)} (${b.grade})`;
+    if (box.title !== title) box.title = title;
   });
   strip.classList.toggle("aw-is-stale", a.layer !== model.get("layer"));
   if (generationOf(model)) markThumbRows(strip, model.get("query"), model.get("query_tokens").length, THUMB_PX, th);

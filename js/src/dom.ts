@@ -1,0 +1,52 @@
+/** Updating the DOM in place. A slider move changes a few numbers of the metrics panel; building
+ *  the panel anew each time made the browser recompute the style of every element in it and lay
+ *  out the page again (in JupyterLab about 4 ms of each move, forced by the toolbar's next
+ *  measurement), and closed a "pattern scores" block the reader had opened. */
+
+/** Attributes the reader changes, which a fresh copy of the same element must not reset. */
+const KEPT = new Set(["open"]);
+
+/** Set `el`'s text only when it differs: writing the same text still replaces its text node. */
+export function setText(el: Node, text: string): void {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function sameKind(a: Node, b: Node): boolean {
+  if (a.nodeType !== b.nodeType) return false;
+  if (a.nodeType !== Node.ELEMENT_NODE) return true;
+  return (a as Element).tagName === (b as Element).tagName;
+}
+
+function syncAttributes(old: Element, fresh: Element): void {
+  // a canvas's size attributes come from the code that draws on it, after the morph
+  const drawn = old.tagName === "CANVAS";
+  for (const { name } of Array.from(old.attributes)) {
+    if (!KEPT.has(name) && !drawn && !fresh.hasAttribute(name)) old.removeAttribute(name);
+  }
+  for (const { name, value } of Array.from(fresh.attributes)) {
+    if (!KEPT.has(name) && old.getAttribute(name) !== value) old.setAttribute(name, value);
+  }
+}
+
+/** Make `box`'s children equal to `fresh`'s (a detached element built from scratch): nodes of
+ *  the same tag are kept and updated (text, attributes), the rest replaced. A kept canvas keeps
+ *  its pixels, a kept `<details>` its open state. Event listeners are not compared: use it for
+ *  content without listeners of its own. */
+export function morph(box: Element, fresh: Element): void {
+  const olds = Array.from(box.childNodes);
+  const news = Array.from(fresh.childNodes);
+  news.forEach((n, i) => {
+    const o = olds[i];
+    if (!o) {
+      box.append(n);
+    } else if (!sameKind(o, n)) {
+      box.replaceChild(n, o);
+    } else if (o.nodeType === Node.ELEMENT_NODE) {
+      syncAttributes(o as Element, n as Element);
+      morph(o as Element, n as Element);
+    } else if (o.nodeValue !== n.nodeValue) {
+      o.nodeValue = n.nodeValue;
+    }
+  });
+  for (let i = olds.length - 1; i >= news.length; i--) olds[i].remove();
+}

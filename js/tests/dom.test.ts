@@ -1,0 +1,89 @@
+// @vitest-environment jsdom
+import { describe, expect, it } from "vitest";
+import { renderMetrics } from "../src/controls";
+import { morph, setText } from "../src/dom";
+
+const metrics = (entropy: number, scores: Record<string, number>) => ({
+  kind: "head", pattern: "local", grade: "SHARP", mean_entropy: entropy, normalized_entropy: 0.5, sparsity: 0.9,
+  threshold: 0.1, sparsity_gini: 0.8, effective_tokens: 3, max: 0.7, diagonal_mean: 0.2, sharpness: 0.1, scores,
+  query: { index: 1, masked: false, top_k: [0, 1], top_k_weights: [0.6, 0.4], row: [0.6, 0.4], entropy: 0.67,
+    normalized_entropy: 0.97 },
+});
+
+function rendered(m: ReturnType<typeof metrics>): HTMLDivElement {
+  const fresh = document.createElement("div");
+  renderMetrics(fresh, m, ["a", "b"], ["a", "b"]);
+  return fresh;
+}
+
+describe("morph", () => {
+  it("keeps the nodes, writes only the text that changed and keeps what the reader opened", () => {
+    const box = document.createElement("div");
+    morph(box, rendered(metrics(1.25, { local: 0.9, diagonal: 0.1 })));
+    const table = box.querySelector("table")!;
+    const details = box.querySelector("details")!;
+    const canvas = box.querySelector("canvas")!;
+    details.open = true; // the reader opened "pattern scores"
+    canvas.width = 300; // sized by the code that draws it
+    const html = box.innerHTML;
+    const writes: MutationRecord[] = [];
+    const observer = new MutationObserver((r) => writes.push(...r));
+    observer.observe(box, { subtree: true, childList: true, characterData: true, attributes: true });
+
+    morph(box, rendered(metrics(1.25, { local: 0.9, diagonal: 0.1 }))); // the same numbers
+    observer.takeRecords().forEach((r) => writes.push(r));
+    expect(writes).toEqual([]);
+    expect(box.innerHTML).toBe(html);
+
+    morph(box, rendered(metrics(2.5, { local: 0.9, diagonal: 0.1 })));
+    writes.push(...observer.takeRecords());
+    observer.disconnect();
+    expect(writes.map((r) => r.type)).toEqual(["characterData"]); // one number, one text node
+    expect(box.querySelector("table")).toBe(table);
+    expect(box.querySelector('tr[data-key="mean_entropy"] td')!.textContent).toBe("2.5");
+    expect(box.querySelector("details")).toBe(details);
+    expect(details.open).toBe(true);
+    expect(box.querySelector("canvas")).toBe(canvas);
+    expect(canvas.width).toBe(300);
+  });
+
+  it("replaces what changed kind, adds and removes rows, and ends equal to a fresh build", () => {
+    const box = document.createElement("div");
+    morph(box, rendered(metrics(1, { local: 0.9, diagonal: 0.1, block: 0.3 })));
+    const fewer = rendered(metrics(1, { local: 0.9 }));
+    morph(box, fewer.cloneNode(true) as HTMLDivElement);
+    expect(box.innerHTML).toBe(fewer.innerHTML);
+    const more = rendered(metrics(3, { local: 0.2, diagonal: 0.5, block: 0.1, broadcast: 0 }));
+    morph(box, more.cloneNode(true) as HTMLDivElement);
+    expect(box.innerHTML).toBe(more.innerHTML);
+
+    const other = document.createElement("div");
+    other.append(document.createElement("p"), "plain text");
+    morph(box, other.cloneNode(true) as HTMLDivElement);
+    expect(box.innerHTML).toBe("<p></p>plain text");
+    morph(box, document.createElement("div"));
+    expect(box.childNodes.length).toBe(0);
+  });
+
+  it("renders token text as text", () => {
+    const box = document.createElement("div");
+    const fresh = rendered(metrics(1, {}));
+    const hostile = "<img src=x onerror=alert(1)>";
+    renderMetrics(fresh, metrics(1, {}), [hostile, "b"], [hostile, hostile]);
+    morph(box, fresh);
+    expect(box.querySelector("img")).toBeNull();
+    expect(box.textContent).toContain(hostile);
+  });
+});
+
+describe("setText", () => {
+  it("does not touch a node whose text is already right", () => {
+    const el = document.createElement("span");
+    setText(el, "3 / 11");
+    const node = el.firstChild;
+    setText(el, "3 / 11");
+    expect(el.firstChild).toBe(node);
+    setText(el, "4 / 11");
+    expect(el.textContent).toBe("4 / 11");
+  });
+});
