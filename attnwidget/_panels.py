@@ -169,10 +169,10 @@ class PanelStore:
             self.generation += 1
 
     # ------------------------------------------------------------------ the worker
-    def touch(self) -> None:
-        """The view is in use: its queued work runs first, other views' waits for quiet
-        (:mod:`attnwidget._worker`)."""
-        WORKER.touch(self)
+    def busy(self) -> contextlib.AbstractContextManager[None]:
+        """The view is handling a change: no background work starts meanwhile (the worker's
+        :meth:`~attnwidget._worker.Worker.busy`)."""
+        return WORKER.busy(self)
 
     def prefetch(self, layer: int, head: int, scale: str,
                  before: tuple[int, int] | None = None) -> list[Future]:

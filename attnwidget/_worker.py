@@ -14,12 +14,13 @@ view in use's own jobs wait :data:`REPLY_S`, for its reply to get on screen firs
 from __future__ import annotations
 
 import atexit
+import contextlib
 import heapq
 import itertools
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -44,6 +45,7 @@ class Worker:
         self._stopping = False
         self._touched = 0.0  # time.monotonic() of the last change of any view
         self._running = False
+        self._busy = 0  # changes being handled on the event loop (:meth:`busy`)
 
     def _own(self, owner: object) -> None:
         if self._last is None or self._last() is not owner:
@@ -55,6 +57,27 @@ class Worker:
         with self._cv:
             self._own(owner)
             self._touched = time.monotonic()
+
+    @contextlib.contextmanager
+    def busy(self, owner: object) -> Iterator[None]:
+        """``owner``'s view is handling a change: no job starts until it is done, and then
+        :data:`REPLY_S` (its own jobs) or :data:`QUIET_S` (the others') later.
+
+        A job started during a long change (an ablation's forward, tens of ms) competes with
+        it for the cores, and is often for the record the change is about to replace; a job
+        already running finishes.
+        """
+        with self._cv:
+            self._own(owner)
+            self._busy += 1
+            self._touched = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._busy -= 1
+                self._touched = time.monotonic()  # the reply is sent: the waits count from here
+                self._cv.notify_all()
 
     def submit(self, owner: object, fn: Callable[..., Any], *args: Any, idle: bool = False) -> Future:
         """Run ``fn(*args)`` on the thread; ``owner``'s jobs go before those of anyone who
@@ -102,7 +125,7 @@ class Worker:
         _one_openmp_thread_here()
         while True:
             with self._cv:
-                while not self._heap and not self._stopping:
+                while (not self._heap or self._busy) and not self._stopping:
                     self._cv.wait()
                 if self._stopping:
                     return

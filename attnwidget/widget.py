@@ -270,39 +270,45 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         if not dirty or self._closed():
             return
         try:
-            self._restore()  # a view that let go of its record (no display showed it) rebuilds it
-            self._panels.touch()  # in use: its background work first, other views' waits
-            if "ablation" in dirty:
-                self._apply_ablation()
-                dirty |= {"panel", "metrics", "detail", "atlas"}
-            # One message per step (hold_sync), each message one round of the transport: the
-            # picture first, then the numbers when they still need computing (in the worker:
-            # the browser paints the new map meanwhile and marks the metrics as updating, and
-            # the kernel keeps answering the sliders); both in one message when the numbers are
-            # ready. The thumbnails come later from the worker.
-            later = "metrics" in dirty and "panel" in dirty and not self._panels.ready(self._key())
-            with self.hold_sync():
-                if "panel" in dirty:
-                    self._send_panel()
-                if "detail" in dirty or "panel" in dirty:
-                    self.set_trait("detail", msg.detail_message(self._shown(), self.viewport, self.scale,
-                                                                self._view()))
-                if self.status:
-                    self.set_trait("status", "")
-                if not later:
-                    self._send_numbers(dirty)
-            if later:
-                self._numbers_later(dirty)
-            if "atlas" in dirty:
-                self._panels.schedule_atlas(self.layer, self._set_atlas, self._show_error)
-            self._panels.trim()
-            if "panel" in dirty and self.mode in msg.HEAD_MODES:
-                self._panels.prefetch(self.layer, self.head, self.scale, self._shown_at)
-                self._shown_at = (self.layer, self.head)
-            self._panels.touch()  # the reply is sent: the worker's REPLY_S counts from here
+            # no background work starts while the change is handled (an ablation's forward
+            # needs both cores, and the queued work is for the record it replaces); the
+            # worker's waits count from the end
+            with self._panels.busy():
+                self._handle(dirty)
         except Exception as exc:  # shown in the view; the traceback still goes to the log
             self._show_error(exc)
             raise
+
+    def _handle(self, dirty: set[str]) -> None:
+        """Send what the changes in ``dirty`` need (:attr:`_WHAT_CHANGES`), then queue the work ahead."""
+        self._restore()  # a view that let go of its record (no display showed it) rebuilds it
+        if "ablation" in dirty:
+            self._apply_ablation()
+            dirty |= {"panel", "metrics", "detail", "atlas"}
+        # One message per step (hold_sync), each message one round of the transport: the
+        # picture first, then the numbers when they still need computing (in the worker:
+        # the browser paints the new map meanwhile and marks the metrics as updating, and
+        # the kernel keeps answering the sliders); both in one message when the numbers are
+        # ready. The thumbnails come later from the worker.
+        later = "metrics" in dirty and "panel" in dirty and not self._panels.ready(self._key())
+        with self.hold_sync():
+            if "panel" in dirty:
+                self._send_panel()
+            if "detail" in dirty or "panel" in dirty:
+                self.set_trait("detail", msg.detail_message(self._shown(), self.viewport, self.scale,
+                                                            self._view()))
+            if self.status:
+                self.set_trait("status", "")
+            if not later:
+                self._send_numbers(dirty)
+        if later:
+            self._numbers_later(dirty)
+        if "atlas" in dirty:
+            self._panels.schedule_atlas(self.layer, self._set_atlas, self._show_error)
+        self._panels.trim()
+        if "panel" in dirty and self.mode in msg.HEAD_MODES:
+            self._panels.prefetch(self.layer, self.head, self.scale, self._shown_at)
+            self._shown_at = (self.layer, self.head)
 
     @traitlets.observe("step", "query")
     def _step_or_query(self, change: dict[str, Any]) -> None:

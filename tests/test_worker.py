@@ -89,6 +89,28 @@ def test_idle_work_of_the_view_in_use_waits_for_quiet_too():
     worker.stop()
 
 
+def test_no_job_starts_while_a_change_is_handled():
+    # an ablation's forward on the event loop needs both cores, and a prefetch started
+    # meanwhile would mostly be for the record it replaces
+    from attnwidget import _worker
+
+    worker, a, b = Worker(), Owner(), Owner()
+    events: list[str] = []
+    with worker.busy(a):
+        mine = worker.submit(a, events.append, "a's prefetch")
+        other = worker.submit(b, events.append, "b's prefetch")
+        _worker.time.sleep(2 * _worker.QUIET_S)  # longer than either wait: still nothing runs
+        events.append("change handled")
+        left = _worker.time.monotonic()
+    mine.result(timeout=10)
+    other.result(timeout=10)
+    assert events[0] == "change handled"
+    assert sorted(events[1:]) == ["a's prefetch", "b's prefetch"]
+    # the waits count from the end of the change
+    assert worker._touched >= left
+    worker.stop()
+
+
 def test_the_worker_uses_one_openmp_thread_and_leaves_the_process_default_alone():
     # an idle second team of OpenMP threads slowed the main thread's torch work by a third
     import torch

@@ -54,6 +54,24 @@ function watchTheme(onChange: () => void): () => void {
   return () => { observer.disconnect(); scheme?.removeEventListener("change", onChange); };
 }
 
+/** The view's colours, read once and again only after `forget` (the page's theme changed):
+ *  reading computed style after the DOM changed forces a style recalculation of the page, about
+ *  3 ms of every slider move in JupyterLab. A view not yet in the page has no computed style:
+ *  nothing is kept until it is. */
+function themeOf(el: HTMLElement): { theme: () => Theme; forget: () => void } {
+  const probe = document.createElement("canvas").getContext("2d"); // to read CSS colours
+  let kept: Theme | null = null;
+  return {
+    theme: () => {
+      if (kept) return kept;
+      const read = readTheme(el, probe);
+      if (el.isConnected) kept = read;
+      return read;
+    },
+    forget: () => { kept = null; },
+  };
+}
+
 function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const parts = buildView(el);
   const shown = new Shown();
@@ -62,18 +80,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     el.classList.toggle("aw-no-reply", gone);
   });
   link.display(true);
-  // one scratch context per view, to read CSS colours. The colours are read once and again
-  // only when the page's theme changes: reading computed style after the DOM changed forces a
-  // style recalculation of the page, about 3 ms of every slider move in JupyterLab. A view
-  // not yet in the page has no computed style: nothing is kept until it is.
-  const probe = document.createElement("canvas").getContext("2d");
-  let kept: Theme | null = null;
-  const theme = (): Theme => {
-    if (kept) return kept;
-    const read = readTheme(el, probe);
-    if (el.isConnected) kept = read;
-    return read;
-  };
+  const { theme, forget: forgetTheme } = themeOf(el);
 
   const painter = paintScheduler(() => paint(el, parts, shown, model, theme()));
   const ui: Refresh = {
@@ -117,7 +124,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   for (const [event, fn] of subscribed) model.on(event, fn);
   model.on("msg:custom", link.onCustom);
 
-  const unwatchTheme = watchTheme(() => { kept = null; ui.showThumbs(); onMetrics(); });
+  const unwatchTheme = watchTheme(() => { forgetTheme(); ui.showThumbs(); onMetrics(); });
 
   shown.takePanel(model);
   shown.takeDetail(model, el);
