@@ -171,12 +171,23 @@ def test_without_jupyterlab_the_widget_follows_the_page_colour_scheme(page, arti
     page.screenshot(path=str(artifacts / f"no-jupyterlab-{scheme}.png"), full_page=True)
     text = _luminance(got["color"])
     assert (text < 0.3) if scheme == "light" else (text > 0.7), got
-    # the canvas labels use the same colour: the token labels left of the map read on the page
+    assert _labels_read(page, scheme)
+    # the page switches scheme under the live view: the canvas follows (the view keeps its
+    # colours between paints, and must read them again when the scheme changes)
+    other = "dark" if scheme == "light" else "light"
+    page.emulate_media(color_scheme=other)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(artifacts / f"no-jupyterlab-{scheme}-then-{other}.png"), full_page=True)
+    assert _labels_read(page, other)
+    view.close()
+
+
+def _labels_read(page, scheme: str) -> bool:
+    """The token labels left of the map are dark on a light page, light on a dark one."""
     labels = canvas_png(page.locator("canvas.aw-heatmap"))[96:96 + 300, 0:90]
     page_bg = np.median(labels.reshape(-1, 3), axis=0)
     ink = labels.reshape(-1, 3)[np.abs(labels.reshape(-1, 3) - page_bg).sum(axis=1) > 150]
     assert len(ink) > 50, "no token labels drawn"
     ink_lum = float(np.mean(ink @ np.array([0.2126, 0.7152, 0.0722]))) / 255
     bg_lum = float(page_bg @ np.array([0.2126, 0.7152, 0.0722])) / 255
-    assert (ink_lum < bg_lum) if scheme == "light" else (ink_lum > bg_lum), (ink_lum, bg_lum)
-    view.close()
+    return (ink_lum < bg_lum) if scheme == "light" else (ink_lum > bg_lum)
