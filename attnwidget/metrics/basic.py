@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -290,6 +291,28 @@ def _ranks(n: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.arange(1, n + 1, dtype=dtype)
 
 
+#: From this many weights on, one map's sort runs as two half-sorts on two threads and one merge.
+PARALLEL_SORT_CELLS = 2**21
+
+
+def _sort_large(buf: np.ndarray) -> None:
+    """Sort the 1-D ``buf`` in place: with two cores and at least :data:`PARALLEL_SORT_CELLS`
+    items, each half on its own thread (numpy's sort releases the GIL), then timsort
+    (``kind="stable"``), which finds the two sorted runs and merges them in one pass. The result
+    is the same sorted array; at 4096 x 4096 random weights 0.47 s instead of 0.70 s here."""
+    if buf.size < PARALLEL_SORT_CELLS or (os.cpu_count() or 1) < 2:
+        buf.sort()
+        return
+    half = buf.size // 2
+    other = threading.Thread(target=buf[:half].sort, name="attnwidget-sort")
+    other.start()
+    try:
+        buf[half:].sort()
+    finally:
+        other.join()
+    buf.sort(kind="stable")
+
+
 def _gini(p: Prepared) -> torch.Tensor:
     """Exact Gini coefficient of the visible weights of each matrix, ``[...]``.
 
@@ -307,10 +330,10 @@ def _gini(p: Prepared) -> torch.Tensor:
     flat = w.reshape(-1, n_total).numpy()
     if flat.shape[0] == 1 and BLOCK_CELLS < n_total <= SCRATCH_SORT_CELLS:
         # one large map (the widget's): sorted in a reused buffer, and not kept (see BLOCK_CELLS)
-        buf = _scratch_buffer(flat.size, flat.dtype).reshape(flat.shape)
-        buf[...] = flat
-        buf.sort(axis=-1)
-        ordered = torch.from_numpy(buf)
+        buf = _scratch_buffer(flat.size, flat.dtype)
+        buf[...] = flat.reshape(-1)
+        _sort_large(buf)
+        ordered = torch.from_numpy(buf.reshape(flat.shape))
     else:  # kept: a threshold then counts by binary search (compute_sparsity)
         ordered = torch.from_numpy(np.sort(flat, axis=-1))
         p.cache["sorted"] = ordered

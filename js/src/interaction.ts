@@ -25,17 +25,17 @@ export function headPicker(model: Model, link: Link, ui: Refresh): (head: number
     const now = model.get("ablated");
     link.setLocal("ablated", isAblated(model, l, h) ? now.filter(([a, b]) => !(a === l && b === h))
       : [...now, [l, h]].sort((x, y) => x[0] - y[0] || x[1] - y[1]));
+    link.request(); // first: the kernel starts on the re-run while the page redraws
     ui.sync();
     ui.showThumbs();
-    link.request();
     ui.draw();
   };
   return (head, shift) => {
     if (shift) return toggleAblation(model.get("layer"), head);
     link.setLocal("head", head);
     if (model.get("mode") === "average" || model.get("mode") === "rollout") link.setLocal("mode", "head");
-    ui.sync();
     link.request();
+    ui.sync();
     ui.draw();
   };
 }
@@ -44,8 +44,8 @@ export function headPicker(model: Model, link: Link, ui: Refresh): (head: number
 export function controlListeners(parts: Parts, model: Model, link: Link, ui: Refresh, pick: (h: number, s: boolean) => void): Listener[] {
   const requesting = (name: "layer" | "head" | "mode", read: () => string | number) => () => {
     link.setLocal(name, read() as never);
+    link.request(); // sent before the page's own updates: the kernel works meanwhile
     ui.sync();
-    link.request();
     ui.draw();
   };
   const onThreshold = () => {
