@@ -26,6 +26,7 @@ from attnwidget._messages import atlas_message, overview_message
 from attnwidget._worker import WORKER
 from attnwidget.maps import AttentionMaps
 from attnwidget.metrics import PanelMetrics, attention_received, attention_rollout
+from attnwidget.metrics.basic import single_thread_sorts
 
 #: Metrics objects and encoded panels are kept up to this many bytes of their own.
 METRICS_CACHE_BYTES = 512 * 2**20
@@ -274,7 +275,11 @@ class PanelStore:
         except RuntimeError:
             deliver(fn())
             return None
-        fut = WORKER.submit(self, fn)
+        def waited_for() -> Any:
+            with single_thread_sorts(False):  # the view waits for these numbers: both cores
+                return fn()
+
+        fut = WORKER.submit(self, waited_for)
 
         def on_loop(f: Future) -> None:
             if f.cancelled() or self.maps is None:

@@ -122,7 +122,13 @@ class Worker:
             thread.join(timeout)
 
     def _run(self) -> None:
+        from attnwidget.metrics.basic import single_thread_sorts
+
         _one_openmp_thread_here()
+        with single_thread_sorts():  # prefetches sort on one core; what a view waits for on two
+            self._loop()
+
+    def _loop(self) -> None:
         while True:
             with self._cv:
                 while (not self._heap or self._busy) and not self._stopping:

@@ -154,9 +154,11 @@ def test_one_large_map_sorts_in_two_halves_and_merges_exactly():
     x = np.concatenate([rng.random(basic.PARALLEL_SORT_CELLS, dtype=np.float32),
                         np.zeros(1000, np.float32), np.full(5000, 0.5, np.float32),
                         np.linspace(0, 1, 7001, dtype=np.float32)])
-    got = x.copy()
-    basic._sort_large(got)
-    np.testing.assert_array_equal(got, np.sort(x))
+    for single in (False, True):  # two threads, or one (the widget's prefetches)
+        got = x.copy()
+        with basic.single_thread_sorts(single):
+            basic._sort_large(got)
+        np.testing.assert_array_equal(got, np.sort(x))
     # the widget's path: one map over BLOCK_CELLS, sorted in the scratch buffer
     w = softmax_rows((1, 2048, 2048), seed=8, dtype=np.float32)[0]
     assert w.size >= basic.PARALLEL_SORT_CELLS

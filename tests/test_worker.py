@@ -111,6 +111,28 @@ def test_no_job_starts_while_a_change_is_handled():
     worker.stop()
 
 
+def test_prefetches_sort_on_one_thread_and_awaited_numbers_on_two():
+    import asyncio
+
+    import torch
+
+    from attnwidget import _panels
+    from attnwidget.maps import AttentionMaps
+    from attnwidget.metrics import basic
+
+    single = lambda: getattr(basic._sorting, "single", False)  # noqa: E731
+    assert _panels.WORKER.submit(Owner(), single).result(timeout=30) is True
+    store = _panels.PanelStore(AttentionMaps.from_tensor(torch.softmax(torch.randn(1, 1, 4, 4), -1)))
+
+    async def awaited() -> bool:
+        got: asyncio.Future = asyncio.get_running_loop().create_future()
+        store.compute_then(single, got.set_result, got.set_exception)
+        return await asyncio.wait_for(got, 30)
+
+    assert asyncio.run(awaited()) is False
+    assert single() is False  # the caller's thread is left as it was
+
+
 def test_the_worker_uses_one_openmp_thread_and_leaves_the_process_default_alone():
     # an idle second team of OpenMP threads slowed the main thread's torch work by a third
     import torch

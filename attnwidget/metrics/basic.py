@@ -12,11 +12,12 @@ visible keys) and rows with no visible key, or all-zero rows, are skipped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -293,14 +294,29 @@ def _ranks(n: int, dtype: torch.dtype) -> torch.Tensor:
 
 #: From this many weights on, one map's sort runs as two half-sorts on two threads and one merge.
 PARALLEL_SORT_CELLS = 2**21
+_sorting = threading.local()
+
+
+@contextlib.contextmanager
+def single_thread_sorts(on: bool = True) -> Iterator[None]:
+    """Within this block, this thread's large sorts (:func:`_sort_large`) use one thread (``on``)
+    or two. The widget's worker sorts on one while it prefetches (work nobody waits for must not
+    take the core the reply to a slider needs) and on two for the numbers a view is waiting for."""
+    before = getattr(_sorting, "single", False)
+    _sorting.single = on
+    try:
+        yield
+    finally:
+        _sorting.single = before
 
 
 def _sort_large(buf: np.ndarray) -> None:
     """Sort the 1-D ``buf`` in place: with two cores and at least :data:`PARALLEL_SORT_CELLS`
     items, each half on its own thread (numpy's sort releases the GIL), then timsort
     (``kind="stable"``), which finds the two sorted runs and merges them in one pass. The result
-    is the same sorted array; at 4096 x 4096 random weights 0.47 s instead of 0.70 s here."""
-    if buf.size < PARALLEL_SORT_CELLS or (os.cpu_count() or 1) < 2:
+    is the same sorted array; at 4096 x 4096 random weights 0.47 s instead of 0.70 s here.
+    One thread inside :func:`single_thread_sorts`."""
+    if buf.size < PARALLEL_SORT_CELLS or (os.cpu_count() or 1) < 2 or getattr(_sorting, "single", False):
         buf.sort()
         return
     half = buf.size // 2
