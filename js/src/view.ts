@@ -300,18 +300,29 @@ function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, 
   }
 }
 
+/** What each head strip's pictures were last drawn from (see showThumbs). */
+const thumbsDrawn = new WeakMap<HTMLElement, unknown[]>();
+
 /** The head strip: a thumbnail per head with its badge, ablation mark and sweep score. */
 export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, onPick: (head: number, shift: boolean) => void): void {
   const a = shown.atlas;
   if (!a) return;
   const strip = parts.strip;
-  if (strip.childElementCount !== a.heads) thumbButtons(strip, a.heads, onPick);
+  const rebuilt = strip.childElementCount !== a.heads;
+  if (rebuilt) thumbButtons(strip, a.heads, onPick);
   const lut = lutOf(model.get("colormap"));
   const selected = model.get("head");
   const off = new Set(model.get("ablated").filter(([l]) => l === a.layer).map(([, h]) => h));
+  // the pictures change with the atlas, colormap, theme and a generation's query row; a click
+  // that only ablates a head changes a badge, and redrawing twelve canvases then cost the
+  // browser a core the model's re-run needed
+  const drawnWith = [a, lut, th, generationOf(model) ? model.get("query") : null];
+  const last = thumbsDrawn.get(strip);
+  const redraw = rebuilt || !last || last.some((v, i) => v !== drawnWith[i]);
+  thumbsDrawn.set(strip, drawnWith);
   a.badges.forEach((b, h) => {
     const box = strip.children[h] as HTMLElement;
-    drawThumb(box.firstChild as HTMLCanvasElement, a, h, lut, THUMB_PX, th);
+    if (redraw) drawThumb(box.firstChild as HTMLCanvasElement, a, h, lut, THUMB_PX, th);
     const swept = model.get("sweep_scores").score?.[a.layer]?.[h];
     setText(box.lastChild as HTMLElement, (off.has(h) ? "✕ ablated · " : "") + badgeText(b)
       + (swept === undefined || swept === null ? "" : ` · Δ ${fmt(swept)}`));
@@ -321,5 +332,5 @@ export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, 
     if (box.title !== title) box.title = title;
   });
   strip.classList.toggle("aw-is-stale", a.layer !== model.get("layer"));
-  if (generationOf(model)) markThumbRows(strip, model.get("query"), model.get("query_tokens").length, THUMB_PX, th);
+  if (redraw && generationOf(model)) markThumbRows(strip, model.get("query"), model.get("query_tokens").length, THUMB_PX, th);
 }
