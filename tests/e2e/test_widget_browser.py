@@ -206,6 +206,11 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             check_metrics(view, metrics_of(4, 1, 0.25))
             assert canvas.evaluate("c => c.toDataURL()") != before
 
+            # the reader opens the pattern scores: they stay open while the numbers change
+            scores = view.locator("details.aw-scores")
+            scores.locator("summary").click()
+            expect(scores).to_have_attribute("open", "")
+
             # a head thumbnail
             thumbs = view.locator(".aw-heads .aw-thumb")
             expect(thumbs).to_have_count(12)
@@ -220,6 +225,10 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             expect(view).to_have_attribute("data-rendered", state_key(layer=4, head=7, threshold=0.25))
             expect(thumbs.nth(7)).to_have_class("aw-thumb aw-selected")
             check_metrics(view, metrics_of(4, 7, 0.25))
+            expect(scores).to_have_attribute("open", "")
+            for name, value in metrics_of(4, 7, 0.25)["scores"].items():
+                shown = scores.locator(f"tr[data-key='score-{name}'] td").inner_text()
+                assert float(shown) == pytest.approx(value, rel=1e-3, abs=1e-9), name
 
             # hover a cell: query token -> key token: weight
             canvas.scroll_into_view_if_needed()
