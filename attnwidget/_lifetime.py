@@ -73,6 +73,7 @@ class Lifetime:
             panels.drop_caches()
             return
         panels.close()
+        self._how.forget()
         self._original = None
         self._released = True
         _return_freed_memory()

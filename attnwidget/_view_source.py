@@ -46,11 +46,32 @@ class ViewSource:
     sample: Any = None  # the inputs.Sample a view built from a source shows (its provenance)
     base: Any = None  # attnwidget.ablate.unablated_run of the text, kept after the first ablation
     rebuild: Any = None  # () -> the record again, for a view that let go of it (attnwidget._lifetime)
+    # the last ablated run: (heads, mode, the original it was compared with, record, effect)
+    last_ablated: Any = None
 
     def ablated(self, pairs: list[list[int]], mode: str,
                 original: AttentionMaps) -> tuple[AttentionMaps, dict]:
         """The record with the ``[layer, head]`` pairs switched off, and what that changed
-        (:func:`attnwidget.ablate.ablated_record`)."""
+        (:func:`attnwidget.ablate.ablated_record`).
+
+        The last result is kept: switching a head off, on and off again (the way one looks at
+        what it does) runs the model once. At most one record more than the view shows at
+        its peak (the ablated one, shown while the original is kept); :meth:`forget` frees it.
+        """
+        key = (sorted((int(a), int(b)) for a, b in pairs), mode)
+        kept = self.last_ablated
+        if kept is not None and kept[:2] == key and kept[2] is original:
+            return kept[3], kept[4]
+        maps, effect = self._ablated_run(pairs, mode, original)
+        self.last_ablated = (*key, original, maps, effect)
+        return maps, effect
+
+    def forget(self) -> None:
+        """Drop the runs kept for the ablation (a view that let go of its record)."""
+        self.base = self.last_ablated = None
+
+    def _ablated_run(self, pairs: list[list[int]], mode: str,
+                     original: AttentionMaps) -> tuple[AttentionMaps, dict]:
         from attnwidget.ablate import ablated_record
 
         heads: dict[int, list[int]] = {}

@@ -433,6 +433,31 @@ def test_ablating_a_head_reruns_the_model_and_restores(minilm):
     assert view.panel_diff == {}
 
 
+def test_switching_a_head_off_again_reuses_its_run(minilm, monkeypatch):
+    # off, on, off: the model runs once; another head or mode runs it again
+    from attnwidget import ablate
+
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=3, head=0)
+    runs = []
+    real = ablate.ablated_record
+    monkeypatch.setattr(ablate, "ablated_record", lambda *a, **k: runs.append(a[2]) or real(*a, **k))
+    view.ablated = [[2, 5]]
+    first = (view.maps, dict(view.effect), dict(view.metrics))
+    view.ablated = []
+    view.ablated = [[2, 5]]
+    assert len(runs) == 1
+    assert view.maps is first[0]
+    assert view.effect == first[1]
+    assert view.metrics == first[2]
+    view.ablated = [[2, 5], [3, 1]]
+    view.ablation_mode = "mean"
+    assert runs == [{2: [5]}, {2: [5], 3: [1]}, {2: [5], 3: [1]}]
+    view._how.forget()  # a view that let go of its record drops the runs it kept
+    assert view._how.last_ablated is None
+    assert view._how.base is None
+
+
 def test_compare_with_another_record():
     rng = np.random.default_rng(16)
     a, b = stack(rng, L=2, H=2, Q=5), stack(rng, L=2, H=2, Q=5)
