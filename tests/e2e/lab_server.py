@@ -22,6 +22,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CHROMIUM_ARGS = [
@@ -128,6 +129,38 @@ def jupyter_server(app: str, artifacts: Path) -> Iterator[tuple[str, str, Path]]
     artifacts.mkdir(parents=True, exist_ok=True)
     shutil.copy(log_path, artifacts / f"server-{app}.log")
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class PageWatch:
+    """What a page did that a test forbids, recorded by :func:`watch_page`."""
+
+    dialogs: list[str] = field(default_factory=list)  # alert/confirm/prompt texts (dismissed)
+    errors: list[str] = field(default_factory=list)  # console errors
+    external: list[str] = field(default_factory=list)  # requests outside the allowed prefixes
+
+
+def watch_page(page, allowed: tuple[str, ...] | None = None) -> PageWatch:
+    """Record the page's dialogs (dismissing them), console errors and, given ``allowed`` URL
+    prefixes, every request to anything else."""
+    seen = PageWatch()
+    page.on("dialog", lambda d: (seen.dialogs.append(d.message), d.dismiss()))
+    page.on("console", lambda m: seen.errors.append(m.text) if m.type == "error" else None)
+    if allowed is not None:
+        page.on("request", lambda r: None if r.url.startswith(allowed) else seen.external.append(r.url))
+    return seen
+
+
+def assert_inert(page, element) -> None:
+    """Token text under ``element`` stayed text: no markup was parsed, no script ran (the
+    hostile tokens set ``window.__pwned`` or load ``img[src=x]``), and the invisible bidi and
+    zero-width characters were replaced by their names before reaching the page."""
+    assert element.locator("img, script").count() == 0
+    assert page.locator("img[src='x']").count() == 0
+    assert page.evaluate("() => window.__pwned") is None
+    text = element.evaluate("e => e.textContent")
+    assert "\u202e" not in text
+    assert "\u200b" not in text
 
 
 def write_notebook(path: Path, sources: list[str]) -> None:

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from lab_server import watch_page
 from test_untrusted_pages import DEEP_COUNT, DEEP_TEXT, FRAME
 from test_widget_browser import XSS
 
@@ -27,8 +28,7 @@ def test_pooled_figure_hover_names_tokens_and_the_block_maximum(page, tmp_path):
     maps = AttentionMaps(w, tokens, model_name="toy", text="long")
     path = plots.save_html(plots.heatmap(maps, adaptive=True), tmp_path / "long.html")
     assert path.stat().st_size < 3_000_000  # 1.2 M cells: the image and the token list, once
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    dialogs = watch_page(page).dialogs
     page.goto(path.as_uri())
     page.wait_for_function("() => window.Bokeh && [...Bokeh.index.all_views()].some((v) => v.frame)")
     frame = page.evaluate(FRAME)

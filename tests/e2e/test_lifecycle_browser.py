@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from lab_server import jupyter_server, open_and_run_all, write_notebook
+from lab_server import jupyter_server, open_and_run_all, watch_page, write_notebook
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +30,7 @@ def test_views_stay_independent_and_never_pass_old_data_as_live(page, artifacts)
 
     with jupyter_server("lab", artifacts) as (url, token, root):
         write_notebook(root / "life.ipynb", CELLS)
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        errors = watch_page(page).errors
         open_and_run_all(page, url, token, "lab", "life.ipynb")
         views = page.locator(".jp-OutputArea-output .attnwidget")
         expect(views).to_have_count(2, timeout=120_000)

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from lab_server import jupyter_server, open_and_run_all, write_notebook
+from lab_server import jupyter_server, open_and_run_all, watch_page, write_notebook
 
 pytestmark = pytest.mark.e2e
 
@@ -60,11 +60,8 @@ def test_save_png_downloads_what_the_canvas_shows(page, artifacts, tmp_path):
 
     with jupyter_server("lab", artifacts) as (url, token, root):
         write_notebook(root / "save.ipynb", [CELL])
-        external: list[str] = []
-        local = (url, "data:", "blob:")
-        page.on("request", lambda r: None if r.url.startswith(local) else external.append(r.url))
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        seen = watch_page(page, allowed=(url, "data:", "blob:"))
+        external, errors = seen.external, seen.errors
         try:
             open_and_run_all(page, url, token, "lab", "save.ipynb")
             view = page.locator(".jp-OutputArea-output .attnwidget")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lab_server import watch_page
 from test_widget_browser import HOSTILE_TOKENS, XSS
 
 pytestmark = pytest.mark.e2e
@@ -30,12 +31,8 @@ FRAME = """() => { const v = [...Bokeh.index.all_views()].find((v) => v.frame);
 
 
 def _watch(page):
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    requests: list[str] = []
-    page.on("request", lambda r: None if r.url.startswith(("file:", "data:", "blob:"))
-            else requests.append(r.url))
-    return dialogs, requests
+    seen = watch_page(page, allowed=("file:", "data:", "blob:"))
+    return seen.dialogs, seen.external
 
 
 def _assert_inert(page, dialogs, requests):
