@@ -52,12 +52,6 @@ class Worker:
             self._epoch += 1
             self._last = weakref.ref(owner)
 
-    def touch(self, owner: object) -> None:
-        """``owner``'s view has just changed: its jobs go first, the others wait for quiet."""
-        with self._cv:
-            self._own(owner)
-            self._touched = time.monotonic()
-
     @contextlib.contextmanager
     def busy(self, owner: object) -> Iterator[None]:
         """``owner``'s view is handling a change: no job starts until it is done, and then
@@ -165,7 +159,6 @@ def _one_openmp_thread_here() -> None:
     sets the OpenMP count of this thread only, in torch's own libgomp, after torch has set up
     this thread (its first parallel loop). Other builds (no libgomp found) are left alone.
     """
-    import contextlib
     import ctypes
     import glob
     import os

@@ -56,15 +56,21 @@ def test_stop_cancels_what_is_queued_and_waits_for_the_running_call():
     assert worker.submit(owner, ran.append, "late").cancelled()
 
 
+def changed(worker: Worker, owner: Owner) -> None:
+    """``owner``'s view handled a change (what AttentionView._flush wraps in ``busy``)."""
+    with worker.busy(owner):
+        pass
+
+
 def test_other_views_jobs_wait_until_the_kernel_is_quiet():
     from attnwidget import _worker
 
     worker, a, b = Worker(), Owner(), Owner()
     done_at = {}
     start = _worker.time.monotonic()
-    worker.touch(a)
+    changed(worker, a)
     job_a = worker.submit(a, lambda: done_at.setdefault("a", _worker.time.monotonic()))
-    worker.touch(b)  # b is in use now: a's job waits for QUIET_S without a change
+    changed(worker, b)  # b is in use now: a's job waits for QUIET_S without a change
     job_b = worker.submit(b, lambda: done_at.setdefault("b", _worker.time.monotonic()))
     job_a.result(timeout=10)
     job_b.result(timeout=10)
@@ -79,7 +85,7 @@ def test_idle_work_of_the_view_in_use_waits_for_quiet_too():
     worker, a = Worker(), Owner()
     done_at = {}
     start = _worker.time.monotonic()
-    worker.touch(a)
+    changed(worker, a)
     later = worker.submit(a, lambda: done_at.setdefault("idle", _worker.time.monotonic()), idle=True)
     now = worker.submit(a, lambda: done_at.setdefault("near", _worker.time.monotonic()))
     later.result(timeout=10)
