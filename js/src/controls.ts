@@ -112,9 +112,9 @@ export function row(table: HTMLElement, key: string, label: string, value: strin
   table.append(tr);
 }
 
-/** Fill the metrics panel from a metrics dict; the row plot canvas is returned for the caller to draw. */
-export function renderMetrics(box: HTMLElement, m: Metrics, keyTokens: string[], queryTokens: string[]): HTMLCanvasElement | null {
-  box.replaceChildren();
+/** Append the metrics panel's content for a metrics dict to `box` (a fresh container, which
+ *  dom.ts's `morph` then writes into the page); the caller draws the row plot's canvas. */
+export function renderMetrics(box: HTMLElement, m: Metrics, keyTokens: string[], queryTokens: string[]): void {
   const head = document.createElement("div");
   head.className = "aw-metrics-title";
   head.textContent = `${String(m.kind ?? "head")}: ${String(m.pattern ?? "")} · ${String(m.grade ?? "")}`;
@@ -147,7 +147,7 @@ export function renderMetrics(box: HTMLElement, m: Metrics, keyTokens: string[],
     hint.className = "aw-hint";
     hint.textContent = "Click a row to select a query.";
     box.append(hint);
-    return null;
+    return;
   }
   const qt = document.createElement("div");
   qt.className = "aw-query-title";
@@ -165,7 +165,6 @@ export function renderMetrics(box: HTMLElement, m: Metrics, keyTokens: string[],
   plot.className = "aw-row-plot";
   plot.setAttribute("aria-label", "attention of the selected query over the key positions");
   box.append(plot);
-  return plot;
 }
 
 /** Label under a head thumbnail: name, grade and mean entropy. */
@@ -188,9 +187,9 @@ export type Effect = Record<string, never> | {
   top_predictions_ablated?: [string, number][];
 };
 
-/** The ablation block under the metrics: which heads are off and what it did (numbers from Python). */
+/** The ablation block under the metrics, appended to `box`: which heads are off and what it did
+ *  (numbers from Python). */
 export function renderEffect(box: HTMLElement, e: Effect): void {
-  box.replaceChildren();
   if (!e || !("heads" in e) || e.heads.length === 0) return;
   const title = document.createElement("div");
   title.className = "aw-effect-title";

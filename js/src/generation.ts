@@ -38,9 +38,8 @@ export function syncStep(step: Slider, model: Model): void {
 }
 
 /** The step's block under the metrics: the token written, its top-k keys (prompt or generated),
- *  and its weight on the prompt vs on generated text. Text only. */
+ *  and its weight on the prompt vs on generated text, appended to `box`. Text only. */
 export function renderStep(box: HTMLElement, block: StepBlock | undefined, tokens: string[], P: number): void {
-  box.querySelector(".aw-step-block")?.remove();
   if (!block) return;
   const wrap = document.createElement("div");
   wrap.className = "aw-step-block";
