@@ -402,13 +402,15 @@ def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
                                    "target_ms": round(1000 / 60, 1), "target_within_one_frame": 18}
     # per head: ablate, restore, ablate again, restore; the restores are not measured
     toggled = kernel.take(128, "ablated", 4 * len(toggles))
-    out["ablation_toggle_128"] = {**summary(toggles), "ratio_to_floor": round(statistics.median(
-        [v for v in toggles if v == v]) / near(abl_slot), 2), "target_ratio": 3,
-        "kernel_median_ms": round(statistics.median(toggled[::4]), 2) if toggled else None,
-        "again": {**summary(agains), "ratio_to_floor": round(statistics.median(
-            [v for v in agains if v == v]) / near(abl_slot), 2),
-            "kernel_median_ms": round(statistics.median(toggled[2::4]), 2) if toggled else None,
-            "what": "the same head switched off again after restoring it: the kept run, no model run"}}
+
+    def clicks(values: list[float], kernel_ms: list[float]) -> dict:
+        return {**summary(values), "ratio_to_floor": round(statistics.median(
+            [v for v in values if v == v]) / near(abl_slot), 2),
+            "kernel_median_ms": round(statistics.median(kernel_ms), 2) if kernel_ms else None}
+
+    out["ablation_toggle_128"] = {**clicks(toggles, toggled[::4]), "target_ratio": 3, "again": {
+        **clicks(agains, toggled[2::4]),
+        "what": "the same head switched off again after restoring it: the kept run, no model run"}}
 
     # first render: re-run a display cell, time to the new view's first fresh paint
     first = {}
