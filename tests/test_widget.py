@@ -310,6 +310,15 @@ def test_neighbouring_heads_of_a_large_map_are_computed_ahead(monkeypatch):
     view.close()
 
 
+async def until(condition, timeout_s: float = 60.0) -> None:
+    """Let the event loop run until ``condition()`` holds or ``timeout_s`` passes (the shared
+    worker may finish an earlier view's job first); the caller asserts what it needs."""
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
 def test_atlas_is_built_off_the_event_loop_and_handed_back_to_it():
     w = stack(np.random.default_rng(14), L=3, H=2, Q=5)
 
@@ -317,10 +326,7 @@ def test_atlas_is_built_off_the_event_loop_and_handed_back_to_it():
         view = AttentionView.from_tensor(w)
         view.layer = 2  # the map and metrics are set at once; the thumbnails follow
         assert view.metrics["view"]["layer"] == 2
-        for _ in range(6000):  # the shared worker may finish an earlier view's job first
-            if view.atlas.get("layer") == 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: view.atlas.get("layer") == 2)
         return view
 
     view = asyncio.run(session())
@@ -359,18 +365,12 @@ def test_a_large_maps_numbers_follow_its_picture_from_the_worker(monkeypatch):
 
     async def session():
         view = AttentionView.from_tensor(w)
-        for _ in range(6000):  # the shared worker may finish an earlier view's job first
-            if view.metrics.get("view", {}).get("layer") == 0:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: view.metrics.get("view", {}).get("layer") == 0)
         view.layer = 1
         assert view.panel["view"]["layer"] == 1  # the picture at once
         assert view.metrics["view"]["layer"] == 0  # the numbers of the map before, until...
         view.head = 2  # ...a newer change: layer 1 head 0's numbers must not be sent
-        for _ in range(6000):
-            if view.metrics["view"]["head"] == 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: view.metrics["view"]["head"] == 2)
         await asyncio.sleep(0.2)
         return view
 
