@@ -46,7 +46,8 @@ class ViewSource:
     sample: Any = None  # the inputs.Sample a view built from a source shows (its provenance)
     base: Any = None  # attnwidget.ablate.unablated_run of the text, kept after the first ablation
     rebuild: Any = None  # () -> the record again, for a view that let go of it (attnwidget._lifetime)
-    # the last ablated run: (heads, mode, the original it was compared with, record, effect)
+    # the last ablated run: (heads, mode, the model's parameter versions, the original it was
+    # compared with, record, effect)
     last_ablated: Any = None
 
     def ablated(self, pairs: list[list[int]], mode: str,
@@ -58,11 +59,14 @@ class ViewSource:
         what it does) runs the model once. At most one record more than the view shows at
         its peak (the ablated one, shown while the original is kept); :meth:`forget` frees it.
         """
-        key = (sorted((int(a), int(b)) for a, b in pairs), mode)
+        from attnwidget._replay import parameter_versions
+
+        # a model changed since (an optimizer step, load_state_dict) invalidates the kept runs
+        key = (sorted((int(a), int(b)) for a, b in pairs), mode, parameter_versions(self.model))
         kept = self.last_ablated
-        if kept is not None and kept[:2] == key and kept[2] is original:
-            return kept[3], kept[4]
-        maps, effect = self._ablated_run(pairs, mode, original)
+        if kept is not None and kept[:3] == key and kept[3] is original and key[2] is not None:
+            return kept[4], kept[5]
+        maps, effect = self._ablated_run(pairs, mode, original, key[2])
         self.last_ablated = (*key, original, maps, effect)
         return maps, effect
 
@@ -70,14 +74,16 @@ class ViewSource:
         """Drop the runs kept for the ablation (a view that let go of its record)."""
         self.base = self.last_ablated = None
 
-    def _ablated_run(self, pairs: list[list[int]], mode: str,
-                     original: AttentionMaps) -> tuple[AttentionMaps, dict]:
+    def _ablated_run(self, pairs: list[list[int]], mode: str, original: AttentionMaps,
+                     versions: tuple | None) -> tuple[AttentionMaps, dict]:
         from attnwidget.ablate import ablated_record
 
         heads: dict[int, list[int]] = {}
         for layer, head in pairs:
             heads.setdefault(layer, []).append(head)
-        if self.base is None:  # the unablated run every toggle is compared with, made once
+        # the unablated run every toggle is compared with (and replays below its heads), made
+        # once, and again when the model's parameters changed
+        if self.base is None or versions is None or self.base.versions != versions:
             from attnwidget.ablate import unablated_run
 
             self.base = unablated_run(self.model, self.text, self.tokenizer)

@@ -270,9 +270,10 @@ def _is_causal_lm(model: nn.Module, out: Any) -> bool:
     )
 
 
-def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool) -> Any:
+def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool, eager: bool = False) -> Any:
     """One forward: transformers models with hidden states (and attentions when asked);
-    any other model as ``model(input_ids) -> logits [B, T, vocab]`` (the project's tiny LMs)."""
+    any other model as ``model(input_ids) -> logits [B, T, vocab]`` (the project's tiny LMs).
+    ``eager``: eager attention even without the weights (the arithmetic extraction does)."""
     import types
 
     from attnwidget.extract._common import eval_mode
@@ -287,7 +288,7 @@ def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool) ->
                 f"vocab], got {type(out).__name__}"
             )
         return types.SimpleNamespace(logits=out, hidden_states=None, attentions=None)
-    guard = eager_attention(model) if attentions else contextlib.nullcontext()
+    guard = eager_attention(model) if attentions or eager else contextlib.nullcontext()
     with eval_mode(model), guard, torch.inference_mode():
         return model(**inputs, output_attentions=attentions, output_hidden_states=True, return_dict=True)
 
@@ -297,18 +298,30 @@ def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None) 
 
     What :func:`ablated_record` compares an ablation with (``base=``): the hidden
     states, the next-token loss (causal LMs) and the last position's logits only,
-    not the whole ``[T, vocab]`` (100 MB for GPT-2 at 512 tokens).
+    not the whole ``[T, vocab]`` (100 MB for GPT-2 at 512 tokens); ``versions``, the
+    parameters' version counters it ran with (:func:`attnwidget._replay.parameter_versions`:
+    a view runs it again once the model has changed); and ``replay``,
+    the linear layers' inputs and outputs up to the last attention layer's output
+    projection (at most :data:`attnwidget._replay.REPLAY_BYTES`), which an ablated
+    re-run gives back below its first ablated head instead of computing them
+    (:mod:`attnwidget._replay`). The run uses eager attention, as extraction does,
+    so that the two compute the same numbers.
     """
     import types
 
+    from attnwidget._replay import Replay, parameter_versions
+
     inputs = _prepare(model, text_or_inputs, tokenizer)
-    out = _run(model, inputs, False)
+    replay = Replay()
+    with replay.recording(model, [s.projection for s in attention_sites(model)]):
+        out = _run(model, inputs, False, eager=True)
     causal = _is_causal_lm(model, out)
     loss = (_next_token_loss(out.logits, inputs["input_ids"], inputs.get("attention_mask"))
             if causal else None)
     logits = out.logits[:, -1:] if getattr(out, "logits", None) is not None else None
     return types.SimpleNamespace(hidden_states=out.hidden_states, attentions=None, logits=logits,
-                                 loss_value=loss, causal=causal)
+                                 loss_value=loss, causal=causal, replay=replay,
+                                 versions=parameter_versions(model))
 
 
 @contextlib.contextmanager
@@ -336,6 +349,12 @@ def _next_output(model: nn.Module) -> Iterator[dict[str, Any]]:
     finally:
         for h in handles:
             h.remove()
+
+
+def _replaying(model: nn.Module, base: Any) -> contextlib.AbstractContextManager:
+    """Give back ``base``'s recorded linear layers below the first ablated head (if it has them)."""
+    replay = getattr(base, "replay", None)
+    return replay.replaying(model) if replay is not None else contextlib.nullcontext()
 
 
 def _next_token_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> float:
@@ -384,12 +403,13 @@ def ablation_effect(model: nn.Module, text_or_inputs: Any, heads: Heads, tokeniz
 def _effect(
     model: nn.Module, inputs: dict[str, torch.Tensor], heads: Heads,
     tokenizer: Any, mode: str, top_k: int, attention: bool, base: Any, abl: Any = None,
+    sites: list[Site] | None = None,
 ) -> dict[str, Any]:
     if abl is None:
-        with ablate_heads(model, heads, mode):
+        with ablate_heads(model, heads, mode) as sites, _replaying(model, base):
             abl = _run(model, inputs, attention)
     mask = inputs.get("attention_mask")
-    out: dict[str, Any] = {"heads": _check_heads(heads, attention_sites(model)), "mode": mode}
+    out: dict[str, Any] = {"heads": _check_heads(heads, sites or attention_sites(model)), "mode": mode}
     hidden = [
         float((a - b).norm() / b.norm().clamp(min=1e-30))
         for b, a in zip(base.hidden_states or (), abl.hidden_states or (), strict=True)
@@ -440,7 +460,11 @@ def ablation_sweep(
     (computed here without the attention maps, which the score does not need).
     A tqdm progress bar shows with ``progress=True``.
     """
+    import types
+
     from tqdm.auto import tqdm
+
+    from attnwidget._replay import Replay
 
     sites = attention_sites(model)
     todo = _check_heads(heads, sites) if heads is not None else {
@@ -451,7 +475,12 @@ def ablation_sweep(
     metric = None
     pairs = [(layer, h) for layer, hs in todo.items() for h in hs]
     inputs = _prepare(model, text_or_inputs, tokenizer)
-    base = _run(model, inputs, False)  # one unablated run serves every cell
+    # one unablated run serves every cell, and each ablated run replays it below its head
+    replay = Replay()
+    with replay.recording(model, [s.projection for s in sites]):
+        out = _run(model, inputs, False)
+    base = types.SimpleNamespace(hidden_states=out.hidden_states, attentions=out.attentions,
+                                 logits=getattr(out, "logits", None), replay=replay)
     for layer, h in tqdm(pairs, desc="ablating heads", disable=not progress):
         res = _effect(model, inputs, {layer: [h]}, tokenizer, mode, 1, False, base)
         score[layer, h] = res["score"]
@@ -481,15 +510,17 @@ def ablated_record(model: nn.Module, text_or_inputs: Any, heads: Heads, tokenize
         original = extract_attention(model, text_or_inputs, tokenizer, **extract_options)
     if base is None:
         base = unablated_run(model, text_or_inputs, tokenizer)
-    with ablate_heads(model, heads, mode), _next_output(model) as got:
+    with ablate_heads(model, heads, mode) as sites, _next_output(model) as got, _replaying(model, base):
         maps = extract_attention(model, text_or_inputs, tokenizer, **extract_options)
     inputs = _prepare(model, text_or_inputs, tokenizer)
     abl = got.get("out")
     if abl is not None and base.hidden_states is not None and (
             abl.hidden_states is None or abl.hidden_states[0].shape != base.hidden_states[0].shape):
         abl = None  # the extraction saw another sequence (truncation, a picked batch row): run again
-    effect = _effect(model, inputs, heads, tokenizer, mode, 5, False, base, abl)
-    change = (maps.weights - original.weights).abs().mean(dim=(-2, -1)).double().numpy()  # [L, H]
+    effect = _effect(model, inputs, heads, tokenizer, mode, 5, False, base, abl, sites)
+    # layer by layer (views, no stacked copy): at 512 tokens the whole difference is 75 MB
+    change = np.stack([(torch.from_numpy(maps.layer(i)) - torch.from_numpy(original.layer(i))).abs_()
+                       .mean(dim=(-2, -1)).double().numpy() for i in range(maps.n_layers)])  # [L, H]
     summary: dict[str, Any] = {
         "heads": [[layer, h] for layer, hs in effect["heads"].items() for h in hs],
         "mode": mode, "metric": effect["metric"], "score": float(effect["score"]),

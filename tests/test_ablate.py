@@ -221,3 +221,103 @@ def test_ablated_record_measures_the_effect_on_its_own_forward(which, bpe_tokeni
         for key in ("loss", "loss_ablated", "embedding_cosine"):
             if key in expected:
                 assert summary[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6)
+
+
+# Linear layers per block, in call order, and how many of them a block runs before its output
+# projection (counted from the models' code): BERT query, key, value | output, FFN in, FFN out;
+# GPT-2 c_attn | c_proj, c_fc, c_proj; Llama q, k, v | o, gate, up, down; the tiny LM qkv | o_proj.
+LINEARS = {"minilm": (6, 3), "gpt2": (4, 1), "llama": (7, 3), "tinylm": (2, 1)}
+
+
+def model_of(which, bpe_tokenizer, minilm):
+    from attnwidget.models import load_tiny_lm
+
+    if which == "minilm":
+        return (*minilm, TEXT)
+    if which == "tinylm":
+        return (*load_tiny_lm(), "abcabcabcab")
+    return tiny(which, len(bpe_tokenizer), "eager"), bpe_tokenizer, "The cat sat on the mat and looked."
+
+
+@pytest.mark.parametrize("which", sorted(LINEARS))
+def test_an_ablated_run_replays_the_plain_run_below_its_head_and_changes_no_number(
+        which, bpe_tokenizer, minilm, monkeypatch):
+    # Below the first ablated head every linear layer sees exactly the plain run's input, so
+    # the ablated run is given the plain run's outputs there: every block below, and the
+    # ablated block's projections before its output projection. The record and the effect
+    # equal those of a run that computes everything. Same ops on the same inputs in one
+    # process: only the BLAS's choice of kernel could round differently (1e-6 on weights in
+    # [0, 1]); below the ablated layer the change is exactly 0 either way.
+    from attnwidget import _replay
+    from attnwidget.ablate import ablated_record, unablated_run
+    from attnwidget.extract import extract_attention
+
+    model, tok, text = model_of(which, bpe_tokenizer, minilm)
+    per_block, before_projection = LINEARS[which]
+    original = extract_attention(model, text, tok)
+    base = unablated_run(model, text, tok)
+    monkeypatch.setattr(_replay, "REPLAY_BYTES", 0)  # turned off: everything computed
+    plain = unablated_run(model, text, tok)
+    assert plain.replay.calls == []
+    assert plain.replay.nbytes == 0
+    n_layers = original.n_layers
+    # kept: up to the last layer's output projection, nothing after it (FFN, LM head)
+    assert len(base.replay.calls) == (n_layers - 1) * per_block + before_projection
+    for layer in range(n_layers):
+        for mode in ("zero", "mean"):
+            fast = ablated_record(model, text, {layer: [1]}, tok, mode=mode, original=original, base=base)
+            assert base.replay.replayed == layer * per_block + before_projection
+            slow = ablated_record(model, text, {layer: [1]}, tok, mode=mode, original=original, base=plain)
+            assert plain.replay.replayed == 0
+            torch.testing.assert_close(fast[0].weights, slow[0].weights, rtol=0, atol=1e-6)
+            assert fast[1]["score"] == pytest.approx(slow[1]["score"], rel=1e-5, abs=1e-9)
+            np.testing.assert_allclose(fast[1]["hidden_change"], slow[1]["hidden_change"],
+                                       rtol=1e-5, atol=1e-9)
+            change = np.asarray(fast[1]["attention_change"])
+            np.testing.assert_allclose(change, slow[1]["attention_change"], atol=1e-7)
+            assert not change[:layer + 1].any()  # the ablated layer's own weights neither
+            assert change[layer + 1:].all()
+
+
+def test_a_replay_stops_at_a_changed_weight_or_another_input(bpe_tokenizer):
+    # what a replay gives back is only ever the output this module gave for this input
+    from attnwidget.ablate import ablated_record, unablated_run
+
+    model, tok = tiny("gpt2", len(bpe_tokenizer), "eager"), bpe_tokenizer
+    text = "The cat sat on the mat and looked."
+    base = unablated_run(model, text, tok)
+    ablated_record(model, text, {1: [0]}, tok, base=base)
+    assert base.replay.replayed == 5  # layer 0's four calls, layer 1's c_attn
+    with torch.no_grad():  # an in-place change bumps the version counter (as an optimizer step does)
+        model.transformer.h[0].mlp.c_fc.weight.mul_(1.5)
+    maps, effect = ablated_record(model, text, {1: [0]}, tok, base=base)
+    assert base.replay.replayed == 2  # c_attn and c_proj of layer 0; computed from c_fc on
+    fresh_maps, fresh = ablated_record(model, text, {1: [0]}, tok)  # a new plain run
+    torch.testing.assert_close(maps.weights, fresh_maps.weights, rtol=0, atol=1e-6)
+    assert effect["loss_ablated"] == pytest.approx(fresh["loss_ablated"], rel=1e-6)
+    other = unablated_run(model, text, tok)
+    ablated_record(model, "A dog sat on the mat and looked.", {1: [0]}, tok, base=other)
+    assert other.replay.replayed == 0  # the very first input differs
+
+
+def test_a_replay_keeps_within_its_budget_and_leaves_the_model_as_it_was(minilm, monkeypatch):
+    from attnwidget import _replay
+    from attnwidget.ablate import ablated_record, unablated_run
+
+    model, tok = minilm
+
+    def hooks():
+        return [(name, tuple(m._forward_pre_hooks), tuple(m._forward_hooks))
+                for name, m in model.named_modules()]
+
+    before = hooks()
+    full = unablated_run(model, TEXT, tok)
+    monkeypatch.setattr(_replay, "REPLAY_BYTES", full.replay.nbytes // 2)
+    half = unablated_run(model, TEXT, tok)
+    assert 0 < half.replay.nbytes <= full.replay.nbytes // 2
+    assert len(half.replay.calls) < len(full.replay.calls)
+    ablated_record(model, TEXT, {5: [0]}, tok, base=half)
+    assert half.replay.replayed == len(half.replay.calls)  # all it has, then computed
+    # nothing of the replay stays on the model: no forward patched on an instance, no hook
+    assert not [name for name, m in model.named_modules() if "forward" in vars(m)]
+    assert hooks() == before

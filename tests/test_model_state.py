@@ -35,6 +35,8 @@ def snapshot(model: nn.Module) -> dict:
                        ((type(c).__name__ + str(i), c) for i, c in enumerate(configs.values()))),
         "training": [(name, m.training) for name, m in model.named_modules()],
         "hooks": [(name, d, tuple(getattr(m, d))) for name, m in model.named_modules() for d in HOOK_DICTS],
+        # an ablated re-run replays the plain run by setting `forward` on linear layers
+        "instance_forwards": [name for name, m in model.named_modules() if "forward" in vars(m)],
         "requires_grad": [(name, p.requires_grad) for name, p in model.named_parameters()],
         "params": {name: p.detach().clone() for name, p in model.named_parameters()},
         "buffers": {name: b.clone() for name, b in model.named_buffers()},

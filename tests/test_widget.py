@@ -458,6 +458,30 @@ def test_switching_a_head_off_again_reuses_its_run(minilm, monkeypatch):
     assert view._how.base is None
 
 
+def test_a_model_changed_in_place_is_run_again_not_replayed_from_before(bpe_tokenizer):
+    # the kept plain run (and its replay) and the kept ablated run belong to the model as it
+    # was: after an in-place change (what an optimizer step or load_state_dict does) the
+    # view's numbers are those of the model as it is now
+    from tiny_models import tiny
+
+    from attnwidget.ablate import ablation_effect
+
+    model = tiny("gpt2", len(bpe_tokenizer), "eager")
+    text = "The cat sat on the mat and looked."
+    view = AttentionView(model, text, tokenizer=bpe_tokenizer, layer=1)
+    view.ablated = [[1, 0]]
+    base, first = view._how.base, dict(view.effect)
+    view.ablated = []
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight.mul_(20.0)
+    view.ablated = [[1, 0]]
+    assert view._how.base is not base
+    expected = ablation_effect(model, text, {1: [0]}, bpe_tokenizer, attention=False)
+    for key in ("loss", "loss_ablated"):
+        assert view.effect[key] == pytest.approx(expected[key], rel=1e-5)
+        assert abs(view.effect[key] - first[key]) > 100 * 1e-5 * expected[key]  # not the old model's
+
+
 def test_compare_with_another_record():
     rng = np.random.default_rng(16)
     a, b = stack(rng, L=2, H=2, Q=5), stack(rng, L=2, H=2, Q=5)
