@@ -270,10 +270,9 @@ def _is_causal_lm(model: nn.Module, out: Any) -> bool:
     )
 
 
-def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool, eager: bool = False) -> Any:
+def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool) -> Any:
     """One forward: transformers models with hidden states (and attentions when asked);
-    any other model as ``model(input_ids) -> logits [B, T, vocab]`` (the project's tiny LMs).
-    ``eager``: eager attention even without the weights (the arithmetic extraction does)."""
+    any other model as ``model(input_ids) -> logits [B, T, vocab]`` (the project's tiny LMs)."""
     import types
 
     from attnwidget.extract._common import eval_mode
@@ -288,7 +287,7 @@ def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool, ea
                 f"vocab], got {type(out).__name__}"
             )
         return types.SimpleNamespace(logits=out, hidden_states=None, attentions=None)
-    guard = eager_attention(model) if attentions or eager else contextlib.nullcontext()
+    guard = eager_attention(model) if attentions else contextlib.nullcontext()
     with eval_mode(model), guard, torch.inference_mode():
         return model(**inputs, output_attentions=attentions, output_hidden_states=True, return_dict=True)
 
@@ -304,8 +303,8 @@ def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None) 
     the linear layers' inputs and outputs up to the last attention layer's output
     projection (at most :data:`attnwidget._replay.REPLAY_BYTES`), which an ablated
     re-run gives back below its first ablated head instead of computing them
-    (:mod:`attnwidget._replay`). The run uses eager attention, as extraction does,
-    so that the two compute the same numbers.
+    (:mod:`attnwidget._replay`). The run uses eager attention and asks for the
+    weights, as extraction does, so that the two make the same calls.
     """
     import types
 
@@ -313,8 +312,9 @@ def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None) 
 
     inputs = _prepare(model, text_or_inputs, tokenizer)
     replay = Replay()
-    with replay.recording(model, [s.projection for s in attention_sites(model)]):
-        out = _run(model, inputs, False, eager=True)
+    with _recording(replay, model, attention_sites(model)):
+        # asked as the ablated extraction asks: what a layer returns depends on it
+        out = _run(model, inputs, True)
     causal = _is_causal_lm(model, out)
     loss = (_next_token_loss(out.logits, inputs["input_ids"], inputs.get("attention_mask"))
             if causal else None)
@@ -349,6 +349,24 @@ def _next_output(model: nn.Module) -> Iterator[dict[str, Any]]:
     finally:
         for h in handles:
             h.remove()
+
+
+def _recording(replay: Any, model: nn.Module, sites: list[Site]) -> contextlib.AbstractContextManager:
+    """Record a plain run for :mod:`attnwidget._replay`: the linear layers, and whole the parts
+    of an attention layer that hold no output projection (BERT's self-attention: query, key,
+    value and the weights); nothing from the last layer's output projection on."""
+    from attnwidget._replay import is_linear
+
+    pieces = []
+    for site in sites:
+        if site.kind != "projection":
+            continue
+        for child in site.attention.children():
+            inner = list(child.modules())
+            if not is_linear(child) and any(is_linear(m) for m in inner) and not any(
+                    m is site.projection for m in inner):
+                pieces.append(child)
+    return replay.recording(model, [s.projection for s in sites], pieces)
 
 
 def _replaying(model: nn.Module, base: Any) -> contextlib.AbstractContextManager:
@@ -477,7 +495,7 @@ def ablation_sweep(
     inputs = _prepare(model, text_or_inputs, tokenizer)
     # one unablated run serves every cell, and each ablated run replays it below its head
     replay = Replay()
-    with replay.recording(model, [s.projection for s in sites]):
+    with _recording(replay, model, sites):
         out = _run(model, inputs, False)
     base = types.SimpleNamespace(hidden_states=out.hidden_states, attentions=out.attentions,
                                  logits=getattr(out, "logits", None), replay=replay)

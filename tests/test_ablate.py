@@ -223,10 +223,13 @@ def test_ablated_record_measures_the_effect_on_its_own_forward(which, bpe_tokeni
                 assert summary[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6)
 
 
-# Linear layers per block, in call order, and how many of them a block runs before its output
-# projection (counted from the models' code): BERT query, key, value | output, FFN in, FFN out;
-# GPT-2 c_attn | c_proj, c_fc, c_proj; Llama q, k, v | o, gate, up, down; the tiny LM qkv | o_proj.
-LINEARS = {"minilm": (6, 3), "gpt2": (4, 1), "llama": (7, 3), "tinylm": (2, 1)}
+# Calls a plain run keeps per block, and those before the block's output projection, counted
+# from the models' code: GPT-2 c_attn | c_proj, c_fc, c_proj; Llama q, k, v | o, gate, up, down;
+# the tiny LM qkv | o_proj; BERT keeps its self-attention whole besides its linear layers:
+# self-attention, query, key, value | output, FFN in, FFN out. A replay gives back the same,
+# except that BERT's self-attention comes back whole (query, key and value never run).
+KEPT = {"minilm": (7, 4), "gpt2": (4, 1), "llama": (7, 3), "tinylm": (2, 1)}
+REPLAYED = {"minilm": (4, 1), "gpt2": (4, 1), "llama": (7, 3), "tinylm": (2, 1)}
 
 
 def model_of(which, bpe_tokenizer, minilm):
@@ -239,13 +242,13 @@ def model_of(which, bpe_tokenizer, minilm):
     return tiny(which, len(bpe_tokenizer), "eager"), bpe_tokenizer, "The cat sat on the mat and looked."
 
 
-@pytest.mark.parametrize("which", sorted(LINEARS))
+@pytest.mark.parametrize("which", sorted(KEPT))
 def test_an_ablated_run_replays_the_plain_run_below_its_head_and_changes_no_number(
         which, bpe_tokenizer, minilm, monkeypatch):
-    # Below the first ablated head every linear layer sees exactly the plain run's input, so
-    # the ablated run is given the plain run's outputs there: every block below, and the
-    # ablated block's projections before its output projection. The record and the effect
-    # equal those of a run that computes everything. Same ops on the same inputs in one
+    # Below the first ablated head every layer sees exactly the plain run's input, so the
+    # ablated run is given the plain run's outputs there: every block below, and the ablated
+    # block's projections (BERT: its attention weights) before its output projection. The
+    # record and the effect equal those of a run that computes everything. Same ops on the same inputs in one
     # process: only the BLAS's choice of kernel could round differently (1e-6 on weights in
     # [0, 1]); below the ablated layer the change is exactly 0 either way.
     from attnwidget import _replay
@@ -253,7 +256,7 @@ def test_an_ablated_run_replays_the_plain_run_below_its_head_and_changes_no_numb
     from attnwidget.extract import extract_attention
 
     model, tok, text = model_of(which, bpe_tokenizer, minilm)
-    per_block, before_projection = LINEARS[which]
+    per_block, before_projection = REPLAYED[which]
     original = extract_attention(model, text, tok)
     base = unablated_run(model, text, tok)
     monkeypatch.setattr(_replay, "REPLAY_BYTES", 0)  # turned off: everything computed
@@ -262,7 +265,7 @@ def test_an_ablated_run_replays_the_plain_run_below_its_head_and_changes_no_numb
     assert plain.replay.nbytes == 0
     n_layers = original.n_layers
     # kept: up to the last layer's output projection, nothing after it (FFN, LM head)
-    assert len(base.replay.calls) == (n_layers - 1) * per_block + before_projection
+    assert len(base.replay.calls) == (n_layers - 1) * KEPT[which][0] + KEPT[which][1]
     for layer in range(n_layers):
         for mode in ("zero", "mean"):
             fast = ablated_record(model, text, {layer: [1]}, tok, mode=mode, original=original, base=base)
@@ -317,7 +320,33 @@ def test_a_replay_keeps_within_its_budget_and_leaves_the_model_as_it_was(minilm,
     assert 0 < half.replay.nbytes <= full.replay.nbytes // 2
     assert len(half.replay.calls) < len(full.replay.calls)
     ablated_record(model, TEXT, {5: [0]}, tok, base=half)
-    assert half.replay.replayed == len(half.replay.calls)  # all it has, then computed
+    # all it kept an output of (the calls inside a self-attention given back whole never run;
+    # the call at which the budget ran out runs), then computed
+    kept = [c for c in half.replay.calls if c.replayable]
+    assert len(kept) < len(half.replay.calls)
+    assert half.replay.replayed == len(kept) - sum(c.span for c in kept)
     # nothing of the replay stays on the model: no forward patched on an instance, no hook
     assert not [name for name, m in model.named_modules() if "forward" in vars(m)]
     assert hooks() == before
+
+
+def test_a_self_attention_kept_whole_runs_again_when_a_hook_inside_it_changed(bpe_tokenizer):
+    # BERT's self-attention is given back whole, so its query, key and value do not run: a
+    # hook added on one of them since the plain run must make it run again
+    from attnwidget.ablate import ablated_record, unablated_run
+
+    model, tok = tiny("bert", len(bpe_tokenizer), "eager"), bpe_tokenizer
+    text = "The cat sat on the mat and looked."
+    base = unablated_run(model, text, tok)
+    ablated_record(model, text, {1: [0]}, tok, base=base)
+    assert base.replay.replayed == 5  # layer 0: self-attention, output, FFN in, FFN out; layer 1's
+    handle = model.encoder.layer[0].attention.self.key.register_forward_hook(lambda _m, _a, out: 2 * out)
+    try:
+        maps, _ = ablated_record(model, text, {1: [0]}, tok, base=base)
+        assert base.replay.replayed == 0
+        fresh_maps, _ = ablated_record(model, text, {1: [0]}, tok)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(maps.weights, fresh_maps.weights, rtol=0, atol=1e-6)
+    plain_maps, _ = ablated_record(model, text, {1: [0]}, tok)
+    assert (plain_maps.weights[0] - maps.weights[0]).abs().max() > 1e-3  # the hook did change layer 0
