@@ -1,10 +1,14 @@
-"""Head ablation on the real MiniLM at 128 tokens: one toggle (Python side) and the 72-head sweep.
+"""Head ablation on the real MiniLM: one toggle (Python side) at 128 and 510 tokens, and the sweep.
 
-* ``toggle``: :func:`attnwidget.ablate.ablated_record` for one head (the model
-  re-run with the head off, the new record, and the effect numbers: what the
-  widget does on a toggle before it repaints). The browser round trip
-  (click -> repainted map and metrics) is in ``bench_widget.py``.
-* ``sweep``: :func:`attnwidget.ablate.ablation_sweep` over all 72 heads. Target < 30 s.
+* ``toggle``: :func:`attnwidget.ablate.ablated_record` for one head with the plain run
+  kept (what a view does on a toggle before it repaints: the model re-run with the head
+  off, the new record, the effect numbers). Measured twice in the same run, alternating
+  head by head: with the replay (:mod:`attnwidget._replay`: the plain run's linear layers
+  given back below the ablated head) and with it turned off (``REPLAY_BYTES = 0``: every
+  layer computed, as before the replay). ``by_layer`` has the medians per ablated layer.
+  The browser round trip (click -> repainted map and metrics) is in ``bench_widget.py``.
+* ``sweep``: :func:`attnwidget.ablate.ablation_sweep` over all 72 heads at 128 tokens,
+  with and without the replay. Target < 30 s.
 
     python benchmarks/bench_ablate.py [--out benchmarks/results/ablate.json]
 """
@@ -23,11 +27,12 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from attnwidget import extract_attention
-from attnwidget.ablate import ablated_record, ablation_sweep
+from attnwidget import _replay, extract_attention
+from attnwidget.ablate import ablated_record, ablation_sweep, unablated_run
 from attnwidget.models import load_minilm
 
-WORDS = ("attention heads look back at earlier words in the sentence " * 40).split()
+WORDS = ("attention heads look back at earlier words in the sentence " * 80).split()
+HEADS = [(0, 3), (2, 5), (4, 7), (1, 0), (3, 11), (5, 2), (2, 9), (0, 0), (4, 4), (1, 8), (3, 6), (5, 10)]
 
 
 def text_of(tok, n: int) -> str:
@@ -38,30 +43,59 @@ def text_of(tok, n: int) -> str:
     raise AssertionError(n)
 
 
+def median(xs: list[float]) -> float:
+    return round(statistics.median(xs), 1)
+
+
+def toggles(model, tok, n: int, rounds: int) -> dict:
+    text = text_of(tok, n)
+    original = extract_attention(model, text, tok)
+    replayed = unablated_run(model, text, tok)
+    saved, _replay.REPLAY_BYTES = _replay.REPLAY_BYTES, 0
+    try:
+        computed = unablated_run(model, text, tok)
+    finally:
+        _replay.REPLAY_BYTES = saved
+    times: dict[str, dict[int, list[float]]] = {"replay": {}, "computed": {}}
+    for _ in range(rounds):
+        for layer, head in HEADS:  # alternate, so both see the same machine
+            for name, base in (("replay", replayed), ("computed", computed)):
+                t0 = time.perf_counter()
+                ablated_record(model, text, {layer: [head]}, tok, original=original, base=base)
+                times[name].setdefault(layer, []).append((time.perf_counter() - t0) * 1e3)
+    every = {name: [t for ts in by.values() for t in ts] for name, by in times.items()}
+    return {
+        "tokens": int(original.shape[-1]),
+        "replay_ms": median(every["replay"]), "computed_ms": median(every["computed"]),
+        "ratio": round(statistics.median(every["replay"]) / statistics.median(every["computed"]), 2),
+        "by_layer": {str(layer): {name: median(times[name][layer]) for name in times}
+                     for layer in sorted(times["replay"])},
+        "replay_mb": round(replayed.replay.nbytes / 2**20, 1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ablate.json")
     args = ap.parse_args()
     model, tok = load_minilm()
+    toggle = {str(n): toggles(model, tok, n, rounds) for n, rounds in ((128, 5), (510, 2))}
     text = text_of(tok, 128)
-    original = extract_attention(model, text, tok)
-    toggles = []
-    heads = [(0, 3), (2, 5), (4, 7), (1, 0), (3, 11), (5, 2), (2, 9), (0, 0), (4, 4), (1, 8), (3, 6)]
-    for layer, head in heads:
-        t0 = time.perf_counter()
-        ablated_record(model, text, {layer: [head]}, tok, original=original)
-        toggles.append((time.perf_counter() - t0) * 1e3)
-    t0 = time.perf_counter()
-    sweep = ablation_sweep(model, text, tok, progress=False)
-    sweep_s = time.perf_counter() - t0
+    sweeps = {}
+    for name, budget in (("replay", _replay.REPLAY_BYTES), ("computed", 0)):
+        saved, _replay.REPLAY_BYTES = _replay.REPLAY_BYTES, budget
+        try:
+            t0 = time.perf_counter()
+            sweep = ablation_sweep(model, text, tok, progress=False)
+            sweeps[name] = round(time.perf_counter() - t0, 2)
+        finally:
+            _replay.REPLAY_BYTES = saved
     out = {
-        "benchmark": "head ablation on MiniLM (6 x 12) at 128 tokens",
-        "tokens": int(original.shape[-1]),
+        "benchmark": "head ablation on MiniLM (6 x 12): one toggle at 128 and 510 tokens, the 72-head sweep",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "machine": platform.machine(),
-        "toggle_python_ms": {"median": round(statistics.median(toggles), 1),
-                             "min": round(min(toggles), 1), "max": round(max(toggles), 1)},
-        "sweep_72_heads_s": round(sweep_s, 2), "target_sweep_s": "< 30",
+        "toggle_python": toggle,
+        "sweep_72_heads_s": sweeps, "target_sweep_s": "< 30",
         "sweep_score_max": float(sweep["score"].max()), "metric": sweep["metric"],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
