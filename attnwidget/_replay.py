@@ -10,26 +10,31 @@ there instead of computing it again.
 keep, in the order the calls start: the linear layers (``nn.Linear``,
 transformers' ``Conv1D``), which are most of a transformer's arithmetic, and
 optionally larger pieces that hold no ablation site (BERT's self-attention:
-query, key, value and the attention weights). For each call it keeps the
-module, the state the output depends on besides the inputs (:func:`_state`),
-copies of its tensor inputs and a copy of its output. In a later run it hands
-back the recorded output for as long as each call is the same module, in the
-same state, on inputs *exactly* equal (``torch.equal``) to the recorded ones.
-The first call that differs in any of these (the ablated head's projection,
-whose input the ablation rewrote; a weight changed in place; another text) is
-computed, and so is everything after it. A replay can therefore only save work,
-never change a number: a replayed output is the output this module gave for
-these very inputs.
+query, key, value and the attention weights). It records by wrapping the
+module's ``forward``, so what it keeps is what ``forward`` itself took and gave:
+the module's hooks run around a replayed ``forward`` exactly as around a
+computed one, once. For each call it keeps the module, the state its output
+depends on besides the inputs (:func:`_state`: parameters and buffers, training
+flags, the hooks inside a larger piece, the attention implementation), copies
+of the inputs and a copy of the output; and, for the whole run, the global
+switches (autocast).
 
-The rest (embeddings, layer norms, the ablation's own hooks and transformers'
-output recording, which hooks the self-attention module itself) runs as usual,
-so the records and hidden states a replayed run returns are those of a plain run.
+In a later run it hands back the recorded output for as long as each call is
+the same module, in the same state, on inputs *exactly* equal (``torch.equal``)
+to the recorded ones. The first call that differs in any of these (the ablated
+head's projection, whose input the ablation rewrote; a weight changed; another
+text) is computed, and so is everything after it. A larger piece with hooks
+inside is not given back whole (its hooks must run): it runs, and the calls
+inside it are replayed one by one. What is given back is thus always the output
+this module's ``forward`` gave for these very inputs in this state. Writes
+through ``.data`` in place are not seen (:func:`weights_state`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -41,42 +46,65 @@ from torch import nn
 #: modules produce more is recorded up to here; later calls are computed. 0 turns replay off.
 REPLAY_BYTES = 256 * 2**20
 
+# one recording or replay at a time in the process: both set `forward` on the model's modules
+_LOCK = threading.RLock()
+
 
 def is_linear(module: nn.Module) -> bool:
     """An ``nn.Linear`` or transformers' ``Conv1D`` (GPT-2)."""
     return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
 
 
-def parameter_versions(module: nn.Module, recurse: bool = True) -> tuple | None:
-    """Identity and in-place version counter of each parameter; None where not tracked.
+def weights_state(module: nn.Module, recurse: bool = True) -> tuple | None:
+    """Each parameter's and buffer's identity, storage, dtype, device and in-place version;
+    None where not tracked (tensors made under inference_mode).
 
-    A parameter replaced, or changed in place (an optimizer step, ``load_state_dict``, any
-    in-place op outside ``.data``), gives another tuple. Writes through ``.data`` bypass the
-    counter, as they bypass autograd's own checks.
+    An optimizer step, ``load_state_dict``, any in-place op, ``p.data = ...``, ``.half()``,
+    ``.to()`` give another tuple. An in-place write through ``.data`` (``p.data.mul_(2)``)
+    does not: it bypasses the version counter as it bypasses autograd's own checks.
     """
     try:
-        return tuple((id(p), p._version) for p in module.parameters(recurse=recurse))
-    except RuntimeError:  # parameters made under inference_mode track no version
+        return tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in itertools.chain(
+            module.parameters(recurse=recurse), module.buffers(recurse=recurse)))
+    except RuntimeError:
         return None
 
 
-def _state(module: nn.Module, ours: frozenset[int] = frozenset()) -> tuple | None:
-    """What a module's output depends on besides its inputs: its parameters (all of them for a
-    larger piece), the training flags, the attention implementation its config names, and the
-    hooks inside it (a child whose hooks changed would not run in a replay); None: untracked.
-    Hooks on the module itself run around a replayed forward as around a computed one."""
+def _global_hooks() -> int:
+    from torch.nn.modules import module as torch_module
+
+    return len(torch_module._global_forward_hooks) + len(torch_module._global_forward_pre_hooks)
+
+
+def _inner_hooks(module: nn.Module) -> tuple:
+    """The hooks a replayed piece would skip: those of the modules inside it, and the global ones."""
+    inner = (m for m in module.modules() if m is not module)
+    return (_global_hooks(), *sorted(k for m in inner for d in (m._forward_hooks, m._forward_pre_hooks)
+                                     for k in d))
+
+
+def _state(module: nn.Module) -> tuple | None:
+    """What a module's output depends on besides its inputs: its own weights (a linear layer),
+    or for a larger piece all its weights, training flags, inner hooks and the attention
+    implementation its config names; None: untracked."""
     leaf = not any(True for _ in module.children())
-    versions = parameter_versions(module, recurse=not leaf)
-    if versions is None:
-        return None
-    if leaf:
-        return versions
-    inner = tuple(m for m in module.modules() if m is not module)
-    hooks = tuple(sorted(k for m in inner for d in (m._forward_hooks, m._forward_pre_hooks)
-                         for k in d if k not in ours))
+    weights = weights_state(module, recurse=not leaf)
+    if weights is None or leaf:
+        return weights
     config = getattr(module, "config", None)
-    return (versions, tuple(m.training for m in module.modules()), hooks,
+    return (weights, tuple(m.training for m in module.modules()), _inner_hooks(module),
             getattr(config, "_attn_implementation", None))
+
+
+def _context() -> tuple:
+    """Global switches the outputs depend on: autocast, per device type."""
+    out = []
+    for device in ("cpu", "cuda"):
+        try:
+            out.append((torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)))
+        except (AttributeError, RuntimeError, TypeError):  # an older torch: one flag for all
+            out.append((torch.is_autocast_enabled(), None))
+    return tuple(out)
 
 
 def _tensors(x: Any) -> Iterator[torch.Tensor]:
@@ -91,13 +119,13 @@ def _tensors(x: Any) -> Iterator[torch.Tensor]:
 
 
 def _plain(x: Any) -> bool:
-    """Only tensors, None, numbers, strings and tuples/lists/dicts of them: what can be
-    compared exactly (another object, a KV cache say, cannot)."""
+    """Only tensors, None, numbers, strings and plain tuples/lists/dicts of them: what can be
+    copied and compared exactly (another object, a KV cache or a namedtuple say, cannot)."""
     if x is None or isinstance(x, (torch.Tensor, bool, int, float, str)):
         return True
-    if isinstance(x, (tuple, list)):
+    if type(x) in (tuple, list):
         return all(_plain(i) for i in x)
-    if isinstance(x, dict):
+    if type(x) is dict:
         return all(isinstance(k, str) and _plain(v) for k, v in x.items())
     return False
 
@@ -105,9 +133,9 @@ def _plain(x: Any) -> bool:
 def _copy(x: Any, copy_tensor) -> Any:
     if isinstance(x, torch.Tensor):
         return copy_tensor(x)
-    if isinstance(x, (tuple, list)):
+    if type(x) in (tuple, list):
         return type(x)(_copy(i, copy_tensor) for i in x)
-    if isinstance(x, dict):
+    if type(x) is dict:
         return {k: _copy(v, copy_tensor) for k, v in x.items()}
     return x
 
@@ -126,15 +154,41 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _nbytes(x: Any) -> int:
+    return sum(t.nelement() * t.element_size() for t in _tensors(x))
+
+
 @dataclasses.dataclass
 class _Call:
     module: nn.Module
     state: tuple | None = None
     inputs: Any = None  # (args, kwargs), copied
     output: Any = None  # copied
-    span: int = 0  # calls recorded inside this one (skipped when it is replayed)
-    replayable: bool = False  # False: inputs can be checked, output cannot be given back
+    span: int = 0  # calls recorded inside this one (skipped when it is given back whole)
+    replayable: bool = False  # False: inputs can be checked, but it runs (its inner calls replay)
     checkable: bool = False  # False: the replay stops here
+
+
+@contextlib.contextmanager
+def _wrapped(modules: Iterable[nn.Module], wrap) -> Iterator[None]:
+    """Set ``forward`` on each module's instance to ``wrap(module, forward)``; put back what was
+    there before (also a ``forward`` set on the instance by someone else, accelerate's hooks)."""
+    saved = []
+    try:
+        for module in modules:
+            own = vars(module).get("forward")
+            wrapper = wrap(module, module.forward)
+            module.forward = wrapper
+            saved.append((module, own, wrapper))
+        yield
+    finally:
+        for module, own, wrapper in saved:
+            if vars(module).get("forward") is not wrapper:
+                continue  # replaced since by someone else: theirs now
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
 
 
 class Replay:
@@ -151,12 +205,13 @@ class Replay:
         self.calls: list[_Call] = []
         self.nbytes = 0
         self.replayed = 0
+        self.context: tuple | None = None
 
     @contextlib.contextmanager
     def recording(self, model: nn.Module, markers: Sequence[nn.Module] = (),
                   pieces: Iterable[nn.Module] = ()) -> Iterator[Replay]:
-        """Record the calls of the linear layers and of ``pieces`` in the runs inside the
-        block (in this thread).
+        """Record the calls of the linear layers and of ``pieces`` in the one run inside the
+        block (in this thread); a run that raises leaves nothing recorded.
 
         ``markers``: modules (the attention sites' output projections) from whose last call on
         nothing can be replayed; those calls are dropped after the run. ``pieces``: larger
@@ -164,70 +219,73 @@ class Replay:
         not run).
         """
         owner = threading.get_ident()
-        copies: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (tensor, its copy)
-        open_calls: list[int] = []
         last_marker = [0]
         full = [self.budget <= 0]
-        handles: list[Any] = []
-        ours: set[int] = set()
+        # the previous call's inputs and their copies: q, k and v read the same hidden states
+        recent: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-        def copy_of(x: torch.Tensor) -> torch.Tensor:
-            seen = copies.get(id(x))
-            if seen is not None and seen[0] is x:  # q, k and v read the same hidden states
-                return seen[1]
-            c = x.detach().clone()
-            self.nbytes += c.nelement() * c.element_size()
-            copies[id(x)] = (x, c)
-            return c
+        def copy_inputs(inputs: Any) -> Any:
+            seen, recent[:] = list(recent), []
 
-        def size(x: Any, new_only: bool) -> int:
-            return sum(t.nelement() * t.element_size() for t in _tensors(x)
-                       if not (new_only and id(t) in copies and copies[id(t)][0] is t))
+            def copy(x: torch.Tensor) -> torch.Tensor:
+                for orig, c in seen:
+                    if orig is x and torch.equal(c, x):  # the same tensor, not changed since
+                        recent.append((x, c))
+                        return c
+                c = x.detach().clone()
+                self.nbytes += c.nelement() * c.element_size()
+                recent.append((x, c))
+                return c
 
-        def start(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if threading.get_ident() != owner or full[0]:
-                return
-            call = _Call(module)
-            if _plain(args) and _plain(kwargs):
-                if self.nbytes + size((args, kwargs), True) > self.budget:
-                    full[0] = True  # this call and the ones after it are computed in a replay
-                    return
-                call.inputs = _copy((args, kwargs), copy_of)
-                call.state = _state(module, frozenset(ours))
-                call.checkable = call.state is not None
-            open_calls.append(len(self.calls))
-            self.calls.append(call)
+            return _copy(inputs, copy)
 
-        def end(module: nn.Module, _args: tuple, _kwargs: dict, output: Any) -> None:
-            if (threading.get_ident() != owner or not open_calls
-                    or self.calls[open_calls[-1]].module is not module):
-                return  # a call not recorded (the budget ran out at its start)
-            index = open_calls.pop()
-            call = self.calls[index]
-            call.span = len(self.calls) - index - 1
-            if call.checkable and _plain(output) and not full[0]:
-                if self.nbytes + size(output, False) > self.budget:
-                    full[0] = True
-                else:
-                    call.output = _copy(output, lambda t: t.detach().clone())
-                    self.nbytes += size(output, False)
-                    call.replayable = True
+        def wrap(module: nn.Module, forward: Any) -> Any:
+            leaf = not any(True for _ in module.children())
 
-        def mark(_module: nn.Module, _args: tuple) -> None:
+            def recorded_forward(*args: Any, **kwargs: Any) -> Any:
+                if threading.get_ident() != owner or full[0]:
+                    return forward(*args, **kwargs)
+                call = _Call(module)
+                if _plain(args) and _plain(kwargs):
+                    if self.nbytes + _nbytes((args, kwargs)) > self.budget:
+                        full[0] = True  # this call and the ones after it are computed in a replay
+                        return forward(*args, **kwargs)
+                    call.inputs = copy_inputs((args, kwargs))
+                    call.state = _state(module)
+                    call.checkable = call.state is not None
+                index = len(self.calls)
+                self.calls.append(call)
+                output = forward(*args, **kwargs)
+                call.span = len(self.calls) - index - 1
+                whole = leaf or _inner_hooks(module) == (0,)  # else its inner hooks must run
+                if call.checkable and whole and _plain(output) and not full[0]:
+                    if self.nbytes + _nbytes(output) > self.budget:
+                        full[0] = True
+                    else:
+                        call.output = _copy(output, lambda t: t.detach().clone())
+                        self.nbytes += _nbytes(output)
+                        call.replayable = True
+                return output
+
+            return recorded_forward
+
+        def mark(_module: nn.Module, _args: tuple) -> None:  # before the marker's own call
             if threading.get_ident() == owner:
                 last_marker[0] = len(self.calls)
 
-        handles += [m.register_forward_pre_hook(mark) for m in markers]  # before a call starts
-        for m in [m for m in model.modules() if is_linear(m)] + list(pieces):
-            handles.append(m.register_forward_pre_hook(start, with_kwargs=True))
-            handles.append(m.register_forward_hook(end, with_kwargs=True))
-        ours.update(h.id for h in handles)
-        try:
-            yield self
-        finally:
-            for h in handles:
-                h.remove()
-            copies.clear()
+        kept = [m for m in model.modules() if is_linear(m)] + list(pieces)
+        with _LOCK, _wrapped(kept, wrap):
+            handles = [m.register_forward_pre_hook(mark) for m in markers]
+            try:
+                self.context = _context()
+                yield self
+            except BaseException:
+                self.calls, self.nbytes = [], 0
+                raise
+            finally:
+                for h in handles:
+                    h.remove()
+                recent.clear()
         if markers:  # nothing from the last site's projection on is ever the same again
             self.calls = self.calls[: last_marker[0]]
         self.nbytes = sum({id(t): t.nelement() * t.element_size() for c in self.calls
@@ -238,10 +296,8 @@ class Replay:
         """Inside the block, this thread's calls of the recorded modules get their recorded
         outputs back, in order, until the first call that is not exactly the recorded one."""
         owner = threading.get_ident()
-        state = {"pos": 0, "live": bool(self.calls)}
+        state = {"pos": 0, "live": bool(self.calls) and _context() == self.context}
         self.replayed = 0
-        modules = {id(c.module): c.module for c in self.calls}.values()
-        saved = [(m, m.__dict__.get("forward")) for m in modules]
 
         def wrap(module: nn.Module, forward: Any) -> Any:
             def replayed_forward(*args: Any, **kwargs: Any) -> Any:
@@ -253,20 +309,13 @@ class Replay:
                             state["pos"] += 1 + call.span
                             self.replayed += 1
                             return _copy(call.output, torch.Tensor.clone)  # the caller may write to it
-                        state["pos"] += 1  # the same call, but its output was not kept: run it,
-                        return forward(*args, **kwargs)  # the calls inside may still be replayed
+                        state["pos"] += 1  # the same call, run: the calls inside may replay
+                        return forward(*args, **kwargs)
                     state["live"] = False  # from here on, the run differs: compute everything
                 return forward(*args, **kwargs)
 
             return replayed_forward
 
-        try:
-            for module, _ in saved:
-                module.forward = wrap(module, module.forward)
+        modules = {id(c.module): c.module for c in self.calls}.values()
+        with _LOCK, _wrapped(modules, wrap):
             yield self
-        finally:
-            for module, own in saved:
-                if own is None:
-                    del module.forward
-                else:  # a forward set on the instance before (accelerate's hooks do that)
-                    module.forward = own

@@ -27,6 +27,7 @@ class RecordMethods:
     _how: Any
     _other: tuple[AttentionMaps, str] | None
     _ablated_now: list[list[int]]
+    _released: bool
 
     def _send_panel(self) -> None:
         other = self._comparison() if self.compare else None
@@ -96,6 +97,34 @@ class RecordMethods:
         self.set_trait("effect", effect)
         self._ablated_now = [list(p) for p in self.ablated]
         self._panels.replace(maps)
+
+    def _prepare_ablation(self, pairs: Any, mode: Any) -> None:
+        """The pointer rests on the ablate button (``js/src/interaction.ts``): run the model for
+        the heads a click there would leave switched off, so that the click finds the run kept
+        (:meth:`attnwidget._view_source.ViewSource.prepare`).
+
+        Runs here, between the kernel's other messages, like any change: never beside a user's
+        cell, and the click that follows waits for it instead of starting its own. A hint that
+        no longer fits the view (another record, a bad value) is dropped; so is a failing run,
+        which the click then runs again and reports.
+        """
+        from traitlets import TraitError
+
+        from attnwidget._checks import check
+
+        if self._how is None or self._closed() or self._released or self.ablation_mode != mode:
+            return
+        try:
+            pairs = check("ablated", list(pairs), self._limits())
+        except (TraitError, TypeError, ValueError):
+            return
+        if not pairs or pairs == self._ablated_now:
+            return
+        try:
+            with self._panels.busy():
+                self._how.prepare(pairs, mode, self._original)
+        except Exception:  # a hint: the click runs it again and shows the error
+            return
 
     def sweep(self, mode: str = "zero", progress: bool = True) -> Any:
         """Ablate every head on its own (:func:`attnwidget.ablate.ablation_sweep`); returns ``[L, H]``.

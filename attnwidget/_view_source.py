@@ -9,9 +9,9 @@ see the same sequence as the first extraction.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from attnwidget.maps import AttentionMaps, check_size
 
@@ -46,33 +46,44 @@ class ViewSource:
     sample: Any = None  # the inputs.Sample a view built from a source shows (its provenance)
     base: Any = None  # attnwidget.ablate.unablated_run of the text, kept after the first ablation
     rebuild: Any = None  # () -> the record again, for a view that let go of it (attnwidget._lifetime)
-    # the last ablated run: (heads, mode, the model's parameter versions, the original it was
-    # compared with, record, effect)
-    last_ablated: Any = None
+    # the last ablated runs, the latest last: (heads, mode, the model's parameter versions, the
+    # original it was compared with, record, effect)
+    kept_runs: list = field(default_factory=list)
+
+    #: Ablated runs kept: the one shown and the one a click would show next (:meth:`prepare`).
+    KEEP_RUNS: ClassVar[int] = 2
 
     def ablated(self, pairs: list[list[int]], mode: str,
                 original: AttentionMaps) -> tuple[AttentionMaps, dict]:
         """The record with the ``[layer, head]`` pairs switched off, and what that changed
         (:func:`attnwidget.ablate.ablated_record`).
 
-        The last result is kept: switching a head off, on and off again (the way one looks at
-        what it does) runs the model once. At most one record more than the view shows at
-        its peak (the ablated one, shown while the original is kept); :meth:`forget` frees it.
+        The last :data:`KEEP_RUNS` results are kept: switching a head off, on and off again
+        (the way one looks at what it does) runs the model once, and so does a click that
+        :meth:`prepare` saw coming. At most two records more than the view's own;
+        :meth:`forget` frees them.
         """
-        from attnwidget._replay import parameter_versions
+        from attnwidget._replay import weights_state
 
         # a model changed since (an optimizer step, load_state_dict) invalidates the kept runs
-        key = (sorted((int(a), int(b)) for a, b in pairs), mode, parameter_versions(self.model))
-        kept = self.last_ablated
-        if kept is not None and kept[:3] == key and kept[3] is original and key[2] is not None:
-            return kept[4], kept[5]
+        key = (sorted((int(a), int(b)) for a, b in pairs), mode, weights_state(self.model))
+        for i, kept in enumerate(self.kept_runs):
+            if kept[:3] == key and kept[3] is original and key[2] is not None:
+                self.kept_runs.append(self.kept_runs.pop(i))  # the latest last
+                return kept[4], kept[5]
         maps, effect = self._ablated_run(pairs, mode, original, key[2])
-        self.last_ablated = (*key, original, maps, effect)
+        self.kept_runs = [*self.kept_runs, (*key, original, maps, effect)][-self.KEEP_RUNS:]
         return maps, effect
+
+    def prepare(self, pairs: list[list[int]], mode: str, original: AttentionMaps) -> None:
+        """Run the ablation a click is about to ask for (the pointer rests on the ablate
+        button), so that the click finds it kept. The run is the same as the click's own."""
+        self.ablated(pairs, mode, original)
 
     def forget(self) -> None:
         """Drop the runs kept for the ablation (a view that let go of its record)."""
-        self.base = self.last_ablated = None
+        self.base = None
+        self.kept_runs = []
 
     def _ablated_run(self, pairs: list[list[int]], mode: str, original: AttentionMaps,
                      versions: tuple | None) -> tuple[AttentionMaps, dict]:

@@ -298,17 +298,17 @@ def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None) 
     What :func:`ablated_record` compares an ablation with (``base=``): the hidden
     states, the next-token loss (causal LMs) and the last position's logits only,
     not the whole ``[T, vocab]`` (100 MB for GPT-2 at 512 tokens); ``versions``, the
-    parameters' version counters it ran with (:func:`attnwidget._replay.parameter_versions`:
-    a view runs it again once the model has changed); and ``replay``,
-    the linear layers' inputs and outputs up to the last attention layer's output
-    projection (at most :data:`attnwidget._replay.REPLAY_BYTES`), which an ablated
-    re-run gives back below its first ablated head instead of computing them
-    (:mod:`attnwidget._replay`). The run uses eager attention and asks for the
+    state of the weights it ran with (:func:`attnwidget._replay.weights_state`: a view
+    runs it again once the model has changed); and ``replay``, the inputs and outputs
+    of the linear layers and of BERT-like self-attention up to the last attention
+    layer's output projection (at most :data:`attnwidget._replay.REPLAY_BYTES`), which
+    an ablated re-run gives back below its first ablated head instead of computing
+    them (:mod:`attnwidget._replay`). The run uses eager attention and asks for the
     weights, as extraction does, so that the two make the same calls.
     """
     import types
 
-    from attnwidget._replay import Replay, parameter_versions
+    from attnwidget._replay import Replay, weights_state
 
     inputs = _prepare(model, text_or_inputs, tokenizer)
     replay = Replay()
@@ -321,7 +321,7 @@ def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None) 
     logits = out.logits[:, -1:] if getattr(out, "logits", None) is not None else None
     return types.SimpleNamespace(hidden_states=out.hidden_states, attentions=None, logits=logits,
                                  loss_value=loss, causal=causal, replay=replay,
-                                 versions=parameter_versions(model))
+                                 versions=weights_state(model))
 
 
 @contextlib.contextmanager
@@ -370,7 +370,7 @@ def _recording(replay: Any, model: nn.Module, sites: list[Site]) -> contextlib.A
 
 
 def _replaying(model: nn.Module, base: Any) -> contextlib.AbstractContextManager:
-    """Give back ``base``'s recorded linear layers below the first ablated head (if it has them)."""
+    """Give back what ``base`` recorded below the first ablated head (if it recorded anything)."""
     replay = getattr(base, "replay", None)
     return replay.replaying(model) if replay is not None else contextlib.nullcontext()
 

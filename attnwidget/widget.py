@@ -219,11 +219,14 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
     # ------------------------------------------------------------------ validation
     @traitlets.validate(*_checks.RULES)
     def _valid(self, proposal: dict[str, Any]) -> Any:
-        # the rules and their messages: attnwidget._checks (sizes from traits: a closed view has none)
-        limits = {"layers": self.n_layers, "heads": self.n_heads, "queries": len(self.query_tokens),
-                  "keys": len(self.key_tokens), "model": self._how is not None,
-                  "steps": self.generation.get("n_new", 0)}
-        return _checks.check(proposal["trait"].name, proposal["value"], limits)
+        # the rules and their messages: attnwidget._checks
+        return _checks.check(proposal["trait"].name, proposal["value"], self._limits())
+
+    def _limits(self) -> dict[str, Any]:
+        # sizes from traits: a closed view has none
+        return {"layers": self.n_layers, "heads": self.n_heads, "queries": len(self.query_tokens),
+                "keys": len(self.key_tokens), "model": self._how is not None,
+                "steps": self.generation.get("n_new", 0)}
 
     # ------------------------------------------------------------------ updates
     #: Which message each trait change needs ("ablation": re-run the model first).

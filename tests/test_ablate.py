@@ -319,12 +319,16 @@ def test_a_replay_keeps_within_its_budget_and_leaves_the_model_as_it_was(minilm,
     half = unablated_run(model, TEXT, tok)
     assert 0 < half.replay.nbytes <= full.replay.nbytes // 2
     assert len(half.replay.calls) < len(full.replay.calls)
-    ablated_record(model, TEXT, {5: [0]}, tok, base=half)
+    maps, effect = ablated_record(model, TEXT, {5: [0]}, tok, base=half)
     # all it kept an output of (the calls inside a self-attention given back whole never run;
     # the call at which the budget ran out runs), then computed
     kept = [c for c in half.replay.calls if c.replayable]
     assert len(kept) < len(half.replay.calls)
     assert half.replay.replayed == len(kept) - sum(c.span for c in kept)
+    monkeypatch.setattr(_replay, "REPLAY_BYTES", 0)
+    computed_maps, computed = ablated_record(model, TEXT, {5: [0]}, tok, base=unablated_run(model, TEXT, tok))
+    torch.testing.assert_close(maps.weights, computed_maps.weights, rtol=0, atol=1e-6)
+    assert effect["score"] == pytest.approx(computed["score"], rel=1e-5, abs=1e-9)
     # nothing of the replay stays on the model: no forward patched on an instance, no hook
     assert not [name for name, m in model.named_modules() if "forward" in vars(m)]
     assert hooks() == before
@@ -350,3 +354,70 @@ def test_a_self_attention_kept_whole_runs_again_when_a_hook_inside_it_changed(bp
     torch.testing.assert_close(maps.weights, fresh_maps.weights, rtol=0, atol=1e-6)
     plain_maps, _ = ablated_record(model, text, {1: [0]}, tok)
     assert (plain_maps.weights[0] - maps.weights[0]).abs().max() > 1e-3  # the hook did change layer 0
+
+
+def replayed_and_computed(model, tok, text, heads, monkeypatch):
+    """ablated_record with a kept plain run (replayed), and with one recorded with the replay off."""
+    from attnwidget import _replay
+    from attnwidget.ablate import ablated_record, unablated_run
+
+    base = unablated_run(model, text, tok)
+    replayed = ablated_record(model, text, heads, tok, base=base)
+    with monkeypatch.context() as m:
+        m.setattr(_replay, "REPLAY_BYTES", 0)
+        computed = ablated_record(model, text, heads, tok, base=unablated_run(model, text, tok))
+    torch.testing.assert_close(replayed[0].weights, computed[0].weights, rtol=0, atol=1e-6)
+    for key in ("score", "loss_ablated", "embedding_cosine"):
+        if key in computed[1]:
+            assert replayed[1][key] == pytest.approx(computed[1][key], rel=1e-5, abs=1e-9), key
+    return base.replay.replayed
+
+
+def test_hooks_on_replayed_modules_run_once_around_what_is_given_back(bpe_tokenizer, monkeypatch):
+    # the replay keeps what forward itself gave: a hook that changes a module's output is
+    # applied to the given-back output once, as to a computed one (not to its own result again)
+    model, tok = tiny("gpt2", len(bpe_tokenizer), "eager"), bpe_tokenizer
+    text = "The cat sat on the mat and looked."
+    fc = model.transformer.h[0].mlp.c_fc
+    calls = []
+    handle = fc.register_forward_hook(lambda _m, _a, out: calls.append(1) or 2 * out)
+    try:
+        assert replayed_and_computed(model, tok, text, {1: [0]}, monkeypatch) == 5
+    finally:
+        handle.remove()
+    # six forwards (two plain runs, two extractions of the original, two ablated runs): the
+    # hook ran once in each, the replayed one included
+    assert len(calls) == 6
+
+
+def test_a_self_attention_with_hooks_inside_runs_and_its_projections_replay(bpe_tokenizer, monkeypatch):
+    # hooks inside BERT's self-attention must run, so it is not given back whole: it runs, and
+    # its query, key and value are given back one by one (each hook running around them)
+    model, tok = tiny("bert", len(bpe_tokenizer), "eager"), bpe_tokenizer
+    text = "The cat sat on the mat and looked."
+    seen = []
+    handle = model.encoder.layer[0].attention.self.key.register_forward_hook(
+        lambda _m, _a, out: seen.append(out.clone()))
+    try:
+        # layer 0: self-attention (runs), query, key, value, output, FFN in, FFN out; layer 1's self
+        assert replayed_and_computed(model, tok, text, {1: [0]}, monkeypatch) == 7
+    finally:
+        handle.remove()
+    assert len(seen) == 6  # once in each of the six forwards, the replayed one included
+    for out in seen[1:]:
+        torch.testing.assert_close(out, seen[0], rtol=0, atol=0)
+
+
+def test_weights_replaced_through_data_are_seen(bpe_tokenizer, monkeypatch):
+    # `p.data = ...` keeps the parameter and its version counter, not its storage
+    from attnwidget.ablate import ablated_record, unablated_run
+
+    model, tok = tiny("gpt2", len(bpe_tokenizer), "eager"), bpe_tokenizer
+    text = "The cat sat on the mat and looked."
+    base = unablated_run(model, text, tok)
+    fc = model.transformer.h[0].mlp.c_fc
+    fc.weight.data = fc.weight.data * 20
+    maps, _ = ablated_record(model, text, {1: [0]}, tok, base=base)
+    assert base.replay.replayed == 2  # c_attn and c_proj of layer 0
+    fresh, _ = ablated_record(model, text, {1: [0]}, tok)
+    torch.testing.assert_close(maps.weights, fresh.weights, rtol=0, atol=1e-6)

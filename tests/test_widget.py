@@ -454,8 +454,47 @@ def test_switching_a_head_off_again_reuses_its_run(minilm, monkeypatch):
     view.ablation_mode = "mean"
     assert runs == [{2: [5]}, {2: [5], 3: [1]}, {2: [5], 3: [1]}]
     view._how.forget()  # a view that let go of its record drops the runs it kept
-    assert view._how.last_ablated is None
+    assert view._how.kept_runs == []
     assert view._how.base is None
+
+
+def test_the_ablate_buttons_hint_runs_the_model_before_the_click(minilm, monkeypatch):
+    # the pointer on the ablate button sends the heads a click would switch off: the kernel
+    # runs them then, the click finds the run kept; the hint itself changes nothing shown
+    from attnwidget import ablate
+
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
+    runs = []
+    real = ablate.ablated_record
+    monkeypatch.setattr(ablate, "ablated_record", lambda *a, **k: runs.append(a[2]) or real(*a, **k))
+
+    def hint(ablated, mode="zero"):
+        view._on_message(view, {"type": "prepare_ablation", "ablated": ablated, "mode": mode}, [])
+
+    hint([[2, 5]])
+    assert runs == [{2: [5]}]
+    assert view.ablated == []
+    assert view.effect == {}
+    view.ablated = [[2, 5]]
+    assert runs == [{2: [5]}]  # the click's run was the hint's
+    assert view.effect["heads"] == [[2, 5]]
+    assert view.effect["score"] > 0
+    # hints that no longer fit are dropped: a head out of range, another mode than the
+    # view's, not pairs, nothing to switch off, what is shown already
+    for bad in ([[9, 0]], "x", None, [[2]], [], [[2, 5]]):
+        hint(bad)
+    hint([[2, 5], [3, 1]], mode="mean")
+    assert runs == [{2: [5]}]
+    hint([[2, 5], [3, 1]])  # the next click's heads: kept beside the run shown
+    view.ablated = [[2, 5], [3, 1]]
+    view.ablated = [[2, 5]]
+    assert runs == [{2: [5]}, {2: [5], 3: [1]}]
+    # a hint whose run fails says nothing: the click runs it again and shows the error
+    monkeypatch.setattr(ablate, "ablated_record", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    hint([[2, 5], [4, 0]])
+    assert view.status == ""
+    assert view.ablated == [[2, 5]]
 
 
 def test_a_model_changed_in_place_is_run_again_not_replayed_from_before(bpe_tokenizer):

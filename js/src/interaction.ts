@@ -19,12 +19,26 @@ export interface Refresh {
 
 type Listener = [EventTarget, string, EventListener, AddEventListenerOptions?];
 
+/** The heads left switched off once head `h` of layer `l` is toggled (as `ablated` holds them). */
+export function toggled(model: Model, l: number, h: number): number[][] {
+  const now = model.get("ablated");
+  return isAblated(model, l, h) ? now.filter(([a, b]) => !(a === l && b === h))
+    : [...now, [l, h]].sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+}
+
+/** The pointer (or the focus) is on the ablate button: let the kernel run the model for the
+ * heads a click would switch off, so that the click finds the run done. A hint: nothing waits
+ * for an answer, and the kernel drops one that no longer fits. */
+export function prepareAblation(model: Model, parts: Pick<Parts, "ablateButton">): void {
+  if (parts.ablateButton.disabled) return;
+  const heads = toggled(model, model.get("layer"), model.get("head"));
+  if (heads.length) model.send({ type: "prepare_ablation", ablated: heads, mode: model.get("ablation_mode") });
+}
+
 /** Select a head (leaving the layer modes), or with shift toggle its ablation. */
 export function headPicker(model: Model, link: Link, ui: Refresh): (head: number, shift: boolean) => void {
   const toggleAblation = (l: number, h: number) => {
-    const now = model.get("ablated");
-    link.setLocal("ablated", isAblated(model, l, h) ? now.filter(([a, b]) => !(a === l && b === h))
-      : [...now, [l, h]].sort((x, y) => x[0] - y[0] || x[1] - y[1]));
+    link.setLocal("ablated", toggled(model, l, h));
     link.request(); // first: the kernel starts on the re-run while the page redraws
     ui.sync();
     ui.showThumbs();
@@ -68,6 +82,8 @@ export function controlListeners(parts: Parts, model: Model, link: Link, ui: Ref
   return [
     [parts.compareInput, "change", saving(() => link.setLocal("compare", parts.compareInput.checked))],
     [parts.ablateButton, "click", () => pick(model.get("head"), true)],
+    [parts.ablateButton, "pointerenter", () => prepareAblation(model, parts)],
+    [parts.ablateButton, "focus", () => prepareAblation(model, parts)],
     [parts.saveButton, "click", () => void savePng(model.get("mode") === "grid" ? parts.gridCanvas : parts.canvas, model.get("caption"))],
     [parts.layer.input, "input", requesting("layer", () => Number(parts.layer.input.value))],
     [parts.head.input, "input", requesting("head", () => Number(parts.head.input.value))],

@@ -158,6 +158,9 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
         write_notebook(root / "demo.ipynb", [SETUP, XSS_CELL])
         seen = watch_page(page, allowed=(url, "data:", "blob:"))
         dialogs, errors, external = seen.dialogs, seen.errors, seen.external
+        sent: list[str] = []  # what the page sends the kernel (text or binary frames)
+        page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(
+            frame if isinstance(frame, str) else frame.decode("utf-8", "replace"))))
         try:
             open_and_run_all(page, url, token, app, "demo.ipynb")
 
@@ -272,6 +275,16 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             # ablation round trip: switch layer 2 head 9 off, the model re-runs, later layers
             # change (as Python computes them), the head is marked; switch it back on
             ablated_maps, effect = ablated_reference
+            # the pointer on the button tells the kernel which heads a click would switch off
+            # (it runs them before the click comes); the click's numbers are checked below
+            view.locator("button.aw-ablate").hover()
+            hint = '"type":"prepare_ablation","ablated":[[2,9]],"mode":"zero"'
+            for _ in range(100):
+                if any(hint in f.replace(" ", "") for f in sent):
+                    break
+                page.wait_for_timeout(50)
+            assert any(hint in f.replace(" ", "") for f in sent), "no hint sent on hover"
+            assert view.get_attribute("data-rendered") == state_key(layer=2, head=9, threshold=0.25, query=qy)
             view.locator("button.aw-ablate").click()
             ab = [(2, 9)]
             expect(view).to_have_attribute("data-rendered", state_key(
