@@ -9,6 +9,7 @@ see the same sequence as the first extraction.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,8 +51,12 @@ class ViewSource:
     # original it was compared with, record, effect)
     kept_runs: list = field(default_factory=list)
 
+    last_run_s: float | None = None  # how long the last ablated run took (s)
+
     #: Ablated runs kept: the one shown and the one a click would show next (:meth:`prepare`).
     KEEP_RUNS: ClassVar[int] = 2
+    #: The longest ablated run (s) that :meth:`prepare` starts on a hint.
+    PREPARE_MAX_S: ClassVar[float] = 0.5
 
     def ablated(self, pairs: list[list[int]], mode: str,
                 original: AttentionMaps) -> tuple[AttentionMaps, dict]:
@@ -75,10 +80,18 @@ class ViewSource:
         self.kept_runs = [*self.kept_runs, (*key, original, maps, effect)][-self.KEEP_RUNS:]
         return maps, effect
 
-    def prepare(self, pairs: list[list[int]], mode: str, original: AttentionMaps) -> None:
+    def prepare(self, pairs: list[list[int]], mode: str, original: AttentionMaps) -> bool:
         """Run the ablation a click is about to ask for (the pointer rests on the ablate
-        button), so that the click finds it kept. The run is the same as the click's own."""
+        button), so that the click finds it kept; the run is the same as the click's own.
+
+        Not when this view's last ablated run took over :data:`PREPARE_MAX_S`: the kernel
+        answers nothing else meanwhile, and a pointer that only passed over the button
+        would hold the sliders that long. Returns whether it ran (or found the run kept).
+        """
+        if self.last_run_s is not None and self.last_run_s > self.PREPARE_MAX_S:
+            return False
         self.ablated(pairs, mode, original)
+        return True
 
     def forget(self) -> None:
         """Drop the runs kept for the ablation (a view that let go of its record)."""
@@ -98,8 +111,10 @@ class ViewSource:
             from attnwidget.ablate import unablated_run
 
             self.base = unablated_run(self.model, self.text, self.tokenizer)
+        start = time.perf_counter()
         maps, effect = ablated_record(self.model, self.text, heads, self.tokenizer, mode=mode,
                                       original=original, base=self.base, **self.options)
+        self.last_run_s = time.perf_counter() - start
         if self.sample is not None:  # the re-run saw the same sequence: keep its provenance
             maps = maps.with_source(self.sample.source, text=self.sample.text)
         return maps, effect

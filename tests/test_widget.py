@@ -490,6 +490,11 @@ def test_the_ablate_buttons_hint_runs_the_model_before_the_click(minilm, monkeyp
     view.ablated = [[2, 5], [3, 1]]
     view.ablated = [[2, 5]]
     assert runs == [{2: [5]}, {2: [5], 3: [1]}]
+    # a view whose runs are long takes no hint: the kernel would hold the sliders meanwhile
+    view._how.last_run_s = view._how.PREPARE_MAX_S + 0.1
+    hint([[2, 5], [4, 1]])
+    assert len(runs) == 2
+    view._how.last_run_s = None
     # a hint whose run fails says nothing: the click runs it again and shows the error
     monkeypatch.setattr(ablate, "ablated_record", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     hint([[2, 5], [4, 0]])
