@@ -438,9 +438,13 @@ def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
     out["ablation_toggle_128"] = {**clicks(toggles, toggled[:n:4]), "target_ratio": 3, "again": {
         **clicks(agains, toggled[2:n:4]),
         "what": "the same head switched off again after restoring it: the kept run, no model run"},
-        "hovered": {**clicks(hovered, toggled[n::2]), "rest_ms": HOVER_REST_MS, "what": (
+        "hovered": {**clicks(hovered, toggled[n::2]), "rest_ms": HOVER_REST_MS,
+                    "hint_kernel_median_ms": round(statistics.median(
+                        kernel.take(128, "prepare_ablation", len(hovered)) or [float("nan")]), 2),
+                    "what": (
             "other heads, the pointer resting on the ablate button for rest_ms before the click: the "
-            "button's hint has the kernel run the model meanwhile (kernel_median_ms: the click's own)")}}
+            "button's hint has the kernel run the model meanwhile (hint_kernel_median_ms); "
+            "kernel_median_ms: the click's own")}}
 
     # first render: re-run a display cell, time to the new view's first fresh paint
     first = {}
