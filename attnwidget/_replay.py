@@ -169,6 +169,31 @@ class _Call:
     checkable: bool = False  # False: the replay stops here
 
 
+class _InputCopies:
+    """Copies of each call's tensor inputs, counted in the replay's bytes. A tensor the previous
+    call also took, unchanged since, is copied once (q, k and v read the same hidden states);
+    only the previous call's inputs are held, not every input of the run."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+        self.recent: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input, its copy)
+
+    def __call__(self, inputs: Any) -> Any:
+        seen, self.recent = self.recent, []
+
+        def copy(x: torch.Tensor) -> torch.Tensor:
+            for orig, c in seen:
+                if orig is x and torch.equal(c, x):  # the same tensor, not changed since
+                    self.recent.append((x, c))
+                    return c
+            c = x.detach().clone()
+            self.replay.nbytes += c.nelement() * c.element_size()
+            self.recent.append((x, c))
+            return c
+
+        return _copy(inputs, copy)
+
+
 @contextlib.contextmanager
 def _wrapped(modules: Iterable[nn.Module], wrap) -> Iterator[None]:
     """Set ``forward`` on each module's instance to ``wrap(module, forward)``; put back what was
@@ -221,23 +246,7 @@ class Replay:
         owner = threading.get_ident()
         last_marker = [0]
         full = [self.budget <= 0]
-        # the previous call's inputs and their copies: q, k and v read the same hidden states
-        recent: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-        def copy_inputs(inputs: Any) -> Any:
-            seen, recent[:] = list(recent), []
-
-            def copy(x: torch.Tensor) -> torch.Tensor:
-                for orig, c in seen:
-                    if orig is x and torch.equal(c, x):  # the same tensor, not changed since
-                        recent.append((x, c))
-                        return c
-                c = x.detach().clone()
-                self.nbytes += c.nelement() * c.element_size()
-                recent.append((x, c))
-                return c
-
-            return _copy(inputs, copy)
+        copy_inputs = _InputCopies(self)
 
         def wrap(module: nn.Module, forward: Any) -> Any:
             leaf = not any(True for _ in module.children())
@@ -285,7 +294,7 @@ class Replay:
             finally:
                 for h in handles:
                     h.remove()
-                recent.clear()
+                copy_inputs.recent.clear()
         if markers:  # nothing from the last site's projection on is ever the same again
             self.calls = self.calls[: last_marker[0]]
         self.nbytes = sum({id(t): t.nelement() * t.element_size() for c in self.calls
