@@ -210,23 +210,26 @@ async ({index, heads, hover, rest}) => {
     input.dispatchEvent(new Event('input', { bubbles: true }));
     await done;
   };
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  // click "ablate" (measured: click to the new record painted), then "restore" (not measured)
+  const toggle = async (button) => {
+    let done = rendered();
+    const t0 = performance.now();
+    button.click();
+    const ms = (await done) - t0;
+    done = rendered();
+    button.click();
+    await done;
+    await sleep(100);
+    return ms;
+  };
   const out = [];
   for (const [layer, head] of heads) {
     await set('layer', layer);
     await set('head', head);
     const button = el.querySelector('button.aw-ablate');
-    const times = [];
-    for (let again = 0; again < 2; again++) {  // off (a model run), on, off again (the run kept)
-      let done = rendered();
-      const t0 = performance.now();
-      button.click();
-      times.push((await done) - t0);
-      done = rendered();
-      button.click();  // restore
-      await done;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    out.push(times);
+    // off (a model run), on, off again (the run kept), on
+    out.push([await toggle(button), await toggle(button)]);
   }
   // other heads (no run kept): the pointer rests on the button for `rest` ms, then clicks
   const hovered = [];
@@ -235,15 +238,8 @@ async ({index, heads, hover, rest}) => {
     await set('head', head);
     const button = el.querySelector('button.aw-ablate');
     button.dispatchEvent(new PointerEvent('pointerenter'));
-    await new Promise((r) => setTimeout(r, rest));
-    let done = rendered();
-    const t0 = performance.now();
-    button.click();
-    hovered.push((await done) - t0);
-    done = rendered();
-    button.click();  // restore
-    await done;
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(rest);
+    hovered.push(await toggle(button));
   }
   return { out, hovered };
 }

@@ -433,15 +433,22 @@ def test_ablating_a_head_reruns_the_model_and_restores(minilm):
     assert view.panel_diff == {}
 
 
-def test_switching_a_head_off_again_reuses_its_run(minilm, monkeypatch):
-    # off, on, off: the model runs once; another head or mode runs it again
+def model_runs(monkeypatch) -> list:
+    """The heads of each ablated run of the model from now on (``ablated_record`` watched)."""
     from attnwidget import ablate
 
-    model, tok = minilm
-    view = AttentionView(model, TEXT, tokenizer=tok, layer=3, head=0)
     runs = []
     real = ablate.ablated_record
     monkeypatch.setattr(ablate, "ablated_record", lambda *a, **k: runs.append(a[2]) or real(*a, **k))
+    return runs
+
+
+def test_switching_a_head_off_again_reuses_its_run(minilm, monkeypatch):
+    # off, on, off: the model runs once; another head or mode runs it again
+
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=3, head=0)
+    runs = model_runs(monkeypatch)
     view.ablated = [[2, 5]]
     first = (view.maps, dict(view.effect), dict(view.metrics))
     view.ablated = []
@@ -465,9 +472,7 @@ def test_the_ablate_buttons_hint_runs_the_model_before_the_click(minilm, monkeyp
 
     model, tok = minilm
     view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
-    runs = []
-    real = ablate.ablated_record
-    monkeypatch.setattr(ablate, "ablated_record", lambda *a, **k: runs.append(a[2]) or real(*a, **k))
+    runs = model_runs(monkeypatch)
 
     def hint(ablated, mode="zero"):
         view._on_message(view, {"type": "prepare_ablation", "ablated": ablated, "mode": mode}, [])
