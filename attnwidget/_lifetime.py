@@ -15,7 +15,7 @@ A view made from a record (``AttentionView(maps)``) or a generation keeps its
 record: the caller's record is the caller's, and a generation is not re-run
 behind the user's back. Both only drop their caches.
 
-The liveness ping of ``js/src/link.ts`` is answered here too (and the ablate button's hint
+The liveness ping of ``js/src/link.ts`` is answered here too (and the ablation hint
 routed), and the view's ``repr`` and
 display bundle (a PNG snapshot beside the live view, :mod:`attnwidget.snapshot`) are made here.
 """
@@ -63,7 +63,7 @@ class Lifetime:
             self._displays = max(0, self._displays - 1)
             if self._displays == 0:
                 self._let_go()
-        elif kind == "prepare_ablation":  # the pointer is on the ablate button: see _view_records
+        elif kind == "prepare_ablation":  # an ablation click is coming: see _view_records
             self._prepare_ablation(content.get("ablated"), content.get("mode"))
 
     def _let_go(self) -> None:

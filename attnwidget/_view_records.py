@@ -101,8 +101,9 @@ class RecordMethods:
         self._panels.replace(maps)
 
     def _prepare_ablation(self, pairs: Any, mode: Any) -> None:
-        """The pointer rests on the ablate button (``js/src/interaction.ts``): run the model for
-        the heads a click there would leave switched off, so that the click finds the run kept
+        """The pointer rests on the ablate button, or on a head thumbnail with shift held
+        (``js/src/interaction.ts``, ``hintAblation``): run the model for the heads a click there
+        would leave switched off, so that the click finds the run kept
         (:meth:`attnwidget._view_source.ViewSource.prepare`).
 
         Runs here, between the kernel's other messages, like any change: never beside a user's

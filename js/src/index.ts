@@ -6,7 +6,7 @@
  *  interaction.ts the controls and the canvas's mouse and keys
  */
 import { generationHandlers, generationListeners } from "./generation";
-import { canvasListeners, controlListeners, headPicker, type Refresh } from "./interaction";
+import { canvasListeners, controlListeners, headPicker, hintAblation, type Refresh } from "./interaction";
 import { createLink } from "./link";
 import type { Model } from "./state";
 import type { Theme } from "./heatmap";
@@ -86,7 +86,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const ui: Refresh = {
     draw: painter.draw,
     sync: () => sync(parts, model),
-    showThumbs: () => showThumbs(parts, shown, model, theme(), pick),
+    showThumbs: () => showThumbs(parts, shown, model, theme(), pick, (h) => hintAblation(model, h)),
   };
   const pick = headPicker(model, link, ui);
   const onMetrics = () => {

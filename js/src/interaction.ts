@@ -26,12 +26,12 @@ export function toggled(model: Model, l: number, h: number): number[][] {
     : [...now, [l, h]].sort((x, y) => x[0] - y[0] || x[1] - y[1]);
 }
 
-/** The pointer (or the focus) is on the ablate button: let the kernel run the model for the
- * heads a click would switch off, so that the click finds the run done. A hint: nothing waits
- * for an answer, and the kernel drops one that no longer fits. */
-export function prepareAblation(model: Model, parts: Pick<Parts, "ablateButton">): void {
-  if (parts.ablateButton.disabled) return;
-  const heads = toggled(model, model.get("layer"), model.get("head"));
+/** A click is coming that toggles head `head` of the shown layer (the pointer or the focus is on
+ * the ablate button, or the pointer on a head thumbnail with shift held): let the kernel run the
+ * model for the heads it would leave switched off, so that the click finds the run done. A hint:
+ * nothing waits for an answer, and the kernel drops one that no longer fits. */
+export function hintAblation(model: Model, head: number): void {
+  const heads = toggled(model, model.get("layer"), head);
   if (heads.length) model.send({ type: "prepare_ablation", ablated: heads, mode: model.get("ablation_mode") });
 }
 
@@ -75,6 +75,7 @@ export function controlListeners(parts: Parts, model: Model, link: Link, ui: Ref
     ui.showThumbs();
     ui.draw();
   };
+  const hintButton = () => { if (!parts.ablateButton.disabled) hintAblation(model, model.get("head")); };
   const saving = (apply: () => void) => () => {
     apply();
     link.save();
@@ -82,8 +83,8 @@ export function controlListeners(parts: Parts, model: Model, link: Link, ui: Ref
   return [
     [parts.compareInput, "change", saving(() => link.setLocal("compare", parts.compareInput.checked))],
     [parts.ablateButton, "click", () => pick(model.get("head"), true)],
-    [parts.ablateButton, "pointerenter", () => prepareAblation(model, parts)],
-    [parts.ablateButton, "focus", () => prepareAblation(model, parts)],
+    [parts.ablateButton, "pointerenter", hintButton],
+    [parts.ablateButton, "focus", hintButton],
     [parts.saveButton, "click", () => void savePng(model.get("mode") === "grid" ? parts.gridCanvas : parts.canvas, model.get("caption"))],
     [parts.layer.input, "input", requesting("layer", () => Number(parts.layer.input.value))],
     [parts.head.input, "input", requesting("head", () => Number(parts.head.input.value))],

@@ -284,8 +284,10 @@ export function showMetrics(parts: Parts, model: Model, th: Theme): void {
   morph(parts.effectBox, effect);
 }
 
-/** (Re)make the strip's buttons, one per head; `onPick(head, shift)` on a click. */
-function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, shift: boolean) => void): void {
+/** (Re)make the strip's buttons, one per head; `onPick(head, shift)` on a click, `onHint(head)`
+ * when the pointer comes onto one with shift held (a shift-click toggles that head's ablation). */
+function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, shift: boolean) => void,
+  onHint: (head: number) => void): void {
   strip.replaceChildren();
   for (let h = 0; h < heads; h++) {
     const box = document.createElement("button");
@@ -296,6 +298,7 @@ function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, 
     label.className = "aw-badge";
     box.append(document.createElement("canvas"), label);
     box.addEventListener("click", (ev) => onPick(h, ev.shiftKey));
+    box.addEventListener("pointerenter", (ev) => { if (ev.shiftKey) onHint(h); });
     strip.append(box);
   }
 }
@@ -304,12 +307,13 @@ function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, 
 const thumbsDrawn = new WeakMap<HTMLElement, unknown[]>();
 
 /** The head strip: a thumbnail per head with its badge, ablation mark and sweep score. */
-export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, onPick: (head: number, shift: boolean) => void): void {
+export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, onPick: (head: number, shift: boolean) => void,
+  onHint: (head: number) => void): void {
   const a = shown.atlas;
   if (!a) return;
   const strip = parts.strip;
   const rebuilt = strip.childElementCount !== a.heads;
-  if (rebuilt) thumbButtons(strip, a.heads, onPick);
+  if (rebuilt) thumbButtons(strip, a.heads, onPick, onHint);
   const lut = lutOf(model.get("colormap"));
   const selected = model.get("head");
   const off = new Set(model.get("ablated").filter(([l]) => l === a.layer).map(([, h]) => h));

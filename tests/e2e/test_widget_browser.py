@@ -284,6 +284,16 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
                     break
                 page.wait_for_timeout(50)
             assert any(hint in f.replace(" ", "") for f in sent), "no hint sent on hover"
+            # the same from a head thumbnail with shift held (a shift-click toggles that head)
+            page.keyboard.down("Shift")
+            thumbs.nth(3).hover()
+            page.keyboard.up("Shift")
+            hint = '"type":"prepare_ablation","ablated":[[2,3]],"mode":"zero"'
+            for _ in range(100):
+                if any(hint in f.replace(" ", "") for f in sent):
+                    break
+                page.wait_for_timeout(50)
+            assert any(hint in f.replace(" ", "") for f in sent), "no hint sent on shift-hover"
             assert view.get_attribute("data-rendered") == state_key(layer=2, head=9, threshold=0.25, query=qy)
             view.locator("button.aw-ablate").click()
             ab = [(2, 9)]
