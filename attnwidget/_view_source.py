@@ -82,7 +82,8 @@ class ViewSource:
 
     def prepare(self, pairs: list[list[int]], mode: str, original: AttentionMaps) -> bool:
         """Run the ablation a click is about to ask for (the pointer rests on the ablate
-        button), so that the click finds it kept; the run is the same as the click's own.
+        button, or on a head thumbnail with shift held), so that the click finds it kept;
+        the run is the same as the click's own.
 
         Not when this view's last ablated run took over :data:`PREPARE_MAX_S`: the kernel
         answers nothing else meanwhile, and a pointer that only passed over the button
