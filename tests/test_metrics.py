@@ -169,6 +169,34 @@ def test_one_large_map_sorts_in_two_halves_and_merges_exactly():
     assert M.gini_coefficient(near_uniform) == pytest.approx(plain_gini(near_uniform), abs=1e-8)
 
 
+def test_one_maps_sort_is_the_same_array_whichever_exact_sort_runs(monkeypatch):
+    # numpy's float32 sort, or torch's radix sort of the bit patterns (taken where it is faster,
+    # measured once): for weights >= 0 the same array, with zeros (-0.0 too), ties, subnormals
+    from attnwidget.metrics import basic
+
+    trial = basic._radix_is_faster.__wrapped__  # the measurement itself, uncached
+    rng = np.random.default_rng(9)
+    x = np.concatenate([rng.random(5000, dtype=np.float32) ** 6, np.zeros(300, np.float32),
+                        np.full(7, -0.0, np.float32), np.full(50, 0.25, np.float32),
+                        np.full(9, 1e-40, np.float32), np.ones(1, np.float32)])
+    x = rng.permutation(x).reshape(1, -1)
+    w = softmax_rows((1, 96, 96), seed=10, dtype=np.float32)
+    results = []
+    for radix in (True, False):
+        monkeypatch.setattr(basic, "_radix_is_faster", lambda radix=radix: radix)
+        got = basic._sort_one_map(x).numpy()
+        np.testing.assert_array_equal(got, np.sort(x, axis=-1))
+        if radix:  # its bit pattern is the smallest int32: first, among the zeros
+            assert np.signbit(got[0, :7]).all()
+        results.append(M.gini_coefficient(w[0]))
+    assert results[0] == results[1]  # the same sorted array: the same Gini, bit for bit
+    assert results[0] == pytest.approx(plain_gini(w[0]), abs=2e-6)
+    monkeypatch.setattr(basic, "_radix_is_faster", lambda: True)
+    signed = np.array([[0.5, -0.25, 0.0, 0.125]], np.float32)  # not weights: numpy's sort
+    np.testing.assert_array_equal(basic._sort_one_map(signed).numpy(), np.sort(signed, axis=-1))
+    assert isinstance(trial(), bool)
+
+
 def test_gini_of_masked_matrix_uses_visible_entries_only():
     w = causal_rows(6)
     visible = w[np.tril(np.ones((6, 6), bool))]

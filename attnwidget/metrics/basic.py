@@ -329,6 +329,37 @@ def _sort_large(buf: np.ndarray) -> None:
     buf.sort(kind="stable")
 
 
+@functools.lru_cache(maxsize=1)
+def _radix_is_faster() -> bool:
+    """Whether torch's stable sort of int32 keys (a radix sort) beats numpy's float32 sort here,
+    on one trial of 2^18 weights; measured once. The two give the same sorted array; which is
+    faster depends on the CPU: numpy's AVX-512 sort runs at std::sort speed on AMD Zen 4
+    (``vpcompressps`` to memory is microcoded there), where the radix sort is 2-5x faster."""
+    import time
+
+    x = np.random.default_rng(0).random(2**18, dtype=np.float32)
+    keys = torch.from_numpy(x).view(torch.int32)
+    best = {"numpy": float("inf"), "radix": float("inf")}
+    for _ in range(3):
+        for name, run in (("numpy", lambda: np.sort(x)), ("radix", lambda: torch.sort(keys, stable=True))):
+            t0 = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best["radix"] * 1.5 < best["numpy"]
+
+
+def _sort_one_map(flat: np.ndarray) -> torch.Tensor:
+    """``flat`` ``[1, n]`` sorted ascending, exactly: numpy's sort, or where that is slower
+    (:func:`_radix_is_faster`) torch's radix sort of the float32 bit patterns, which order as
+    the values do for weights >= 0 (a -0.0 sorts first, with the zeros)."""
+    if flat.dtype == np.float32 and flat.size and _radix_is_faster() and flat.min() >= 0:
+        # 1-D: torch takes its radix sort for a flat tensor (a [1, n] row along dim=-1 took
+        # another path, 15x slower here)
+        keys = torch.from_numpy(flat.reshape(-1)).view(torch.int32)
+        return torch.sort(keys, stable=True)[0].view(torch.float32).reshape(flat.shape)
+    return torch.from_numpy(np.sort(flat, axis=-1))
+
+
 def _ranked_sum(ordered: np.ndarray) -> tuple[float, float]:
     """``(sum_i (i + 1) * ordered[i], sum_i ordered[i])`` in float64, :data:`BLOCK_CELLS` items
     at a time (no float64 copy of a whole 4096 x 4096 map)."""
@@ -347,10 +378,11 @@ def _gini(p: Prepared) -> torch.Tensor:
     """Exact Gini coefficient of the visible weights of each matrix, ``[...]``.
 
     ``G = 2 sum_i i x_(i) / (n sum x) - (n + 1) / n`` over the ascending order
-    ``x_(1..n)`` of the n visible weights. The order comes from numpy's sort,
-    which is vectorised (x86-simd-sort on AVX-512/AVX2 CPUs) and sorts the
-    72 x 262144 weights of a MiniLM stack at 512 tokens in ~55 ms, about ten
-    times faster than torch's sort here, and exact. Hidden entries are 0 and
+    ``x_(1..n)`` of the n visible weights. The order comes from numpy's sort
+    (x86-simd-sort on AVX-512/AVX2 CPUs; a whole stack's rows at once), or for
+    one map, where it is faster on this CPU, from torch's radix sort of the
+    weights' bit patterns (:func:`_sort_one_map`); both are exact and give the
+    same array. Hidden entries are 0 and
     sort first together with any visible zeros; zeros add nothing to the sum,
     so shifting every rank down by the number of hidden entries is exact.
     """
@@ -365,7 +397,7 @@ def _gini(p: Prepared) -> torch.Tensor:
         _sort_large(buf)
         ordered = torch.from_numpy(buf.reshape(flat.shape))
     else:  # kept: a threshold then counts by binary search (compute_sparsity)
-        ordered = torch.from_numpy(np.sort(flat, axis=-1))
+        ordered = _sort_one_map(flat) if flat.shape[0] == 1 else torch.from_numpy(np.sort(flat, axis=-1))
         p.cache["sorted"] = ordered
     if n_total > BLOCK_CELLS:
         # millions of ranked terms: float32 lost digits (5.6e-5 on a near-uniform 2048 x 2048
