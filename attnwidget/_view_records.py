@@ -111,15 +111,13 @@ class RecordMethods:
         no longer fits the view (another record, a bad value) is dropped; so is a failing run,
         which the click then runs again and reports.
         """
-        from traitlets import TraitError
-
         from attnwidget._checks import check
 
         if self._how is None or self._closed() or self._released or self.ablation_mode != mode:
             return
         try:
             pairs = check("ablated", list(pairs), self._limits())
-        except (TraitError, TypeError, ValueError):
+        except Exception:  # anything the page sent that is not [layer, head] pairs
             return
         if not pairs or pairs == self._ablated_now:
             return

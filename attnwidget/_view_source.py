@@ -52,6 +52,7 @@ class ViewSource:
     kept_runs: list = field(default_factory=list)
 
     last_run_s: float | None = None  # how long the last ablated run took (s)
+    extract_s: float | None = None  # how long the record's extraction took (s), if timed
 
     #: Ablated runs kept: the one shown and the one a click would show next (:meth:`prepare`).
     KEEP_RUNS: ClassVar[int] = 2
@@ -85,11 +86,16 @@ class ViewSource:
         button, or on a head thumbnail with shift held), so that the click finds it kept;
         the run is the same as the click's own.
 
-        Not when this view's last ablated run took over :data:`PREPARE_MAX_S`: the kernel
-        answers nothing else meanwhile, and a pointer that only passed over the button
-        would hold the sliders that long. Returns whether it ran (or found the run kept).
+        Not when the run is expected to take over :data:`PREPARE_MAX_S` (the last ablated
+        run's time, or before one the extraction's, doubled while the plain run is still to
+        be made), nor without an estimate: the kernel answers nothing else meanwhile, and a
+        pointer that only passed over the button would hold the sliders that long. Returns
+        whether it ran (or found the run kept).
         """
-        if self.last_run_s is not None and self.last_run_s > self.PREPARE_MAX_S:
+        # the cost to expect: the last ablated run; before one, the extraction (one forward),
+        # twice when the plain run has to be made first; no estimate, no hint
+        estimate = self.last_run_s if self.last_run_s is not None else self.extract_s
+        if estimate is None or estimate * (2 if self.base is None else 1) > self.PREPARE_MAX_S:
             return False
         self.ablated(pairs, mode, original)
         return True
@@ -162,19 +168,23 @@ def open_record(model: Any, text: Any, tokenizer: Any, source: Any,
             raise TypeError("text: pass the text or source=..., not both")
         tokenizer = inputs.find_tokenizer(model, tokenizer)
         sample = inputs.resolve(source, model, tokenizer)
+        start = time.perf_counter()
         maps = inputs.extract_sample(model, sample, tokenizer, **options)
+        took = time.perf_counter() - start
         # ablation re-runs the model on the sample's ids; transformers models take the tokenizer
         # to label them, hook-based ones do not
         how = ViewSource(model, sample.input_ids.unsqueeze(0), tokenizer if is_hf_model(model) else None,
                          options, sample,
                          rebuild=functools.partial(inputs.extract_sample, model, sample, tokenizer,
-                                                   **options))
+                                                   **options), extract_s=took)
     else:
         from attnwidget.extract import extract_attention
 
+        start = time.perf_counter()
         maps = extract_attention(model, text, tokenizer, **options)
         how = ViewSource(model, text, tokenizer, options,
-                         rebuild=functools.partial(extract_attention, model, text, tokenizer, **options))
+                         rebuild=functools.partial(extract_attention, model, text, tokenizer, **options),
+                         extract_s=time.perf_counter() - start)
     # not caught by AttentionMaps itself (a record may be analysed in pieces); the view's
     # caches and the browser's budget need a bound (see attnwidget.maps.check_size)
     check_size(*maps.shape, "maps")

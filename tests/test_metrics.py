@@ -175,6 +175,7 @@ def test_one_maps_sort_is_the_same_array_whichever_exact_sort_runs(monkeypatch):
     from attnwidget.metrics import basic
 
     trial = basic._radix_is_faster.__wrapped__  # the measurement itself, uncached
+    monkeypatch.setattr(basic, "RADIX_MIN_CELLS", 4)  # the test's small maps may take it too
     rng = np.random.default_rng(9)
     x = np.concatenate([rng.random(5000, dtype=np.float32) ** 6, np.zeros(300, np.float32),
                         np.full(7, -0.0, np.float32), np.full(50, 0.25, np.float32),
@@ -195,6 +196,18 @@ def test_one_maps_sort_is_the_same_array_whichever_exact_sort_runs(monkeypatch):
     signed = np.array([[0.5, -0.25, 0.0, 0.125]], np.float32)  # not weights: numpy's sort
     np.testing.assert_array_equal(basic._sort_one_map(signed).numpy(), np.sort(signed, axis=-1))
     assert isinstance(trial(), bool)
+    # which maps may take it: one map up to BLOCK_CELLS (its indices are twice the map); a
+    # stack's rows, and a map larger than the scratch buffer takes, stay on numpy's sort
+    taken = []
+    real = basic._sort_one_map
+    monkeypatch.setattr(basic, "_sort_one_map", lambda flat: taken.append(flat.shape) or real(flat))
+    monkeypatch.setattr(basic, "BLOCK_CELLS", 64)
+    monkeypatch.setattr(basic, "SCRATCH_SORT_CELLS", 256)
+    for shape in ((8, 8), (2, 8, 8), (32, 32)):
+        weights = softmax_rows(shape, seed=11, dtype=np.float32)
+        expected = plain_gini(weights) if len(shape) == 2 else [plain_gini(m) for m in weights]
+        np.testing.assert_allclose(M.gini_coefficient(weights), expected, atol=2e-6)
+    assert taken == [(1, 64)]
 
 
 def test_gini_of_masked_matrix_uses_visible_entries_only():

@@ -487,7 +487,7 @@ def test_the_ablate_buttons_hint_runs_the_model_before_the_click(minilm, monkeyp
     assert view.effect["score"] > 0
     # hints that no longer fit are dropped: a head out of range, another mode than the
     # view's, not pairs, nothing to switch off, what is shown already
-    for bad in ([[9, 0]], "x", None, [[2]], [], [[2, 5]]):
+    for bad in ([[9, 0]], "x", None, [[2]], [{"a": 1, "b": 2}], [], [[2, 5]]):
         hint(bad)
     hint([[2, 5], [3, 1]], mode="mean")
     assert runs == [{2: [5]}]
@@ -495,11 +495,16 @@ def test_the_ablate_buttons_hint_runs_the_model_before_the_click(minilm, monkeyp
     view.ablated = [[2, 5], [3, 1]]
     view.ablated = [[2, 5]]
     assert runs == [{2: [5]}, {2: [5], 3: [1]}]
-    # a view whose runs are long takes no hint: the kernel would hold the sliders meanwhile
-    view._how.last_run_s = view._how.PREPARE_MAX_S + 0.1
+    # a view whose runs are long takes no hint: the kernel would hold the sliders meanwhile;
+    # nor one with no estimate of the run yet
+    how = view._how
+    how.last_run_s = how.PREPARE_MAX_S + 0.1
+    hint([[2, 5], [4, 1]])
+    how.last_run_s, extract_s, how.extract_s = None, how.extract_s, None
     hint([[2, 5], [4, 1]])
     assert len(runs) == 2
-    view._how.last_run_s = None
+    assert 0 < extract_s < how.PREPARE_MAX_S  # before any ablation: the extraction's time
+    how.extract_s = extract_s
     # a hint whose run fails says nothing: the click runs it again and shows the error
     monkeypatch.setattr(ablate, "ablated_record", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     hint([[2, 5], [4, 0]])

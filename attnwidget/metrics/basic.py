@@ -329,30 +329,42 @@ def _sort_large(buf: np.ndarray) -> None:
     buf.sort(kind="stable")
 
 
+#: The fewest weights for which one map's sort may be torch's radix sort (below, either is fast).
+RADIX_MIN_CELLS = 2**16
+_radix_lock = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
 def _radix_is_faster() -> bool:
     """Whether torch's stable sort of int32 keys (a radix sort) beats numpy's float32 sort here,
-    on one trial of 2^18 weights; measured once. The two give the same sorted array; which is
-    faster depends on the CPU: numpy's AVX-512 sort runs at std::sort speed on AMD Zen 4
-    (``vpcompressps`` to memory is microcoded there), where the radix sort is 2-5x faster."""
+    on one trial of :data:`RADIX_MIN_CELLS` weights after a warm-up; measured once (about 5 ms).
+    The two give the same sorted array; which is faster depends on the CPU: numpy's AVX-512 sort
+    runs at std::sort speed on AMD Zen 4 (``vpcompressps`` to memory is microcoded there), where
+    the radix sort is 2-5x faster."""
     import time
 
-    x = np.random.default_rng(0).random(2**18, dtype=np.float32)
-    keys = torch.from_numpy(x).view(torch.int32)
-    best = {"numpy": float("inf"), "radix": float("inf")}
-    for _ in range(3):
-        for name, run in (("numpy", lambda: np.sort(x)), ("radix", lambda: torch.sort(keys, stable=True))):
-            t0 = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best["radix"] * 1.5 < best["numpy"]
+    with _radix_lock:  # one trial, not two competing ones from two threads
+        x = np.random.default_rng(0).random(RADIX_MIN_CELLS, dtype=np.float32)
+        keys = torch.from_numpy(x).view(torch.int32)
+        best = {"numpy": float("inf"), "radix": float("inf")}
+        runs = (("numpy", lambda: np.sort(x)), ("radix", lambda: torch.sort(keys, stable=True)))
+        for i in range(4):  # the first round warms both up and is not counted
+            for name, run in runs:
+                t0 = time.perf_counter()
+                run()
+                if i:
+                    best[name] = min(best[name], time.perf_counter() - t0)
+        return best["radix"] * 1.5 < best["numpy"]
 
 
 def _sort_one_map(flat: np.ndarray) -> torch.Tensor:
     """``flat`` ``[1, n]`` sorted ascending, exactly: numpy's sort, or where that is slower
-    (:func:`_radix_is_faster`) torch's radix sort of the float32 bit patterns, which order as
-    the values do for weights >= 0 (a -0.0 sorts first, with the zeros)."""
-    if flat.dtype == np.float32 and flat.size and _radix_is_faster() and flat.min() >= 0:
+    (:func:`_radix_is_faster`, maps of :data:`RADIX_MIN_CELLS` weights or more) torch's radix
+    sort of the float32 bit patterns, which order as the values do for weights >= 0 (a -0.0
+    sorts first, with the zeros). In the widget's worker torch sorts on that thread's one
+    OpenMP thread (attnwidget._worker), as its numpy sorts do."""
+    if (flat.dtype == np.float32 and flat.size >= RADIX_MIN_CELLS and _radix_is_faster()
+            and flat.min() >= 0):
         # 1-D: torch takes its radix sort for a flat tensor (a [1, n] row along dim=-1 took
         # another path, 15x slower here)
         keys = torch.from_numpy(flat.reshape(-1)).view(torch.int32)
@@ -380,9 +392,9 @@ def _gini(p: Prepared) -> torch.Tensor:
     ``G = 2 sum_i i x_(i) / (n sum x) - (n + 1) / n`` over the ascending order
     ``x_(1..n)`` of the n visible weights. The order comes from numpy's sort
     (x86-simd-sort on AVX-512/AVX2 CPUs; a whole stack's rows at once), or for
-    one map, where it is faster on this CPU, from torch's radix sort of the
-    weights' bit patterns (:func:`_sort_one_map`); both are exact and give the
-    same array. Hidden entries are 0 and
+    one map of up to :data:`BLOCK_CELLS` weights, where it is faster on this
+    CPU, from torch's radix sort of the weights' bit patterns
+    (:func:`_sort_one_map`); both are exact and give the same array. Hidden entries are 0 and
     sort first together with any visible zeros; zeros add nothing to the sum,
     so shifting every rank down by the number of hidden entries is exact.
     """
@@ -397,7 +409,10 @@ def _gini(p: Prepared) -> torch.Tensor:
         _sort_large(buf)
         ordered = torch.from_numpy(buf.reshape(flat.shape))
     else:  # kept: a threshold then counts by binary search (compute_sparsity)
-        ordered = _sort_one_map(flat) if flat.shape[0] == 1 else torch.from_numpy(np.sort(flat, axis=-1))
+        # one map up to BLOCK_CELLS may take the radix sort: its int64 indices are 2x the map
+        # (larger maps than the scratch buffer takes, up to 8192 x 8192, stay on numpy's sort)
+        one = flat.shape[0] == 1 and n_total <= BLOCK_CELLS
+        ordered = _sort_one_map(flat) if one else torch.from_numpy(np.sort(flat, axis=-1))
         p.cache["sorted"] = ordered
     if n_total > BLOCK_CELLS:
         # millions of ranked terms: float32 lost digits (5.6e-5 on a near-uniform 2048 x 2048

@@ -284,8 +284,11 @@ export function showMetrics(parts: Parts, model: Model, th: Theme): void {
   morph(parts.effectBox, effect);
 }
 
+/** How long the pointer rests on a thumbnail, shift held, before the ablation hint goes (ms). */
+const HINT_REST_MS = 100;
+
 /** (Re)make the strip's buttons, one per head; `onPick(head, shift)` on a click, `onHint(head)`
- * when the pointer comes onto one with shift held (a shift-click toggles that head's ablation). */
+ * when the pointer rests on one with shift held (a shift-click toggles that head's ablation). */
 function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, shift: boolean) => void,
   onHint: (head: number) => void): void {
   strip.replaceChildren();
@@ -298,7 +301,11 @@ function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, 
     label.className = "aw-badge";
     box.append(document.createElement("canvas"), label);
     box.addEventListener("click", (ev) => onPick(h, ev.shiftKey));
-    box.addEventListener("pointerenter", (ev) => { if (ev.shiftKey) onHint(h); });
+    // only once the pointer rests on it: a sweep across the strip with shift held would
+    // otherwise have the kernel run the model once per thumbnail passed
+    let rest: ReturnType<typeof setTimeout> | undefined;
+    box.addEventListener("pointerenter", (ev) => { if (ev.shiftKey) rest = setTimeout(() => onHint(h), HINT_REST_MS); });
+    box.addEventListener("pointerleave", () => clearTimeout(rest));
     strip.append(box);
   }
 }
