@@ -111,6 +111,17 @@ def ablated_reference(reference):
     return maps, ablation_effect(model, TEXT, {2: [9]}, tok, attention=False)
 
 
+def hint_sent(page, sent: list[str], heads: list[list[int]], within_ms: int = 5000) -> bool:
+    """Whether the page sent the kernel the ablation hint for ``heads`` (zero mode) among the
+    WebSocket frames ``sent``, waiting up to ``within_ms`` for it."""
+    hint = f'"type":"prepare_ablation","ablated":{json.dumps(heads, separators=(",", ":"))},"mode":"zero"'
+    for _ in range(within_ms // 50):
+        if any(hint in f.replace(" ", "") for f in sent):
+            return True
+        page.wait_for_timeout(50)
+    return any(hint in f.replace(" ", "") for f in sent)
+
+
 def check_hostile_view(page, hostile):
     """Every hostile token shows as its display form (Python's), as text, without side effects."""
     from playwright.sync_api import expect
@@ -278,22 +289,12 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             # the pointer on the button tells the kernel which heads a click would switch off
             # (it runs them before the click comes); the click's numbers are checked below
             view.locator("button.aw-ablate").hover()
-            hint = '"type":"prepare_ablation","ablated":[[2,9]],"mode":"zero"'
-            for _ in range(100):
-                if any(hint in f.replace(" ", "") for f in sent):
-                    break
-                page.wait_for_timeout(50)
-            assert any(hint in f.replace(" ", "") for f in sent), "no hint sent on hover"
+            assert hint_sent(page, sent, [[2, 9]]), "no hint sent on hover"
             # the same from a head thumbnail with shift held (a shift-click toggles that head)
             page.keyboard.down("Shift")
             thumbs.nth(3).hover()
             page.keyboard.up("Shift")
-            hint = '"type":"prepare_ablation","ablated":[[2,3]],"mode":"zero"'
-            for _ in range(100):
-                if any(hint in f.replace(" ", "") for f in sent):
-                    break
-                page.wait_for_timeout(50)
-            assert any(hint in f.replace(" ", "") for f in sent), "no hint sent on shift-hover"
+            assert hint_sent(page, sent, [[2, 3]]), "no hint sent on shift-hover"
             assert view.get_attribute("data-rendered") == state_key(layer=2, head=9, threshold=0.25, query=qy)
             view.locator("button.aw-ablate").click()
             ab = [(2, 9)]
