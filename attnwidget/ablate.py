@@ -292,7 +292,8 @@ def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool) ->
         return model(**inputs, output_attentions=attentions, output_hidden_states=True, return_dict=True)
 
 
-def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None) -> Any:
+def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None, *,
+                  attentions: bool = True) -> Any:
     """The model's plain run on one input, kept small enough to hold next to a view.
 
     What :func:`ablated_record` compares an ablation with (``base=``): the hidden
@@ -304,7 +305,8 @@ def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None) 
     layer's output projection (at most :data:`attnwidget._replay.REPLAY_BYTES`), which
     an ablated re-run gives back below its first ablated head instead of computing
     them (:mod:`attnwidget._replay`). The run uses eager attention and asks for the
-    weights, as extraction does, so that the two make the same calls.
+    weights, as extraction does, so that the two make the same calls; with
+    ``attentions=False`` it runs as :func:`ablation_sweep`'s re-runs do, without them.
     """
     import types
 
@@ -313,8 +315,8 @@ def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None) 
     inputs = _prepare(model, text_or_inputs, tokenizer)
     replay = Replay()
     with _recording(replay, model, attention_sites(model)):
-        # asked as the ablated extraction asks: what a layer returns depends on it
-        out = _run(model, inputs, True)
+        # asked as the re-runs ask: what a layer returns depends on it
+        out = _run(model, inputs, attentions)
     causal = _is_causal_lm(model, out)
     loss = (_next_token_loss(out.logits, inputs["input_ids"], inputs.get("attention_mask"))
             if causal else None)
@@ -478,11 +480,7 @@ def ablation_sweep(
     (computed here without the attention maps, which the score does not need).
     A tqdm progress bar shows with ``progress=True``.
     """
-    import types
-
     from tqdm.auto import tqdm
-
-    from attnwidget._replay import Replay
 
     sites = attention_sites(model)
     todo = _check_heads(heads, sites) if heads is not None else {
@@ -494,11 +492,7 @@ def ablation_sweep(
     pairs = [(layer, h) for layer, hs in todo.items() for h in hs]
     inputs = _prepare(model, text_or_inputs, tokenizer)
     # one unablated run serves every cell, and each ablated run replays it below its head
-    replay = Replay()
-    with _recording(replay, model, sites):
-        out = _run(model, inputs, False)
-    base = types.SimpleNamespace(hidden_states=out.hidden_states, attentions=out.attentions,
-                                 logits=getattr(out, "logits", None), replay=replay)
+    base = unablated_run(model, inputs, tokenizer, attentions=False)
     for layer, h in tqdm(pairs, desc="ablating heads", disable=not progress):
         res = _effect(model, inputs, {layer: [h]}, tokenizer, mode, 1, False, base)
         score[layer, h] = res["score"]
