@@ -47,7 +47,7 @@ class ViewSource:
     sample: Any = None  # the inputs.Sample a view built from a source shows (its provenance)
     base: Any = None  # attnwidget.ablate.unablated_run of the text, kept after the first ablation
     rebuild: Any = None  # () -> the record again, for a view that let go of it (attnwidget._lifetime)
-    # the last ablated runs, the latest last: (heads, mode, the model's parameter versions, the
+    # the last ablated runs, the latest last: (heads, mode, the model's weights_state, the
     # original it was compared with, record, effect)
     kept_runs: list = field(default_factory=list)
 

@@ -394,9 +394,10 @@ def _gini(p: Prepared) -> torch.Tensor:
     (x86-simd-sort on AVX-512/AVX2 CPUs; a whole stack's rows at once), or for
     one map of up to :data:`BLOCK_CELLS` weights, where it is faster on this
     CPU, from torch's radix sort of the weights' bit patterns
-    (:func:`_sort_one_map`); both are exact and give the same array. Hidden entries are 0 and
-    sort first together with any visible zeros; zeros add nothing to the sum,
-    so shifting every rank down by the number of hidden entries is exact.
+    (:func:`_sort_one_map`); both are exact and give the same array. Hidden
+    entries are 0 and sort first together with any visible zeros; zeros add
+    nothing to the sum, so shifting every rank down by the number of hidden
+    entries is exact.
     """
     w = p.w
     lead = w.shape[:-2]
