@@ -16,11 +16,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -43,6 +45,16 @@ def text_of(tok, n: int) -> str:
     raise AssertionError(n)
 
 
+@contextlib.contextmanager
+def replay_budget(nbytes: int) -> Iterator[None]:
+    """Plain runs made inside record at most ``nbytes`` for the replay (0: off)."""
+    saved, _replay.REPLAY_BYTES = _replay.REPLAY_BYTES, nbytes
+    try:
+        yield
+    finally:
+        _replay.REPLAY_BYTES = saved
+
+
 def median(xs: list[float]) -> float:
     return round(statistics.median(xs), 1)
 
@@ -51,11 +63,8 @@ def toggles(model, tok, n: int, rounds: int) -> dict:
     text = text_of(tok, n)
     original = extract_attention(model, text, tok)
     replayed = unablated_run(model, text, tok)
-    saved, _replay.REPLAY_BYTES = _replay.REPLAY_BYTES, 0
-    try:
+    with replay_budget(0):
         computed = unablated_run(model, text, tok)
-    finally:
-        _replay.REPLAY_BYTES = saved
     times: dict[str, dict[int, list[float]]] = {"replay": {}, "computed": {}}
     for _ in range(rounds):
         for layer, head in HEADS:  # alternate, so both see the same machine
@@ -83,13 +92,10 @@ def main() -> None:
     text = text_of(tok, 128)
     sweeps = {}
     for name, budget in (("replay", _replay.REPLAY_BYTES), ("computed", 0)):
-        saved, _replay.REPLAY_BYTES = _replay.REPLAY_BYTES, budget
-        try:
+        with replay_budget(budget):
             t0 = time.perf_counter()
             sweep = ablation_sweep(model, text, tok, progress=False)
             sweeps[name] = round(time.perf_counter() - t0, 2)
-        finally:
-            _replay.REPLAY_BYTES = saved
     out = {
         "benchmark": "head ablation on MiniLM (6 x 12): one toggle at 128 and 510 tokens, the 72-head sweep",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
