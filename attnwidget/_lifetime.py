@@ -85,7 +85,10 @@ class Lifetime:
         """Extract the record again (the model as it is now) and re-apply the ablated heads."""
         if not self._released:
             return
-        maps = self._how.rebuild()
+        from attnwidget._cells import page_run
+
+        with page_run("extracting the record again for this display"):
+            maps = self._how.rebuild()
         self._original = maps
         self._panels = _panels.PanelStore(maps, corpus=self._corpus)
         self._released = False

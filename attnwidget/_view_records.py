@@ -106,8 +106,9 @@ class RecordMethods:
         would leave switched off, so that the click finds the run kept
         (:meth:`attnwidget._view_source.ViewSource.prepare`).
 
-        Runs here, between the kernel's other messages, like any change: never beside a user's
-        cell, and the click that follows waits for it instead of starting its own. A hint that
+        Runs here, between the kernel's other messages, like any change, so the click that
+        follows waits for it instead of starting its own; not while a cell runs
+        (:mod:`attnwidget._cells`). A hint that
         no longer fits the view (another record, a bad value) is dropped; so is a failing run,
         which the click then runs again and reports.
         """

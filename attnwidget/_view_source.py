@@ -54,6 +54,11 @@ class ViewSource:
     last_run_s: float | None = None  # how long the last ablated run took (s)
     extract_s: float | None = None  # how long the record's extraction took (s), if timed
 
+    def __post_init__(self) -> None:
+        from attnwidget._cells import watch_cells
+
+        watch_cells()  # runs the page asks for wait for the kernel's cells (attnwidget._cells)
+
     #: Ablated runs kept: the one shown and the one a click would show next (:meth:`prepare`).
     KEEP_RUNS: ClassVar[int] = 2
     #: The longest ablated run (s) that :meth:`prepare` starts on a hint.
@@ -69,6 +74,7 @@ class ViewSource:
         :meth:`prepare` saw coming. At most two records more than the view's own;
         :meth:`forget` frees them.
         """
+        from attnwidget._cells import page_run
         from attnwidget._replay import weights_state
 
         # a model changed since (an optimizer step, load_state_dict) invalidates the kept runs
@@ -77,7 +83,8 @@ class ViewSource:
             if kept[:3] == key and kept[3] is original and key[2] is not None:
                 self.kept_runs.append(self.kept_runs.pop(i))  # the latest last
                 return kept[4], kept[5]
-        maps, effect = self._ablated_run(pairs, mode, original, key[2])
+        with page_run("ablation"):
+            maps, effect = self._ablated_run(pairs, mode, original, key[2])
         self.kept_runs = [*self.kept_runs, (*key, original, maps, effect)][-self.KEEP_RUNS:]
         return maps, effect
 

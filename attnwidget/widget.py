@@ -29,6 +29,7 @@ import traitlets
 
 from attnwidget import _checks, _panels
 from attnwidget import _messages as msg
+from attnwidget._cells import ModelInUseError
 from attnwidget._lifetime import Lifetime
 from attnwidget._messages import COLORMAPS, DETAIL_SIDE, OVERVIEW_SIDE, SCALES, THUMB_SIDE, VIEW_MODES
 from attnwidget._view_records import RecordMethods
@@ -278,6 +279,8 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
             # worker's waits count from the end
             with self._panels.busy():
                 self._handle(dirty)
+        except ModelInUseError as exc:  # a page-asked run while a cell runs: refused, not a failure
+            self._show_error(exc)
         except Exception as exc:  # shown in the view; the traceback still goes to the log
             self._show_error(exc)
             raise

@@ -178,8 +178,8 @@ def write_notebook(path: Path, sources: list[str]) -> None:
     path.write_text(json.dumps(nb))
 
 
-def open_and_run_all(page, url: str, token: str, app: str, name: str, timeout_ms: int = 90_000) -> None:
-    """Open notebook ``name`` in ``app``, wait (``timeout_ms``) for an idle kernel, then Run All Cells."""
+def open_notebook(page, url: str, token: str, app: str, name: str, timeout_ms: int = 90_000) -> None:
+    """Open notebook ``name`` in ``app`` and wait (``timeout_ms``) for an idle kernel."""
     from playwright.sync_api import expect
 
     page.goto(f"{url}{APPS[app][1].format(name)}?token={token}")
@@ -187,6 +187,11 @@ def open_and_run_all(page, url: str, token: str, app: str, name: str, timeout_ms
     expect(toolbar.get_by_role("button", name="Python 3 (ipykernel)")).to_be_visible(timeout=timeout_ms)
     expect(toolbar.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
         "data-status", "idle", timeout=timeout_ms)
+
+
+def open_and_run_all(page, url: str, token: str, app: str, name: str, timeout_ms: int = 90_000) -> None:
+    """Open notebook ``name`` in ``app``, wait (``timeout_ms``) for an idle kernel, then Run All Cells."""
+    open_notebook(page, url, token, app, name, timeout_ms)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
 

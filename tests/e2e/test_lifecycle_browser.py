@@ -86,3 +86,72 @@ def test_views_stay_independent_and_never_pass_old_data_as_live(page, artifacts)
         expect(views).to_have_count(2, timeout=120_000)
         expect(views.nth(0)).to_have_attribute("data-rendered", rendered())
         expect(views.nth(0).locator(".aw-offline")).to_be_hidden()
+
+
+MODEL_CELLS = [
+    """from attnwidget import AttentionView
+from attnwidget.models import load_minilm
+import time, torch
+model, tok = load_minilm()
+text = "The cat sat on the mat because it was warm and the dog was asleep."
+enc = tok(text, return_tensors="pt")
+view = AttentionView(model, text, tokenizer=tok, layer=2, head=5)
+view""",
+    # a cell that uses the model for a while (what a training loop does)
+    """with torch.no_grad():
+    ref = model(**enc).last_hidden_state
+outs, end = [], time.time() + 6
+while time.time() < end:
+    with torch.no_grad():
+        outs.append((model(**enc).last_hidden_state - ref).abs().max().item())
+print("AW-CELL", len(outs), sum(d > 1e-4 for d in outs), model.training)""",
+]
+
+
+def test_a_cell_using_the_model_is_never_ablated_by_a_click(page, artifacts):
+    # JupyterLab 4.4+ sends widget messages to a kernel subshell: after its first reply the
+    # view's messages are handled beside the running cell. An ablation click then must not
+    # put its hooks on the model the cell is using (attnwidget._cells): it is refused with
+    # the reason, and works once the cell has finished
+    from lab_server import open_notebook
+    from playwright.sync_api import expect
+
+    with jupyter_server("lab", artifacts) as (url, token, root):
+        write_notebook(root / "cells.ipynb", MODEL_CELLS)
+        errors = watch_page(page).errors
+        open_notebook(page, url, token, "lab", "cells.ipynb")
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        cells.nth(0).locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Control+Enter")
+        view = page.locator(".jp-OutputArea-output .attnwidget")
+        key = json.dumps(["head", 2, 5, 0.1, None, 5, []], separators=(",", ":"))
+        expect(view).to_have_attribute("data-rendered", key, timeout=120_000)
+        view.locator("input.aw-slider-head").fill("6")  # its reply moves the view to the subshell
+        expect(view).to_have_attribute("data-rendered", key.replace(",5,0.1", ",6,0.1"))
+
+        cells.nth(1).locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Control+Enter")
+        indicator = page.locator(".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator")
+        expect(indicator).to_have_attribute("data-status", "busy")
+        button = view.locator("button.aw-ablate")
+        expect(button).to_have_text("ablate layer 2 head 6")
+        button.click()
+        status = view.locator(".aw-status")
+        expect(status).to_contain_text("ablation: not run", timeout=4_000)  # while the cell runs
+        expect(status).to_contain_text("when the cell has finished")
+        expect(button).to_have_text("ablate layer 2 head 6")
+        assert indicator.get_attribute("data-status") == "busy", "the cell ended before the check"
+        page.screenshot(path=str(artifacts / "cells-refused.png"), full_page=True)
+
+        out = cells.nth(1).locator(".jp-OutputArea-output")
+        expect(out).to_contain_text("AW-CELL", timeout=30_000)
+        n, bad, training = out.inner_text().split()[1:4]
+        assert int(n) > 20, out.inner_text()  # the cell used the model all along
+        assert int(bad) == 0, out.inner_text()  # and never got an ablated output
+        assert training == "False"
+        button.click()  # the cell has finished: the click runs
+        expect(view).to_have_attribute("data-rendered", key.replace(",5,0.1", ",6,0.1").replace(
+            "[]]", "[[2,6]]]"), timeout=30_000)
+        expect(status).to_be_hidden()
+        expect(button).to_have_text("restore layer 2 head 6")
+        assert errors == [], errors

@@ -1,0 +1,163 @@
+"""A running cell and the model runs the page asks for never overlap (attnwidget._cells).
+
+JupyterLab 4.4+ hands a widget's messages to a kernel subshell, a thread beside the
+cell that is running. These tests play both threads: a "cell" thread between
+IPython's pre_run_cell and post_run_cell hooks, and the test's own thread as the
+subshell sending what the page sends (``set_state``, the hint message). The real
+JupyterLab case is ``tests/e2e/test_lab.py::test_a_cell_using_the_model_is_never_ablated_by_a_click``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from test_widget import model_runs
+from tiny_models import TEXT
+
+from attnwidget import AttentionView
+from attnwidget._cells import cell_ends, cell_starts
+
+
+class Cell:
+    """A cell running on its own thread from ``start()`` until ``finish()``; ``fn`` runs inside it."""
+
+    def __init__(self, fn=None):
+        self.fn, self.result, self.error = fn, None, None
+        self._started, self._finish = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        cell_starts()
+        try:
+            self._started.set()
+            try:
+                self.result = self.fn() if self.fn else None
+            except BaseException as exc:  # handed to the test
+                self.error = exc
+            self._finish.wait(30)
+        finally:
+            cell_ends()
+
+    def start(self):
+        self.thread.start()
+        assert self._started.wait(30)
+        return self
+
+    def finish(self):
+        self._finish.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def test_a_click_while_a_cell_runs_is_refused_and_works_after_it(minilm, monkeypatch):
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
+    runs = model_runs(monkeypatch)
+    cell = Cell().start()
+    try:
+        view.set_state({"ablated": [[2, 5]]})  # the click, from the page: not run
+        assert runs == []
+        assert view.ablated == []  # the controls go back to what was computed
+        assert view.effect == {}
+        assert view.status.startswith("ModelInUseError: ablation: not run")
+        assert "when the cell has finished" in view.status
+        view._on_message(view, {"type": "prepare_ablation", "ablated": [[2, 5]], "mode": "zero"}, [])
+        assert runs == []  # nor the hint
+        view.set_state({"head": 6})  # the sliders keep working meanwhile
+        assert view.metrics["view"]["head"] == 6
+    finally:
+        cell.finish()
+    view.set_state({"ablated": [[2, 5]]})
+    assert runs == [{2: [5]}]
+    assert view.status == ""
+    assert view.effect["heads"] == [[2, 5]]
+    assert view.effect["score"] > 0
+
+
+def test_an_ablation_set_from_the_running_cell_itself_runs(minilm, monkeypatch):
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
+    runs = model_runs(monkeypatch)
+
+    def in_the_cell():
+        view.ablated = [[1, 3]]
+        return dict(view.effect)
+
+    cell = Cell(in_the_cell).start()
+    cell.finish()
+    assert cell.error is None
+    assert runs == [{1: [3]}]
+    assert cell.result["heads"] == [[1, 3]]
+
+
+def test_a_cell_starting_during_a_page_run_waits_for_it(minilm, monkeypatch):
+    # the page's run holds the model (its hooks, eval mode): a cell that starts meanwhile
+    # begins once the run is over, and then the model carries none of the run's hooks
+    from attnwidget._view_source import ViewSource
+
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
+    inside, release, order = threading.Event(), threading.Event(), []
+    projection = model.encoder.layer[2].attention.output.dense  # where the ablation hooks in
+
+    def hooks():
+        return len(projection._forward_pre_hooks) + len(projection._forward_hooks)
+
+    def hold(_module, _args):
+        if not inside.is_set():
+            order.append(("hooks during the run", hooks()))
+            inside.set()
+            assert release.wait(30)
+
+    real = ViewSource._ablated_run
+    monkeypatch.setattr(ViewSource, "_ablated_run",
+                        lambda *a, **k: (real(*a, **k), order.append("model run done"))[0])
+    handle = model.encoder.layer[3].register_forward_pre_hook(hold)
+    try:
+        page = threading.Thread(target=view.set_state, args=({"ablated": [[2, 5]]},))
+        page.start()
+        assert inside.wait(30)
+        cell = Cell(lambda: order.append(("cell started", hooks(), model.training)))
+        cell.thread.start()
+        cell.thread.join(0.3)
+        assert len(order) == 1, "the cell started while the page's run was using the model"
+        release.set()
+        page.join(30)
+        cell.finish()
+    finally:
+        handle.remove()
+        release.set()
+    baseline = hooks()
+    assert order[0][1] > baseline  # the run's hooks were on the model while the cell waited
+    assert order[1:] == ["model run done", ("cell started", baseline, False)]
+    assert view.effect["heads"] == [[2, 5]]
+
+
+def test_a_record_is_not_extracted_again_while_a_cell_runs(minilm):
+    # a view no display showed let go of its record; a display that comes back during a
+    # cell gets the reason, and its next change after the cell extracts the record
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=3, head=5)
+    view._on_message(view, {"type": "shown"}, [])
+    view._on_message(view, {"type": "hidden"}, [])
+    assert view._released
+    cell = Cell().start()
+    try:
+        view.set_state({"head": 6})
+        assert view._released
+        assert view.status.startswith("ModelInUseError: extracting the record again")
+    finally:
+        cell.finish()
+    view.set_state({"head": 7})
+    assert not view._released
+    assert view.status == ""
+    assert view.metrics["view"]["head"] == 7
+
+
+@pytest.fixture(autouse=True)
+def _no_cell_left():
+    yield
+    from attnwidget import _cells
+
+    assert not _cells._running, "a test left a cell running"
