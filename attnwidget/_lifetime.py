@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from attnwidget import _panels
+from attnwidget._cells import handler_thread
 
 
 def _return_freed_memory() -> None:
@@ -50,6 +51,7 @@ class Lifetime:
     _released = False  # True while the record is let go of (rebuilt on demand)
 
     def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        handler_thread()  # a kernel subshell's torch work on one OpenMP thread (attnwidget._cells)
         if not isinstance(content, dict):
             return
         kind = content.get("type")
@@ -85,10 +87,10 @@ class Lifetime:
         """Extract the record again (the model as it is now) and re-apply the ablated heads."""
         if not self._released:
             return
-        from attnwidget._cells import page_run
+        from attnwidget._cells import run_for_page
 
-        with page_run("extracting the record again for this display"):
-            maps = self._how.rebuild()
+        maps = run_for_page("extracting the record again for this display", self._how.rebuild,
+                            self._how.extract_s)
         self._original = maps
         self._panels = _panels.PanelStore(maps, corpus=self._corpus)
         self._released = False

@@ -74,7 +74,7 @@ class ViewSource:
         :meth:`prepare` saw coming. At most two records more than the view's own;
         :meth:`forget` frees them.
         """
-        from attnwidget._cells import page_run
+        from attnwidget._cells import run_for_page
         from attnwidget._replay import weights_state
 
         # a model changed since (an optimizer step, load_state_dict) invalidates the kept runs
@@ -83,8 +83,9 @@ class ViewSource:
             if kept[:3] == key and kept[3] is original and key[2] is not None:
                 self.kept_runs.append(self.kept_runs.pop(i))  # the latest last
                 return kept[4], kept[5]
-        with page_run("ablation"):
-            maps, effect = self._ablated_run(pairs, mode, original, key[2])
+        # never beside a cell; a long run on the kernel's main thread (attnwidget._cells)
+        maps, effect = run_for_page("ablation", lambda: self._ablated_run(pairs, mode, original, key[2]),
+                                    self.last_run_s if self.last_run_s is not None else self.extract_s)
         self.kept_runs = [*self.kept_runs, (*key, original, maps, effect)][-self.KEEP_RUNS:]
         return maps, effect
 

@@ -29,7 +29,7 @@ import traitlets
 
 from attnwidget import _checks, _panels
 from attnwidget import _messages as msg
-from attnwidget._cells import ModelInUseError
+from attnwidget._cells import ModelInUseError, handler_thread
 from attnwidget._lifetime import Lifetime
 from attnwidget._messages import COLORMAPS, DETAIL_SIDE, OVERVIEW_SIDE, SCALES, THUMB_SIDE, VIEW_MODES
 from attnwidget._view_records import RecordMethods
@@ -260,6 +260,7 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
     def set_state(self, sync_data: dict[str, Any]) -> None:
         # the browser may send several traits in one message: update once, after all of them
         start = time.perf_counter()
+        handler_thread()  # a kernel subshell's torch work on one OpenMP thread (attnwidget._cells)
         self._batch += 1
         try:
             super().set_state(sync_data)

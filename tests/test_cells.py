@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 from test_widget import model_runs
 from tiny_models import TEXT
 
@@ -161,3 +162,107 @@ def _no_cell_left():
     from attnwidget import _cells
 
     assert not _cells._running, "a test left a cell running"
+
+
+class MainLoop:
+    """Stands in for the kernel's main thread and its event loop (``add_callback``)."""
+
+    def __init__(self, held=False):
+        import queue
+
+        self.calls, self.ran = queue.Queue(), 0
+        self.free = threading.Event()
+        if not held:
+            self.free.set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def add_callback(self, fn):
+        self.calls.put(fn)
+
+    def _run(self):
+        while True:
+            fn = self.calls.get()
+            self.free.wait(30)
+            fn()
+            self.ran += 1
+            self.calls.task_done()
+
+
+def on_a_subshell(fn):
+    """Run ``fn`` on a thread of its own (a kernel subshell's) and return what it returned."""
+    out = {}
+    t = threading.Thread(target=lambda: out.update(value=fn()))
+    t.start()
+    t.join(60)
+    return out["value"]
+
+
+def forward_threads(model):
+    """The threads the model's forwards ran on, from now on."""
+    seen = []
+    handle = model.register_forward_pre_hook(lambda *_: seen.append(threading.get_ident()))
+    return seen, handle
+
+
+def test_a_long_page_run_is_handed_to_the_main_thread(minilm, monkeypatch):
+    # the handler's thread keeps to one OpenMP thread; a run expected to be long goes to the
+    # kernel's main thread, with all of torch's threads, and gives the same numbers
+    from attnwidget import _cells
+    from attnwidget.ablate import ablation_effect
+
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
+    main = MainLoop()
+    monkeypatch.setattr(_cells, "_main_loop", lambda: main)
+    monkeypatch.setattr(_cells, "HOP_MIN_S", 0.0)
+    seen, handle = forward_threads(model)
+    try:
+        threads = on_a_subshell(lambda: (view.set_state({"ablated": [[2, 5]]}), torch.get_num_threads())[1])
+    finally:
+        handle.remove()
+    assert threads == 1  # the subshell's own torch work: one OpenMP thread, no team of its own
+    assert seen
+    assert set(seen) == {main.thread.ident}  # every forward (the plain run, the ablated run)
+    expected = ablation_effect(model, TEXT, {2: [5]}, tok, attention=False)
+    assert view.effect["score"] == pytest.approx(expected["score"], rel=1e-6)
+    assert view.status == ""
+
+
+def test_a_short_page_run_stays_on_the_asking_thread(minilm, monkeypatch):
+    from attnwidget import _cells
+
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
+    main = MainLoop()
+    monkeypatch.setattr(_cells, "_main_loop", lambda: main)
+    assert view._how.extract_s < _cells.HOP_MIN_S  # 9 tokens: a few milliseconds
+    seen, handle = forward_threads(model)
+    try:
+        asker = on_a_subshell(lambda: (view.set_state({"ablated": [[2, 5]]}), threading.get_ident())[1])
+    finally:
+        handle.remove()
+    assert seen
+    assert set(seen) == {asker}
+    assert main.ran == 0
+
+
+def test_a_page_run_the_main_thread_does_not_take_is_refused_and_never_runs(minilm, monkeypatch):
+    # the main thread busy after all (a cell began between the check and the hand-over): the
+    # run is refused, and when the main thread comes to it later it skips it
+    from attnwidget import _cells
+
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
+    runs = model_runs(monkeypatch)
+    main = MainLoop(held=True)
+    monkeypatch.setattr(_cells, "_main_loop", lambda: main)
+    monkeypatch.setattr(_cells, "HOP_MIN_S", 0.0)
+    monkeypatch.setattr(_cells, "START_S", 0.2)
+    on_a_subshell(lambda: view.set_state({"ablated": [[2, 5]]}))
+    assert view.status.startswith("ModelInUseError: ablation: not run")
+    assert view.ablated == []
+    main.free.set()
+    main.calls.join()
+    assert main.ran == 1  # it came to the job...
+    assert runs == []  # ...and skipped it
