@@ -310,6 +310,31 @@ def test_neighbouring_heads_of_a_large_map_are_computed_ahead(monkeypatch):
     view.close()
 
 
+def test_prefetch_computes_the_numbers_of_heads_whose_picture_came_first(monkeypatch):
+    # the idle prefetch draws the layer's other heads (picture only for a large map): a later
+    # prefetch must still compute the numbers of the neighbours among them, the head the
+    # slider steps to first on both cores
+    monkeypatch.setattr(panels_module, "LATER_CELLS", 20)
+    w = stack(np.random.default_rng(25), L=3, H=4, Q=8)
+    store = PanelStore(AttentionMaps.from_tensor(w), prefetch_cells=10)
+    for h in range(4):  # what the idle jobs leave: every head's picture, no numbers
+        store.overview(store.key("head", 1, h), "fixed")
+    assert not any(store.has_numbers(store.key("head", 1, h)) for h in range(4))
+    both_cores = []
+    real = PanelStore._warm_numbers_first
+    monkeypatch.setattr(PanelStore, "_warm_numbers_first",
+                        lambda self, key, scale: (both_cores.append(key), real(self, key, scale))[1])
+    for fut in store.prefetch(1, 2, "fixed", before=(1, 1)):  # a step from head 1 to 2
+        fut.result(timeout=30)
+    assert both_cores == [store.key("head", 1, 3)]  # the head the next step reaches
+    near = [store.key("head", *lh) for lh in ((1, 3), (1, 1), (2, 2), (0, 2))]
+    assert all(store.has_numbers(k) for k in near)
+    assert not store.has_numbers(store.key("head", 1, 0))  # not a neighbour: on demand
+    np.testing.assert_allclose(store.metrics(near[0]).static()["mean_entropy"],
+                               panel_metrics(w[1, 3], 0.1)["mean_entropy"], rtol=1e-6)
+    store.close()
+
+
 async def until(condition, timeout_s: float = 60.0) -> None:
     """Let the event loop run until ``condition()`` holds or ``timeout_s`` passes (the shared
     worker may finish an earlier view's job first); the caller asserts what it needs."""
