@@ -17,30 +17,37 @@ with ipykernel 7.4 on two cores:
   run while a cell runs is refused with :class:`ModelInUseError` (the view shows
   why, its controls go back to what was computed, and a click after the cell
   runs); waiting instead would hold the view's thread for as long as the cell
-  runs, a training loop for minutes.
+  runs, a training loop for minutes. This holds on any thread: without subshells
+  (VS Code, the classic Notebook) ipykernel 7 handles a widget message on the main
+  thread while an async cell awaits, and what it awaits may be using the model.
 * **A second thread doing torch work halves the speed of the first.** Each
   thread that runs a parallel torch op gets its own OpenMP team. Once two teams
   exist there are more OpenMP threads than cores, and libgomp's idle threads stop
   spinning between parallel regions and sleep, so every region has to wake them:
   after a few slider moves, MiniLM's forward at 128 tokens in a cell took 45 ms
   instead of 24. So the thread a handler runs on, if not the main one, does its
-  torch work on one OpenMP thread and makes no team (:func:`handler_thread`),
-  and a page-asked run expected to last :data:`HOP_MIN_S` or more is handed to
-  the kernel's main thread, whose event loop runs it between cells with all of
-  torch's threads. A shorter one runs where it is asked: handing it over costs
-  more than the second thread saves. Measured in JupyterLab (ablation click to
-  repaint, MiniLM): at 128 tokens 58 ms where asked and 66 ms handed over; at
-  510 tokens 168 and 142 ms.
+  torch work on one OpenMP thread (and MKL's) and makes no team
+  (:func:`page_message`; other widgets whose messages JupyterLab sends to the same
+  comm subshell get one thread there too), and a page-asked run expected to last
+  :data:`HOP_MIN_S` or more is handed to the kernel's main thread, whose event
+  loop runs it between cells with all of torch's threads. A shorter one runs
+  where it is asked: handing it over costs more than the second thread saves.
+  Measured in JupyterLab (ablation click to repaint, MiniLM): at 128 tokens 58 ms
+  where asked and 66 ms handed over; at 510 tokens 168 and 142 ms. A run the main
+  thread does not take within :data:`START_S` (a GUI event loop holds it) is made
+  where it was asked, unless a cell runs by then. The kernel's interrupt does not
+  stop a run on the main thread's event loop; it lasts what a click's run lasts.
 
-Runs asked for from Python (``view.ablated = ...`` in a cell, :meth:`sweep`) run
-where they are asked. Outside IPython nothing is tracked and a run happens where
-it is asked, one at a time.
+Runs asked for from Python (``view.ablated = ...``, ``view.maps``, :meth:`sweep`)
+run where they are asked, ungated. Outside IPython no cell is tracked.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -50,14 +57,14 @@ T = TypeVar("T")
 HOP_MIN_S = 0.08
 
 #: How long a page-asked run waits for the kernel's main thread to take it (s); it is idle
-#: between cells and takes it at once. Longer means the main thread is busy after all (a cell
-#: that began meanwhile): the run is refused rather than left to wait for the cell.
+#: between cells and takes it at once. If it does not (a cell began meanwhile, or a GUI event
+#: loop holds it), the run is refused while a cell runs, else made where it was asked.
 START_S = 0.5
 
-_lock = threading.RLock()
-_running: set[int] = set()  # threading.get_ident() of each thread running a cell now
+_lock = threading.RLock()  # held by a page-asked run; a starting cell waits for it
+_running: collections.Counter[int] = collections.Counter()  # thread id -> cells running on it
 _watching = False
-_local = threading.local()
+_local = threading.local()  # .page: page messages being handled here; .settled: one OpenMP thread
 
 
 class ModelInUseError(RuntimeError):
@@ -67,8 +74,8 @@ class ModelInUseError(RuntimeError):
 def watch_cells() -> None:
     """Follow the kernel's cells (once per process): called when a view with a model is made.
 
-    The cell making the view is running already (its ``pre_run_cell`` came before the hooks),
-    so it counts as running until its ``post_run_cell``.
+    A view made on the main thread is made by a running cell whose ``pre_run_cell`` came
+    before the hooks: it counts as running until its ``post_run_cell``.
     """
     global _watching
     try:
@@ -81,66 +88,75 @@ def watch_cells() -> None:
             return
         shell.events.register("pre_run_cell", cell_starts)
         shell.events.register("post_run_cell", cell_ends)
-        _running.add(threading.get_ident())
+        if threading.current_thread() is threading.main_thread():
+            _running[threading.get_ident()] += 1
         _watching = True
 
 
 def cell_starts(_info: Any = None) -> None:
-    """IPython's ``pre_run_cell``: waits for a model run the page asked for on this thread's
-    behalf (outside a kernel), then counts the cell."""
+    """IPython's ``pre_run_cell``: waits for a page-asked run in flight, then counts the cell
+    (a cell run from a cell counts twice)."""
     with _lock:
-        _running.add(threading.get_ident())
+        _running[threading.get_ident()] += 1
 
 
 def cell_ends(_result: Any = None) -> None:
     """IPython's ``post_run_cell``."""
     with _lock:
-        _running.discard(threading.get_ident())
+        me = threading.get_ident()
+        _running[me] -= 1
+        if _running[me] <= 0:
+            del _running[me]
 
 
-def handler_thread() -> None:
-    """Called where the page's messages come in. On a thread other than the main one (a kernel
-    subshell), torch runs on one OpenMP thread from then on: a team of its own would slow every
-    parallel op of the main thread's team, and this thread's, about twice (see the module's
-    doc). Must come before the thread's first parallel op: a team once made stays."""
-    if threading.current_thread() is threading.main_thread() or getattr(_local, "settled", False):
-        return
-    from attnwidget._worker import _one_openmp_thread_here
+@contextlib.contextmanager
+def page_message() -> Iterator[None]:
+    """Around the handling of a message from the page: model runs asked for meanwhile are the
+    page's (:func:`run_for_page`). On a thread other than the main one (a kernel subshell),
+    torch runs on one OpenMP thread from then on: a team of its own would slow every parallel
+    op of the main thread's team, and this thread's, about twice (see the module's doc). That
+    holds for every widget whose messages the thread handles (JupyterLab gives all of them one
+    comm subshell). It must come before the thread's first parallel op: a team once made stays.
+    """
+    if threading.current_thread() is not threading.main_thread() and not getattr(_local, "settled", False):
+        from attnwidget._worker import _one_openmp_thread_here
 
-    _local.settled = True
-    _one_openmp_thread_here()
+        _local.settled = True
+        _one_openmp_thread_here()
+    _local.page = getattr(_local, "page", 0) + 1
+    try:
+        yield
+    finally:
+        _local.page -= 1
 
 
 def run_for_page(what: str, fn: Callable[[], T], expected_s: float | None = None) -> T:
-    """``fn()``, a model run the page asked for (``what`` names it in a refusal; ``expected_s``:
-    how long it should take, None if unknown). Asked from another thread than the kernel's
-    main one, a run of :data:`HOP_MIN_S` or more (or unknown) is handed to the main thread; any
-    other runs here, holding a lock that a starting cell waits for. Raises
-    :class:`ModelInUseError` while a cell runs on another thread, or when the main thread does
-    not take the run within :data:`START_S`."""
+    """``fn()``, a model run (``what`` names it in a refusal; ``expected_s``: how long it should
+    take, None if unknown). Asked from Python (not within :func:`page_message`), it runs as
+    asked. Asked by the page: refused with :class:`ModelInUseError` while a cell runs (on any
+    thread: an async cell awaits on the main one); from another thread than the kernel's main
+    one, a run of :data:`HOP_MIN_S` or more (or unknown) is handed to the main thread; any
+    other runs here. Either way it holds the lock a starting cell waits for."""
+    if not getattr(_local, "page", 0):
+        return fn()
     loop = _main_loop() if expected_s is None or expected_s >= HOP_MIN_S else None
-    if loop is None:
+    if loop is not None:
+        job = _Job(fn, what)
         with _lock:
             _refuse_if_a_cell_runs(what)
-            return fn()
-    job = _Job(fn)
-    with _lock:
+            loop.add_callback(job.run)
+        if job.taken(START_S):
+            return job.result()
+    with _lock:  # here: a short run, no kernel, or the main thread did not take it
         _refuse_if_a_cell_runs(what)
-        loop.add_callback(job.run)
-    if not job.taken(START_S):
-        raise _refusal(what)
-    return job.result()
-
-
-def _refusal(what: str) -> ModelInUseError:
-    return ModelInUseError(
-        f"{what}: not run, the model may be in use by the cell that is running (a run now would "
-        "change what that cell computes); try again when the cell has finished")
+        return fn()
 
 
 def _refuse_if_a_cell_runs(what: str) -> None:
-    if _running - {threading.get_ident()}:
-        raise _refusal(what)
+    if _running:
+        raise ModelInUseError(
+            f"{what}: not run, the model may be in use by the cell that is running (a run now "
+            "would change what that cell computes); try again when the cell has finished")
 
 
 def _main_loop() -> Any:
@@ -159,8 +175,8 @@ def _main_loop() -> Any:
 class _Job:
     """``fn`` handed to the main thread: taken there, or cancelled by the asking thread first."""
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
+    def __init__(self, fn: Callable[[], Any], what: str) -> None:
+        self.fn, self.what = fn, what
         self.state = "queued"  # -> "running" -> "done", or -> "cancelled"
         self.value: Any = None
         self.error: BaseException | None = None
@@ -174,7 +190,9 @@ class _Job:
             self.state = "running"
             self._cv.notify_all()
         try:
-            self.value = self.fn()
+            with _lock:  # checked again: an async cell may await on this thread now
+                _refuse_if_a_cell_runs(self.what)
+                self.value = self.fn()
         except BaseException as exc:  # handed to the asking thread
             self.error = exc
         finally:

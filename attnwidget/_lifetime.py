@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from attnwidget import _panels
-from attnwidget._cells import handler_thread
+from attnwidget._cells import page_message
 
 
 def _return_freed_memory() -> None:
@@ -51,9 +51,11 @@ class Lifetime:
     _released = False  # True while the record is let go of (rebuilt on demand)
 
     def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        handler_thread()  # a kernel subshell's torch work on one OpenMP thread (attnwidget._cells)
-        if not isinstance(content, dict):
-            return
+        if isinstance(content, dict):
+            with page_message():  # the page's: model runs wait for no cell (attnwidget._cells)
+                self._handle_message(content)
+
+    def _handle_message(self, content: dict) -> None:
         kind = content.get("type")
         if kind == "ping":
             # the browser pings after each change it sends; messages are handled in order, so
@@ -94,6 +96,9 @@ class Lifetime:
         self._original = maps
         self._panels = _panels.PanelStore(maps, corpus=self._corpus)
         self._released = False
+        # the record shown is the plain one until the ablation below is made
+        self._ablated_now = []
+        self.set_trait("effect", {})
         if self.ablated:
             self._apply_ablation()
 

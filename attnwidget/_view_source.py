@@ -57,7 +57,7 @@ class ViewSource:
     def __post_init__(self) -> None:
         from attnwidget._cells import watch_cells
 
-        watch_cells()  # runs the page asks for wait for the kernel's cells (attnwidget._cells)
+        watch_cells()  # runs the page asks for never overlap the kernel's cells (attnwidget._cells)
 
     #: Ablated runs kept: the one shown and the one a click would show next (:meth:`prepare`).
     KEEP_RUNS: ClassVar[int] = 2
@@ -83,9 +83,9 @@ class ViewSource:
             if kept[:3] == key and kept[3] is original and key[2] is not None:
                 self.kept_runs.append(self.kept_runs.pop(i))  # the latest last
                 return kept[4], kept[5]
-        # never beside a cell; a long run on the kernel's main thread (attnwidget._cells)
+        # the page's: never beside a cell; a long one on the kernel's main thread (attnwidget._cells)
         maps, effect = run_for_page("ablation", lambda: self._ablated_run(pairs, mode, original, key[2]),
-                                    self.last_run_s if self.last_run_s is not None else self.extract_s)
+                                    self.expected_s())
         self.kept_runs = [*self.kept_runs, (*key, original, maps, effect)][-self.KEEP_RUNS:]
         return maps, effect
 
@@ -100,13 +100,18 @@ class ViewSource:
         pointer that only passed over the button would hold the sliders that long. Returns
         whether it ran (or found the run kept).
         """
-        # the cost to expect: the last ablated run; before one, the extraction (one forward),
-        # twice when the plain run has to be made first; no estimate, no hint
-        estimate = self.last_run_s if self.last_run_s is not None else self.extract_s
-        if estimate is None or estimate * (2 if self.base is None else 1) > self.PREPARE_MAX_S:
+        estimate = self.expected_s()
+        if estimate is None or estimate > self.PREPARE_MAX_S:  # no estimate, no hint
             return False
         self.ablated(pairs, mode, original)
         return True
+
+    def expected_s(self) -> float | None:
+        """How long the next ablated run should take (s), None before any estimate: the last
+        ablated run; before one, the extraction (one forward); twice that while the plain run
+        has to be made first."""
+        estimate = self.last_run_s if self.last_run_s is not None else self.extract_s
+        return None if estimate is None else estimate * (2 if self.base is None else 1)
 
     def forget(self) -> None:
         """Drop the runs kept for the ablation (a view that let go of its record)."""

@@ -157,7 +157,10 @@ def _one_openmp_thread_here() -> None:
     work (the model's forward in an ablation) a third slower on two cores (measured).
     ``torch.set_num_threads`` would also change the default of every later thread, so this
     sets the OpenMP count of this thread only, in torch's own libgomp, after torch has set up
-    this thread (its first parallel loop). Other builds (no libgomp found) are left alone.
+    this thread (its first parallel loop); and MKL's count of this thread
+    (``MKL_Set_Num_Threads_Local``), which wins over the process-wide one that
+    ``torch.set_num_threads`` sets (else a matmul here made a team after a user's
+    ``torch.set_num_threads(n)``). Other builds (no libgomp found, no MKL) are left alone.
     """
     import ctypes
     import glob
@@ -166,9 +169,13 @@ def _one_openmp_thread_here() -> None:
     import torch
 
     torch.get_num_threads()  # torch sets this thread's OpenMP count here, before any parallel loop
-    for path in glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*")):
+    lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    for path in glob.glob(os.path.join(lib, "libgomp*.so*")):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(path).omp_set_num_threads(1)
+    for path in glob.glob(os.path.join(lib, "libtorch_cpu.*")):  # MKL is linked in statically
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(path).MKL_Set_Num_Threads_Local(1)  # the C entry (by value)
 
 
 #: The kernel's worker.

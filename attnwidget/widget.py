@@ -29,7 +29,7 @@ import traitlets
 
 from attnwidget import _checks, _panels
 from attnwidget import _messages as msg
-from attnwidget._cells import ModelInUseError, handler_thread
+from attnwidget._cells import ModelInUseError, page_message
 from attnwidget._lifetime import Lifetime
 from attnwidget._messages import COLORMAPS, DETAIL_SIDE, OVERVIEW_SIDE, SCALES, THUMB_SIDE, VIEW_MODES
 from attnwidget._view_records import RecordMethods
@@ -260,13 +260,13 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
     def set_state(self, sync_data: dict[str, Any]) -> None:
         # the browser may send several traits in one message: update once, after all of them
         start = time.perf_counter()
-        handler_thread()  # a kernel subshell's torch work on one OpenMP thread (attnwidget._cells)
-        self._batch += 1
-        try:
-            super().set_state(sync_data)
-        finally:
-            self._batch -= 1
-        self._flush()
+        with page_message():  # the page's: model runs wait for no cell (attnwidget._cells)
+            self._batch += 1
+            try:
+                super().set_state(sync_data)
+            finally:
+                self._batch -= 1
+            self._flush()
         # kernel-side share of each change, for benchmarks/bench_widget.py (milliseconds)
         self._timings.append({"traits": sorted(sync_data), "ms": (time.perf_counter() - start) * 1e3})
 
@@ -281,6 +281,14 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
             with self._panels.busy():
                 self._handle(dirty)
         except ModelInUseError as exc:  # a page-asked run while a cell runs: refused, not a failure
+            if self.ablated != self._ablated_now:  # refused before _apply_ablation could say so
+                self._batch += 1
+                try:
+                    self.ablated = self._ablated_now
+                finally:
+                    self._batch -= 1
+            self._dirty |= dirty  # the rest is shown with the next change; not the ablation
+            self._dirty.discard("ablation")
             self._show_error(exc)
         except Exception as exc:  # shown in the view; the traceback still goes to the log
             self._show_error(exc)

@@ -93,6 +93,7 @@ MODEL_CELLS = [
 from attnwidget.models import load_minilm
 import time, torch
 model, tok = load_minilm()
+threads = torch.get_num_threads()
 text = "The cat sat on the mat because it was warm and the dog was asleep."
 enc = tok(text, return_tensors="pt")
 view = AttentionView(model, text, tokenizer=tok, layer=2, head=5)
@@ -105,6 +106,15 @@ while time.time() < end:
     with torch.no_grad():
         outs.append((model(**enc).last_hidden_state - ref).abs().max().item())
 print("AW-CELL", len(outs), sum(d > 1e-4 for d in outs), model.training)""",
+    # every page-asked run handed to the main thread from now on; where do the forwards run?
+    """import threading
+from attnwidget import _cells
+_cells.HOP_MIN_S = 0.0
+ran_on = []
+hook = model.register_forward_pre_hook(lambda *_: ran_on.append(threading.current_thread().name))
+print("AW-HOP")""",
+    """hook.remove()
+print("AW-THREADS", sorted(set(ran_on)), torch.get_num_threads() == threads)""",
 ]
 
 
@@ -154,4 +164,24 @@ def test_a_cell_using_the_model_is_never_ablated_by_a_click(page, artifacts):
             "[]]", "[[2,6]]]"), timeout=30_000)
         expect(status).to_be_hidden()
         expect(button).to_have_text("restore layer 2 head 6")
+
+        # a run handed to the kernel's main thread (a long one: here forced) shows the same way
+        button.click()  # restore: the record kept, no run
+        expect(button).to_have_text("ablate layer 2 head 6")
+        cells.nth(2).locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Control+Enter")
+        expect(cells.nth(2).locator(".jp-OutputArea-output")).to_contain_text("AW-HOP", timeout=30_000)
+        expect(indicator).to_have_attribute("data-status", "idle", timeout=30_000)
+        view.locator("input.aw-slider-head").fill("7")
+        button.click()
+        expect(view).to_have_attribute("data-rendered", key.replace(",5,0.1", ",7,0.1").replace(
+            "[]]", "[[2,7]]]"), timeout=30_000)
+        cells.nth(3).locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Control+Enter")
+        out = cells.nth(3).locator(".jp-OutputArea-output")
+        expect(out).to_contain_text("AW-THREADS", timeout=30_000)
+        # the run's forward on the main thread, which keeps all of torch's threads (the
+        # subshell's torch work keeps to one)
+        got = out.inner_text().split("AW-THREADS", 1)[1].split()
+        assert got == ["['MainThread']", "True"], out.inner_text()
         assert errors == [], errors
