@@ -206,6 +206,7 @@ class _Job:
             if self._cv.wait_for(lambda: self.state != "queued", timeout):
                 return True
             self.state = "cancelled"
+            self.fn = None  # the queued callback stays on the main loop until reached: hold nothing
             return False
 
     def result(self) -> Any:
