@@ -176,7 +176,8 @@ class _Job:
     """``fn`` handed to the main thread: taken there, or cancelled by the asking thread first."""
 
     def __init__(self, fn: Callable[[], Any], what: str) -> None:
-        self.fn, self.what = fn, what
+        self.fn: Callable[[], Any] | None = fn
+        self.what = what
         self.state = "queued"  # -> "running" -> "done", or -> "cancelled"
         self.value: Any = None
         self.error: BaseException | None = None
@@ -192,7 +193,7 @@ class _Job:
         try:
             with _lock:  # checked again: an async cell may await on this thread now
                 _refuse_if_a_cell_runs(self.what)
-                self.value = self.fn()
+                self.value = self.fn()  # type: ignore[misc]  # set: the job was not cancelled
         except BaseException as exc:  # handed to the asking thread
             self.error = exc
         finally:
