@@ -30,6 +30,8 @@ class RecordMethods:
     _ablated_now: list[list[int]]
     _released: bool
     _timings: Any
+    _batch: int
+    _dirty: set[str]
 
     def _send_panel(self) -> None:
         other = self._comparison() if self.compare else None
@@ -86,19 +88,22 @@ class RecordMethods:
         else:
             try:
                 maps, effect = self._how.ablated(self.ablated, self.ablation_mode, self._original)  # type: ignore[union-attr]
-            except BaseException:
-                # the model failed: the controls go back to the heads really ablated, so
-                # nothing claims a state that was never computed (the error shows as status)
-                self._batch += 1
-                try:
-                    self.ablated = self._ablated_now
-                finally:
-                    self._batch -= 1
-                self._dirty.discard("ablation")
+            except BaseException:  # the model failed, or was refused (attnwidget._cells)
+                self._revert_ablation()
                 raise
         self.set_trait("effect", effect)
         self._ablated_now = [list(p) for p in self.ablated]
         self._panels.replace(maps)
+
+    def _revert_ablation(self) -> None:
+        """The ablate controls back to the heads ablated in the record shown, so that nothing
+        claims a state that was never computed (the reason shows as status); not applied again."""
+        self._batch += 1
+        try:
+            self.ablated = self._ablated_now
+        finally:
+            self._batch -= 1
+        self._dirty.discard("ablation")
 
     def _prepare_ablation(self, pairs: Any, mode: Any) -> None:
         """The pointer rests on the ablate button, or on a head thumbnail with shift held

@@ -281,14 +281,8 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
             with self._panels.busy():
                 self._handle(dirty)
         except ModelInUseError as exc:  # a page-asked run while a cell runs: refused, not a failure
-            if self.ablated != self._ablated_now:  # refused before _apply_ablation could say so
-                self._batch += 1
-                try:
-                    self.ablated = self._ablated_now
-                finally:
-                    self._batch -= 1
-            self._dirty |= dirty  # the rest is shown with the next change; not the ablation
-            self._dirty.discard("ablation")
+            self._dirty |= dirty  # the rest is shown with the next change
+            self._revert_ablation()  # also when refused before _apply_ablation (a rebuild)
             self._show_error(exc)
         except Exception as exc:  # shown in the view; the traceback still goes to the log
             self._show_error(exc)
