@@ -56,13 +56,18 @@ class Cell:
         self.thread.join(30)
         assert not self.thread.is_alive()
 
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *_exc):
+        self.finish()
+
 
 def test_a_click_while_a_cell_runs_is_refused_and_works_after_it(minilm, monkeypatch):
     model, tok = minilm
     view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
     runs = model_runs(monkeypatch)
-    cell = Cell().start()
-    try:
+    with Cell():
         view.set_state({"ablated": [[2, 5]]})  # the click, from the page: not run
         assert runs == []
         assert view.ablated == []  # the controls go back to what was computed
@@ -73,8 +78,6 @@ def test_a_click_while_a_cell_runs_is_refused_and_works_after_it(minilm, monkeyp
         assert runs == []  # nor the hint
         view.set_state({"head": 6})  # the sliders keep working meanwhile
         assert view.metrics["view"]["head"] == 6
-    finally:
-        cell.finish()
     view.set_state({"ablated": [[2, 5]]})
     assert runs == [{2: [5]}]
     assert view.status == ""
@@ -149,13 +152,10 @@ def test_a_record_is_not_extracted_again_while_a_cell_runs(minilm):
     view._on_message(view, {"type": "shown"}, [])
     view._on_message(view, {"type": "hidden"}, [])
     assert view._released
-    cell = Cell().start()
-    try:
+    with Cell():
         view.set_state({"head": 6})
         assert view._released
         assert view.status.startswith("ModelInUseError: extracting the record again")
-    finally:
-        cell.finish()
     view.set_state({"head": 7})
     assert not view._released
     assert view.status == ""
@@ -170,11 +170,8 @@ def test_a_click_on_a_view_whose_record_is_let_go_of_is_refused_whole_during_a_c
     view._on_message(view, {"type": "shown"}, [])
     view._on_message(view, {"type": "hidden"}, [])
     runs = model_runs(monkeypatch)
-    cell = Cell().start()
-    try:
+    with Cell():
         view.set_state({"ablated": [[2, 5]]})
-    finally:
-        cell.finish()
     assert view.status.startswith("ModelInUseError: extracting the record again")
     assert view.ablated == []
     assert view.effect == {}
@@ -338,11 +335,8 @@ def test_a_run_asked_from_python_is_made_as_asked_even_beside_a_cell(minilm, mon
     model, tok = minilm
     view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
     runs = model_runs(monkeypatch)
-    cell = Cell().start()
-    try:
+    with Cell():
         on_a_subshell(lambda: setattr(view, "ablated", [[2, 5]]))
-    finally:
-        cell.finish()
     assert runs == [{2: [5]}]
     assert view.status == ""
 

@@ -189,6 +189,12 @@ def open_notebook(page, url: str, token: str, app: str, name: str, timeout_ms: i
         "data-status", "idle", timeout=timeout_ms)
 
 
+def run_cell(page, index: int) -> None:
+    """Run the notebook's cell ``index`` (0-based) as a user does: into its editor, Ctrl+Enter."""
+    page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Control+Enter")
+
+
 def open_and_run_all(page, url: str, token: str, app: str, name: str, timeout_ms: int = 90_000) -> None:
     """Open notebook ``name`` in ``app``, wait (``timeout_ms``) for an idle kernel, then Run All Cells."""
     open_notebook(page, url, token, app, name, timeout_ms)
