@@ -167,11 +167,36 @@ class PanelStore:
                     del self._received[k]
 
     def replace(self, maps: AttentionMaps) -> None:
-        """Show another record (an ablation re-run): a new generation, nothing cached kept."""
+        """Show another record (an ablation re-run, or the original back): a new generation.
+
+        What was computed from a layer the two records share (the same tensors: an ablated
+        re-run shares the layers up to its first ablated one with the original,
+        :meth:`AttentionMaps._sharing_layers`) is kept, under the new generation: the heads'
+        and the layer average's metrics and pictures, and the layer's thumbnails. The rest
+        (other layers, the rollout, which mixes all of them) is dropped.
+        """
         with self._lock:
+            old, gen = self.maps, self.generation
+            metrics, encoded = list(self._metrics.items()), list(self._encoded.items())
+            received, atlases = list(self._received.items()), list(self._atlases.items())
             self.drop_caches()
             self.maps = maps
-            self.generation += 1
+            self.generation = gen + 1
+            if old is None or old.shape != maps.shape:
+                return
+            shared = {layer for layer in range(maps.n_layers) if maps.shares_layer(old, layer)}
+
+            def kept(key: tuple) -> bool:  # (kind, layer, head, generation, ...)
+                return key[0] in ("head", "average") and key[1] in shared and key[3] == gen
+
+            def renamed(key: tuple) -> tuple:
+                return (*key[:3], gen + 1, *key[4:])
+
+            self._metrics.update((renamed(k), v) for k, v in metrics if kept(k))
+            self._encoded.update((renamed(k), v) for k, v in encoded if kept(k))
+            self._received.update((renamed(k), v) for k, v in received if kept(k))
+            self._atlases.update(((layer, gen + 1), v) for (layer, g), v in atlases
+                                 if layer in shared and g == gen)
 
     # ------------------------------------------------------------------ the worker
     def busy(self) -> contextlib.AbstractContextManager[None]:

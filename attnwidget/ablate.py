@@ -420,6 +420,27 @@ def ablation_effect(model: nn.Module, text_or_inputs: Any, heads: Heads, tokeniz
                    _run(model, inputs, attention))
 
 
+def _share_unchanged(maps: Any, original: Any, heads: dict[int, list[int]],
+                     sites: list[Site]) -> tuple[Any, int]:
+    """The ablated record with the original's own tensors for the layers the ablation cannot
+    change, and how many those are (0: none shared).
+
+    Those are every layer up to the first ablated one, that one included: an ablation rewrites
+    a head's output after its weights. Shared only when the records number their layers as the
+    model's attention sites (one stack) and have one shape, and when the first ablated layer's
+    weights agree within float noise (1e-5: the plain run that the re-run replayed and the
+    original's extraction may have run on different threads, so the BLAS may have rounded
+    differently); a record made from another input or another model state is never given
+    another's layers.
+    """
+    first = min(heads)
+    if maps.n_layers != len(sites) or maps.shape != original.shape:
+        return maps, 0
+    if float((maps._layers[first] - original._layers[first]).abs_().max()) > 1e-5:  # allclose: 10x slower
+        return maps, 0
+    return maps._sharing_layers(original, range(first + 1)), first + 1
+
+
 def _effect(
     model: nn.Module, inputs: dict[str, torch.Tensor], heads: Heads,
     tokenizer: Any, mode: str, top_k: int, attention: bool, base: Any, abl: Any = None,
@@ -515,6 +536,10 @@ def ablated_record(model: nn.Module, text_or_inputs: Any, heads: Heads, tokenize
     ``base``: :func:`unablated_run` of the same input (run here when not given); a
     view that toggles heads keeps it, so each toggle costs one forward: the ablated
     one, which gives both the record and the effect.
+
+    The record's layers up to the first ablated one (that one included) are
+    ``original``'s own tensors when ``original`` agrees there (:func:`_share_unchanged`);
+    their ``attention_change`` is 0.
     """
     from attnwidget.extract import extract_attention
 
@@ -530,9 +555,11 @@ def ablated_record(model: nn.Module, text_or_inputs: Any, heads: Heads, tokenize
             abl.hidden_states is None or abl.hidden_states[0].shape != base.hidden_states[0].shape):
         abl = None  # the extraction saw another sequence (truncation, a picked batch row): run again
     effect = _effect(model, inputs, heads, tokenizer, mode, 5, False, base, abl, sites)
+    maps, same = _share_unchanged(maps, original, effect["heads"], sites)
     # layer by layer (views, no stacked copy): at 512 tokens the whole difference is 75 MB
-    change = np.stack([(torch.from_numpy(maps.layer(i)) - torch.from_numpy(original.layer(i))).abs_()
-                       .mean(dim=(-2, -1)).double().numpy() for i in range(maps.n_layers)])  # [L, H]
+    change = np.zeros((maps.n_layers, maps.n_heads))  # [L, H]; 0 where the layers are shared
+    for i in range(same, maps.n_layers):
+        change[i] = (maps._layers[i] - original._layers[i]).abs_().mean(dim=(-2, -1)).double().numpy()
     summary: dict[str, Any] = {
         "heads": [[layer, h] for layer, hs in effect["heads"].items() for h in hs],
         "mode": mode, "metric": effect["metric"], "score": float(effect["score"]),

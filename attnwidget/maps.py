@@ -468,6 +468,30 @@ class AttentionMaps:
         fields.update(changes)
         return AttentionMaps(weights, **fields)
 
+    def _sharing_layers(self, other: AttentionMaps, layers: range) -> AttentionMaps:
+        """This record with ``other``'s layers (the same tensors, not copies) at ``layers``; both
+        already checked, so nothing is checked again. For an ablated re-run, whose layers up to
+        the first ablated one are the original's: sharing them lets the view keep what it
+        computed from them (:meth:`attnwidget._panels.PanelStore.replace`)."""
+        import copy
+
+        if other.shape != self.shape:
+            raise ValueError(f"other: expected a record of shape {self.shape}, got {other.shape}")
+        out = copy.copy(self)
+        own = list(self._layers)
+        rows = self._empty_rows.clone()
+        for i in layers:
+            own[i] = other._layers[i]
+            rows[i] = other._empty_rows[i]
+        out._layers, out._empty_rows, out._stack = tuple(own), rows, None
+        return out
+
+    def shares_layer(self, other: AttentionMaps, layer: int) -> bool:
+        """Whether ``layer`` is the very same memory in both records (so, the same numbers)."""
+        a, b = self._layers[layer], other._layers[layer]
+        return (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+                and a.dtype == b.dtype)
+
     def with_source(self, source: Source | dict[str, Any] | None, text: str | None = None) -> AttentionMaps:
         """A new record with ``source`` (and ``text``, when given) as its provenance; weights shared."""
         return self._replace(list(self._layers), source=source, **({} if text is None else {"text": text}))

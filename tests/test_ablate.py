@@ -282,6 +282,51 @@ def test_an_ablated_run_replays_the_plain_run_below_its_head_and_changes_no_numb
             assert change[layer + 1:].all()
 
 
+@pytest.mark.parametrize(("which", "ablations"), [
+    ("minilm", ({1: [0]}, {4: [1], 2: [3]})), ("gpt2", ({0: [1]}, {1: [0], 0: [3]}))])
+def test_an_ablated_record_shares_the_layers_it_cannot_change_with_the_original(
+        which, ablations, bpe_tokenizer, minilm):
+    # up to the first ablated layer, that one included, the weights are the original's own
+    # tensors (the view keeps what it computed from them); every later layer is the re-run's,
+    # and equals a record extracted with the heads ablated by hand
+    from attnwidget.ablate import ablate_heads, ablated_record, unablated_run
+    from attnwidget.extract import extract_attention
+
+    model, tok, text = model_of(which, bpe_tokenizer, minilm)
+    original = extract_attention(model, text, tok)
+    base = unablated_run(model, text, tok)
+    for heads in ablations:
+        maps, effect = ablated_record(model, text, heads, tok, original=original, base=base)
+        first = min(heads)
+        assert [maps.shares_layer(original, i) for i in range(maps.n_layers)] == [
+            i <= first for i in range(maps.n_layers)]
+        with ablate_heads(model, heads):
+            by_hand = extract_attention(model, text, tok)
+        torch.testing.assert_close(maps.weights, by_hand.weights, rtol=0, atol=1e-6)
+        change = np.asarray(effect["attention_change"])
+        assert not change[:first + 1].any()
+        assert change[first + 1:].all()
+
+
+def test_an_ablated_record_takes_no_layer_from_an_original_of_another_input(minilm):
+    # the original a caller passes is checked on the first ablated layer before anything is
+    # shared: one of another text of the same length shares nothing (and measures the change
+    # against what it was given, as before)
+    from attnwidget.ablate import ablated_record
+    from attnwidget.extract import extract_attention
+
+    model, tok = minilm
+    other_text = TEXT.replace("cat", "dog")
+    original = extract_attention(model, TEXT, tok)
+    other = extract_attention(model, other_text, tok)
+    assert other.shape == original.shape
+    maps, effect = ablated_record(model, TEXT, {3: [2]}, tok, original=other)
+    assert not any(maps.shares_layer(other, i) or maps.shares_layer(original, i)
+                   for i in range(maps.n_layers))
+    torch.testing.assert_close(maps.weights[:4], original.weights[:4], rtol=0, atol=1e-6)
+    assert np.asarray(effect["attention_change"])[:4].all()  # measured against `other`
+
+
 def test_a_replay_stops_at_a_changed_weight_or_another_input(bpe_tokenizer):
     # what a replay gives back is only ever the output this module gave for this input
     from attnwidget.ablate import ablated_record, unablated_run

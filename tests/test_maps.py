@@ -179,3 +179,16 @@ def test_causal_scan_finds_any_weight_above_the_diagonal(row, col):
 def test_unknown_token_scheme_is_refused_at_construction():
     with pytest.raises(ValueError, match="token_scheme: expected one of"):
         AttentionMaps(torch.ones(1, 1, 1, 1), ["a"], token_scheme="morse")
+
+
+def test_a_record_sharing_another_records_layers_holds_their_very_tensors():
+    a = AttentionMaps(torch.softmax(torch.randn(3, 2, 4, 4), -1), list("abcd"))
+    b = AttentionMaps(torch.softmax(torch.randn(3, 2, 4, 4), -1), list("abcd"))
+    mixed = b._sharing_layers(a, range(2))
+    assert [mixed.shares_layer(a, i) for i in range(3)] == [True, True, False]
+    assert mixed.shares_layer(b, 2)
+    assert not b.shares_layer(a, 0)
+    torch.testing.assert_close(mixed.weights, torch.cat([a.weights[:2], b.weights[2:]]), rtol=0, atol=0)
+    assert b.weights.shape == (3, 2, 4, 4)  # b itself unchanged
+    with pytest.raises(ValueError, match=r"other: expected a record of shape \(3, 2, 4, 4\)"):
+        b._sharing_layers(AttentionMaps(torch.softmax(torch.randn(3, 2, 5, 5), -1), list("abcde")), range(1))

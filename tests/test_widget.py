@@ -458,6 +458,42 @@ def test_ablating_a_head_reruns_the_model_and_restores(minilm):
     assert view.panel_diff == {}
 
 
+def test_an_ablation_keeps_what_the_view_computed_from_the_layers_it_cannot_change(minilm):
+    # the ablated record shares its layers up to the first ablated one with the original: the
+    # shown head's numbers and picture, and that layer's thumbnails, are kept (not computed
+    # again), both ways; a later layer's are the re-run's
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
+    store = view._panels
+    shown, thumbs = view._shown(), store.atlas(2)
+    average = store.metrics(store.key("average", 1, None))
+    later = store.metrics(store.key("head", 4, 1))
+    view.ablated = [[2, 5]]
+    assert view._shown() is shown
+    assert store.atlas(2) is thumbs
+    assert store.metrics(store.key("average", 1, None)) is average
+    after = store.metrics(store.key("head", 4, 1))
+    assert after is not later
+    assert_metrics_equal(after.at(0.1), panel_metrics(view.maps.head(4, 1), 0.1))
+    assert not np.allclose(after.weights, later.weights)
+    view.ablated = []  # the original back: the shared layers' entries come back with it
+    assert view._shown() is shown
+    assert store.atlas(2) is thumbs
+    assert store.key("head", 4, 1) not in store  # the ablated record's own layer: gone
+    assert_metrics_equal(view.metrics, panel_metrics(view.maps.head(2, 5), 0.1))
+
+
+def test_a_store_keeps_nothing_of_a_record_that_shares_no_layer():
+    maps = AttentionMaps(torch.softmax(torch.randn(2, 2, 6, 6), -1), [f"t{i}" for i in range(6)])
+    same_numbers = AttentionMaps(maps.weights.clone(), maps.query_tokens)  # equal, not shared
+    store = PanelStore(maps)
+    store.metrics(store.key("head", 0, 1))
+    store.atlas(0)
+    store.replace(same_numbers)
+    assert store.keys() == []
+    assert store._atlases == {}
+
+
 def model_runs(monkeypatch) -> list:
     """The heads of each ablated run of the model from now on (``ablated_record`` watched)."""
     from attnwidget import ablate
