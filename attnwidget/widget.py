@@ -291,16 +291,17 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
     def _handle(self, dirty: set[str]) -> None:
         """Send what the changes in ``dirty`` need (:attr:`_WHAT_CHANGES`), then queue the work ahead."""
         self._restore()  # a view that let go of its record (no display showed it) rebuilds it
-        if "ablation" in dirty:
-            self._apply_ablation()
-            dirty |= {"panel", "metrics", "detail", "atlas"}
         # One message per step (hold_sync), each message one round of the transport: the
         # picture first, then the numbers when they still need computing (in the worker:
         # the browser paints the new map meanwhile and marks the metrics as updating, and
         # the kernel keeps answering the sliders); both in one message when the numbers are
-        # ready. The thumbnails come later from the worker.
-        later = "metrics" in dirty and "panel" in dirty and not self._panels.ready(self._key())
+        # ready; an ablation's effect goes with its picture. The thumbnails come later from
+        # the worker.
         with self.hold_sync():
+            if "ablation" in dirty:
+                self._apply_ablation()
+                dirty |= {"panel", "metrics", "detail", "atlas"}
+            later = "metrics" in dirty and "panel" in dirty and not self._panels.ready(self._key())
             if "panel" in dirty:
                 self._send_panel()
             if "detail" in dirty or "panel" in dirty:

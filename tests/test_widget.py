@@ -483,6 +483,20 @@ def test_an_ablation_keeps_what_the_view_computed_from_the_layers_it_cannot_chan
     assert_metrics_equal(view.metrics, panel_metrics(view.maps.head(2, 5), 0.1))
 
 
+def test_a_click_on_ablate_is_answered_in_one_message(minilm):
+    # the effect, the picture and the numbers of the ablated record go together: one round of
+    # the transport, one repaint in the browser
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=3, head=1)
+    sent = []
+    view._send = lambda msg, buffers=None: sent.append(set(msg.get("state", {})))
+    view.set_state({"ablated": [[2, 5]]})
+    with_effect = [m for m in sent if "effect" in m]
+    assert len(with_effect) == 1
+    assert {"effect", "panel", "metrics"} <= with_effect[0]
+    assert not [m for m in sent if m & {"panel", "metrics"} and "effect" not in m]
+
+
 def test_a_store_keeps_nothing_of_a_record_that_shares_no_layer():
     maps = AttentionMaps(torch.softmax(torch.randn(2, 2, 6, 6), -1), [f"t{i}" for i in range(6)])
     same_numbers = AttentionMaps(maps.weights.clone(), maps.query_tokens)  # equal, not shared
