@@ -154,3 +154,31 @@ def test_the_worker_uses_one_openmp_thread_and_leaves_the_process_default_alone(
     thread.join()
     assert later == [main]  # threads started afterwards keep the default
     worker.stop()
+
+
+def test_a_job_gives_the_gil_up_quickly_and_leaves_the_interval_as_it_found_it():
+    # while a job runs, a thread waiting for the GIL (the kernel's message threads) gets it
+    # within SWITCH_S; after it, the interpreter's own interval is back, and a value someone set
+    # during the job is theirs to keep
+    import sys
+
+    from attnwidget import _worker
+
+    worker, owner = Worker(), Owner()
+    default = sys.getswitchinterval()
+    assert default > _worker.SWITCH_S
+    try:
+        during = worker.submit(owner, sys.getswitchinterval).result(timeout=10)
+        assert during == _worker.SWITCH_S
+        assert worker.wait_idle()
+        assert sys.getswitchinterval() == default
+
+        def user_sets_theirs():
+            sys.setswitchinterval(0.002)
+
+        worker.submit(owner, user_sets_theirs).result(timeout=10)
+        assert worker.wait_idle()
+        assert sys.getswitchinterval() == 0.002
+    finally:
+        sys.setswitchinterval(default)
+        worker.stop()
