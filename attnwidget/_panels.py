@@ -6,7 +6,8 @@ result (the map's key, the colour scale, the layer wanted) comes in as an
 argument, so a slider moved while the worker runs cannot mix two states into
 one cache entry. Keys are ``(kind, layer, head, generation)``; the generation
 changes whenever the record does (an ablation re-run), so no entry of an older
-record is ever served.
+record is ever served, except what was computed from a layer both records share
+(the same tensors, :meth:`PanelStore.replace`), which is carried over.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ PREFETCH_CELLS = 128 * 128
 LATER_CELLS = 1024 * 1024
 
 Key = tuple[str, int, "int | None", int]
+
+
+def _same_frame(a: AttentionMaps, b: AttentionMaps) -> bool:
+    """Whether what a layer's entries depend on besides its weights is the same in both records:
+    shape, padding (the key mask), causality and head names (the thumbnails' badges)."""
+    return (a.shape == b.shape and a.causal == b.causal and a.head_names == b.head_names
+            and np.array_equal(a.key_padding, b.key_padding)
+            and np.array_equal(a.query_padding, b.query_padding))
 
 
 class PanelStore:
@@ -182,7 +191,7 @@ class PanelStore:
             self.drop_caches()
             self.maps = maps
             self.generation = gen + 1
-            if old is None or old.shape != maps.shape:
+            if old is None or not _same_frame(old, maps):
                 return
             shared = {layer for layer in range(maps.n_layers) if maps.shares_layer(old, layer)}
 

@@ -83,14 +83,21 @@ class RecordMethods:
 
     def _apply_ablation(self) -> None:
         """Re-run the model with the ablated heads switched off (or restore the original)."""
+        self._show_ablation(*self._ablation_run())
+
+    def _ablation_run(self) -> tuple[AttentionMaps, dict]:
+        """The record and effect for the ablate controls (the model run; the original and {}
+        with none); on failure or refusal the controls go back and the error is raised."""
         if not self.ablated:
-            maps, effect = self._original, {}
-        else:
-            try:
-                maps, effect = self._how.ablated(self.ablated, self.ablation_mode, self._original)  # type: ignore[union-attr]
-            except BaseException:  # the model failed, or was refused (attnwidget._cells)
-                self._revert_ablation()
-                raise
+            return self._original, {}
+        try:
+            return self._how.ablated(self.ablated, self.ablation_mode, self._original)  # type: ignore[union-attr]
+        except BaseException:  # the model failed, or was refused (attnwidget._cells)
+            self._revert_ablation()
+            raise
+
+    def _show_ablation(self, maps: AttentionMaps, effect: dict) -> None:
+        """Make ``maps`` the record shown (what was computed from layers it shares is kept)."""
         self.set_trait("effect", effect)
         self._ablated_now = [list(p) for p in self.ablated]
         self._panels.replace(maps)

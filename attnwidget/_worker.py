@@ -163,7 +163,9 @@ def _short_gil_turns() -> Iterator[None]:
     move waited behind a thumbnail job. Measured (``bench_widget.py``, the interval set in the
     kernel): layer moves at 512 tokens 24.8 and 26.6 ms against 28.2-30.7 ms in four runs
     without, the 4096-token metrics 4.3-5.2x the floor against 5.9-8.1x. Only while a job
-    runs (an idle worker holds no GIL), and a value someone else set meanwhile is kept.
+    runs (an idle worker holds no GIL), and a value someone else set meanwhile is kept. The
+    interval is the process's: a cell running Python threads of its own meanwhile switches
+    between them as often (a little more switching, the same shares).
     """
     import sys
 

@@ -427,18 +427,24 @@ def _share_unchanged(maps: Any, original: Any, heads: dict[int, list[int]],
 
     Those are every layer up to the first ablated one, that one included: an ablation rewrites
     a head's output after its weights. Shared only when the records number their layers as the
-    model's attention sites (one stack) and have one shape, and when the first ablated layer's
-    weights agree within float noise (1e-5: the plain run that the re-run replayed and the
-    original's extraction may have run on different threads, so the BLAS may have rounded
-    differently); a record made from another input or another model state is never given
-    another's layers.
+    model's attention sites (one stack) and have one shape, when each of those layers holds
+    memory of its own in the original (a layer that is a view into a stacked record would keep
+    the whole stack alive), and when each agrees with the re-run's within 1e-5 (the plain run
+    that the re-run replayed and the original's extraction may have run on different threads,
+    so the BLAS may have rounded differently; an absolute bound, so a half-precision model's
+    layers are not shared). A record made from another input or another model state, or one
+    whose layers are not in the order the model runs its attention sites, shares nothing.
     """
-    first = min(heads)
-    if maps.n_layers != len(sites) or maps.shape != original.shape:
+    if not heads or maps.n_layers != len(sites) or maps.shape != original.shape:
         return maps, 0
-    if float((maps._layers[first] - original._layers[first]).abs_().max()) > 1e-5:  # allclose: 10x slower
-        return maps, 0
-    return maps._sharing_layers(original, range(first + 1)), first + 1
+    same = range(min(heads) + 1)
+    for i in same:
+        layer = original._layers[i]
+        if layer.untyped_storage().nbytes() != layer.numel() * layer.element_size():
+            return maps, 0
+        if float((maps._layers[i] - layer).abs_().max()) > 1e-5:  # allclose: 10x slower
+            return maps, 0
+    return maps._sharing_layers(original, same), len(same)
 
 
 def _effect(

@@ -469,10 +469,11 @@ class AttentionMaps:
         return AttentionMaps(weights, **fields)
 
     def _sharing_layers(self, other: AttentionMaps, layers: range) -> AttentionMaps:
-        """This record with ``other``'s layers (the same tensors, not copies) at ``layers``; both
-        already checked, so nothing is checked again. For an ablated re-run, whose layers up to
-        the first ablated one are the original's: sharing them lets the view keep what it
-        computed from them (:meth:`attnwidget._panels.PanelStore.replace`)."""
+        """This record with ``other``'s layers (the same tensors, not copies) at ``layers``.
+        Both records were checked when made, so only their shapes are compared here. For an
+        ablated re-run, whose layers up to the first ablated one are the original's: sharing
+        them lets the view keep what it computed from them
+        (:meth:`attnwidget._panels.PanelStore.replace`)."""
         import copy
 
         if other.shape != self.shape:
@@ -488,6 +489,9 @@ class AttentionMaps:
 
     def shares_layer(self, other: AttentionMaps, layer: int) -> bool:
         """Whether ``layer`` is the very same memory in both records (so, the same numbers)."""
+        layer = self._check_index(layer, "layer", self.n_layers)
+        if other.shape != self.shape:
+            return False
         a, b = self._layers[layer], other._layers[layer]
         return (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
                 and a.dtype == b.dtype)

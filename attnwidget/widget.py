@@ -296,10 +296,12 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         # the browser paints the new map meanwhile and marks the metrics as updating, and
         # the kernel keeps answering the sliders); both in one message when the numbers are
         # ready; an ablation's effect goes with its picture. The thumbnails come later from
-        # the worker.
+        # the worker. The model runs before the hold: hold_sync's buffer is the widget's, and
+        # the worker's replies land in it from the main thread meanwhile.
+        ablation = self._ablation_run() if "ablation" in dirty else None
         with self.hold_sync():
-            if "ablation" in dirty:
-                self._apply_ablation()
+            if ablation is not None:
+                self._show_ablation(*ablation)
                 dirty |= {"panel", "metrics", "detail", "atlas"}
             later = "metrics" in dirty and "panel" in dirty and not self._panels.ready(self._key())
             if "panel" in dirty:

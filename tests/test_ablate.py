@@ -283,7 +283,8 @@ def test_an_ablated_run_replays_the_plain_run_below_its_head_and_changes_no_numb
 
 
 @pytest.mark.parametrize(("which", "ablations"), [
-    ("minilm", ({1: [0]}, {4: [1], 2: [3]})), ("gpt2", ({0: [1]}, {1: [0], 0: [3]}))])
+    ("minilm", ({1: [0]}, {4: [1], 2: [3]})), ("gpt2", ({0: [1]}, {1: [0], 0: [3]})),
+    ("llama", ({0: [1]}, {1: [0]})), ("tinylm", ({0: [1]}, {1: [0]}))])
 def test_an_ablated_record_shares_the_layers_it_cannot_change_with_the_original(
         which, ablations, bpe_tokenizer, minilm):
     # up to the first ablated layer, that one included, the weights are the original's own
@@ -325,6 +326,33 @@ def test_an_ablated_record_takes_no_layer_from_an_original_of_another_input(mini
                    for i in range(maps.n_layers))
     torch.testing.assert_close(maps.weights[:4], original.weights[:4], rtol=0, atol=1e-6)
     assert np.asarray(effect["attention_change"])[:4].all()  # measured against `other`
+
+
+def test_ablating_no_head_shares_and_changes_nothing(minilm):
+    from attnwidget.ablate import ablated_record
+    from attnwidget.extract import extract_attention
+
+    model, tok = minilm
+    original = extract_attention(model, TEXT, tok)
+    for heads in ({}, {3: []}):
+        maps, effect = ablated_record(model, TEXT, heads, tok, original=original)
+        assert effect["heads"] == []
+        assert effect["score"] == pytest.approx(0, abs=1e-6)
+        assert np.asarray(effect["attention_change"]).max() < 1e-6
+        torch.testing.assert_close(maps.weights, original.weights, rtol=0, atol=1e-6)
+
+
+def test_a_record_whose_layers_are_views_into_a_stack_is_not_shared(minilm):
+    # a shared layer that is a view into the original's stack would keep all of it alive
+    from attnwidget.ablate import ablated_record
+    from attnwidget.extract import extract_attention
+
+    model, tok = minilm
+    original = extract_attention(model, TEXT, tok)
+    original.weights  # noqa: B018  (builds the stack; the layers become views into it)
+    maps, effect = ablated_record(model, TEXT, {3: [2]}, tok, original=original)
+    assert not any(maps.shares_layer(original, i) for i in range(maps.n_layers))
+    assert np.asarray(effect["attention_change"])[:4].max() <= 1e-6  # measured, and ~0
 
 
 def test_a_replay_stops_at_a_changed_weight_or_another_input(bpe_tokenizer):

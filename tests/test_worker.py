@@ -165,6 +165,7 @@ def test_a_job_gives_the_gil_up_quickly_and_leaves_the_interval_as_it_found_it()
     from attnwidget import _worker
 
     worker, owner = Worker(), Owner()
+    assert _worker.WORKER.wait_idle()  # the views' worker sets the interval too while it works
     default = sys.getswitchinterval()
     assert default > _worker.SWITCH_S
     try:
@@ -179,6 +180,15 @@ def test_a_job_gives_the_gil_up_quickly_and_leaves_the_interval_as_it_found_it()
         worker.submit(owner, user_sets_theirs).result(timeout=10)
         assert worker.wait_idle()
         assert sys.getswitchinterval() == 0.002
+        sys.setswitchinterval(default)
+
+        def fails():
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            worker.submit(owner, fails).result(timeout=10)
+        assert worker.wait_idle()
+        assert sys.getswitchinterval() == default
     finally:
         sys.setswitchinterval(default)
         worker.stop()
