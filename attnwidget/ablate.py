@@ -17,10 +17,11 @@ Where it is done (one site per attention layer, in model order):
   of its input. With grouped-query attention the slices are the *query* heads,
   the same heads ``extract_attention`` shows one map each for.
 * ``nn.MultiheadAttention`` (its forward reads ``out_proj.weight`` directly, so
-  hooks on ``out_proj`` never run): a forward hook recomputes each ablated head's
-  ``c_h = A_h v_h`` from the module's per-head weights and its value input and
-  subtracts ``W_h (c_h - replacement)`` from the output, which by linearity
-  equals running the projection on the replaced ``c_h``.
+  hooks on ``out_proj`` never run): its ``forward`` is wrapped on the instance; the
+  wrapper asks for per-head weights, recomputes each ablated head's
+  ``c_h = A_h v_h`` from them and the value input, subtracts
+  ``W_h (c_h - replacement)`` from the output (by linearity, the projection run
+  on the replaced ``c_h``) and answers in the form the call asked for.
 
 Everything is undone when the ``with`` block ends, also after an exception;
 ablating nothing registers nothing and changes nothing, bit for bit.
@@ -53,7 +54,7 @@ class Site:
     head_dim: int
     attention: nn.Module
     projection: nn.Module  # the output projection (for nn.MultiheadAttention: the module itself)
-    kind: str  # "projection" (pre-hook on the output projection) or "mha"
+    kind: str  # "projection" (pre-hook on the output projection) or "mha" (forward wrapped)
 
 
 def _heads_of(module: nn.Module, config: Any) -> int | None:
@@ -162,53 +163,71 @@ def _projection_hook(heads: list[int], head_dim: int, mode: str):
     return hook
 
 
-def _mha_hooks(site: Site, heads: list[int], mode: str):
-    """A pre-hook asking nn.MultiheadAttention for per-head weights, and a hook fixing its output."""
+_MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
+             "average_attn_weights", "is_causal")
+
+
+@contextlib.contextmanager
+def _mha_ablated(site: Site, heads: list[int], mode: str) -> Iterator[None]:
+    """``nn.MultiheadAttention``'s ``forward`` (on the instance) asks for per-head weights,
+    takes the heads' share out of its output, and answers in the form it was asked for.
+
+    A wrapper of ``forward``, not a pair of hooks: it runs after every pre-hook and before every
+    hook, so it sees what the call finally asks (``need_weights=False`` from
+    ``nn.TransformerEncoderLayer``, or ``True`` from an extraction's pre-hook) and gives that
+    back. As a pre-hook registered first it took the layer's ``False`` as the answer's form and
+    dropped the weights that a later extraction hook had asked for: the ablated layer was
+    missing from the ablated record.
+    """
     mha: nn.MultiheadAttention = site.attention  # type: ignore[assignment]
-    asked: dict[str, Any] = {}
+    own = vars(mha).get("forward")  # one set on the instance before (accelerate's): wrapped too
+    forward = mha.forward
 
-    def pre(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
-                 "average_attn_weights", "is_causal")
-        bound = dict(zip(names, args, strict=False))
+    def ablated_forward(*args: Any, **kwargs: Any) -> tuple:
+        bound = dict(zip(_MHA_ARGS, args, strict=False))
         bound.update(kwargs)
-        asked["need_weights"] = bound.get("need_weights", True)
-        asked["average"] = bound.get("average_attn_weights", True)
-        asked["value"] = bound["value"]
-        bound["need_weights"] = True
-        bound["average_attn_weights"] = False
-        return (), bound
-
-    def post(_module: nn.Module, _args: tuple, _kwargs: dict, output: tuple) -> tuple:
-        out, weights = output  # out [B, Q, E] (or [Q, B, E]), weights [B, H, Q, K]
-        value = asked["value"]
-        batched = value.dim() == 3
-        if batched and not mha.batch_first:
-            value = value.transpose(0, 1)  # -> [B, K, E]
-        if not batched:
-            value = value.unsqueeze(0)
-            weights = weights.unsqueeze(0)
-        E, d = mha.embed_dim, site.head_dim
-        w_v = mha.in_proj_weight[2 * E :] if mha.in_proj_weight is not None else mha.v_proj_weight
-        b_v = mha.in_proj_bias[2 * E :] if mha.in_proj_bias is not None else None
-        v = nn.functional.linear(value, w_v, b_v)  # [B, K, E]
-        fix = torch.zeros(weights.shape[0], weights.shape[2], E, dtype=out.dtype, device=out.device)
-        for h in heads:
-            c_h = weights[:, h] @ v[..., h * d : (h + 1) * d]  # [B, Q, d]
-            delta = c_h - _replace(c_h, mode)
-            fix = fix + delta @ mha.out_proj.weight[:, h * d : (h + 1) * d].T
-        if not batched:
-            fix = fix[0]
-        elif not mha.batch_first:
-            fix = fix.transpose(0, 1)
-        out = out - fix
-        if not asked["need_weights"]:
+        need, average = bound.get("need_weights", True), bound.get("average_attn_weights", True)
+        out, weights = forward(**{**bound, "need_weights": True, "average_attn_weights": False})
+        out = out - _mha_heads_share(site, heads, mode, bound["value"], out, weights)
+        if not need:
             return out, None
-        if asked["average"]:
-            weights = weights.mean(dim=1)
-        return out, weights if batched else weights[0]
+        return out, weights.mean(dim=-3) if average else weights
 
-    return pre, post
+    mha.forward = ablated_forward
+    try:
+        yield
+    finally:
+        if vars(mha).get("forward") is ablated_forward:  # else replaced since by someone else
+            if own is None:
+                del mha.forward
+            else:
+                mha.forward = own
+
+
+def _mha_heads_share(site: Site, heads: list[int], mode: str, value: torch.Tensor,
+                     out: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """What ``heads`` add to an ``nn.MultiheadAttention``'s output beyond their stand-in
+    (:func:`_replace`), in the output's layout: ``weights`` are per head, ``[B, H, Q, K]``
+    (``[H, Q, K]`` unbatched)."""
+    mha: nn.MultiheadAttention = site.attention  # type: ignore[assignment]
+    batched = value.dim() == 3
+    if batched and not mha.batch_first:
+        value = value.transpose(0, 1)  # -> [B, K, E]
+    if not batched:
+        value = value.unsqueeze(0)
+        weights = weights.unsqueeze(0)
+    E, d = mha.embed_dim, site.head_dim
+    w_v = mha.in_proj_weight[2 * E :] if mha.in_proj_weight is not None else mha.v_proj_weight
+    b_v = mha.in_proj_bias[2 * E :] if mha.in_proj_bias is not None else None
+    v = nn.functional.linear(value, w_v, b_v)  # [B, K, E]
+    fix = torch.zeros(weights.shape[0], weights.shape[2], E, dtype=out.dtype, device=out.device)
+    for h in heads:
+        c_h = weights[:, h] @ v[..., h * d : (h + 1) * d]  # [B, Q, d]
+        delta = c_h - _replace(c_h, mode)
+        fix = fix + delta @ mha.out_proj.weight[:, h * d : (h + 1) * d].T
+    if not batched:
+        return fix[0]
+    return fix if mha.batch_first else fix.transpose(0, 1)
 
 
 @contextlib.contextmanager
@@ -234,9 +253,7 @@ def ablate_heads(model: nn.Module, heads: Heads, mode: str = "zero") -> Iterator
             for layer, hs in chosen.items():
                 site = sites[layer]
                 if site.kind == "mha":
-                    pre, post = _mha_hooks(site, hs, mode)
-                    handles.append(site.attention.register_forward_pre_hook(pre, with_kwargs=True))
-                    handles.append(site.attention.register_forward_hook(post, with_kwargs=True))
+                    stack.enter_context(_mha_ablated(site, hs, mode))
                 else:
                     hook = _projection_hook(hs, site.head_dim, mode)
                     handles.append(site.projection.register_forward_pre_hook(hook))

@@ -494,3 +494,48 @@ def test_weights_replaced_through_data_are_seen(bpe_tokenizer, monkeypatch):
     assert base.replay.replayed == 2  # c_attn and c_proj of layer 0
     fresh, _ = ablated_record(model, text, {1: [0]}, tok)
     torch.testing.assert_close(maps.weights, fresh.weights, rtol=0, atol=1e-6)
+
+
+class EncoderLM(nn.Module):
+    """Token embeddings, a 3-layer nn.TransformerEncoder and a vocabulary head: a model whose
+    attention is nn.MultiheadAttention, which the extraction reads through hooks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(50, 16)
+        layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, num_layers=3, enable_nested_tensor=False)
+        self.head = nn.Linear(16, 50)
+
+    def forward(self, input_ids, **_):
+        return self.head(self.enc(self.emb(input_ids)))
+
+
+def test_an_ablated_multihead_attention_layer_still_shows_its_weights():
+    # the encoder layer asks its attention for no weights, the extraction's hook for per-head
+    # ones: the ablation answers in the form finally asked, so the ablated record has every
+    # layer (it had lost the ablated one), equal to the original below the first ablated layer
+    from attnwidget.ablate import ablated_record
+    from attnwidget.extract import extract_attention
+
+    model = EncoderLM().eval()
+    ids = torch.randint(0, 50, (1, 7), generator=torch.Generator().manual_seed(1))
+    original = extract_attention(model, ids)
+    assert original.n_layers == 3
+    for first in range(3):
+        maps, effect = ablated_record(model, ids, {first: [1]}, original=original)
+        assert maps.shape == original.shape
+        torch.testing.assert_close(maps.weights[:first + 1], original.weights[:first + 1],
+                                   rtol=0, atol=1e-6)
+        change = np.asarray(effect["attention_change"])
+        assert not change[:first + 1].any()
+        assert change[first + 1:].all()
+        with torch.no_grad():  # and the layer itself still returns what it did, ablated
+            x = model.emb(ids)
+            with ablate_heads(model, {first: [1]}):
+                y, w = model.enc.layers[first].self_attn(x, x, x, need_weights=True)
+            assert w.shape == (1, 7, 7)  # averaged over heads, as asked by default
+            y2, none = model.enc.layers[first].self_attn(x, x, x, need_weights=False)
+            assert none is None
+            assert not torch.allclose(y, y2)
