@@ -195,7 +195,7 @@ class _InputCopies:
 
 
 @contextlib.contextmanager
-def _wrapped(modules: Iterable[nn.Module], wrap) -> Iterator[None]:
+def forward_wrapped(modules: Iterable[nn.Module], wrap) -> Iterator[None]:
     """Set ``forward`` on each module's instance to ``wrap(module, forward)``; put back what was
     there before (also a ``forward`` set on the instance by someone else, accelerate's hooks)."""
     saved = []
@@ -283,7 +283,7 @@ class Replay:
                 last_marker[0] = len(self.calls)
 
         kept = [m for m in model.modules() if is_linear(m)] + list(pieces)
-        with _LOCK, _wrapped(kept, wrap):
+        with _LOCK, forward_wrapped(kept, wrap):
             handles = [m.register_forward_pre_hook(mark) for m in markers]
             try:
                 self.context = _context()
@@ -326,5 +326,5 @@ class Replay:
             return replayed_forward
 
         modules = {id(c.module): c.module for c in self.calls}.values()
-        with _LOCK, _wrapped(modules, wrap):
+        with _LOCK, forward_wrapped(modules, wrap):
             yield self

@@ -167,8 +167,7 @@ _MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_
              "average_attn_weights", "is_causal")
 
 
-@contextlib.contextmanager
-def _mha_ablated(site: Site, heads: list[int], mode: str) -> Iterator[None]:
+def _mha_ablated(site: Site, heads: list[int], mode: str) -> contextlib.AbstractContextManager:
     """``nn.MultiheadAttention``'s ``forward`` (on the instance) asks for per-head weights,
     takes the heads' share out of its output, and answers in the form it was asked for.
 
@@ -177,31 +176,25 @@ def _mha_ablated(site: Site, heads: list[int], mode: str) -> Iterator[None]:
     ``nn.TransformerEncoderLayer``, or ``True`` from an extraction's pre-hook) and gives that
     back. As a pre-hook registered first it took the layer's ``False`` as the answer's form and
     dropped the weights that a later extraction hook had asked for: the ablated layer was
-    missing from the ablated record.
+    missing from the ablated record. A ``forward`` set on the instance before (accelerate's) is
+    wrapped too, and put back (:func:`attnwidget._replay.forward_wrapped`).
     """
-    mha: nn.MultiheadAttention = site.attention  # type: ignore[assignment]
-    own = vars(mha).get("forward")  # one set on the instance before (accelerate's): wrapped too
-    forward = mha.forward
+    from attnwidget._replay import forward_wrapped
 
-    def ablated_forward(*args: Any, **kwargs: Any) -> tuple:
-        bound = dict(zip(_MHA_ARGS, args, strict=False))
-        bound.update(kwargs)
-        need, average = bound.get("need_weights", True), bound.get("average_attn_weights", True)
-        out, weights = forward(**{**bound, "need_weights": True, "average_attn_weights": False})
-        out = out - _mha_heads_share(site, heads, mode, bound["value"], out, weights)
-        if not need:
-            return out, None
-        return out, weights.mean(dim=-3) if average else weights
+    def wrap(_mha: nn.Module, forward: Any) -> Any:
+        def ablated_forward(*args: Any, **kwargs: Any) -> tuple:
+            bound = dict(zip(_MHA_ARGS, args, strict=False))
+            bound.update(kwargs)
+            need, average = bound.get("need_weights", True), bound.get("average_attn_weights", True)
+            out, weights = forward(**{**bound, "need_weights": True, "average_attn_weights": False})
+            out = out - _mha_heads_share(site, heads, mode, bound["value"], out, weights)
+            if not need:
+                return out, None
+            return out, weights.mean(dim=-3) if average else weights
 
-    mha.forward = ablated_forward
-    try:
-        yield
-    finally:
-        if vars(mha).get("forward") is ablated_forward:  # else replaced since by someone else
-            if own is None:
-                del mha.forward
-            else:
-                mha.forward = own
+        return ablated_forward
+
+    return forward_wrapped([site.attention], wrap)
 
 
 def _mha_heads_share(site: Site, heads: list[int], mode: str, value: torch.Tensor,

@@ -485,9 +485,8 @@ def measure_ours(page, url: str, token: str, root: Path, out: dict) -> None:
     floor()
     plain = [p[0] for p in got["out"]]
     kernel = KernelTimes(read_timings(page))
-    out["ablation_toggle_510"] = {**summary(plain), "ratio_to_floor": round(
-        statistics.median([v for v in plain if v == v]) / near(slot), 2),
-        "kernel_median_ms": round(statistics.median(kernel.take("510m", "ablated", 4 * len(plain))[::4]), 2),
+    out["ablation_toggle_510"] = {
+        **clicks(plain, kernel.take("510m", "ablated", 4 * len(plain))[::4], slot),
         "what": ("plain clicks on ablate (no hover) on the 510-token MiniLM view, against the floor "
                  "batches before and after: a forward of the layers from the ablated one on")}
 
