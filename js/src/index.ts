@@ -54,6 +54,21 @@ function watchTheme(onChange: () => void): () => void {
   return () => { observer.disconnect(); scheme?.removeEventListener("change", onChange); };
 }
 
+/** Call `fn` once `el` is in the page, checked every frame: JupyterLab and Notebook 7 render an
+ *  output's view before they attach it, and a view outside the page has no computed style (its
+ *  first paint takes the fallback colours, #222 text on white even in a dark theme). Returns the
+ *  cancel. */
+function whenConnected(el: HTMLElement, fn: () => void): () => void {
+  let frame = 0;
+  const check = () => {
+    if (el.isConnected) fn();
+    else frame = requestAnimationFrame(check);
+  };
+  if (el.isConnected) return () => {};
+  frame = requestAnimationFrame(check);
+  return () => cancelAnimationFrame(frame);
+}
+
 /** The view's colours, read once and again only after `forget` (the page's theme changed):
  *  reading computed style after the DOM changed forces a style recalculation of the page, about
  *  3 ms of every slider move in JupyterLab. A view not yet in the page has no computed style:
@@ -124,7 +139,9 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   for (const [event, fn] of subscribed) model.on(event, fn);
   model.on("msg:custom", link.onCustom);
 
-  const unwatchTheme = watchTheme(() => { forgetTheme(); ui.showThumbs(); onMetrics(); });
+  const recolour = () => { forgetTheme(); ui.showThumbs(); onMetrics(); };
+  const unwatchTheme = watchTheme(recolour);
+  const unwatchAttach = whenConnected(el, recolour);
 
   shown.takePanel(model);
   shown.takeDetail(model, el);
@@ -137,6 +154,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     link.display(false);
     link.dispose();
     unwatchTheme();
+    unwatchAttach();
     for (const [event, fn] of subscribed) model.off(event, fn);
     model.off("msg:custom", link.onCustom);
     for (const [target, type, fn, options] of listeners) target.removeEventListener(type, fn, options);

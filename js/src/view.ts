@@ -263,7 +263,8 @@ export function paint(el: HTMLElement, parts: Parts, shown: Shown, model: Model,
   // hooks for tests and benchmarks: every paint, and every paint where picture and numbers are current
   const key = stateKey(s);
   el.dispatchEvent(new CustomEvent("aw-painted", { bubbles: true, detail: { key, fresh, time: performance.now(), ms: performance.now() - start } }));
-  if (fresh && metricsOk && textOk) {
+  // a paint outside the page (before the host attaches the view) is no picture the user saw
+  if (fresh && metricsOk && textOk && el.isConnected) {
     el.dataset.rendered = key;
     el.dispatchEvent(new CustomEvent("aw-rendered", { bubbles: true, detail: { key, time: performance.now() } }));
   }

@@ -120,7 +120,7 @@ def test_rerunning_a_view_cell_does_not_keep_the_old_records(page, artifacts):
 PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <meta name="color-scheme" content="light dark"><style>{css}</style></head>
 <body><div id="host"></div></body></html>"""
-MOUNT = """async ({ source, state, buffers }) => {
+MOUNT = """async ({ source, state, buffers, later }) => {
   // a minimal stand-in for the host's widget model: the synced state, buffers as DataViews
   for (const [path, b64] of buffers) {
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
@@ -137,8 +137,15 @@ MOUNT = """async ({ source, state, buffers }) => {
   };
   const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
   const mod = await import(url);
-  const el = document.getElementById("host");
+  // JupyterLab renders an output's view before it attaches it: `later` does the same, and
+  // nothing else happens after the attach that would repaint the view
+  const host = document.getElementById("host");
+  const el = later ? document.createElement("div") : host;
   mod.default.render({ model, el });
+  if (later) {
+    await new Promise((r) => setTimeout(r, 50));
+    host.append(el);
+  }
   await new Promise((r) => setTimeout(r, 100));
   const css = getComputedStyle(el);
   return { color: css.color, fg: css.getPropertyValue("--aw-fg").trim() };
@@ -150,8 +157,9 @@ def _luminance(css_rgb: str) -> float:
     return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
 
 
+@pytest.mark.parametrize("attach", ["in-page", "attached-later"])
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_without_jupyterlab_the_widget_follows_the_page_colour_scheme(page, artifacts, scheme):
+def test_without_jupyterlab_the_widget_follows_the_page_colour_scheme(page, artifacts, scheme, attach):
     from ipywidgets.widgets.widget import _remove_buffers
 
     from attnwidget import AttentionView
@@ -167,8 +175,9 @@ def test_without_jupyterlab_the_widget_follows_the_page_colour_scheme(page, arti
     assert page.evaluate(no_lab) == ""  # none of JupyterLab's variables
     got = page.evaluate(MOUNT, {"source": (static / "widget.js").read_text(), "state": state,
                                 "buffers": [[p, base64.b64encode(bytes(b)).decode()] for p, b in
-                                            zip(paths, buffers, strict=True)]})
-    page.screenshot(path=str(artifacts / f"no-jupyterlab-{scheme}.png"), full_page=True)
+                                            zip(paths, buffers, strict=True)],
+                                "later": attach == "attached-later"})
+    page.screenshot(path=str(artifacts / f"no-jupyterlab-{scheme}-{attach}.png"), full_page=True)
     text = _luminance(got["color"])
     assert (text < 0.3) if scheme == "light" else (text > 0.7), got
     assert _labels_read(page, scheme)
@@ -177,7 +186,7 @@ def test_without_jupyterlab_the_widget_follows_the_page_colour_scheme(page, arti
     other = "dark" if scheme == "light" else "light"
     page.emulate_media(color_scheme=other)
     page.wait_for_timeout(300)
-    page.screenshot(path=str(artifacts / f"no-jupyterlab-{scheme}-then-{other}.png"), full_page=True)
+    page.screenshot(path=str(artifacts / f"no-jupyterlab-{scheme}-{attach}-then-{other}.png"), full_page=True)
     assert _labels_read(page, other)
     view.close()
 

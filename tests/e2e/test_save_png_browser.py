@@ -46,6 +46,16 @@ def state_key(mode="head", layer=0, head=0, threshold=0.05):
     return json.dumps([mode, layer, head, threshold, None, 5, []], separators=(",", ":"))
 
 
+def assert_same_pixels(saved: np.ndarray, shown: np.ndarray, artifacts, name: str) -> None:
+    """The saved file equals the canvas; on a mismatch both pictures go to the artifacts."""
+    from PIL import Image
+
+    if not np.array_equal(saved, shown):
+        Image.fromarray(saved).save(artifacts / f"{name}-saved.png")
+        Image.fromarray(shown).save(artifacts / f"{name}-canvas.png")
+    np.testing.assert_array_equal(saved, shown)
+
+
 def save(page, view, tmp_path, name):
     with page.expect_download() as info:
         view.locator("button.aw-save").click()
@@ -73,7 +83,7 @@ def test_save_png_downloads_what_the_canvas_shows(page, artifacts, tmp_path):
             name, data = save(page, view, tmp_path, "first.png")
             assert name == "toy-b_layer-0_head-0_causal-mask_a-RLO-b-c.png"
             first = pixels(data)
-            np.testing.assert_array_equal(first, canvas_pixels(canvas))  # exactly the canvas
+            assert_same_pixels(first, canvas_pixels(canvas), artifacts, "first")  # exactly the canvas
             assert first.shape[1] >= 96 + 512  # the whole drawing: labels, map and colour bar
             assert len(np.unique(first.reshape(-1, 4), axis=0)) > 50
 
@@ -86,7 +96,7 @@ def test_save_png_downloads_what_the_canvas_shows(page, artifacts, tmp_path):
             name, data = save(page, view, tmp_path, "second.png")
             assert name == "toy-b_layer-1_head-2_causal-mask_a-RLO-b-c.png"
             second = pixels(data)
-            np.testing.assert_array_equal(second, canvas_pixels(canvas))
+            assert_same_pixels(second, canvas_pixels(canvas), artifacts, "second")
             assert not np.array_equal(second, first)
 
             # grid mode saves the grid canvas
@@ -94,7 +104,8 @@ def test_save_png_downloads_what_the_canvas_shows(page, artifacts, tmp_path):
             expect(view).to_have_attribute("data-rendered", state_key("grid", 1, 2, 0.2))
             expect(view.locator("canvas.aw-grid-view")).to_be_visible()
             _, data = save(page, view, tmp_path, "grid.png")
-            np.testing.assert_array_equal(pixels(data), canvas_pixels(view.locator("canvas.aw-grid-view")))
+            grid = canvas_pixels(view.locator("canvas.aw-grid-view"))
+            assert_same_pixels(pixels(data), grid, artifacts, "grid")
 
             # the saved notebook keeps the kernel's picture beside the live view: what GitHub,
             # nbviewer and nbconvert show
