@@ -4,13 +4,14 @@
  *  link.ts        the one way to send, the one request in flight, ping, debounce, unsent user values
  *  view.ts        the DOM, the decoded messages, sync and paint
  *  interaction.ts the controls and the canvas's mouse and keys
+ *  theme.ts       the page's colours, kept between paints, read again on a theme change or attach
  */
 import { generationHandlers, generationListeners } from "./generation";
 import { canvasListeners, controlListeners, headPicker, hintAblation, type Refresh } from "./interaction";
 import { createLink } from "./link";
 import type { Model } from "./state";
-import type { Theme } from "./heatmap";
-import { buildView, paint, readTheme, showMetrics, showThumbs, Shown, sync } from "./view";
+import { themeOf, watchTheme, whenConnected } from "./theme";
+import { buildView, paint, showMetrics, showThumbs, Shown, sync } from "./view";
 
 export { NO_REPLY_MS } from "./link";
 export { COLORMAP_NAMES, MODES, replyKey, SCALES, STATE_KEYS, stateKey, type ViewState } from "./state";
@@ -42,49 +43,6 @@ function reported(el: HTMLElement, name: string, fn: () => void): void {
   const time = performance.now();
   fn();
   el.dispatchEvent(new CustomEvent("aw-received", { bubbles: true, detail: { name, time, ms: performance.now() - time } }));
-}
-
-/** Call `onChange` when the page's theme changes: JupyterLab's attributes on <body>, or the
- *  page's prefers-color-scheme (VS Code, Colab, a plain page); returns the unsubscribe. */
-function watchTheme(onChange: () => void): () => void {
-  const observer = new MutationObserver(onChange);
-  observer.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name"] });
-  const scheme = window.matchMedia?.("(prefers-color-scheme: dark)");
-  scheme?.addEventListener("change", onChange);
-  return () => { observer.disconnect(); scheme?.removeEventListener("change", onChange); };
-}
-
-/** Call `fn` once `el` is in the page, checked every frame: JupyterLab and Notebook 7 render an
- *  output's view before they attach it, and a view outside the page has no computed style (its
- *  first paint takes the fallback colours, #222 text on white even in a dark theme). Returns the
- *  cancel. */
-function whenConnected(el: HTMLElement, fn: () => void): () => void {
-  let frame = 0;
-  const check = () => {
-    if (el.isConnected) fn();
-    else frame = requestAnimationFrame(check);
-  };
-  if (el.isConnected) return () => {};
-  frame = requestAnimationFrame(check);
-  return () => cancelAnimationFrame(frame);
-}
-
-/** The view's colours, read once and again only after `forget` (the page's theme changed):
- *  reading computed style after the DOM changed forces a style recalculation of the page, about
- *  3 ms of every slider move in JupyterLab. A view not yet in the page has no computed style:
- *  nothing is kept until it is. */
-function themeOf(el: HTMLElement): { theme: () => Theme; forget: () => void } {
-  const probe = document.createElement("canvas").getContext("2d"); // to read CSS colours
-  let kept: Theme | null = null;
-  return {
-    theme: () => {
-      if (kept) return kept;
-      const read = readTheme(el, probe);
-      if (el.isConnected) kept = read;
-      return read;
-    },
-    forget: () => { kept = null; },
-  };
 }
 
 function render({ model, el }: { model: Model; el: HTMLElement }): () => void {

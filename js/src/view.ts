@@ -110,28 +110,6 @@ export function buildView(el: HTMLElement): Parts {
   };
 }
 
-/** A CSS colour as RGB, normalised by a canvas context (`probe`); `fallback` when it cannot. */
-export function cssRgb(probe: CanvasRenderingContext2D | null, css: string, fallback: [number, number, number]): [number, number, number] {
-  if (!probe || !css) return fallback;
-  probe.fillStyle = "#000";
-  probe.fillStyle = css; // the canvas normalises any CSS colour to #rrggbb (or rgba())
-  const m = /^#([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(String(probe.fillStyle));
-  return m ? [parseInt(m[1], 16), parseInt(m[2], 16), parseInt(m[3], 16)] : fallback;
-}
-
-/** The theme colours, from widget.css's --aw-* variables: JupyterLab's theme, or the page's
- *  prefers-color-scheme where there is no JupyterLab (light or dark). */
-export function readTheme(el: HTMLElement, probe: CanvasRenderingContext2D | null): Theme {
-  const css = getComputedStyle(el);
-  const v = (name: string, fb: string) => css.getPropertyValue(name).trim() || fb;
-  return {
-    text: v("--aw-fg", "#222"),
-    background: cssRgb(probe, v("--aw-bg0", "#ffffff"), [255, 255, 255]),
-    masked: v("--aw-border", "#9e9e9e"),
-    accent: v("--aw-accent", "#e8590c"),
-  };
-}
-
 /** The messages the view holds, decoded once per message, and where the user has zoomed. */
 export class Shown {
   panel: Panel | null = null;
