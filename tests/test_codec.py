@@ -61,6 +61,30 @@ def test_max_pooling_keeps_a_single_sharp_weight():
     np.testing.assert_array_equal(vis, np.tri(4, 4, dtype=bool))
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 40), st.integers(1, 40), st.integers(2, 9), st.booleans(),
+       st.integers(0, 2**31 - 1))
+def test_block_max_equals_max_pool2d(lead, rows, cols, factor, with_nan, seed):
+    # pool_max takes the max of whole rows first; torch's max_pool2d with ceil_mode (the
+    # implementation it replaced) is the reference: the same blocks, partial at the edges. Max
+    # is exact, so the results are equal bit for bit on any CPU
+    import torch
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((lead, rows, cols)).astype(np.float32)
+    if with_nan:
+        w[rng.random(w.shape) < 0.05] = np.nan
+    visible = rng.random((rows, cols)) < 0.3
+    ref = torch.nn.functional.max_pool2d(torch.from_numpy(w)[:, None], factor, ceil_mode=True)[:, 0].numpy()
+    ref_vis = torch.nn.functional.max_pool2d(torch.from_numpy(visible.astype(np.float32))[None, None],
+                                             factor, ceil_mode=True)[0, 0].numpy() > 0
+    pooled, vis = pool_max(w, factor, visible)
+    np.testing.assert_array_equal(pooled, ref)  # NaN where the reference has NaN
+    np.testing.assert_array_equal(vis, ref_vis)
+    one, _ = pool_max(w[0], factor)
+    np.testing.assert_array_equal(one, ref[0])
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match=r"message\['dtype'\]: expected one of \('uint8',\), got 'float32'"):
         decode_panel({"buffer": memoryview(bytes(16)), "dtype": "float32", "shape": [2, 2]})
