@@ -75,7 +75,8 @@ def colour_top(weights: Any, scale: str) -> float:
 def overview_message(pm: PanelMetrics, scale: str) -> dict[str, Any]:
     """A map's overview as sent (max-pooled to :data:`OVERVIEW_SIDE`, quantised), without its ``view``."""
     pooled, visible, factor = overview(pm.weights, OVERVIEW_SIDE, pm.visible())
-    return encode_panel(pooled, vmax=colour_top(pm.weights, scale), visible=visible, pool=factor,
+    # the pooled map holds the largest weight (a block's max): 0.05 ms against 2 ms at 4096 tokens
+    return encode_panel(pooled, vmax=colour_top(pooled, scale), visible=visible, pool=factor,
                         full_shape=list(pm.shape))
 
 

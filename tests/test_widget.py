@@ -287,6 +287,19 @@ def test_view_from_model_metrics_match(minilm):
     assert torch.is_tensor(view.maps.weights)
 
 
+def test_a_pooled_overview_spans_the_whole_maps_maximum():
+    # the overview takes its top colour from the pooled map: each block keeps its max, so the
+    # largest weight is there, also when it sits in a partial edge block
+    rng = np.random.default_rng(14)
+    e = rng.random((1, 1, 1030, 1030)).astype(np.float32)
+    e[0, 0, 1029, 1029] = 50.0  # in the last, partial block (1030 = 3 * 343 + 1)
+    w = e / e.sum(-1, keepdims=True)
+    view = AttentionView.from_tensor(w)
+    assert view.panel["pool"] == 3
+    assert view.panel["vmax"] == float(w.max())  # max is exact: equal, not close
+    view.close()
+
+
 def test_neighbouring_heads_of_a_large_map_are_computed_ahead(monkeypatch):
     w = stack(np.random.default_rng(13), L=1, H=4, Q=8)
     store = PanelStore(AttentionMaps.from_tensor(w), prefetch_cells=10)
