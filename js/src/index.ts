@@ -10,7 +10,7 @@ import { generationHandlers, generationListeners } from "./generation";
 import { canvasListeners, controlListeners, headPicker, hintAblation, type Refresh } from "./interaction";
 import { createLink } from "./link";
 import type { Model } from "./state";
-import { themeOf, watchTheme, whenConnected } from "./theme";
+import { themeOf, watchTheme, whenAttached } from "./theme";
 import { buildView, paint, showMetrics, showThumbs, Shown, sync } from "./view";
 
 export { NO_REPLY_MS } from "./link";
@@ -99,7 +99,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
 
   const recolour = () => { forgetTheme(); ui.showThumbs(); onMetrics(); };
   const unwatchTheme = watchTheme(recolour);
-  const unwatchAttach = whenConnected(el, recolour);
+  const unwatchAttach = whenAttached(el, recolour);
 
   shown.takePanel(model);
   shown.takeDetail(model, el);

@@ -1,6 +1,6 @@
 /** The view's colours: read from the page (widget.css's --aw-* variables over JupyterLab's
  *  theme or the page's prefers-color-scheme), kept between paints, and read again when the
- *  theme changes or the host first attaches the view. */
+ *  theme changes or the host attaches the view. */
 import type { Theme } from "./heatmap";
 
 /** A CSS colour as RGB, normalised by a canvas context (`probe`); `fallback` when it cannot. */
@@ -35,19 +35,28 @@ export function watchTheme(onChange: () => void): () => void {
   return () => { observer.disconnect(); scheme?.removeEventListener("change", onChange); };
 }
 
-/** Call `fn` once `el` is in the page, checked every frame: JupyterLab and Notebook 7 render an
- *  output's view before they attach it, and a view outside the page has no computed style (its
- *  first paint takes the fallback colours, #222 text on white even in a dark theme). Returns the
- *  cancel. */
-export function whenConnected(el: HTMLElement, fn: () => void): () => void {
-  let frame = 0;
-  const check = () => {
-    if (el.isConnected) fn();
-    else frame = requestAnimationFrame(check);
-  };
-  if (el.isConnected) return () => {};
-  frame = requestAnimationFrame(check);
-  return () => cancelAnimationFrame(frame);
+/** Call `fn` whenever `el` comes into the page: the first attach (JupyterLab and Notebook 7
+ *  render an output's view before they attach it) and again after a host took it out
+ *  (JupyterLab's windowed notebook detaches the cells scrolled away). A view outside the page
+ *  has no computed style: what it painted there has the fallback colours (#222 text on white,
+ *  also in a dark theme) and is not stamped rendered. A ResizeObserver hears both moves (the
+ *  size goes to 0 and back); without one, each frame is checked until the first attach.
+ *  Returns the cancel. */
+export function whenAttached(el: HTMLElement, fn: () => void): () => void {
+  let inPage = el.isConnected;
+  if (typeof ResizeObserver === "undefined") {
+    let frame = 0;
+    const check = () => { if (el.isConnected) fn(); else frame = requestAnimationFrame(check); };
+    if (!inPage) frame = requestAnimationFrame(check);
+    return () => cancelAnimationFrame(frame);
+  }
+  const observer = new ResizeObserver(() => {
+    const now = el.isConnected;
+    if (now && !inPage) fn();
+    inPage = now;
+  });
+  observer.observe(el);
+  return () => observer.disconnect();
 }
 
 /** The view's colours, read once and again only after `forget` (the page's theme changed):

@@ -146,6 +146,7 @@ MOUNT = """async ({ source, state, buffers, later }) => {
     await new Promise((r) => setTimeout(r, 50));
     host.append(el);
   }
+  window.awView = el; // for a test that takes the view out of the page and puts it back
   await new Promise((r) => setTimeout(r, 100));
   const css = getComputedStyle(el);
   return { color: css.color, fg: css.getPropertyValue("--aw-fg").trim() };
@@ -157,7 +158,7 @@ def _luminance(css_rgb: str) -> float:
     return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
 
 
-@pytest.mark.parametrize("attach", ["in-page", "attached-later"])
+@pytest.mark.parametrize("attach", ["in-page", "attached-later", "out-and-back"])
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_without_jupyterlab_the_widget_follows_the_page_colour_scheme(page, artifacts, scheme, attach):
     from ipywidgets.widgets.widget import _remove_buffers
@@ -176,7 +177,7 @@ def test_without_jupyterlab_the_widget_follows_the_page_colour_scheme(page, arti
     got = page.evaluate(MOUNT, {"source": (static / "widget.js").read_text(), "state": state,
                                 "buffers": [[p, base64.b64encode(bytes(b)).decode()] for p, b in
                                             zip(paths, buffers, strict=True)],
-                                "later": attach == "attached-later"})
+                                "later": attach != "in-page"})
     page.screenshot(path=str(artifacts / f"no-jupyterlab-{scheme}-{attach}.png"), full_page=True)
     text = _luminance(got["color"])
     assert (text < 0.3) if scheme == "light" else (text > 0.7), got
@@ -184,8 +185,16 @@ def test_without_jupyterlab_the_widget_follows_the_page_colour_scheme(page, arti
     # the page switches scheme under the live view: the canvas follows (the view keeps its
     # colours between paints, and must read them again when the scheme changes)
     other = "dark" if scheme == "light" else "light"
+    if attach == "out-and-back":  # the switch while a host has the view out of the page
+        # (JupyterLab's windowed notebook detaches cells scrolled away); it repaints there,
+        # with no computed style, and must read the colours again once it is back
+        page.evaluate("() => window.awView.remove()")
+        page.wait_for_timeout(100)
     page.emulate_media(color_scheme=other)
     page.wait_for_timeout(300)
+    if attach == "out-and-back":
+        page.evaluate("() => document.getElementById('host').append(window.awView)")
+        page.wait_for_timeout(300)
     page.screenshot(path=str(artifacts / f"no-jupyterlab-{scheme}-{attach}-then-{other}.png"), full_page=True)
     assert _labels_read(page, other)
     view.close()
