@@ -163,10 +163,6 @@ def _projection_hook(heads: list[int], head_dim: int, mode: str):
     return hook
 
 
-_MHA_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
-             "average_attn_weights", "is_causal")
-
-
 def _mha_ablated(site: Site, heads: list[int], mode: str) -> contextlib.AbstractContextManager:
     """``nn.MultiheadAttention``'s ``forward`` (on the instance) asks for per-head weights,
     takes the heads' share out of its output, and answers in the form it was asked for.
@@ -180,10 +176,11 @@ def _mha_ablated(site: Site, heads: list[int], mode: str) -> contextlib.Abstract
     wrapped too, and put back (:func:`attnwidget._replay.forward_wrapped`).
     """
     from attnwidget._replay import forward_wrapped
+    from attnwidget.extract._common import MHA_FORWARD_ARGS
 
     def wrap(_mha: nn.Module, forward: Any) -> Any:
         def ablated_forward(*args: Any, **kwargs: Any) -> tuple:
-            bound = dict(zip(_MHA_ARGS, args, strict=False))
+            bound = dict(zip(MHA_FORWARD_ARGS, args, strict=False))
             bound.update(kwargs)
             need, average = bound.get("need_weights", True), bound.get("average_attn_weights", True)
             out, weights = forward(**{**bound, "need_weights": True, "average_attn_weights": False})

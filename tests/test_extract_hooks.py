@@ -188,3 +188,14 @@ def test_all_modules_matches_torch_modules():
     shared = nn.Linear(2, 2)
     model.a, model.b = shared, shared  # a module reachable twice is listed once
     assert all_modules(model) == list(model.modules())
+
+
+def test_the_multihead_attention_argument_order_is_torchs():
+    # hooks and the ablation wrapper name nn.MultiheadAttention's positional arguments by it
+    import inspect
+
+    from torch import nn
+
+    from attnwidget.extract._common import MHA_FORWARD_ARGS
+
+    assert tuple(inspect.signature(nn.MultiheadAttention.forward).parameters)[1:] == MHA_FORWARD_ARGS

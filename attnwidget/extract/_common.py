@@ -114,6 +114,12 @@ def sequence_layers(per_layer: Sequence[torch.Tensor], batch_index: int | None) 
     return [pick_sequence(layer.detach(), batch_index) for layer in per_layer]
 
 
+#: ``nn.MultiheadAttention.forward``'s parameters in order: what a positional argument means to
+#: a hook or wrapper that asks it for per-head weights (extraction, ablation).
+MHA_FORWARD_ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
+                    "average_attn_weights", "is_causal")
+
+
 @contextlib.contextmanager
 def no_mha_fastpath() -> Iterator[None]:
     """PyTorch's fused attention fast path off inside the block, restored after.

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from attnwidget.extract._common import (
+    MHA_FORWARD_ARGS,
     NoAttentionFoundError,
     check_text,
     eval_mode,
@@ -38,7 +39,8 @@ from attnwidget.maps import ROW_SUM_ATOL, AttentionMaps
 
 #: Module names (last dotted part) or class names that auto-discovery hooks.
 NAME_PATTERN = re.compile(r"attn|attention", re.IGNORECASE)
-_MHA_NEED_WEIGHTS, _MHA_AVERAGE = 4, 6  # positional indices in MultiheadAttention.forward
+_MHA_NEED_WEIGHTS = MHA_FORWARD_ARGS.index("need_weights")  # positional indices
+_MHA_AVERAGE = MHA_FORWARD_ARGS.index("average_attn_weights")
 
 
 def _looks_like_weights(t: Any) -> bool:
