@@ -120,22 +120,34 @@ def quantize(panel: Any, vmax: float, *, low: float = 0.0, visible: Any = None) 
 #: Share of a dimmed cell's colour that is kept, the rest is the background
 #: (``DIM_KEEP`` in js/src/heatmap.ts: figures and snapshots dim as the canvas does).
 DIM_KEEP = 0.18
-#: Colormaps by name, as bokeh.palettes spells them (the widget's js/src/colormaps.ts was
-#: generated from the same tables; ``greys`` is reversed so that 0 is white).
+#: Colormaps by name, as bokeh.palettes spells them. The widget's six (js/src/colormaps.ts was
+#: generated from the same tables) and, for figures, matplotlib's other common sequential maps.
 COLORMAP_PALETTES = {"viridis": "Viridis256", "plasma": "Plasma256", "magma": "Magma256",
-                     "inferno": "Inferno256", "cividis": "Cividis256", "greys": "Greys256"}
+                     "inferno": "Inferno256", "cividis": "Cividis256", "greys": "Greys256",
+                     "blues": "Blues256", "greens": "Greens256", "oranges": "Oranges256",
+                     "purples": "Purples256", "reds": "Reds256", "turbo": "Turbo256"}
+#: Those bokeh lists dark to light: reversed, so that 0 is the light end as in matplotlib.
+LIGHT_FIRST = frozenset({"greys", "blues", "greens", "oranges", "purples", "reds"})
+
+
+def colormap_hexes(name: str) -> list[str]:
+    """The 256 ``#rrggbb`` colours of a colormap, low to high: a name of
+    :data:`COLORMAP_PALETTES`, or one with ``_r`` appended (reversed, as in matplotlib)."""
+    base = name[:-2] if isinstance(name, str) and name.endswith("_r") else name
+    if base not in COLORMAP_PALETTES:
+        raise ValueError(f"colormap: expected one of {tuple(COLORMAP_PALETTES)} (or one of them with _r "
+                         f"for reversed), got {name!r}")
+    from bokeh import palettes
+
+    hexes = list(getattr(palettes, COLORMAP_PALETTES[base]))
+    if (base in LIGHT_FIRST) != (base != name):
+        hexes.reverse()
+    return hexes
 
 
 def colormap_rgb(name: str) -> np.ndarray:
-    """uint8 ``[256, 3]``: the RGB colours of a colormap (one of :data:`COLORMAP_PALETTES`)."""
-    if name not in COLORMAP_PALETTES:
-        raise ValueError(f"colormap: expected one of {tuple(COLORMAP_PALETTES)}, got {name!r}")
-    from bokeh import palettes
-
-    hexes = list(getattr(palettes, COLORMAP_PALETTES[name]))
-    if name == "greys":
-        hexes.reverse()
-    return np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in hexes], dtype=np.uint8)
+    """uint8 ``[256, 3]``: the RGB colours of a colormap (:func:`colormap_hexes`)."""
+    return np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in colormap_hexes(name)], dtype=np.uint8)
 
 
 def level_rgba(

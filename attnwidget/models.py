@@ -13,9 +13,11 @@ alternatives, since nothing here downloads.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,21 @@ def minilm_path() -> Path:
     return Path(str(importlib.resources.files(_MINILM_PACKAGE) / "model"))
 
 
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while an embedded or local model loads: the
+    weights are on disk, and a lab calling a loader per example printed one bar per call."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load_minilm(attn_implementation: str = "eager") -> tuple[Any, Any]:
     """Load all-MiniLM-L6-v2 offline: ``(model, tokenizer)``, model in eval mode.
 
@@ -50,7 +67,8 @@ def load_minilm(attn_implementation: str = "eager") -> tuple[Any, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub; never try it
     from transformers import AutoModel, AutoTokenizer
 
-    model = AutoModel.from_pretrained(str(path), attn_implementation=attn_implementation)
+    with _no_progress_bar():
+        model = AutoModel.from_pretrained(str(path), attn_implementation=attn_implementation)
     model.eval()
     model.name_or_path = MINILM_NAME
     tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -116,7 +134,8 @@ def load(spec: str, name: str = "spec") -> tuple[Any, Any]:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub; never try it
         from transformers import AutoModel, AutoTokenizer
 
-        model = AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()
+        with _no_progress_bar():
+            model = AutoModel.from_pretrained(str(path), attn_implementation="eager").eval()
         return model, AutoTokenizer.from_pretrained(str(path))
     if path.is_dir():
         raise ValueError(

@@ -38,6 +38,9 @@ from attnwidget.tokens import show_invisible
 #: Longest input the report accepts, in characters, before tokenizing (the model's own
 #: position limit is checked after tokenizing, with its own message).
 MAX_TEXT_CHARS = 20_000
+#: ``--dataset`` name of the one dataset that needs no file: the Python reference manual
+#: (:func:`attnwidget.inputs.reference_manual`), real prose on any machine, offline.
+BUILTIN_DATASET = "python-reference"
 
 
 #: Grid panels are drawn this many CSS pixels wide and max-pooled to as many cells a side.
@@ -241,8 +244,14 @@ def build(
     elif text is not None:
         raise ReportError(f"text: --mode {mode} reads its sequences from --dataset or draws them; "
                           f"leave the text out (got {text!r:.40})")
-    if dataset is not None and mode == "validation" and not Path(dataset).exists():
-        raise ReportError(f"--dataset: no file at {dataset!r}; expected a text or JSON-lines file")
+    if dataset == BUILTIN_DATASET and not Path(dataset).exists():
+        from attnwidget.inputs import reference_manual
+
+        dataset = reference_manual()
+    elif dataset is not None and mode == "validation" and not Path(dataset).exists():
+        raise ReportError(
+            f"--dataset: no file at {dataset!r}; expected a text or JSON-lines file (attnwidget works "
+            f"offline and downloads nothing: for real prose without a file, --dataset {BUILTIN_DATASET})")
     model, tokenizer = load_model(model_spec)
     try:
         samples = load_samples(tokenizer, mode, text=text, dataset=dataset, seq_len=seq_len, index=index,
@@ -286,12 +295,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The report's options, shared by ``attnwidget report`` and ``python -m attnwidget.report``."""
     parser.add_argument("text", nargs="?", default=None,
                         help="the input text (quote it); only with --mode text, the default")
+    # handout 002 spells it as an option: --mode text --text "..."
+    parser.add_argument("--text", dest="text_option", default=None, metavar="TEXT",
+                        help="the input text, as an option instead of the positional argument")
     parser.add_argument("--mode", choices=("text", "validation", "random"), default="text",
                         help="where the sequence comes from: the text, window --index of --dataset, "
                              "or random token ids (seeded; for debugging)")
     parser.add_argument("--dataset", default=None,
                         help="a local text file or JSON-lines file (records under 'text') "
-                             "for --mode validation")
+                             f"for --mode validation, or {BUILTIN_DATASET}: the Python reference "
+                             "manual every Python installs (real prose, offline)")
     parser.add_argument("--seq-len", type=int, default=None,
                         help="tokens per sequence for validation and random (default 128, at most what "
                              "the model takes)")
@@ -316,8 +329,15 @@ def run(args: argparse.Namespace) -> int:
     argument, 1 with one line when the PNG figures need a browser that is not there."""
     from attnwidget.plots import BrowserUnavailableError
 
+    text = args.text
+    if args.text_option is not None:
+        if text is not None and text != args.text_option:
+            print(f"error: text: given twice, as {text!r:.40} and as --text {args.text_option!r:.40}; "
+                  "expected one", file=sys.stderr)
+            return 2
+        text = args.text_option
     try:
-        index = build(args.text, args.model, args.out, png=not args.no_png, progress=not args.quiet,
+        index = build(text, args.model, args.out, png=not args.no_png, progress=not args.quiet,
                       mode=args.mode, dataset=args.dataset, seq_len=args.seq_len, index=args.index,
                       seed=args.seed, num_samples=args.num_samples, layer=args.layer,
                       console=not args.quiet)

@@ -133,7 +133,8 @@ def test_extractor_errors():
 def test_extract_huggingface_attention_as_the_handout_calls_it(minilm):
     model, tokenizer = minilm
     inputs, reference = transformers_attentions(model, tokenizer, TEXT)
-    attention, tokens = extract_huggingface_attention("minilm", TEXT, layer_idx=-1, head_idx=None)
+    attention, tokens = extract_huggingface_attention(model_name="minilm", text=TEXT, layer_idx=-1,
+                                                      head_idx=None)  # the handout's keywords
     assert isinstance(attention, torch.Tensor)
     assert attention.shape == (12, 11, 11)  # [num_heads, seq_len, seq_len]
     torch.testing.assert_close(attention, reference[-1][0])
@@ -167,15 +168,15 @@ def test_extract_huggingface_attention_from_a_local_folder_and_the_tiny_model(mi
 
 
 def test_extract_huggingface_attention_refuses_hub_names_and_bad_arguments(minilm, tmp_path):
-    offline = r"model_or_name: 'bert-base-uncased' .* works offline and never downloads"
+    offline = r"model_name: 'bert-base-uncased' .* works offline and never downloads"
     with pytest.raises(ValueError, match=offline) as err:
         extract_huggingface_attention("bert-base-uncased", TEXT)
     assert "'minilm'" in str(err.value)
     assert "'tiny'" in str(err.value)
     assert "local folder" in str(err.value)
-    with pytest.raises(ValueError, match=r"model_or_name: the folder .* has no config\.json"):
+    with pytest.raises(ValueError, match=r"model_name: the folder .* has no config\.json"):
         extract_huggingface_attention(str(tmp_path), TEXT)
-    with pytest.raises(TypeError, match="model_or_name: expected a loaded model"):
+    with pytest.raises(TypeError, match="model_name: expected a loaded model"):
         extract_huggingface_attention(3, TEXT)
     model, _ = minilm
     with pytest.raises(IndexError,
@@ -192,11 +193,12 @@ def figure_data(fig):
     return next(r.data_source for r in fig.renderers if isinstance(r.data_source, ColumnDataSource)).data
 
 
-def test_plot_attention_heatmap_with_the_handouts_arguments(tmp_path):
+def test_plot_attention_heatmap_with_the_handouts_arguments(tmp_path, capsys):
     tokens = TEXT.split()
     attention = create_synthetic_attention(len(tokens), pattern="local")
     fig = plot_attention_heatmap(attention, tokens, y_tokens=None, title="Attention Weights", figsize=(10, 8),
                                  cmap="viridis", show_values=False, save_path=tmp_path / "heat.html")
+    assert capsys.readouterr().out == f"Figure saved to: {tmp_path / 'heat.html'}\n"  # as the handout prints
     assert fig.title.text == "Attention Weights"
     assert (fig.width, fig.height) == (640, 512)
     assert fig.xaxis[0].axis_label == "Key Tokens (attended to)"
@@ -211,6 +213,19 @@ def test_plot_attention_heatmap_with_the_handouts_arguments(tmp_path):
     rect = plot_attention_heatmap(small, ["k1", "k2"], ["q1", "q2"], cmap="plasma", show_values=True)
     assert list(figure_data(rect)["text"]) == ["0.25", "0.75", "0.50", "0.50"]
     assert list(figure_data(rect)["query"]) == ["q1", "q1", "q2", "q2"]
+
+
+@pytest.mark.parametrize(("cmap", "low_is_light"), [("Blues", True), ("Blues_r", False), ("Greys", True),
+                                                   ("viridis", False), ("Reds", True), ("VIRIDIS_R", True)])
+def test_plot_attention_heatmap_takes_matplotlib_colormap_names(cmap, low_is_light):
+    from bokeh.models import LinearColorMapper
+
+    from attnwidget._codec import LEVELS
+
+    fig = plot_attention_heatmap(np.eye(3), ["a", "b", "c"], cmap=cmap)
+    levels = next(iter(fig.select(LinearColorMapper))).palette  # the image's colour per uint8 level
+    lightness = [sum(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in (levels[0], levels[LEVELS])]
+    assert (lightness[0] > lightness[1]) == low_is_light  # matplotlib's sequential maps start light
 
 
 def test_plot_attention_heatmap_saves_png(tmp_path):
@@ -230,7 +245,7 @@ def test_plot_attention_heatmap_errors():
         plot_attention_heatmap(np.eye(3), ["a", "b"])
     with pytest.raises(ValueError, match=r"y_tokens: expected 2 tokens, one per query \(row\), got 3"):
         plot_attention_heatmap(np.ones((2, 3)) / 3, ["a", "b", "c"])
-    with pytest.raises(ValueError, match="cmap: expected one of"):
+    with pytest.raises(ValueError, match=r"cmap: expected a colormap name, one of \('viridis'.*got 'jet'"):
         plot_attention_heatmap(np.eye(3), ["a", "b", "c"], cmap="jet")
     with pytest.raises(ValueError, match="show_values: values fit in the cells of at most 400 cells, got 21"):
         plot_attention_heatmap(np.eye(21), [str(i) for i in range(21)], show_values=True)

@@ -94,6 +94,8 @@ def test_the_guides_figure_has_its_four_rows(tiny_maps, tmp_path):
     assert "&lt;b&gt;repeated&lt;/b&gt;" in header.text  # text, never HTML
     assert "Tokens: q | 8 | Z" in header.text
     assert len(heads.children) == 4  # each head on its own, no average among them
+    titles = sorted(str((c[0] if isinstance(c, tuple) else c).title.text) for c in heads.children)
+    assert [t.split(" · ")[0] for t in titles] == [f"L1 H{h}" for h in range(4)]  # the layer shown, not 0
     average_fig, stats = middle.children
     assert average_fig.title.text.replace("\n", " ") == f"blocks.1.attn · {average_label(4)}"
     w = tiny_maps.layer(1)
@@ -103,6 +105,7 @@ def test_the_guides_figure_has_its_four_rows(tiny_maps, tmp_path):
     avg = float(row_std(w.mean(0), causal=True))
     assert f"AVERAGED: row_std = {avg:.4f}" in stds_text(stats)
     assert kl.title.text.startswith("KL divergence (nats) between heads")
+    assert (kl.yaxis[0].axis_label, kl.xaxis[0].axis_label[:6]) == ("head a", "head b")
     assert (tmp_path / "f.html").stat().st_size > 10_000
 
 

@@ -74,6 +74,16 @@ def test_attention_with_and_without_scaling_equals_a_plain_loop(qkv):
     np_out, _ = attention(Q.numpy(), K.numpy(), V.numpy())
     torch.testing.assert_close(np_out, output)
 
+    # bonus challenge 5: dropout on the weights, the survivors scaled by 1 / (1 - p)
+    g = torch.Generator().manual_seed(0)
+    dropped_out, dropped = attention(Q, K, V, dropout_p=0.5, generator=g)
+    kept = dropped != 0
+    assert 0 < int(kept.sum()) < kept.numel()
+    torch.testing.assert_close(dropped[kept], attention_weights[kept] * 2)
+    torch.testing.assert_close(dropped_out, dropped @ V)
+    same, _ = attention(Q, K, V, dropout_p=0.5, training=False)  # eval: no dropout
+    torch.testing.assert_close(same, output)
+
 
 def test_both_mask_forms_of_the_handout_mean_the_same(qkv):
     Q, K, V = qkv
@@ -257,6 +267,9 @@ def test_compare_masking_shows_the_bidirectional_model_cheats_like_the_reverse_o
     assert "none (bidirectional)" in out
     assert list(results) == ["causal", "none", "reverse"]
     causal, none, reverse = results["causal"], results["none"], results["reverse"]
+    # the printout says what was measured, not a claim ("near 0" was not)
+    assert (f"with that mask its loss is {none['loss_with_mask']:.2f} and {reverse['loss_with_mask']:.2f}"
+            in " ".join(out.split()))
     for r in results.values():
         assert r["losses"][0] > 3.0  # all start near ln(28) = 3.33 nats
         assert r["sample"].startswith("the cat ")

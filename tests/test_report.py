@@ -59,7 +59,9 @@ def test_command_line_exit_codes_and_streams():
     (["word " * 700, "--model", "minilm"],
      "error: text: 702 tokens, but the model takes at most 512 (config.max_position_embeddings)"),
     (["--mode", "validation", "--dataset", "/no/such.txt", "--model", "tiny"],
-     "error: --dataset: no file at '/no/such.txt'"),
+     "error: --dataset: no file at '/no/such.txt'; expected a text or JSON-lines file (attnwidget works "
+     "offline and downloads nothing: for real prose without a file, --dataset python-reference)"),
+    (["abc", "--text", "abd", "--model", "tiny"], "error: text: given twice, as 'abc' and as --text 'abd'"),
     (["--mode", "random", "--seq-len", "49", "--model", "tiny"], "error: seq_len: "),
     (["--mode", "random", "--layer", "5", "--model", "tiny"], "error: --layer: expected 0..1"),
 ])
@@ -98,14 +100,32 @@ def test_the_page_titles_each_section_with_the_maps_provenance_line():
     assert XSS not in page
 
 
-def test_tiny_model_report_without_png(tmp_path):
-    res = run("report", "q8Zr2kLmxTq8Zr2kLmxT", "--model", "tiny", "--out", str(tmp_path), "--quiet",
-              "--no-png")
+@pytest.mark.parametrize("spelling", [["q8Zr2kLmxTq8Zr2kLmxT"],
+                                      ["--mode", "text", "--text", "q8Zr2kLmxTq8Zr2kLmxT"]],
+                         ids=["positional", "handout-002-option"])
+def test_tiny_model_report_without_png(tmp_path, spelling):
+    res = run("report", *spelling, "--model", "tiny", "--out", str(tmp_path), "--quiet", "--no-png")
     assert res.returncode == 0, res.stderr
     numbers = json.loads((tmp_path / "metrics.json").read_text())
     assert numbers["shape"] == [2, 4, 20, 20]
     assert numbers["causal"] is True
     assert not (tmp_path / "figures").exists()
+
+
+def test_validation_mode_reads_the_builtin_reference_manual_offline(tmp_path):
+    from attnwidget.inputs import load_samples, reference_manual
+    from attnwidget.models import load_minilm
+
+    res = run("report", "--mode", "validation", "--dataset", "python-reference", "--seq-len", "32",
+              "--index", "3", "--model", "minilm", "--out", str(tmp_path), "--quiet", "--no-png")
+    assert res.returncode == 0, res.stderr
+    numbers = json.loads((tmp_path / "metrics.json").read_text())
+    assert numbers["shape"] == [6, 12, 32, 32]
+    # the very window load_samples gives for the reference manual: its words are on the page
+    _, tok = load_minilm()
+    sample = load_samples(tok, "validation", dataset=reference_manual(), seq_len=32, index=3)[0]
+    page = (tmp_path / "index.html").read_text()
+    assert sample.text.split()[1] in page
 
 
 @pytest.mark.slow

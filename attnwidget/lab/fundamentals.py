@@ -241,7 +241,7 @@ def _char_tokenizer(model: nn.Module) -> Any:
 
 
 def extract_huggingface_attention(
-    model_or_name: Any,
+    model_name: Any,
     text: str,
     layer_idx: int = -1,
     head_idx: int | None = None,
@@ -250,8 +250,9 @@ def extract_huggingface_attention(
 ) -> tuple[torch.Tensor, list[str]]:
     """One layer's attention for ``text``: ``(attention, tokens)`` as in the handout.
 
-    ``model_or_name``: a loaded model (transformers, or any PyTorch model that
-    returns its weights, e.g. a :class:`attnwidget.tinylm.TinyLM`), or a name:
+    ``model_name`` (the handout's name; it also takes a loaded model): a loaded
+    model (transformers, or any PyTorch model that returns its weights, e.g. a
+    :class:`attnwidget.tinylm.TinyLM`), or a name:
     ``"minilm"`` (the embedded all-MiniLM-L6-v2, 6 layers x 12 heads),
     ``"tiny"`` (the embedded tiny causal LM, 2 layers x 4 heads, characters
     ``a-zA-Z0-9-.``) or a local folder holding ``config.json``, weights and
@@ -273,15 +274,15 @@ def extract_huggingface_attention(
     from attnwidget.extract.huggingface import is_hf_model
     from attnwidget.models import load
 
-    if isinstance(model_or_name, nn.Module):
-        model = model_or_name
-    elif isinstance(model_or_name, (str, Path)):
-        model, found = load(model_or_name, "model_or_name")
+    if isinstance(model_name, nn.Module):
+        model = model_name
+    elif isinstance(model_name, (str, Path)):
+        model, found = load(model_name, "model_name")
         tokenizer = tokenizer if tokenizer is not None else found
     else:
         raise TypeError(
-            "model_or_name: expected a loaded model (torch.nn.Module), 'minilm', 'tiny' or a local "
-            f"folder, got {type(model_or_name).__name__}"
+            "model_name: expected a loaded model (torch.nn.Module), 'minilm', 'tiny' or a local "
+            f"folder, got {type(model_name).__name__}"
         )
     if not isinstance(text, str):
         raise TypeError(f"text: expected a str, got {type(text).__name__}")
@@ -312,12 +313,14 @@ def plot_attention_heatmap(
     ``x_tokens``: key tokens (x axis, "attended to"); ``y_tokens``: query
     tokens (y axis, "attending from"), default ``x_tokens``. Colours span
     ``vmin=0, vmax=1`` as in the handout. ``figsize`` in inches, as matplotlib's
-    (64 pixels per inch). ``cmap``: one of :data:`attnwidget.plots.PALETTES`
-    (viridis, plasma, magma, inferno, cividis, greys). ``show_values`` writes
+    (64 pixels per inch). ``cmap``: a colormap name as matplotlib spells it,
+    one of :data:`attnwidget.plots.PALETTES` (viridis, plasma, magma, inferno,
+    cividis, Greys, Blues, Greens, Oranges, Purples, Reds, turbo; any case), ``_r``
+    appended for reversed. ``show_values`` writes
     each weight in its cell (maps of up to 400 cells). ``save_path``: also
     write the figure (``.html``, ``.png`` or ``.svg``). Where the handout calls
     ``plt.show()`` this returns the figure: a notebook cell shows it, or
-    ``bokeh.io.show(fig)``.
+    ``bokeh.io.show(fig)``; with ``save_path`` it prints where, as the handout does.
     """
     from attnwidget.plots import PALETTES, matrix_figure
 
@@ -326,16 +329,21 @@ def plot_attention_heatmap(
     keys = labels(x_tokens, K, "x_tokens", "key (column)")
     queries = keys if y_tokens is None and Q == K else labels(
         y_tokens if y_tokens is not None else x_tokens, Q, "y_tokens", "query (row)")
-    if cmap not in PALETTES:
-        raise ValueError(f"cmap: expected one of {tuple(PALETTES)}, got {cmap!r}")
+    name = cmap.lower() if isinstance(cmap, str) else cmap
+    if not isinstance(name, str) or name.removesuffix("_r") not in PALETTES:
+        raise ValueError(f"cmap: expected a colormap name, one of {tuple(PALETTES)} (any case; _r appended "
+                         f"for reversed), got {cmap!r}")
     if show_values and Q * K > 400:
         raise ValueError(f"show_values: values fit in the cells of at most 400 cells, got {Q} x {K}")
     width, height = figure_size(figsize)
-    fig = matrix_figure(w, queries, keys, str(title), palette=cmap, annotate=bool(show_values))
+    fig = matrix_figure(w, queries, keys, str(title), palette=name, annotate=bool(show_values))
     fig.width, fig.height = width, height
     fig.xaxis.axis_label = "Key Tokens (attended to)"
     fig.yaxis.axis_label = "Query Tokens (attending from)"
-    return save(fig, save_path)
+    save(fig, save_path)
+    if save_path is not None:
+        print(f"Figure saved to: {save_path}")
+    return fig
 
 
 def example_attention_fundamentals(

@@ -145,7 +145,7 @@ def per_head_figure(
 
     tokens = " | ".join(maps.query_display[:64]) + (" …" if len(maps.query_display) > 64 else "")
     header = div(f"{caption(maps, li, None, sequence_label=sequence_label)}\nTokens: {tokens}")
-    heads = heads_grid(one, 0, ncols=ncols, include_average=False)
+    heads = heads_grid(maps, li, ncols=ncols, include_average=False)  # titled with the layer's own number
     avg_fig = matrix_figure(avg_w, maps.query_display, maps.key_display,
                             average_title(f"{maps.layer_names[li]} ·", maps.n_heads),
                             adaptive=True, size=320)

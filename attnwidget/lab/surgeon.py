@@ -56,7 +56,8 @@ __all__ = [
 
 # --------------------------------------------------------------------------- Task 1
 def attention(
-    Q: Any, K: Any, V: Any, mask: Any = None, scale: bool | float = True
+    Q: Any, K: Any, V: Any, mask: Any = None, scale: bool | float = True, *, dropout_p: float = 0.0,
+    training: bool = True, generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention, ``softmax(Q K^T / sqrt(d_k)) V``: ``(output, attention_weights)``.
 
@@ -73,8 +74,15 @@ def attention(
     ``[batch, seq_len, seq_len]`` (torch tensors; rows sum to 1, a fully masked
     row is all 0 where naive softmax gives NaN). This is
     :func:`attnwidget.scratch.attention`, which states the mask rule in full.
+
+    Bonus challenge 5 (attention dropout): ``dropout_p`` zeroes each weight with
+    that probability and scales the rest by ``1 / (1 - dropout_p)`` while
+    ``training`` (:func:`attnwidget.scratch.attention_dropout`; ``generator``
+    for a repeatable draw); the weights returned are the dropped ones, whose
+    rows no longer sum to 1.
     """
-    return scratch.attention(Q, K, V, mask, scale)
+    return scratch.attention(Q, K, V, mask, scale, dropout_p=dropout_p, training=training,
+                             generator=generator)
 
 
 # --------------------------------------------------------------------------- masks
@@ -333,7 +341,7 @@ def compare_masking(
     Each is :func:`attnwidget.tinylm.train_text_model` (2 layers x 4 heads,
     characters, context 32) on ``text`` (default: the seeded
     :func:`~attnwidget.tinylm.generated_corpus`) for ``steps`` AdamW steps
-    (300: about 5 s per model on 2 CPU cores). ``threads``: torch threads
+    (300: 5-7 s per model on 2 CPU cores, about 20 s for the three). ``threads``: torch threads
     while training (restored after; None leaves the setting alone). One is as
     fast as two for models this small, and does not stall when other work
     shares the cores (two threads then wait on each other, ten times slower).
@@ -410,10 +418,15 @@ def _masking_report(results: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{names[mask]:21s} {r['train_loss']:10.3f} {r['loss_with_mask']:13.3f} "
                      f"{r['honest_loss']:7.3f}  {r['sample']!r}")
     n = results["causal"]["tokenizer"].vocab_size
+    own = {mask: results[mask]["loss_with_mask"] for mask in results}
+    honest = {mask: results[mask]["honest_loss"] for mask in results}
     lines += [
         f"Losses in nats per character (uniform guessing: ln {n} = {math.log(n):.2f}). "
         "'honest' predicts each character from the past only, as generation must.",
-        "With no mask and with the reverse mask the model sees the character it must predict, so its",
-        "loss with that mask is near 0; without the future it knows little: both cheat the same way.",
+        "With no mask and with the reverse mask the model sees the character it must predict: with that "
+        f"mask its loss is {own['none']:.2f} and {own['reverse']:.2f}",
+        f"(the causal model's: {own['causal']:.2f}); from the past alone it is {honest['none']:.2f} and "
+        f"{honest['reverse']:.2f} (causal: {honest['causal']:.2f}). What a loss with the future in view "
+        "promises, generation cannot keep.",
     ]
     return "\n".join(lines)

@@ -38,15 +38,22 @@ from bokeh.models import (
     LinearColorMapper,
     Title,
 )
-from bokeh.palettes import Cividis256, Greys256, Inferno256, Magma256, Plasma256, Viridis256
 from bokeh.plotting import figure
 
-from attnwidget._codec import LEVELS, MASKED, level_rgba, overview, quantize
+from attnwidget._codec import (
+    COLORMAP_PALETTES,
+    LEVELS,
+    MASKED,
+    colormap_hexes,
+    level_rgba,
+    overview,
+    quantize,
+)
 from attnwidget.maps import CAPTION_TEXT_CHARS
 from attnwidget.tokens import show_invisible
 
-PALETTES = {"viridis": Viridis256, "plasma": Plasma256, "magma": Magma256, "inferno": Inferno256,
-            "cividis": Cividis256, "greys": tuple(reversed(Greys256))}
+#: Every colormap a figure draws with, low to high (``name + "_r"`` reverses one).
+PALETTES = {name: tuple(colormap_hexes(name)) for name in COLORMAP_PALETTES}
 #: Text in titles is shortened to this many characters: the provenance line's one length.
 TITLE_TEXT_CHARS = CAPTION_TEXT_CHARS
 #: Axis labels show at most this many characters of a token (hover shows the whole token).
@@ -70,9 +77,13 @@ MASKED_COLOUR = "#9e9e9e"
 
 
 def palette(name: str) -> Sequence[str]:
-    if name not in PALETTES:
-        raise ValueError(f"palette: expected one of {tuple(PALETTES)}, got {name!r}")
-    return PALETTES[name]
+    if name in PALETTES:
+        return PALETTES[name]
+    try:
+        return colormap_hexes(name)
+    except ValueError:
+        raise ValueError(f"palette: expected one of {tuple(PALETTES)} (or one of them with _r for "
+                         f"reversed), got {name!r}") from None
 
 
 def short(text: str | None, n: int = TITLE_TEXT_CHARS) -> str:

@@ -149,8 +149,12 @@ def similarity_matrix(maps: Any, layer: int = 0, *, method: str = "js", palette:
     d = M.js_distance_matrix(w) if method == "js" else M.kl_divergence_matrix(w)
     names = list(maps.head_names)
     label = "Jensen-Shannon distance" if method == "js" else "KL divergence (nats)"
-    return matrix_figure_impl(d, names, names, f"{label} between heads · {maps.layer_names[layer]}", palette,
-                              None, size=360, colorbar_title=label)
+    fig = matrix_figure_impl(d, names, names, f"{label} between heads · {maps.layer_names[layer]}", palette,
+                             None, size=360, colorbar_title=label)
+    # rows and columns are heads here, not the query and key tokens a map's axes name
+    fig.yaxis.axis_label = "head a" if method == "kl" else "head"
+    fig.xaxis.axis_label = "head b (cell: KL(a ‖ b), not symmetric)" if method == "kl" else "head"
+    return fig
 
 
 def rollout_figure(maps: Any, layer: int | None = None, *, palette: str = "viridis",
