@@ -177,31 +177,53 @@ MEASURES = {
 }
 
 
-def context_profile(maps: AttentionMaps) -> np.ndarray:
-    """The last query's weights over its context, ``[L, H, 1, n]`` (n = Q - 1), renormalised.
+def context_of(attention: Any, name: str = "attention", *, causal: bool = False) -> np.ndarray:
+    """The last query's weights over its context, ``[..., 1, n]`` (n = K - 1), renormalised.
 
-    004's context: the keys before the query; the query's own key is left out and the
-    rest scaled to sum to 1 (a row with no weight on its context stays 0: nothing attended).
+    004's context: the keys before the query; the query's own key (the last) is left out
+    and the rest scaled to sum to 1 (a row with no weight on its context stays 0: nothing
+    attended). ``attention``: ``[..., Q, K]`` weights or an AttentionMaps, checked as every
+    metric's input (``causal``: keys above the diagonal must hold 0); errors name ``name``.
     """
-    _, _, Q, K = maps.shape
-    if Q < 2 or K < 2:
-        raise ValueError(f"maps: a context needs at least 2 tokens (a query and one earlier key), got {Q}")
-    last = maps.weights[:, :, -1, : K - 1].double().numpy()  # keys before the last query
+    from attnwidget.metrics._input import prepare
+
+    # a record was checked when it was made (and its padding may hold what the model gave)
+    if isinstance(attention, AttentionMaps):
+        w = attention.weights
+    else:
+        w = prepare(attention, name, causal=causal).w
+    K = w.shape[-1]
+    if K < 2:
+        raise ValueError(f"{name}: a context needs at least 2 tokens (a query and one earlier key), got {K}")
+    last = w[..., -1, : K - 1].double().numpy()  # keys before the last query
     total = last.sum(-1, keepdims=True)
-    return np.where(total > 0, last / np.where(total > 0, total, 1), 0.0)[:, :, None, :]
+    return np.where(total > 0, last / np.where(total > 0, total, 1), 0.0)[..., None, :]
 
 
-def sample_measures(maps: AttentionMaps) -> dict[str, np.ndarray]:
-    """004's per-sample numbers for every layer and head, each ``[L, H]`` (see :data:`MEASURES`)."""
-    profile = context_profile(maps)
+def context_profile(maps: AttentionMaps) -> np.ndarray:
+    """:func:`context_of` a record: ``[L, H, 1, Q - 1]``."""
+    if maps.shape[2] < 2:
+        raise ValueError(f"maps: a context needs at least 2 tokens (a query and one earlier key), "
+                         f"got {maps.shape[2]}")
+    return context_of(maps, "maps")
+
+
+def context_measures(profile: np.ndarray, fraction: float = 0.25) -> dict[str, np.ndarray]:
+    """004's per-sample numbers of context profiles ``[..., 1, n]`` (:func:`context_of`), each
+    ``[...]`` (see :data:`MEASURES`); ``fraction``: the recent and distant shares of the ratio."""
     stats = M.compute_attention_statistics(profile)
     return {
         "mean_context_attention": np.asarray(stats["mean"]),
         "attention_std": np.asarray(stats["std"]),
         "attention_entropy": np.asarray(stats["mean_entropy"]),
-        "recent_distant_ratio": np.asarray(M.recency_ratio(profile)),
+        "recent_distant_ratio": np.asarray(M.recency_ratio(profile, fraction)),
         "max_attention_position": np.asarray(M.max_position(profile)),
     }
+
+
+def sample_measures(maps: AttentionMaps) -> dict[str, np.ndarray]:
+    """004's per-sample numbers for every layer and head, each ``[L, H]`` (see :data:`MEASURES`)."""
+    return context_measures(context_profile(maps))
 
 
 @dataclass
@@ -334,6 +356,7 @@ def study_samples(samples: Sequence[AttentionMaps], *, layer: int | None = -1) -
 
 
 __all__ = [
-    "INSIGHTS", "MEASURES", "DiagnosticSummary", "LongContextStudy", "context_profile",
+    "INSIGHTS", "MEASURES", "DiagnosticSummary", "LongContextStudy", "context_measures", "context_of",
+    "context_profile",
     "diagnostic_summary", "insight_lines", "long_context_study", "sample_measures", "study_samples",
 ]

@@ -97,3 +97,18 @@ def test_plot_heatmap_draws_the_dict_and_saves_it(tmp_path):
     html = (tmp_path / "heatmap.html").read_text(encoding="utf-8")
     assert "Attention Heatmap" in html
     assert "cdn.bokeh.org" not in html  # offline: bokeh's JavaScript is inlined
+
+
+def test_a_handouts_functions_also_import_from_attnwidget_lab():
+    import attnwidget.lab as lab
+    from attnwidget.lab import create_attention_heatmap as flat
+    from attnwidget.lab import extract_and_visualize_attention, lab02, long_context
+
+    assert flat is lab02.create_attention_heatmap
+    assert extract_and_visualize_attention is long_context.extract_and_visualize_attention
+    # one name, two handouts, two meanings: the error names both modules
+    with pytest.raises(ImportError, match=r"plot_attention_heatmap is a function of two handouts .*"
+                                          r"attnwidget\.lab\.fundamentals and attnwidget\.lab\.surgeon"):
+        from attnwidget.lab import plot_attention_heatmap  # noqa: F401
+    with pytest.raises(AttributeError, match=r"the handouts' functions are in attnwidget\.lab\.fundamentals"):
+        lab.no_such_function  # noqa: B018

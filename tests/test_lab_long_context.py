@@ -32,7 +32,10 @@ def causal_recency(n, decay, seed=0):
 
 
 def plain_sample_statistics(w, fraction=0.25):
-    row = list(w[-1])
+    """The handout's numbers by hand: the last query's context is the keys before it, renormalised."""
+    context = list(w[-1][:-1])
+    total = sum(context)
+    row = [p / total for p in context]
     n = len(row)
     span = max(1, math.ceil(n * fraction))
     mean = sum(row) / n
@@ -52,7 +55,12 @@ def test_sample_statistics_equal_a_plain_computation():
     stats = sample_statistics(w)  # causal inferred: nothing above the diagonal
     for key, value in plain_sample_statistics(w).items():
         assert stats[key] == pytest.approx(value, rel=1e-9), key
-    assert stats["mean_context_attention"] == pytest.approx(1 / 20)  # "~5% per token on average"
+    # the handout's example: 20 positions, 19 context tokens, mean 0.0526, the most attended
+    # position 18 (the last context token) for a recency-biased head
+    assert (stats["sequence_length"], stats["context_tokens"]) == (20, 19)
+    assert stats["mean_context_attention"] == pytest.approx(0.0526, abs=5e-5)
+    assert stats["max_attention_position"] == 18
+    assert isinstance(stats["max_attention_position"], int)
     stack = np.stack([w, causal_recency(20, 0.95, seed=1)])  # [heads, Q, K]
     per_head = sample_statistics(stack)
     assert per_head["recent_distant_ratio"].shape == (2,)
@@ -62,6 +70,7 @@ def test_sample_statistics_equal_a_plain_computation():
 
 def test_sample_statistics_on_a_model_and_a_bidirectional_encoder(minilm):
     from attnwidget.models import load_tiny_lm
+    from attnwidget.study import study_samples
 
     lm, chars = load_tiny_lm()
     maps = extract_attention(lm, "q8Zr2kLmxT" * 2, chars)
@@ -71,11 +80,15 @@ def test_sample_statistics_on_a_model_and_a_bidirectional_encoder(minilm):
         plain = plain_sample_statistics(maps.head(layer, head).astype(np.float64))
         assert stats["attention_entropy"][layer, head] == pytest.approx(plain["attention_entropy"], rel=1e-5)
         assert stats["max_attention_position"][layer, head] == plain["max_attention_position"]
+    # the same numbers as the study (and the report) print for this sample
+    study = study_samples([maps], layer=None)
+    for key in ("mean_context_attention", "attention_std", "recent_distant_ratio", "attention_entropy"):
+        np.testing.assert_allclose(stats[key], study.per_sample[key][0], rtol=1e-12, err_msg=key)
     model, tokenizer = minilm
     encoder = extract_attention(model, "The cat sat on the mat.", tokenizer)
     assert not encoder.causal
-    stats = sample_statistics(encoder.layer(0))  # not causal: every key counts, no error
-    assert stats["context_tokens"] == encoder.shape[-1]
+    stats = sample_statistics(encoder.layer(0))  # not causal: no error; the keys before the last
+    assert stats["context_tokens"] == encoder.shape[-1] - 1
     with pytest.raises(ValueError, match=r"attention: weight .* on a masked key"):
         sample_statistics(encoder.layer(0), causal=True)
 
@@ -84,19 +97,28 @@ def test_summary_statistics_and_insights_across_samples(capsys):
     recent = [causal_recency(n, 0.6, seed=n) for n in (12, 16, 20)]
     summary = summary_statistics(recent)
     assert summary["n_samples"] == 3
-    ratios = [plain_sample_statistics(w)["recent_distant_ratio"] for w in recent]
+    plain = [plain_sample_statistics(w) for w in recent]
+    ratios = [p["recent_distant_ratio"] for p in plain]
     assert summary["recency_ratio"]["mean"] == pytest.approx(np.mean(ratios), rel=1e-9)
     assert summary["recency_ratio"]["std"] == pytest.approx(np.std(ratios), rel=1e-6)
-    found = insights(summary, verbose=True)
+    # the handout's summary measures, mean and std over the samples
+    for key in ("mean_context_attention", "attention_std", "attention_entropy", "recent_distant_ratio"):
+        values = [p[key] for p in plain]
+        assert summary[key]["mean"] == pytest.approx(np.mean(values), rel=1e-9), key
+        assert summary[key]["std"] == pytest.approx(np.std(values), rel=1e-6, abs=1e-15), key
+    found = insights(summary)  # printed, as the handout's tool does
     assert len(found) == 1
     assert found[0].startswith("INSIGHT: Strong recency bias detected! Consider compressing or removing")
-    assert "recency_ratio > 2.0 at ()" in found[0]
+    assert "recency_ratio > 2.0 at the matrix" in found[0]
     assert "Strong recency bias" in capsys.readouterr().out
 
     uniform = [np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None] for n in (30, 40)]
-    found = insights(summary_statistics(uniform))
+    found = insights(summary_statistics(uniform), verbose=False)
+    assert capsys.readouterr().out == ""
     assert len(found) == 1
     assert found[0].startswith("INSIGHT: High attention entropy (uniform distribution)!")
+    heads = summary_statistics([np.stack([u, u]) for u in uniform])  # [heads, Q, K]: named by head
+    assert "head 0: " in insights(heads, verbose=False)[0]
     with pytest.raises(ValueError, match="metrics: expected the output of history_metrics"):
         insights({"n_samples": 1})
 
@@ -134,17 +156,61 @@ def test_figures_show_the_heads_and_the_history(maps, tmp_path):
         visualize_attention_heatmap(maps, layer_idx=2)
 
 
-def test_the_summary_figure_shows_each_heads_recency_ratio_across_samples(tmp_path):
+def test_the_summary_figure_shows_the_four_measures_of_each_head_across_samples(tmp_path):
     from attnwidget.models import load_tiny_lm
 
     lm, chars = load_tiny_lm()
     texts = ("q8Zr2kLmxT" * 2, "abcdefgh" * 3, "x1y2z3" * 4)
     samples = [extract_attention(lm, text, chars) for text in texts]
-    fig = visualize_summary_statistics(samples, layer_idx=-1, save_path=tmp_path / "summary.html")
-    bars = next(r.data_source for r in fig.renderers if isinstance(r.data_source, ColumnDataSource)).data
-    per_sample = np.array([sample_statistics(m)["recent_distant_ratio"][1] for m in samples])  # [3, heads]
-    finite = np.where(np.isfinite(per_sample), per_sample, np.nan)
-    np.testing.assert_allclose(bars["mean"], np.nanmean(finite, axis=0), rtol=1e-9)
+    grid = visualize_summary_statistics(samples, layer_idx=-1, save_path=tmp_path / "summary.html")
+    panels = [child[0] for child in grid.children]
+    assert [p.title.text.split(" across")[0] for p in panels] == [
+        "mean_context_attention", "attention_std", "attention_entropy", "recent_distant_ratio"]
+    per_sample = [sample_statistics(m) for m in samples]
+    for panel in panels:
+        key = panel.title.text.split(" across")[0]
+        values = np.array([s[key][1] for s in per_sample], dtype=float)  # [3 samples, heads], layer 1
+        box = next(r.data_source for r in panel.renderers if isinstance(r.data_source, ColumnDataSource)).data
+        np.testing.assert_allclose(box["med"], np.nanmedian(np.where(np.isfinite(values), values, np.nan), 0),
+                                   rtol=1e-9, err_msg=key)
     assert (tmp_path / "summary.html").exists()
     with pytest.raises(ValueError, match=r"samples\[0\]: expected \[layers, heads, Q, K\], got shape \(4,"):
         visualize_summary_statistics([samples[0].layer(0)])
+
+
+def test_extract_and_visualize_attention_runs_the_handouts_whole_tool(tmp_path, capsys):
+    import torch
+
+    from attnwidget.lab.long_context import extract_and_visualize_attention
+    from attnwidget.models import load_tiny_lm
+
+    lm, chars = load_tiny_lm()
+    texts = ["q8Zr2kLmxT" * 2, "abcdefgh" * 3, "x1y2z3" * 4]
+    config = {"n_transit": 20}  # the handout's call passes its config; nothing in it is needed
+    study = extract_and_visualize_attention(config, lm, texts, num_samples=2, layer_idx=0,
+                                            save_dir=tmp_path / "figs", png=False)
+    out = capsys.readouterr().out
+    assert len(study.samples) == 2  # the first num_samples sequences
+    assert "Sample 1:" in out
+    assert "Sequence length: 20   Context tokens: 19" in out
+    assert f"Saved {len(list((tmp_path / 'figs').iterdir()))} files in {tmp_path / 'figs'}" in out
+    assert (tmp_path / "figs" / "insights.txt").read_text().startswith(out.split("\nSaved")[0][:200])
+    assert any(p.suffix == ".html" for p in (tmp_path / "figs").iterdir())
+    for s, maps in enumerate(study.samples):  # the numbers are sample_statistics' of each sequence
+        stats = sample_statistics(maps)
+        np.testing.assert_allclose(study.per_sample["recent_distant_ratio"][s], stats["recent_distant_ratio"])
+
+    # a data loader of token ids, two sequences per batch: every row is a sample, none dropped
+    ids = torch.tensor([chars.encode(texts[0]), chars.encode(texts[0][::-1])])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids, ids), batch_size=2)
+    study = extract_and_visualize_attention(None, lm, loader, num_samples=5, save_dir=None, verbose=False)
+    assert len(study.samples) == 2
+    np.testing.assert_allclose(study.samples[0].weights, extract_attention(lm, texts[0], chars).weights,
+                               atol=1e-6)
+    assert study.layer is None  # no layer_idx: every layer in the numbers
+    with pytest.raises(ValueError, match="num_samples: expected a positive int, got 0"):
+        extract_and_visualize_attention(None, lm, texts, num_samples=0)
+    with pytest.raises(TypeError, match="test_dataloader: expected an iterable of samples"):
+        extract_and_visualize_attention(None, lm, 3)
+    with pytest.raises(ValueError, match="test_dataloader: it yielded no sample"):
+        extract_and_visualize_attention(None, lm, [])

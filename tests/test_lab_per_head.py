@@ -111,3 +111,34 @@ def test_the_guides_figure_has_its_four_rows(tiny_maps, tmp_path):
 
 def stds_text(div):
     return div.text.replace("<br>", "\n")
+
+
+def test_generate_interpretability_outputs_from_a_real_batch(minilm, tmp_path, capsys):
+    import torch
+
+    from attnwidget.lab.per_head import diagnostic_summary, generate_interpretability_outputs
+    from attnwidget.models import load_tiny_lm
+
+    model, tokenizer = minilm
+    batch = tokenizer(["The cat sat on the mat.", "A dog ran in the park all day long."], return_tensors="pt",
+                      padding=True)  # element 0 is padded to the longer one
+    out = generate_interpretability_outputs(model=model, sample_batch=batch, tokenizer=tokenizer,
+                                            sequence_label="validation excerpt",
+                                            save_path=tmp_path / "attention_with_context.html")
+    printed = capsys.readouterr().out
+    alone = extract_attention(model, "The cat sat on the mat.", tokenizer)  # element 0, without padding
+    assert out["maps"].query_tokens == alone.query_tokens
+    np.testing.assert_allclose(out["summary"].row_std, diagnostic_summary(alone, -1).row_std, rtol=1e-4)
+    assert out["caption"].startswith("validation excerpt (batch element 0 of 2) (9 tokens) · ")
+    assert "“the cat sat on the mat.”" in out["caption"]  # the decoded text, quoted
+    assert "ATTENTION DIAGNOSTIC SUMMARY" in printed
+    assert f"✓ Saved: {tmp_path / 'attention_with_context.html'}" in printed
+    assert out["path"].stat().st_size > 10_000
+
+    lm, chars = load_tiny_lm()  # ids only, as a validation loader yields them: (input_ids, target_ids)
+    ids = torch.tensor([chars.encode("q8Zr2kLmxT" * 2)])
+    out = generate_interpretability_outputs(lm, (ids, ids), save_path=None, verbose=False)
+    assert out["maps"].query_tokens == tuple("q8Zr2kLmxT" * 2)  # the tokenizer's tokens, not positions
+    assert "q8Zr2kLmxT" in out["caption"]
+    with pytest.raises(ValueError, match=r"sample_batch: expected token ids \[seq_len\] or \[batch, "):
+        generate_interpretability_outputs(lm, torch.zeros(1, 2, 3, dtype=torch.long), save_path=None)

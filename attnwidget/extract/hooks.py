@@ -208,6 +208,10 @@ def extract_hooks(
         if tokens is None:
             tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())
         inputs = ids
+    elif (tokens is None and hasattr(tokenizer, "convert_ids_to_tokens") and isinstance(inputs, torch.Tensor)
+          and inputs.ndim in (1, 2) and not inputs.is_floating_point() and inputs.numel()):
+        # ids with their tokenizer: label the positions with its tokens, as for a text
+        tokens = tokenizer.convert_ids_to_tokens(inputs.reshape(-1, inputs.shape[-1])[0].tolist())
     candidates, explicit = attention_candidates(model, attention_modules)
 
     captured: list[tuple[str, torch.Tensor]] = []

@@ -1,8 +1,9 @@
-"""Small helpers the lab modules share: argument checks in the handouts' words, and saving figures."""
+"""Small helpers the lab modules share: argument checks in the handouts' words, saving figures, and
+the sequences of a data loader's batch."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,38 @@ def positive_int(value: Any, name: str) -> int:
         raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
     return int(value)
 
+
+def sequences(item: Any, name: str) -> list[Any]:
+    """One item of a data loader (a batch) -> the model inputs of each sequence in it, in order:
+    a batch is split into its rows, none is dropped. Texts, token ids (``[seq_len]``,
+    ``[batch, seq_len]``, numpy, a list of ints), mappings of model inputs (tensors split by
+    row) and ``(inputs, targets, ...)`` tuples; errors name ``name``."""
+    import torch
+
+    if isinstance(item, (tuple, list)) and item:
+        if all(isinstance(x, str) for x in item):
+            return list(item)  # a batch of texts
+        if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in item):
+            item = torch.tensor([list(item)])  # one sequence of ids
+        else:
+            item = item[0]  # (inputs, targets, ...) as datasets yield them
+    if isinstance(item, str):
+        return [item]
+    if isinstance(item, np.ndarray):
+        item = torch.from_numpy(item)
+    if isinstance(item, torch.Tensor):
+        if item.ndim == 1:
+            return [item[None]]
+        if item.ndim == 2:
+            return [item[b : b + 1] for b in range(item.shape[0])]
+        raise ValueError(f"{name}: expected token ids [seq_len] or [batch, seq_len], got shape "
+                         f"{tuple(item.shape)}")
+    if isinstance(item, Mapping):
+        first = next((v for v in item.values() if isinstance(v, torch.Tensor) and v.ndim >= 2), None)
+        if first is None:
+            return [dict(item)]
+        n = first.shape[0]
+        return [{k: (v[b : b + 1] if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n else v)
+                 for k, v in item.items()} for b in range(n)]
+    raise TypeError(f"{name}: expected items that are texts, token id tensors, mappings of model "
+                    f"inputs or (inputs, targets) tuples, got {type(item).__name__}")

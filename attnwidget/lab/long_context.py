@@ -1,29 +1,32 @@
 """Long-context attention analysis (handout ``004``): where the last query looks in its history.
 
-The summary's tools, on :mod:`attnwidget.metrics.history` and :mod:`attnwidget.plots`::
+The summary's tools, on :mod:`attnwidget.study`, :mod:`attnwidget.metrics.history` and
+:mod:`attnwidget.plots`::
 
     from attnwidget.lab.long_context import (
-        visualize_attention_heatmap, visualize_attention_lines, sample_statistics,
-        summary_statistics, visualize_summary_statistics, compression_hints, insights, save_figures,
+        extract_and_visualize_attention, visualize_attention_heatmap, visualize_attention_lines,
+        sample_statistics, summary_statistics, visualize_summary_statistics, compression_hints,
+        insights, save_figures,
     )
+    study = extract_and_visualize_attention(config, model, test_dataloader, num_samples=5,
+                                            layer_idx=0)       # the whole tool: console + ./figs/attention
     visualize_attention_heatmap(maps, layer_idx=0)          # one panel per head
     visualize_attention_lines(maps, layer_idx=0, head_idx=0)  # last query's profile, received
     sample_statistics(maps.layer(0), causal=True)          # the per-sample numbers, per head
     summary = summary_statistics([m.weights for m in samples], causal=True)
-    visualize_summary_statistics(samples, layer_idx=-1)     # recency ratio per head, ± std
+    visualize_summary_statistics(samples, layer_idx=-1)     # the four measures per head, across samples
     insights(summary)                                        # "INSIGHT: Strong recency bias ..."
     save_figures({"layer0_heads": fig}, "./figs/attention")  # the figures, in a folder
 
-The history of the last query is every key it may see, its own position
-included (the handout's example counts 19 context tokens for 20 positions:
-it leaves the query's own key out; a causal query does read it). The
-handout's "Ratio: mean(recent 25%) / mean(distant 25%)" is
-:func:`attnwidget.metrics.recency_ratio`; its thresholds (ratio > 2, entropy
-> 2) are :data:`attnwidget.metrics.HINT_RULES`.
-
-Left for later (issue 20): the multi-sample study itself
-(``extract_and_visualize_attention(config, model, test_dataloader,
-num_samples=5, layer_idx=...)``, which runs a model over a dataset's samples).
+The context of the last query is the handout's: the keys *before* it (20
+positions give 19 context tokens; the query's own key is left out and the
+rest renormalised to sum to 1), so the mean context attention is
+``1 / context_tokens`` and position 18 is the last context token, as in its
+example output. :class:`attnwidget.study.LongContextStudy` and the report use
+the same definition (:func:`attnwidget.study.context_of`). The handout's
+"Ratio: mean(recent 25%) / mean(distant 25%)" is
+:func:`attnwidget.metrics.recency_ratio` of that context; its thresholds
+(ratio > 2, entropy > 2) are :data:`attnwidget.metrics.HINT_RULES`.
 """
 
 from __future__ import annotations
@@ -35,22 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from attnwidget.lab._common import figure_size, index, save
+from attnwidget.lab._common import figure_size, index, save, sequences
 from attnwidget.maps import AttentionMaps
-from attnwidget.metrics import (
-    compression_hints,
-    compute_attention_entropy,
-    compute_attention_statistics,
-    history_metrics,
-    last_query_profile,
-    max_position,
-    recency_ratio,
-)
-from attnwidget.study import INSIGHTS, insight_lines
+from attnwidget.metrics import compression_hints, history_metrics
+from attnwidget.study import INSIGHTS, MEASURES, context_measures, context_of, insight_lines
 
 __all__ = [
     "INSIGHTS",
     "compression_hints",
+    "extract_and_visualize_attention",
     "insights",
     "sample_statistics",
     "save_figures",
@@ -133,40 +129,47 @@ def sample_statistics(
     """The handout's per-sample numbers for the last query, per matrix (floats, or arrays ``[...]``).
 
     ``attention``: ``[Q, K]``, ``[heads, Q, K]`` or ``[layers, heads, Q, K]``
-    (or an AttentionMaps). ``causal``: only keys up to each query's position
-    count; None (default) takes the record's flag, or for weights checks that
-    nothing lies above the diagonal (the handout's models are causal; a
-    bidirectional encoder's maps are not). Keys:
+    (or an AttentionMaps). ``causal``: keys above the diagonal must hold 0
+    (checked); None (default) takes the record's flag, or for weights whether
+    nothing lies above the diagonal. The context is the keys before the last
+    query, renormalised (the module's doc). Keys:
 
-    * ``sequence_length``: Q; ``context_tokens``: the keys the last query sees (K);
-    * ``mean_context_attention``: its mean weight per key (``1 / context_tokens``,
-      since a row sums to 1: the baseline the other numbers compare with);
-    * ``attention_std``: std of its weights (larger = more focused);
-    * ``max_attention_position``: the key it attends most (lowest on ties);
-    * ``recent_distant_ratio``: mean weight on the most recent ``fraction`` of
-      its keys over the most distant ``fraction`` (> 2 is a strong recency bias);
-    * ``attention_entropy``: entropy of its weights, nats (``ln K`` = uniform).
+    * ``sequence_length``: Q; ``context_tokens``: the keys before the last query (K - 1);
+    * ``mean_context_attention``: the mean weight per context token, ``1 / context_tokens``
+      (the baseline the other numbers compare with: the handout's 0.0526 for 19);
+    * ``attention_std``: std of the context weights (larger = more focused);
+    * ``max_attention_position``: the context key attended most (lowest on ties);
+    * ``recent_distant_ratio``: mean weight on the most recent ``fraction`` of the
+      context over the most distant ``fraction`` (> 2 is a strong recency bias);
+    * ``attention_entropy``: entropy of the context weights, nats (``ln(context_tokens)`` = uniform).
     """
     causal = _causal(attention, causal)
-    # an AttentionMaps goes to the metrics as it is: they read its causal flag and padding
-    profile = last_query_profile(attention, causal=causal)[..., None, :]  # [..., 1, K]: the last row
-    stats = compute_attention_statistics(profile)
+    profile = context_of(attention, "attention", causal=causal)  # [..., 1, K - 1]
+    measures = context_measures(profile, fraction)
     n_queries = attention.shape[-2] if isinstance(attention, AttentionMaps) else np.shape(attention)[-2]
-    return {
-        "sequence_length": int(n_queries),
-        "context_tokens": int(profile.shape[-1]),
-        "mean_context_attention": stats["mean"],
-        "attention_std": stats["std"],
-        "max_attention_position": max_position(attention, causal=causal),
-        "recent_distant_ratio": recency_ratio(attention, fraction, causal=causal),
-        "attention_entropy": _squeeze(compute_attention_entropy(profile)),
-    }
+    out: dict[str, Any] = {"sequence_length": int(n_queries), "context_tokens": int(profile.shape[-1])}
+    for key in ("mean_context_attention", "attention_std", "max_attention_position",
+                "recent_distant_ratio", "attention_entropy"):
+        value = np.asarray(measures[key])
+        out[key] = value if value.ndim else (int(value) if key == "max_attention_position" else float(value))
+    return out
 
 
-def _squeeze(rows: np.ndarray) -> Any:
-    """``[..., 1]`` -> ``[...]``, a float for one matrix."""
-    out = np.asarray(rows)[..., 0]
-    return float(out) if out.ndim == 0 else out
+def _samples(samples: Any) -> list[Any]:
+    if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence) or not samples:
+        raise ValueError(
+            f"samples: expected a non-empty list of attention arrays, got {type(samples).__name__}"
+        )
+    return list(samples)
+
+
+def _finite_mean_std(stack: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean and std over samples (axis 0) of the finite values (an infinite ratio is left out)."""
+    finite = np.where(np.isfinite(stack), stack, np.nan)
+    count = np.isfinite(finite).sum(0)
+    mean = np.where(count > 0, np.nansum(finite, 0) / np.maximum(count, 1), np.nan)
+    var = np.nansum((finite - mean) ** 2, 0) / np.maximum(count, 1)
+    return {"mean": mean, "std": np.where(count > 0, np.sqrt(var), np.nan)}
 
 
 def summary_statistics(
@@ -175,17 +178,34 @@ def summary_statistics(
     """Statistics across samples: each measure's mean and std over ``samples``.
 
     ``samples``: one attention array per sample (``[layers, heads, Q, K]`` or
-    any ``[..., Q, K]``; lengths may differ, the leading shape must match).
-    Returns :func:`attnwidget.metrics.history_metrics`: ``recency_ratio``,
-    ``max_position_relative`` (0 first key .. 1 last), ``top_mass`` (share of
-    the last query's weight on its top 10% keys), ``mean_entropy`` (nats) and
-    ``received`` (per relative-position bin), each ``{"mean", "std"}`` with the
-    leading shape, and ``n_samples``. ``causal=None`` (default): causal when
-    every sample is (see :func:`sample_statistics`).
+    any ``[..., Q, K]``, or AttentionMaps; lengths may differ, the leading shape
+    must match). On each sample's context (the module's doc), returns
+
+    * the handout's summary measures, each ``{"mean", "std"}`` with the leading
+      shape: ``mean_context_attention``, ``attention_std`` (concentration),
+      ``attention_entropy`` (nats) and ``recent_distant_ratio`` (infinite ratios
+      left out), as :func:`sample_statistics` gives them per sample;
+    * :func:`attnwidget.metrics.history_metrics` of the contexts, which
+      :func:`insights` reads: ``recency_ratio``, ``max_position_relative`` (0
+      first key .. 1 last), ``top_mass``, ``k90``, ``cluster_run``,
+      ``mean_entropy`` and ``received`` (per relative-position bin);
+    * ``n_samples``.
+
+    ``causal=None`` (default): causal when every sample is (see :func:`sample_statistics`).
     """
-    if causal is None and isinstance(samples, Sequence) and not isinstance(samples, (str, bytes)) and samples:
+    samples = _samples(samples)
+    if causal is None:
         causal = all(_causal(s, None) for s in samples)
-    return history_metrics(samples, fraction=fraction, bins=bins, causal=bool(causal))
+    profiles = [context_of(s, f"samples[{i}]", causal=bool(causal)) for i, s in enumerate(samples)]
+    out = history_metrics(profiles, fraction=fraction, bins=bins)
+    per = [context_measures(p, fraction) for p in profiles]
+    for key in ("mean_context_attention", "attention_std", "attention_entropy", "recent_distant_ratio"):
+        out[key] = _finite_mean_std(np.stack([np.asarray(m[key], dtype=float) for m in per]))
+    return out
+
+
+#: The panels of :func:`visualize_summary_statistics`, in the handout's order.
+SUMMARY_PANELS = ("mean_context_attention", "attention_std", "attention_entropy", "recent_distant_ratio")
 
 
 def visualize_summary_statistics(
@@ -195,19 +215,20 @@ def visualize_summary_statistics(
     causal: bool | None = None,
     save_path: str | Path | None = None,
 ) -> Any:
-    """The recency ratio of each head of ``layer_idx`` across samples: mean with ±1 std error bars.
+    """The handout's summary figure for one layer: its four measures across samples, per head.
 
     ``samples``: one ``[layers, heads, Q, K]`` array (or AttentionMaps) per
-    sample, lengths may differ. The handout's "Recent vs distant attention
-    ratio" panel of its summary figure (:func:`attnwidget.plots.recency_figure`);
-    the other measures are in :func:`summary_statistics`.
+    sample, lengths may differ. Four panels (a bokeh grid, two per row), each a
+    box per head over the samples with every sample as a dot
+    (:func:`attnwidget.plots.study.distribution_figure`): the mean context
+    attention, the concentration (std), the entropy and the recent/distant
+    ratio, as :func:`sample_statistics` gives them.
     """
-    from attnwidget.plots import recency_figure
+    from bokeh.layouts import gridplot
 
-    if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence) or not samples:
-        raise ValueError(
-            f"samples: expected a non-empty list of attention arrays, got {type(samples).__name__}"
-        )
+    from attnwidget.plots.study import distribution_figure
+
+    samples = _samples(samples)
     lead = []
     for i, sample in enumerate(samples):
         shape = sample.shape if isinstance(sample, AttentionMaps) else np.shape(sample)
@@ -217,20 +238,121 @@ def visualize_summary_statistics(
     li = index(layer_idx, lead[0], "layer_idx")
     if causal is None:
         causal = all(_causal(s, None) for s in samples)
-    return save(recency_figure(samples, causal=bool(causal), layer=li), save_path)
+    per = [sample_statistics(s, causal=bool(causal)) for s in samples]
+    panels = []
+    for key in SUMMARY_PANELS:
+        fig = distribution_figure(np.stack([np.asarray(m[key], dtype=float)[li] for m in per]), key, li)
+        fig.width, fig.height = 460, 280
+        fig.add_layout(_subtitle(MEASURES[key]), "above")
+        panels.append(fig)
+    return save(gridplot(panels, ncols=2), save_path)
 
 
-def insights(summary: Mapping[str, Any], *, verbose: bool = False) -> list[str]:
-    """The handout's console insights from :func:`summary_statistics`, one string per hint that fires.
+def _subtitle(text: str) -> Any:
+    from bokeh.models import Title
 
-    Each names the matrices it holds for (e.g. ``(layer, head)`` pairs) and
-    the measure against its threshold (:func:`compression_hints`). An empty
-    list means no rule fired. ``verbose`` also prints them.
+    return Title(text=text, text_font_style="italic", text_font_size="9pt")
+
+
+def _place(index: Sequence[int]) -> str:
+    """A hint's matrix in words: ``layer 0 head 2``, ``head 2``, or ``the matrix``."""
+    index = tuple(int(i) for i in index)
+    if len(index) == 2:
+        return f"layer {index[0]} head {index[1]}"
+    if len(index) == 1:
+        return f"head {index[0]}"
+    return "the matrix" if not index else str(index)
+
+
+def insights(summary: Mapping[str, Any], *, verbose: bool = True) -> list[str]:
+    """The handout's console insights from :func:`summary_statistics`, one string per hint that
+    fires; printed (as the handout's tool does) unless ``verbose=False``.
+
+    Each names where it holds (``layer 0 head 2`` for a ``[layers, heads]``
+    summary) and the measure against its threshold (:func:`compression_hints`).
+    An empty list means no rule fired.
     """
-    out = insight_lines(compression_hints(dict(summary)))
+    out = insight_lines(compression_hints(dict(summary)), _place)
     if verbose:
         print("\n".join(out) if out else "No compression insight: no rule fired.")
     return out
+
+
+def extract_and_visualize_attention(
+    config: Any,
+    model: Any,
+    test_dataloader: Any,
+    num_samples: int = 5,
+    layer_idx: int | None = None,
+    *,
+    tokenizer: Any = None,
+    save_dir: str | Path | None = "./figs/attention",
+    png: bool | None = None,
+    verbose: bool = True,
+) -> Any:
+    """The handout's whole tool: run ``model`` over ``num_samples`` sequences of ``test_dataloader``,
+    print each sample's numbers, the statistics across samples and the insights, save the figures
+    in ``save_dir``; returns the :class:`attnwidget.study.LongContextStudy`.
+
+    ``config``: the handout passes its training config; attnwidget reads what it needs from the
+    model and the data, so any value (None too) is accepted and not used. ``model``: any model
+    :func:`attnwidget.extract_attention` takes (transformers, TransformerLens, or a PyTorch
+    module whose attention modules return their weights). ``test_dataloader``: any iterable of
+    texts, token id tensors (``[seq_len]`` or ``[batch, seq_len]``: each row is a sample),
+    mappings of model inputs (``{"input_ids": ..., "attention_mask": ...}``, split by row), or
+    ``(inputs, targets)`` tuples; the first ``num_samples`` sequences are read. ``tokenizer``:
+    for texts (found offline for transformers models and the embedded ones).
+
+    ``layer_idx``: the layer of the console's per-head lines and of the figures (negative from
+    the end); None (the default, the handout's loop over layers) puts every layer in the
+    numbers and the last in the figures. ``save_dir``: ``study.json``, ``insights.txt`` and
+    the figures (``.html``, and ``.png`` when ``png``; None: PNG when a browser is installed);
+    None saves nothing. The samples need the same layers and heads; their lengths may differ.
+    """
+    from attnwidget.extract import extract_attention
+    from attnwidget.study import study_samples
+
+    del config  # accepted for the handout's call; nothing in it is needed here
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
+    try:
+        items = iter(test_dataloader)
+    except TypeError:
+        raise TypeError(f"test_dataloader: expected an iterable of samples (a DataLoader, a list), got "
+                        f"{type(test_dataloader).__name__}") from None
+    inputs: list[Any] = []
+    for item in items:
+        inputs.extend(sequences(item, "test_dataloader"))
+        if len(inputs) >= num_samples:
+            break
+    if not inputs:
+        raise ValueError("test_dataloader: it yielded no sample")
+    if any(isinstance(x, str) for x in inputs):
+        from attnwidget.inputs import find_tokenizer
+
+        tokenizer = find_tokenizer(model, tokenizer)
+    samples = [extract_attention(model, x, tokenizer) for x in inputs[:num_samples]]
+    study = study_samples(samples, layer=layer_idx)
+    if len(inputs) < num_samples and verbose:
+        print(f"test_dataloader: {len(inputs)} sequences, fewer than num_samples={num_samples}; "
+              "studied them all")
+    if verbose:
+        print(study)
+    if save_dir is not None:
+        if png is None:
+            from attnwidget.plots import BrowserUnavailableError, check_browser
+
+            try:
+                check_browser()
+                png = True
+            except BrowserUnavailableError as exc:
+                png = False
+                if verbose:
+                    print(f"figures as HTML only: {exc}")
+        written = study.save(save_dir, png=png)
+        if verbose:
+            print(f"Saved {len(written)} files in {save_dir}")
+    return study
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

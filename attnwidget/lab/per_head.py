@@ -14,9 +14,13 @@ core supports, under the guide's words::
     kl_divergence_matrix(maps.layer(0))   # [heads, heads], nats
     per_head_figure(maps, layer=0, sequence_label="WikiText-2 validation excerpt",
                     save_path="attention_with_context.html")
+    print(diagnostic_summary(maps, layer=-1))   # "ATTENTION DIAGNOSTIC SUMMARY"
+    generate_interpretability_outputs(model=model, sample_batch=val_batch, tokenizer=tokenizer)
 
-Left for later (issue 20): the input modes ``--mode validation`` / ``random``,
-the printed diagnostic summary, and ``generate_interpretability_outputs``.
+The guide's input modes are :func:`load_samples` (``mode="text"``,
+``"validation"`` with a local file or :func:`reference_manual`, ``"random"``),
+and on the command line ``python -m attnwidget report --mode validation
+--dataset FILE`` (:mod:`attnwidget.report`).
 
 About the guide's numbers: its summary prints ``row_std = 0.234`` for a head
 over 128 keys, which cannot happen. A row's weights sum to 1, so their
@@ -31,16 +35,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from attnwidget.lab._common import index, save
+from attnwidget.inputs import load_samples, reference_manual
+from attnwidget.lab._common import index, save, sequences
 from attnwidget.maps import AttentionMaps
 from attnwidget.metrics import GRADES, head_sharpness, kl_divergence_matrix, sharpness_grade
+from attnwidget.study import diagnostic_summary
 
 __all__ = [
     "GRADES",
     "caption",
+    "diagnostic_summary",
+    "generate_interpretability_outputs",
     "head_average",
     "kl_divergence_matrix",
+    "load_samples",
     "per_head_figure",
+    "reference_manual",
     "row_std",
     "sharpness_grade",
 ]
@@ -98,7 +108,10 @@ def caption(
     li = index(layer, maps.n_layers, "layer")
     hi = None if head is None else index(head, maps.n_heads, "head")
     label = f"{show_invisible(str(sequence_label))} " if sequence_label else ""
-    return f"{label}({len(maps.query_tokens)} tokens) · {provenance(maps, li, hi)}"
+    line = provenance(maps, li, hi)
+    count = f"({len(maps.query_tokens)} tokens)"
+    # a sampled record's provenance already gives the count: once is enough
+    return f"{label}{'' if count in line else count + ' · '}{line}".replace("  ", " ").strip()
 
 
 def per_head_figure(
@@ -154,3 +167,65 @@ def per_head_figure(
     stats = div("\n".join(lines), width=420)
     kl = similarity_matrix(one, 0, method="kl")
     return save(column(header, heads, row(avg_fig, stats), kl), save_path)
+
+
+def generate_interpretability_outputs(
+    model: Any,
+    sample_batch: Any,
+    tokenizer: Any = None,
+    *,
+    layer: int = -1,
+    sequence_label: str | None = None,
+    save_path: str | Path | None = "attention_with_context.html",
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """The guide's outputs for a paper, from one real batch: its first sequence's record, the
+    diagnostic summary, the four-row figure and its caption.
+
+    ``sample_batch``: what a validation loader yields (``(input_ids, target_ids)``,
+    ``[batch, seq_len]`` token ids, a mapping of model inputs, or texts); its batch element 0
+    is shown, as in the guide (``input_ids[0:1]``), and the caption says which element of how
+    many. ``tokenizer``: decodes the tokens (found offline for transformers models and the
+    embedded ones). ``layer``: the layer of the figure and the summary (negative from the end).
+    ``sequence_label``: what the sequence is ("WikiText-103 validation excerpt"); the caption
+    adds the decoded text, the length, the layer and the masking. ``save_path``: the figure
+    (``.html``, ``.png`` or ``.svg``; None: not saved). ``verbose`` prints the sequence block
+    and the summary, as the guide's script does.
+
+    Returns ``{"maps", "summary" (DiagnosticSummary), "figure", "caption", "path"}``.
+    """
+    from attnwidget.extract import extract_attention
+    from attnwidget.inputs import find_tokenizer
+    from attnwidget.tokens import show_invisible
+
+    rows = sequences(sample_batch, "sample_batch")
+    if not rows:
+        raise ValueError("sample_batch: it holds no sequence")
+    tokenizer = find_tokenizer(model, tokenizer)
+    maps = extract_attention(model, rows[0], tokenizer)
+    ids = rows[0].get("input_ids") if isinstance(rows[0], dict) else rows[0]
+    if not maps.text and hasattr(ids, "tolist") and callable(getattr(tokenizer, "decode", None)):
+        # ids carry no text: decode it, so that the caption can quote the sequence
+        flat = ids.reshape(-1).tolist()
+        try:
+            decoded = tokenizer.decode(flat, skip_special_tokens=True)
+        except TypeError:  # a tokenizer without special tokens (attnwidget.tinylm.CharTokenizer)
+            decoded = tokenizer.decode(flat)
+        maps = maps.with_source(maps.source, text=decoded)
+    li = index(layer, maps.n_layers, "layer")
+    which = f"batch element 0 of {len(rows)}"
+    label = f"{sequence_label} ({which})" if sequence_label else which
+    summary = diagnostic_summary(maps, li)
+    fig = per_head_figure(maps, li, sequence_label=label, save_path=save_path)
+    text = caption(maps, li, None, sequence_label=label)
+    if verbose:
+        tokens = " | ".join(maps.query_display[:16]) + (" ..." if maps.shape[2] > 16 else "")
+        print(f"[SEQUENCE] {show_invisible(label)}")
+        if maps.text:
+            print(f"  Decoded text: {show_invisible(maps.text[:200])}{'...' if len(maps.text) > 200 else ''}")
+        print(f"  Length: {maps.shape[2]} tokens\n  Tokens: {tokens}\n")
+        print(summary)
+        if save_path is not None:
+            print(f"✓ Saved: {save_path}")
+    return {"maps": maps, "summary": summary, "figure": fig, "caption": text,
+            "path": None if save_path is None else Path(save_path)}
