@@ -94,6 +94,13 @@ def test_plot_heatmap_draws_the_dict_and_saves_it(tmp_path):
     data = next(r.data_source for r in fig.renderers if isinstance(r.data_source, ColumnDataSource)).data
     np.testing.assert_allclose(np.asarray(data["weight"]).reshape(4, 4), weights)
     assert list(data["key"][:4]) == tokens
+    from bokeh.models import LinearColorMapper
+
+    from attnwidget._codec import LEVELS, colormap_hexes
+
+    levels = next(iter(fig.select(LinearColorMapper))).palette
+    blues = colormap_hexes("blues")  # the handout plots with cmap="Blues"
+    assert (levels[0], levels[LEVELS]) == (blues[0] + "ff", blues[-1] + "ff")  # RGBA, opaque
     html = (tmp_path / "heatmap.html").read_text(encoding="utf-8")
     assert "Attention Heatmap" in html
     assert "cdn.bokeh.org" not in html  # offline: bokeh's JavaScript is inlined

@@ -60,7 +60,7 @@ def plot_heatmap(heatmap_data: dict[str, Any], save_path: str | Path | None = No
 
     ``heatmap_data``: what :func:`create_attention_heatmap` returns (reads its
     ``weights`` ``[Q, K]``, ``query_labels`` and ``key_labels``). Queries run
-    down, keys across, colours span 0..1 ("Attention Weight"), title
+    down, keys across, colours span 0..1 in the handout's Blues (light = 0), title
     "Attention Heatmap", hover shows the tokens and the weight. Where the
     handout calls ``plt.show()``, this returns the figure (show it with
     ``bokeh.io.show`` or as a cell's last value); ``save_path`` (``.html``,
@@ -79,7 +79,8 @@ def plot_heatmap(heatmap_data: dict[str, Any], save_path: str | Path | None = No
                                     heatmap_data["key_labels"])
     if data["weights"].ndim != 2:
         raise ValueError(f"heatmap_data: expected weights [Q, K], got shape {data['shape']}")
-    fig = matrix_figure(data["weights"], data["query_labels"], data["key_labels"], "Attention Heatmap")
+    fig = matrix_figure(data["weights"], data["query_labels"], data["key_labels"], "Attention Heatmap",
+                        palette="blues")  # the handout's cmap='Blues
     fig.xaxis.axis_label = "Keys"
     fig.yaxis.axis_label = "Queries"
     return save(fig, save_path)
