@@ -321,7 +321,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="report", type=Path, help="output folder (default: report/)")
     parser.add_argument("--no-png", action="store_true",
                         help="skip the PNG figures (they need chromium, chromedriver and selenium)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar, and no diagnostic summary or insights on the console "
+                             "(they are in the output folder either way)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -147,6 +147,9 @@ def test_custom_modules_named_explicitly_and_wrong_names():
     assert maps.layer_names == ("blocks.1.attention",)
     with pytest.raises(ValueError, match=r"attention_modules: no submodule named 'blocks.9.attn'"):
         extract_attention(model, x, attention_modules=["blocks.9.attn"])
+    # a one-letter typo inside the path is still matched to the real name
+    with pytest.raises(ValueError, match=r"'blocks.2.atention'; similar names: \['blocks.2.attention'"):
+        extract_attention(model, x, attention_modules=["blocks.2.atention"])
     with pytest.raises(NoAttentionFoundError, match=r"\['blocks.0.mlp'\] ran without returning"):
         extract_attention(model, x, attention_modules=["blocks.0.mlp"])
     assert no_hooks_left(model)

@@ -20,6 +20,7 @@ forward raises. Layers are ordered by call order; a module called twice gives tw
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -101,7 +102,10 @@ def attention_candidates(
         elif item in named:
             chosen.append((item, named[item]))
         else:
-            close = [n for n in named if n and item.rsplit(".", 1)[-1] in n][:5]
+            # a typo anywhere in the path ("encoder.layer.0.atention") still finds the name
+            close = difflib.get_close_matches(item, [n for n in named if n], n=5, cutoff=0.6)
+            tail = item.rsplit(".", 1)[-1]
+            close += [n for n in named if n and tail in n and n not in close][: 5 - len(close)]
             raise ValueError(
                 f"attention_modules: no submodule named {item!r}; "
                 f"similar names: {close or 'none'} (see model.named_modules())"
