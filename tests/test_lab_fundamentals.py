@@ -117,7 +117,7 @@ def test_extractor_errors():
         extractor.get_attention(torch.zeros(1, 3))
     with pytest.raises(NoAttentionFoundError, match="layer_names: auto-detection found no attention module"):
         extractor.register_hooks()
-    with pytest.raises(ValueError, match="attention_modules: no submodule named 'attn'"):
+    with pytest.raises(ValueError, match="layer_names: no submodule named 'attn'"):  # the handout's word
         extractor.register_hooks(["attn"])
     with pytest.raises(TypeError, match="layer_names: expected a list of module names or None, got the str"):
         extractor.register_hooks("encoder")

@@ -122,7 +122,10 @@ class AttentionExtractor:
         ):
             got = f"the str {layer_names!r}" if isinstance(layer_names, str) else type(layer_names).__name__
             raise TypeError(f"layer_names: expected a list of module names or None, got {got}")
-        candidates, _ = attention_candidates(self.model, layer_names)
+        try:
+            candidates, _ = attention_candidates(self.model, layer_names)
+        except ValueError as exc:  # the core calls it attention_modules; the handout, layer_names
+            raise ValueError(str(exc).replace("attention_modules:", "layer_names:", 1)) from None
         if not candidates:
             raise NoAttentionFoundError(
                 f"layer_names: auto-detection found no attention module in {type(self.model).__name__} "
