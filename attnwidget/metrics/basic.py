@@ -596,6 +596,10 @@ def analyze_attention_patterns(
     the attention mass within ``window`` positions of the diagonal
     (``|i - j| <= window``, default 2, the same window the pattern rules use);
     ``1 - local_vs_global`` is the share that goes further.
+
+    Not the Attention Surgeon handout's function of the same name, which has other
+    units (``diagonal_mass`` in percent, ``local_vs_global`` a ratio, ``max_attention``
+    over the whole matrix): that one is :func:`attnwidget.lab.surgeon.analyze_attention_patterns`.
     """
     window = check_int(window, "window", 0, 1 << 30)
     p = prepare(weights, "weights", mask=mask, causal=causal, normalize=normalize)
