@@ -293,3 +293,15 @@ def test_compare_masking_errors():
         compare_masking(steps=0)
     with pytest.raises(ValueError, match=r"prompt: expected at least 1 characters .* including \['C', 'T'\]"):
         compare_masking(prompt="The Cat")
+
+
+def test_the_bonus_challenges_are_there_under_their_names(qkv):
+    from attnwidget import scratch
+    from attnwidget.lab import surgeon
+
+    Q, K, V = qkv
+    for name in ("tiled_attention", "topk_attention", "cross_attention", "multi_query_attention",
+                 "attention_dropout"):
+        assert getattr(surgeon, name) is getattr(scratch, name)
+    out, _ = surgeon.tiled_attention(Q, K, V)  # flash-style tiling: the same output as the formula
+    torch.testing.assert_close(out, attention(Q, K, V)[0])

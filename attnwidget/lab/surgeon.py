@@ -10,7 +10,13 @@ Every function the handout names, with its arguments and defaults::
     out, w = attention(Q, K, V, mask=create_causal_mask(n), scale=True)
     analyze_attention_patterns(w[0])        # max (0..1), entropy (nats), diagonal % , local/global
     experiment_scaling_factor()             # the handout's table, measured, next to its numbers
-    compare_masking()                       # causal vs no mask vs reverse, trained (~15 s)
+    compare_masking()                       # causal vs no mask vs reverse, trained (~20 s)
+
+The five bonus challenges, worked (from :mod:`attnwidget.scratch`, here under the same names):
+``tiled_attention`` (1, flash-style tiling with an online softmax), ``topk_attention``
+(2, each query keeps its k strongest keys), ``cross_attention`` (3, queries from one
+sequence, keys and values from another), ``multi_query_attention`` (4, one K and V shared
+by every head) and ``attention(..., dropout_p=0.1)`` / ``attention_dropout`` (5).
 
 Thin wrappers over the core: :func:`attnwidget.scratch.attention` (the
 formula, the mask rule, the ``scale`` rule), :mod:`attnwidget.scratch` masks,
@@ -37,6 +43,13 @@ import torch
 from attnwidget import metrics as M  # noqa: N812 (the package's usual short name)
 from attnwidget import scratch
 from attnwidget.lab._common import distributions, labels, positive_int, save, square
+from attnwidget.scratch import (
+    attention_dropout,
+    cross_attention,
+    multi_query_attention,
+    tiled_attention,
+    topk_attention,
+)
 
 __all__ = [
     "GLOBAL_FLOOR",
@@ -45,12 +58,17 @@ __all__ = [
     "SWEEP_LENGTHS",
     "analyze_attention_patterns",
     "attention",
+    "attention_dropout",
     "compare_masking",
     "create_causal_mask",
     "create_reverse_mask",
+    "cross_attention",
     "experiment_scaling_factor",
+    "multi_query_attention",
     "plot_attention_heatmap",
     "plot_multihead_attention",
+    "tiled_attention",
+    "topk_attention",
 ]
 
 
