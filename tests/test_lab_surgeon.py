@@ -303,5 +303,5 @@ def test_the_bonus_challenges_are_there_under_their_names(qkv):
     for name in ("tiled_attention", "topk_attention", "cross_attention", "multi_query_attention",
                  "attention_dropout"):
         assert getattr(surgeon, name) is getattr(scratch, name)
-    out, _ = surgeon.tiled_attention(Q, K, V)  # flash-style tiling: the same output as the formula
+    out = surgeon.tiled_attention(Q, K, V)  # flash-style tiling: the output only (no weight matrix)
     torch.testing.assert_close(out, attention(Q, K, V)[0])
