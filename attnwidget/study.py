@@ -182,13 +182,15 @@ def context_of(attention: Any, name: str = "attention", *, causal: bool = False)
 
     004's context: the keys before the query; the query's own key (the last) is left out
     and the rest scaled to sum to 1 (a row with no weight on its context stays 0: nothing
-    attended). ``attention``: ``[..., Q, K]`` weights or an AttentionMaps, checked as every
-    metric's input (``causal``: keys above the diagonal must hold 0); errors name ``name``.
+    attended: the last query looks only at itself). ``attention``: ``[..., Q, K]`` weights or
+    an AttentionMaps, checked as every metric's input (``causal``: keys above the diagonal
+    must hold 0); errors name ``name``.
     """
     from attnwidget.metrics._input import prepare
 
-    # a record was checked when it was made (and its padding may hold what the model gave)
-    if isinstance(attention, AttentionMaps):
+    # a record was checked when it was made (its own causal flag included); asked for a
+    # causal reading of a record that is not causal, check that nothing lies above the diagonal
+    if isinstance(attention, AttentionMaps) and (not causal or attention.causal):
         w = attention.weights
     else:
         w = prepare(attention, name, causal=causal).w
@@ -208,17 +210,53 @@ def context_profile(maps: AttentionMaps) -> np.ndarray:
     return context_of(maps, "maps")
 
 
+def _with_empty(profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(profile with each empty context replaced by a uniform one, empty [...])``: the metrics
+    need a row with weight; what they give for the stand-in is overwritten by the caller."""
+    empty = profile.sum(-1)[..., 0] == 0  # [...]
+    if not empty.any():
+        return profile, empty
+    n = profile.shape[-1]
+    return np.where(empty[..., None, None], 1.0 / n, profile), empty
+
+
 def context_measures(profile: np.ndarray, fraction: float = 0.25) -> dict[str, np.ndarray]:
     """004's per-sample numbers of context profiles ``[..., 1, n]`` (:func:`context_of`), each
-    ``[...]`` (see :data:`MEASURES`); ``fraction``: the recent and distant shares of the ratio."""
-    stats = M.compute_attention_statistics(profile)
-    return {
-        "mean_context_attention": np.asarray(stats["mean"]),
-        "attention_std": np.asarray(stats["std"]),
-        "attention_entropy": np.asarray(stats["mean_entropy"]),
-        "recent_distant_ratio": np.asarray(M.recency_ratio(profile, fraction)),
-        "max_attention_position": np.asarray(M.max_position(profile)),
+    ``[...]`` (see :data:`MEASURES`); ``fraction``: the recent and distant shares of the ratio.
+
+    A last query with no weight on its context (all of it on its own key) has NaN for every
+    measure and -1 for the position: there is no context weight to measure.
+    """
+    safe, empty = _with_empty(profile)
+    stats = M.compute_attention_statistics(safe)
+    out = {
+        "mean_context_attention": np.asarray(stats["mean"], dtype=float),
+        "attention_std": np.asarray(stats["std"], dtype=float),
+        "attention_entropy": np.asarray(stats["mean_entropy"], dtype=float),
+        "recent_distant_ratio": np.asarray(M.recency_ratio(safe, fraction), dtype=float),
+        "max_attention_position": np.asarray(M.max_position(safe)),
     }
+    if empty.any():
+        for key, value in out.items():
+            out[key] = np.where(empty, -1 if key == "max_attention_position" else np.nan, value)
+    return out
+
+
+def context_history(profiles: Sequence[np.ndarray], *, fraction: float = 0.25,
+                    bins: int = 20) -> dict[str, Any]:
+    """:func:`attnwidget.metrics.history_metrics` of context profiles (:func:`context_of`), one
+    per sample; a matrix whose context was empty in some sample gets NaN (no hint fires there)."""
+    safe, empties = zip(*(_with_empty(p) for p in profiles), strict=True)
+    out = M.history_metrics(list(safe), fraction=fraction, bins=bins)
+    empty = np.any(np.stack(empties), axis=0)  # [...]
+    if empty.any():
+        for value in out.values():
+            if isinstance(value, dict):
+                for part in ("mean", "std"):
+                    v = np.asarray(value[part], dtype=float)
+                    where = empty.reshape(empty.shape + (1,) * (v.ndim - empty.ndim))  # "received" has bins
+                    value[part] = np.where(where, np.nan, v)
+    return out
 
 
 def sample_measures(maps: AttentionMaps) -> dict[str, np.ndarray]:
@@ -351,12 +389,13 @@ def study_samples(samples: Sequence[AttentionMaps], *, layer: int | None = -1) -
         li = layer % L
     measures = [sample_measures(m) for m in samples]
     per_sample = {k: np.stack([m[k] for m in measures]) for k in MEASURES}
-    history = M.history_metrics([context_profile(m) for m in samples])
+    history = context_history([context_profile(m) for m in samples])
     return LongContextStudy(samples, li, per_sample, history, M.compression_hints(history))
 
 
 __all__ = [
-    "INSIGHTS", "MEASURES", "DiagnosticSummary", "LongContextStudy", "context_measures", "context_of",
+    "INSIGHTS", "MEASURES", "DiagnosticSummary", "LongContextStudy", "context_history", "context_measures",
+    "context_of",
     "context_profile",
     "diagnostic_summary", "insight_lines", "long_context_study", "sample_measures", "study_samples",
 ]

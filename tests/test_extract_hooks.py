@@ -202,3 +202,16 @@ def test_the_multihead_attention_argument_order_is_torchs():
     from attnwidget.extract._common import MHA_FORWARD_ARGS
 
     assert tuple(inspect.signature(nn.MultiheadAttention.forward).parameters)[1:] == MHA_FORWARD_ARGS
+
+
+def test_ids_with_a_tokenizer_are_labelled_with_the_rows_tokens():
+    from attnwidget.models import load_tiny_lm
+
+    lm, chars = load_tiny_lm()
+    ids = torch.tensor([chars.encode("abcdef"), chars.encode("uvwxyz")])
+    assert extract_attention(lm, ids, chars, batch_index=0).query_tokens == tuple("abcdef")
+    second = extract_attention(lm, ids, chars, batch_index=1)
+    assert second.query_tokens == tuple("uvwxyz")  # the row whose weights these are
+    torch.testing.assert_close(second.weights, extract_attention(lm, ids[1:2], chars).weights)
+    assert extract_attention(lm, ids[:1]).query_tokens == tuple("012345")  # no tokenizer: positions
+

@@ -99,8 +99,9 @@ def test_plot_heatmap_draws_the_dict_and_saves_it(tmp_path):
     from attnwidget._codec import LEVELS, colormap_hexes
 
     levels = next(iter(fig.select(LinearColorMapper))).palette
-    blues = colormap_hexes("blues")  # the handout plots with cmap="Blues"
+    blues = colormap_hexes("blues")  # the handout plots with cmap="Blues": light at 0, dark at 1
     assert (levels[0], levels[LEVELS]) == (blues[0] + "ff", blues[-1] + "ff")  # RGBA, opaque
+    assert (levels[0][:7], levels[LEVELS][:7]) == ("#f7fbff", "#08306b")  # matplotlib's Blues ends
     html = (tmp_path / "heatmap.html").read_text(encoding="utf-8")
     assert "Attention Heatmap" in html
     assert "cdn.bokeh.org" not in html  # offline: bokeh's JavaScript is inlined

@@ -193,9 +193,10 @@ def test_extract_and_visualize_attention_runs_the_handouts_whole_tool(tmp_path, 
     assert len(study.samples) == 2  # the first num_samples sequences
     assert "Sample 1:" in out
     assert "Sequence length: 20   Context tokens: 19" in out
-    assert f"Saved {len(list((tmp_path / 'figs').iterdir()))} files in {tmp_path / 'figs'}" in out
-    assert (tmp_path / "figs" / "insights.txt").read_text().startswith(out.split("\nSaved")[0][:200])
-    assert any(p.suffix == ".html" for p in (tmp_path / "figs").iterdir())
+    folder = tmp_path / "figs" / "layer0"
+    assert f"Saved {len(list(folder.iterdir()))} files in {folder}" in out
+    assert (folder / "insights.txt").read_text().startswith(out.split("\nSaved")[0][:200])
+    assert any(p.suffix == ".html" for p in folder.iterdir())
     for s, maps in enumerate(study.samples):  # the numbers are sample_statistics' of each sequence
         stats = sample_statistics(maps)
         np.testing.assert_allclose(study.per_sample["recent_distant_ratio"][s], stats["recent_distant_ratio"])
@@ -214,3 +215,73 @@ def test_extract_and_visualize_attention_runs_the_handouts_whole_tool(tmp_path, 
         extract_and_visualize_attention(None, lm, 3)
     with pytest.raises(ValueError, match="test_dataloader: it yielded no sample"):
         extract_and_visualize_attention(None, lm, [])
+
+
+def test_a_last_query_that_only_attends_to_itself_has_no_context_to_measure():
+    recency = causal_recency(6, 0.6)
+    stack = np.stack([np.eye(6), recency])  # head 0: all weight on the own key
+    stats = sample_statistics(stack)
+    assert stats["max_attention_position"][0] == -1
+    for key in ("mean_context_attention", "attention_std", "recent_distant_ratio", "attention_entropy"):
+        assert np.isnan(stats[key][0]), key
+        assert stats[key][1] == pytest.approx(plain_sample_statistics(recency)[key], rel=1e-9), key
+    summary = summary_statistics([stack, np.stack([causal_recency(8, 0.6, seed=2)] * 2)])
+    assert np.isnan(summary["recency_ratio"]["mean"][0])  # empty in one sample: no number, no hint
+    assert summary["recency_ratio"]["mean"][1] > 2
+    assert [h.split(" at ")[1].split(":")[0] for h in insights(summary, verbose=False)] == ["head 1"]
+
+
+def test_summary_statistics_agree_on_an_infinite_recency_ratio():
+    # a local window: the distant keys get exactly 0, every sample's ratio is infinite
+    local = [np.tril(np.triu(np.ones((n, n)), -1)) for n in (9, 12)]
+    local = [w / w.sum(-1, keepdims=True) for w in local]
+    summary = summary_statistics(local)
+    assert summary["recency_ratio"]["mean"] == np.inf
+    assert summary["recent_distant_ratio"]["mean"] == np.inf
+    assert summary["recent_distant_ratio"]["std"] == 0
+
+
+def test_a_records_causal_reading_is_checked(minilm):
+    model, tokenizer = minilm
+    encoder = extract_attention(model, "The cat sat on the mat.", tokenizer)  # bidirectional
+    with pytest.raises(ValueError, match=r"on a masked key"):
+        sample_statistics(encoder, causal=True)
+    with pytest.raises(ValueError, match=r"on a masked key"):
+        summary_statistics([encoder], causal=True)
+
+
+def test_the_summary_figure_names_a_sample_that_does_not_match(maps):
+    with pytest.raises(ValueError, match=r"samples\[1\]: 1 layers x 4 heads, expected 2 x 4 like "):
+        visualize_summary_statistics([maps, maps.select(layers=[0])], layer_idx=-1)
+
+
+def test_data_loaders_of_every_usual_shape_give_every_sequence(tmp_path, capsys):
+    import torch
+
+    from attnwidget.lab.long_context import extract_and_visualize_attention
+    from attnwidget.models import load_tiny_lm
+
+    lm, chars = load_tiny_lm()
+    texts = ["q8Zr2kLmxT" * 2, "abcdefgh" * 2, "x1y2z3" * 3]
+    ids = [torch.tensor(chars.encode(t)) for t in texts]
+    pairs = list(zip(texts, [0, 1, 2], strict=True))
+    loaders = {
+        "collate_fn=list of 1-D ids (lengths differ)": torch.utils.data.DataLoader(ids, batch_size=2,
+                                                                                  collate_fn=list),
+        "(text, label) pairs, default collate": torch.utils.data.DataLoader(pairs, batch_size=2),
+        "lists of ints": [[chars.encode(t) for t in texts[:2]], [chars.encode(texts[2])]],
+        "mappings of nested lists": [{"input_ids": [chars.encode(t)]} for t in texts],
+    }
+    for what, loader in loaders.items():
+        study = extract_and_visualize_attention(None, lm, loader, num_samples=3, save_dir=None, verbose=False)
+        assert [m.shape[2] for m in study.samples] == [20, 16, 18], what
+    study = extract_and_visualize_attention(None, lm, texts, num_samples=2, layer_idx=-1, save_dir=tmp_path,
+                                            png=False)
+    folder = tmp_path / "layer1"  # one folder per layer studied: a loop over layers keeps them all
+    names = sorted(p.name for p in folder.iterdir())
+    assert {"study.json", "insights.txt", "sample1_heads.html", "sample1_lines.html", "sample2_heads.html",
+            "sample2_lines.html", "history_layer1.html"} <= set(names)
+    assert f"Saved {len(names)} files in {folder}" in capsys.readouterr().out
+    with pytest.raises(IndexError, match=r"layer_idx: expected -2\.\.1"):
+        extract_and_visualize_attention(None, lm, texts, num_samples=1, layer_idx=2, save_dir=None)
+

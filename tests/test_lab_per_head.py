@@ -142,3 +142,11 @@ def test_generate_interpretability_outputs_from_a_real_batch(minilm, tmp_path, c
     assert "q8Zr2kLmxT" in out["caption"]
     with pytest.raises(ValueError, match=r"sample_batch: expected token ids \[seq_len\] or \[batch, "):
         generate_interpretability_outputs(lm, torch.zeros(1, 2, 3, dtype=torch.long), save_path=None)
+
+
+def test_the_caption_quotes_the_text_as_it_is(tiny_maps):
+    maps = tiny_maps.with_source(None, text="x  =  1   <b>y</b>")
+    text = caption(maps, 0, 1, sequence_label="two  spaces")
+    assert text.startswith("two  spaces (")
+    assert "x  =  1   <b>y</b>" in text  # plain text: nothing collapsed, nothing escaped here
+

@@ -214,8 +214,12 @@ def extract_hooks(
         inputs = ids
     elif (tokens is None and hasattr(tokenizer, "convert_ids_to_tokens") and isinstance(inputs, torch.Tensor)
           and inputs.ndim in (1, 2) and not inputs.is_floating_point() and inputs.numel()):
-        # ids with their tokenizer: label the positions with its tokens, as for a text
-        tokens = tokenizer.convert_ids_to_tokens(inputs.reshape(-1, inputs.shape[-1])[0].tolist())
+        # ids with their tokenizer: label the positions with its tokens, as for a text (the
+        # row shown: batch_index's; one out of range is left to the extraction's own error)
+        rows = inputs.reshape(-1, inputs.shape[-1])
+        b = 0 if batch_index is None else batch_index
+        if isinstance(b, int) and -len(rows) <= b < len(rows):
+            tokens = tokenizer.convert_ids_to_tokens(rows[b].tolist())
     candidates, explicit = attention_candidates(model, attention_modules)
 
     captured: list[tuple[str, torch.Tensor]] = []

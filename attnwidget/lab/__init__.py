@@ -27,7 +27,9 @@ one handout's module does not import the others' dependencies. A handout's
 function can also be imported from here (``from attnwidget.lab import
 create_attention_heatmap``) when one handout alone has that name; a name two
 handouts share with different meanings (``plot_attention_heatmap`` in 001 and
-003) raises an ImportError naming both modules.
+003) raises an ImportError naming both modules, also from ``hasattr`` and
+``getattr(lab, name, default)``: Python would turn an AttributeError into a bare
+"cannot import name", and the point is to say where the two functions are.
 
 Handout names the core has under the same name appear in several modules as
 the same object (``compression_hints``); those import from here too.
@@ -39,6 +41,7 @@ import importlib
 from typing import Any
 
 __all__ = ["fundamentals", "lab02", "long_context", "per_head", "surgeon"]
+
 
 
 def __getattr__(name: str) -> Any:

@@ -94,25 +94,57 @@ def positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def _kind(x: Any) -> str | None:
+    """What one element of a list batch is, when it is one sequence: "ids" (a 1-D tensor or
+    array, or a list of ints), "text", "inputs" (a mapping); else None."""
+    import torch
+
+    if isinstance(x, str):
+        return "text"
+    if isinstance(x, Mapping):
+        return "inputs"
+    if isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim == 1:
+        return "ids"
+    if isinstance(x, (list, tuple)) and x and all(
+            isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in x):
+        return "ids"
+    return None
+
+
 def sequences(item: Any, name: str) -> list[Any]:
     """One item of a data loader (a batch) -> the model inputs of each sequence in it, in order:
-    a batch is split into its rows, none is dropped. Texts, token ids (``[seq_len]``,
-    ``[batch, seq_len]``, numpy, a list of ints), mappings of model inputs (tensors split by
-    row) and ``(inputs, targets, ...)`` tuples; errors name ``name``."""
+    a batch is split into its rows, none is dropped. Each is a text, ids ``[1, seq_len]``, or a
+    mapping of model inputs with the batch axis kept at 1; errors name ``name``.
+
+    Takes texts; token ids (``[seq_len]``, ``[batch, seq_len]``, torch or numpy, a list of
+    ints); a mapping of model inputs (``{"input_ids": ..., "attention_mask": ...}``, tensors,
+    arrays or nested lists, split by row); a list of sequences of one kind (texts, 1-D ids,
+    lists of ints, mappings: what ``collate_fn=list`` gives); and ``(inputs, targets, ...)``
+    as a DataLoader collates a dataset of pairs (the first element is read: a batch of texts
+    as a tuple of strings, a ``[batch, seq_len]`` tensor, a mapping).
+    """
     import torch
 
     if isinstance(item, (tuple, list)) and item:
-        if all(isinstance(x, str) for x in item):
+        kinds = {_kind(x) for x in item}
+        if kinds == {"text"}:
             return list(item)  # a batch of texts
         if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in item):
-            item = torch.tensor([list(item)])  # one sequence of ids
-        else:
-            item = item[0]  # (inputs, targets, ...) as datasets yield them
+            return [torch.tensor([list(item)])]  # one sequence of ids
+        if len(kinds) == 1 and None not in kinds:  # a list of sequences of one kind
+            return [seq for x in item for seq in sequences(x, name)]
+        return sequences(item[0], name)  # (inputs, targets, ...)
     if isinstance(item, str):
         return [item]
     if isinstance(item, np.ndarray):
+        if item.dtype.kind in "US":  # an array of texts
+            return [str(x) for x in item.reshape(-1)]
+        if item.dtype.kind not in "iu":
+            raise TypeError(f"{name}: expected integer token ids, got a numpy array of dtype {item.dtype}")
         item = torch.from_numpy(item)
     if isinstance(item, torch.Tensor):
+        if item.is_floating_point() or item.is_complex():
+            raise TypeError(f"{name}: expected integer token ids, got a tensor of dtype {item.dtype}")
         if item.ndim == 1:
             return [item[None]]
         if item.ndim == 2:
@@ -120,11 +152,16 @@ def sequences(item: Any, name: str) -> list[Any]:
         raise ValueError(f"{name}: expected token ids [seq_len] or [batch, seq_len], got shape "
                          f"{tuple(item.shape)}")
     if isinstance(item, Mapping):
-        first = next((v for v in item.values() if isinstance(v, torch.Tensor) and v.ndim >= 2), None)
+        tensors = {k: (torch.as_tensor(v) if isinstance(v, (np.ndarray, list)) else v)
+                   for k, v in item.items()}
+        first = next((v for v in tensors.values() if isinstance(v, torch.Tensor) and v.ndim >= 1), None)
         if first is None:
             return [dict(item)]
+        if first.ndim == 1:  # one sequence without its batch axis
+            return [{k: (v[None] if isinstance(v, torch.Tensor) and v.ndim == 1 else v)
+                     for k, v in tensors.items()}]
         n = first.shape[0]
         return [{k: (v[b : b + 1] if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n else v)
-                 for k, v in item.items()} for b in range(n)]
+                 for k, v in tensors.items()} for b in range(n)]
     raise TypeError(f"{name}: expected items that are texts, token id tensors, mappings of model "
                     f"inputs or (inputs, targets) tuples, got {type(item).__name__}")

@@ -41,7 +41,7 @@ import numpy as np
 from attnwidget.lab._common import figure_size, index, save, sequences
 from attnwidget.maps import AttentionMaps
 from attnwidget.metrics import compression_hints, history_metrics
-from attnwidget.study import INSIGHTS, MEASURES, context_measures, context_of, insight_lines
+from attnwidget.study import INSIGHTS, MEASURES, context_history, context_measures, context_of, insight_lines
 
 __all__ = [
     "INSIGHTS",
@@ -164,12 +164,17 @@ def _samples(samples: Any) -> list[Any]:
 
 
 def _finite_mean_std(stack: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean and std over samples (axis 0) of the finite values (an infinite ratio is left out)."""
+    """Mean and std over samples (axis 0) of the finite values, as history_metrics aggregates the
+    recency ratio: an infinite value is left out, and only infinite values give inf (std 0);
+    NaN (an empty context in every sample) stays NaN."""
     finite = np.where(np.isfinite(stack), stack, np.nan)
     count = np.isfinite(finite).sum(0)
-    mean = np.where(count > 0, np.nansum(finite, 0) / np.maximum(count, 1), np.nan)
-    var = np.nansum((finite - mean) ** 2, 0) / np.maximum(count, 1)
-    return {"mean": mean, "std": np.where(count > 0, np.sqrt(var), np.nan)}
+    infinite = np.isinf(stack).any(0)
+    with np.errstate(invalid="ignore"):
+        none = np.where(infinite, np.inf, np.nan)  # no finite value: inf if any was, else NaN
+        mean = np.where(count > 0, np.nansum(finite, 0) / np.maximum(count, 1), none)
+        var = np.nansum((finite - np.where(count > 0, mean, 0)) ** 2, 0) / np.maximum(count, 1)
+    return {"mean": mean, "std": np.where(count > 0, np.sqrt(var), np.where(infinite, 0.0, np.nan))}
 
 
 def summary_statistics(
@@ -197,7 +202,9 @@ def summary_statistics(
     if causal is None:
         causal = all(_causal(s, None) for s in samples)
     profiles = [context_of(s, f"samples[{i}]", causal=bool(causal)) for i, s in enumerate(samples)]
-    out = history_metrics(profiles, fraction=fraction, bins=bins)
+    out = context_history(profiles, fraction=fraction, bins=bins)
+    # what each position receives is a property of the whole map, not of the last query's context
+    out["received"] = history_metrics(samples, fraction=fraction, bins=bins, causal=bool(causal))["received"]
     per = [context_measures(p, fraction) for p in profiles]
     for key in ("mean_context_attention", "attention_std", "attention_entropy", "recent_distant_ratio"):
         out[key] = _finite_mean_std(np.stack([np.asarray(m[key], dtype=float) for m in per]))
@@ -234,8 +241,11 @@ def visualize_summary_statistics(
         shape = sample.shape if isinstance(sample, AttentionMaps) else np.shape(sample)
         if len(shape) != 4:
             raise ValueError(f"samples[{i}]: expected [layers, heads, Q, K], got shape {tuple(shape)}")
-        lead.append(shape[0])
-    li = index(layer_idx, lead[0], "layer_idx")
+        if lead and tuple(shape[:2]) != lead[0]:
+            raise ValueError(f"samples[{i}]: {shape[0]} layers x {shape[1]} heads, expected "
+                             f"{lead[0][0]} x {lead[0][1]} like samples[0]")
+        lead.append(tuple(shape[:2]))
+    li = index(layer_idx, lead[0][0], "layer_idx")
     if causal is None:
         causal = all(_causal(s, None) for s in samples)
     per = [sample_statistics(s, causal=bool(causal)) for s in samples]
@@ -304,9 +314,11 @@ def extract_and_visualize_attention(
     for texts (found offline for transformers models and the embedded ones).
 
     ``layer_idx``: the layer of the console's per-head lines and of the figures (negative from
-    the end); None (the default, the handout's loop over layers) puts every layer in the
-    numbers and the last in the figures. ``save_dir``: ``study.json``, ``insights.txt`` and
-    the figures (``.html``, and ``.png`` when ``png``; None: PNG when a browser is installed);
+    the end); None (the default) puts every layer in the numbers and the last in the figures.
+    ``save_dir``: a folder per call, ``save_dir/layer<i>`` (``all_layers`` for None), so the
+    handout's loop over layers keeps each layer's results: ``study.json``, ``insights.txt``,
+    the study's figures (``.html``, and ``.png`` when ``png``; None: PNG when a browser is
+    installed) and per sample its heads' heat maps and each head's line plots (``.html``);
     None saves nothing. The samples need the same layers and heads; their lengths may differ.
     """
     from attnwidget.extract import extract_attention
@@ -332,6 +344,8 @@ def extract_and_visualize_attention(
 
         tokenizer = find_tokenizer(model, tokenizer)
     samples = [extract_attention(model, x, tokenizer) for x in inputs[:num_samples]]
+    if layer_idx is not None:
+        index(layer_idx, samples[0].n_layers, "layer_idx")  # the error in the handout's word
     study = study_samples(samples, layer=layer_idx)
     if len(inputs) < num_samples and verbose:
         print(f"test_dataloader: {len(inputs)} sequences, fewer than num_samples={num_samples}; "
@@ -339,20 +353,37 @@ def extract_and_visualize_attention(
     if verbose:
         print(study)
     if save_dir is not None:
-        if png is None:
-            from attnwidget.plots import BrowserUnavailableError, check_browser
+        # one folder per layer studied: the handout calls this once per layer, and each call
+        # would otherwise overwrite the last one's study.json and insights.txt
+        li = study.layer if study.layer is not None else samples[0].n_layers - 1
+        folder = Path(save_dir) / (f"layer{li}" if study.layer is not None else "all_layers")
+        written = study.save(folder, png=_png_wanted(png, verbose))
+        from bokeh.layouts import column
 
-            try:
-                check_browser()
-                png = True
-            except BrowserUnavailableError as exc:
-                png = False
-                if verbose:
-                    print(f"figures as HTML only: {exc}")
-        written = study.save(save_dir, png=png)
+        figures = {}
+        for s, maps in enumerate(study.samples):  # the per-sample figures: heads, then lines
+            figures[f"sample{s + 1}_heads"] = visualize_attention_heatmap(maps, layer_idx=li)
+            figures[f"sample{s + 1}_lines"] = column([visualize_attention_lines(maps, li, h)
+                                                      for h in range(maps.n_heads)])
+        written += save_figures(figures, folder, "html")
         if verbose:
-            print(f"Saved {len(written)} files in {save_dir}")
+            print(f"Saved {len(written)} files in {folder}")
     return study
+
+
+def _png_wanted(png: bool | None, verbose: bool) -> bool:
+    """``png`` as given; None: PNG when a browser is installed (said once, when it is not)."""
+    if png is not None:
+        return bool(png)
+    from attnwidget.plots import BrowserUnavailableError, check_browser
+
+    try:
+        check_browser()
+        return True
+    except BrowserUnavailableError as exc:
+        if verbose:
+            print(f"figures as HTML only: {exc}")
+        return False
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -109,9 +109,10 @@ def caption(
     hi = None if head is None else index(head, maps.n_heads, "head")
     label = f"{show_invisible(str(sequence_label))} " if sequence_label else ""
     line = provenance(maps, li, hi)
-    count = f"({len(maps.query_tokens)} tokens)"
+    n = len(maps.query_tokens)
+    count = f"({n} token{'s' if n != 1 else ''})"  # as the provenance line spells it
     # a sampled record's provenance already gives the count: once is enough
-    return f"{label}{'' if count in line else count + ' · '}{line}".replace("  ", " ").strip()
+    return f"{label}{'' if count in line else count + ' · '}{line}"
 
 
 def per_head_figure(

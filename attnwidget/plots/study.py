@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,10 +44,11 @@ def distribution_figure(values: np.ndarray, measure: str, layer: int) -> figure:
     values = np.asarray(values, dtype=float)
     S, H = values.shape
     heads = [f"head {h}" for h in range(H)]
-    q1, med, q3 = (np.nanquantile(np.where(np.isfinite(values), values, np.nan), q, axis=0)
-                   for q in (0.25, 0.5, 0.75))
     finite = np.where(np.isfinite(values), values, np.nan)
-    lo, hi = np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
+    with warnings.catch_warnings():  # a head with no finite value (every ratio infinite) has no box
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q1, med, q3 = (np.nanquantile(finite, q, axis=0) for q in (0.25, 0.5, 0.75))
+        lo, hi = np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
     fig = figure(x_range=heads, title=f"{measure} across {S} samples, layer {layer}", width=600,
                  height=300, y_axis_label=measure)
     box = ColumnDataSource({"head": heads, "q1": q1, "med": med, "q3": q3, "lo": lo, "hi": hi})
