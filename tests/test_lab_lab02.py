@@ -94,11 +94,10 @@ def test_plot_heatmap_draws_the_dict_and_saves_it(tmp_path):
     data = next(r.data_source for r in fig.renderers if isinstance(r.data_source, ColumnDataSource)).data
     np.testing.assert_allclose(np.asarray(data["weight"]).reshape(4, 4), weights)
     assert list(data["key"][:4]) == tokens
-    from bokeh.models import LinearColorMapper
-
     from attnwidget._codec import LEVELS, colormap_hexes
 
-    levels = next(iter(fig.select(LinearColorMapper))).palette
+    # the image's own mapper (select() also finds the colour bar's, in no fixed order)
+    levels = next(r.glyph.color_mapper for r in fig.renderers if type(r.glyph).__name__ == "Image").palette
     blues = colormap_hexes("blues")  # the handout plots with cmap="Blues": light at 0, dark at 1
     assert (levels[0], levels[LEVELS]) == (blues[0] + "ff", blues[-1] + "ff")  # RGBA, opaque
     assert (levels[0][:7], levels[LEVELS][:7]) == ("#f7fbff", "#08306b")  # matplotlib's Blues ends
