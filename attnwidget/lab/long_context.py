@@ -40,7 +40,8 @@ import numpy as np
 
 from attnwidget.lab._common import figure_size, index, save, sequences
 from attnwidget.maps import AttentionMaps
-from attnwidget.metrics import compression_hints, history_metrics
+from attnwidget.metrics import compression_hints
+from attnwidget.metrics.history import finite_mean_std, received_metrics
 from attnwidget.study import INSIGHTS, MEASURES, context_history, context_measures, context_of, insight_lines
 
 __all__ = [
@@ -163,20 +164,6 @@ def _samples(samples: Any) -> list[Any]:
     return list(samples)
 
 
-def _finite_mean_std(stack: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean and std over samples (axis 0) of the finite values, as history_metrics aggregates the
-    recency ratio: an infinite value is left out, and only infinite values give inf (std 0);
-    NaN (an empty context in every sample) stays NaN."""
-    finite = np.where(np.isfinite(stack), stack, np.nan)
-    count = np.isfinite(finite).sum(0)
-    infinite = np.isinf(stack).any(0)
-    with np.errstate(invalid="ignore"):
-        none = np.where(infinite, np.inf, np.nan)  # no finite value: inf if any was, else NaN
-        mean = np.where(count > 0, np.nansum(finite, 0) / np.maximum(count, 1), none)
-        var = np.nansum((finite - np.where(count > 0, mean, 0)) ** 2, 0) / np.maximum(count, 1)
-    return {"mean": mean, "std": np.where(count > 0, np.sqrt(var), np.where(infinite, 0.0, np.nan))}
-
-
 def summary_statistics(
     samples: Sequence[Any], *, causal: bool | None = None, fraction: float = 0.25, bins: int = 20
 ) -> dict[str, Any]:
@@ -204,10 +191,10 @@ def summary_statistics(
     profiles = [context_of(s, f"samples[{i}]", causal=bool(causal)) for i, s in enumerate(samples)]
     out = context_history(profiles, fraction=fraction, bins=bins)
     # what each position receives is a property of the whole map, not of the last query's context
-    out["received"] = history_metrics(samples, fraction=fraction, bins=bins, causal=bool(causal))["received"]
+    out["received"] = received_metrics(samples, bins=bins, causal=bool(causal))
     per = [context_measures(p, fraction) for p in profiles]
     for key in ("mean_context_attention", "attention_std", "attention_entropy", "recent_distant_ratio"):
-        out[key] = _finite_mean_std(np.stack([np.asarray(m[key], dtype=float) for m in per]))
+        out[key] = finite_mean_std(np.stack([np.asarray(m[key], dtype=float) for m in per]))
     return out
 
 

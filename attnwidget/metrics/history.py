@@ -9,7 +9,7 @@ aggregate it over several samples, and turn it into KV-cache compression hints.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -170,12 +170,38 @@ def history_metrics(
     relative position so samples of different lengths line up: mean and std ``[..., bins]``.
     ``n_samples`` says how many went in.
     """
+    bins = check_int(bins, "bins", 1, 1 << 16)
+    per: dict[str, list[np.ndarray]] = {}
+    for p in _checked(samples, causal):
+        measures = _profile_measures(p, fraction)
+        del measures["max_position"]  # absolute positions do not line up across lengths
+        measures["mean_entropy"] = _mean_entropy(p)
+        for key, value in measures.items():
+            per.setdefault(key, []).append(value.numpy())
+        per.setdefault("received", []).append(_received_bins(p, bins))
+    out: dict[str, Any] = {"n_samples": len(samples)}
+    for key, values in per.items():
+        stack = np.stack(values)
+        out[key] = finite_mean_std(stack) if key == "recency_ratio" else {"mean": stack.mean(0),
+                                                                          "std": stack.std(0)}
+    return out
+
+
+def received_metrics(samples: Sequence[Any], *, bins: int = 20, causal: bool = False) -> dict[str, Any]:
+    """:func:`history_metrics`' ``received`` alone (what each relative position receives, mean
+    and std over samples ``[..., bins]``), without the other measures' work."""
+    bins = check_int(bins, "bins", 1, 1 << 16)
+    stack = np.stack([_received_bins(p, bins) for p in _checked(samples, causal)])
+    return {"mean": stack.mean(0), "std": stack.std(0)}
+
+
+def _checked(samples: Sequence[Any], causal: bool) -> Iterator[Prepared]:
+    """Each sample checked as every metric's input, one at a time (a long list of samples is
+    never held checked all at once); their leading shapes must match."""
     if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence) or len(samples) == 0:
         raise ValueError(
             f"samples: expected a non-empty sequence of attention arrays, got {type(samples).__name__}"
         )
-    bins = check_int(bins, "bins", 1, 1 << 16)
-    per: dict[str, list[np.ndarray]] = {}
     lead = None
     for i, sample in enumerate(samples):
         p = prepare(sample, f"samples[{i}]", causal=causal)
@@ -185,25 +211,25 @@ def history_metrics(
             raise ValueError(
                 f"samples[{i}]: leading shape {tuple(p.w.shape[:-2])} differs from samples[0]'s {tuple(lead)}"
             )
-        measures = _profile_measures(p, fraction)
-        del measures["max_position"]  # absolute positions do not line up across lengths
-        measures["mean_entropy"] = _mean_entropy(p)
-        for key, value in measures.items():
-            per.setdefault(key, []).append(value.numpy())
-        per.setdefault("received", []).append(_binned(_received(p).to(torch.float64).numpy(), bins))
-    out: dict[str, Any] = {"n_samples": len(samples)}
-    for key, values in per.items():
-        stack = np.stack(values)
-        if key == "recency_ratio":
-            stack = np.where(np.isfinite(stack), stack, np.nan)
-            count = np.isfinite(stack).sum(0)
-            mean = np.where(count > 0, np.nansum(stack, 0) / np.maximum(count, 1), np.inf)
-            sq = np.nansum((stack - mean) ** 2, 0) / np.maximum(count, 1)
-            std = np.where(count > 0, np.sqrt(np.where(np.isfinite(sq), sq, 0)), 0.0)
-        else:
-            mean, std = stack.mean(0), stack.std(0)
-        out[key] = {"mean": mean, "std": std}
-    return out
+        yield p
+
+
+def _received_bins(p: Prepared, bins: int) -> np.ndarray:
+    return _binned(_received(p).to(torch.float64).numpy(), bins)
+
+
+def finite_mean_std(stack: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean and std over axis 0 (samples) of the finite values, as a recency ratio is aggregated:
+    infinite values are left out; with none finite, ``inf`` (std 0) if any was infinite, else
+    NaN (std NaN)."""
+    finite = np.where(np.isfinite(stack), stack, np.nan)
+    count = np.isfinite(finite).sum(0)
+    infinite = np.isinf(stack).any(0)
+    with np.errstate(invalid="ignore"):
+        none = np.where(infinite, np.inf, np.nan)
+        mean = np.where(count > 0, np.nansum(finite, 0) / np.maximum(count, 1), none)
+        var = np.nansum((finite - np.where(count > 0, mean, 0)) ** 2, 0) / np.maximum(count, 1)
+    return {"mean": mean, "std": np.where(count > 0, np.sqrt(var), np.where(infinite, 0.0, np.nan))}
 
 
 def _binned(profile: np.ndarray, bins: int) -> np.ndarray:
