@@ -140,7 +140,12 @@ def test_figures_show_the_heads_and_the_history(maps, tmp_path):
     lines = visualize_attention_lines(maps, layer_idx=1, head_idx=-1)
     profile, received = lines.children
     line = next(r.data_source for r in profile.renderers if isinstance(r.data_source, ColumnDataSource))
-    np.testing.assert_allclose(line.data["y"], maps.head(1, 3)[-1])  # the last query's row
+    # the last query's context, as sample_statistics reads it: the keys before it, renormalised
+    row = maps.head(1, 3)[-1].astype(np.float64)
+    np.testing.assert_allclose(line.data["y"], row[:-1] / row[:-1].sum(), rtol=1e-6)
+    stats = sample_statistics(maps.head(1, 3))
+    assert f"recent / distant {stats['recent_distant_ratio']:.2f}" in profile.title.text
+    assert int(np.argmax(line.data["y"])) == stats["max_attention_position"]
     bars = next(r.data_source for r in received.renderers if isinstance(r.data_source, ColumnDataSource))
     np.testing.assert_allclose(bars.data["top"], maps.head(1, 3).mean(0), rtol=1e-6)  # column means
 

@@ -220,8 +220,13 @@ def test_summary_figures_equal_the_metrics(maps):
     np.testing.assert_allclose(js, M.js_distance_matrix(maps.layer(1)), rtol=1e-6)
     roll = np.asarray(sources(plots.rollout_figure(maps))[0].data["weight"]).reshape(5, 5)
     np.testing.assert_allclose(roll, M.attention_rollout(maps)[-1], rtol=1e-6)
-    line = sources(plots.last_query_figure(maps, 1, 0))[0].data
-    np.testing.assert_allclose(line["y"], maps.head(1, 0)[-1], rtol=1e-6)
+    # the last query's context: the keys before it, renormalised (004's reading), own key in the title
+    last_query = plots.last_query_figure(maps, 1, 0)
+    row = maps.head(1, 0)[-1].astype(np.float64)
+    np.testing.assert_allclose(sources(last_query)[0].data["y"], row[:-1] / row[:-1].sum(), rtol=1e-6)
+    assert f"own key {row[-1]:.2f}, not drawn" in last_query.title.text
+    share = row[:-1] / row[:-1].sum()  # 4 context keys: one distant (position 0), one recent (3)
+    assert f"recent / distant {share[3] / share[0]:.2f}" in last_query.title.text
     bars = sources(plots.received_figure(maps, 0, 1))[0].data
     np.testing.assert_allclose(bars["top"], maps.head(0, 1).mean(0), rtol=1e-6)
     w = maps.to_numpy()
@@ -341,7 +346,8 @@ def test_view_export_and_the_figures_title_a_map_alike(maps, tmp_path, monkeypat
     view = AttentionView(maps, layer=1, head=2)
     view.export(tmp_path / "head.png")
     assert captured[-1].title.text == plots.heatmap(maps, 1, 2).title.text == view.caption
-    assert plots.last_query_figure(maps, 1, 2).title.text.endswith(" · " + view.caption)
+    assert plots.last_query_figure(maps, 1, 2).title.text.endswith("\n" + view.caption)
+    assert plots.received_figure(maps, 1, 2).title.text.endswith("\n" + view.caption)
     view.mode = "average"
     view.export(tmp_path / "average.png")
     assert captured[-1].title.text == plots.caption(maps, 1, None) == maps.provenance(1)

@@ -99,8 +99,10 @@ def visualize_attention_lines(
     *,
     save_path: str | Path | None = None,
 ) -> Any:
-    """The handout's line plots for one head: the last query's attention over its history, and
-    the mean attention each position receives. A bokeh column of two figures.
+    """The handout's line plots for one head: the last query's attention over its history (the
+    keys before it, as shares of the context weight, as :func:`sample_statistics` reads them,
+    with the uniform share and the recent and distant quarters marked), and the mean attention
+    each position receives. A bokeh column of two figures.
 
     ``attention``: an AttentionMaps or weights ``[heads, Q, K]`` / ``[layers,
     heads, Q, K]``; indices may be negative.

@@ -168,14 +168,44 @@ def rollout_figure(maps: Any, layer: int | None = None, *, palette: str = "virid
                               max_side=max_side)
 
 
-def last_query_figure(maps: Any, layer: int = 0, head: int = 0) -> Any:
-    """The last query's weight over every key position (its history), as a line."""
+def last_query_figure(maps: Any, layer: int = 0, head: int = 0, *, fraction: float = 0.25) -> Any:
+    """The last query's attention over its history, as 004's numbers read it: the keys before
+    the query, their weights renormalised to shares of the context (:func:`attnwidget.study.context_of`).
+
+    The query's own key is left out of the line; its weight is in the title. A dashed line
+    marks the uniform share 1 / n (n context keys; 004's mean context attention) and two bands
+    the most distant and most recent ``fraction`` of the context, whose mean shares give the
+    recent / distant ratio (also in the title). x: key position; y: share of the context weight.
+    """
+    from bokeh.models import BoxAnnotation, Label, Span
+
+    from attnwidget.study import context_measures, context_of
+
     maps = _as_maps(maps)
-    profile = maps.head(layer, head)[-1]
-    fig = figure(title=f"Last query's attention over the history · {caption(maps, layer, head)}",
-                 width=700, height=260, x_axis_label="key position", y_axis_label="weight")
-    fig.line(np.arange(len(profile)), profile, line_width=2)
-    fig.add_tools(HoverTool(tooltips=[("position", "$index"), ("weight", "@y{0.0000}")]))
+    weights = maps.head(layer, head)
+    share = context_of(weights[None], "maps", causal=maps.causal)[0, 0]  # [K - 1]
+    n = len(share)
+    own = float(weights[-1, -1])
+    ratio = float(context_measures(share[None], fraction)["recent_distant_ratio"])
+    span = max(1, int(np.ceil(n * fraction)))  # as metrics.recency_ratio counts the shares
+    said = "no weight on its context" if not share.any() else f"recent / distant {ratio:.2f}"
+    fig = figure(title=f"Last query's attention over its history: {said} · own key {own:.2f}, not drawn\n"
+                       f"{caption(maps, layer, head)}",
+                 width=700, height=260, x_axis_label="key position",
+                 y_axis_label="share of the context weight")
+    pct = f"{fraction:.0%}"
+    bands = ((-0.5, span - 0.5, "#9e9e9e", f"most distant {pct}", "left"),
+             (n - span - 0.5, n - 0.5, "#1565c0", f"most recent {pct}", "right"))
+    for left, right, colour, label, align in bands:
+        fig.add_layout(BoxAnnotation(left=left, right=right, fill_color=colour, fill_alpha=0.12))
+        fig.add_layout(Label(x=left if align == "left" else right, y=0, y_units="screen", y_offset=4,
+                             x_offset=3 if align == "left" else -3, text=label, text_align=align,
+                             text_font_size="10px", text_color="#555"))
+    fig.add_layout(Span(location=1 / n, dimension="width", line_dash="dashed", line_color="#555"))
+    fig.add_layout(Label(x=(n - 1) / 2, y=1 / n, y_offset=3, text=f"uniform 1/{n}", text_align="center",
+                         text_font_size="10px", text_color="#555"))
+    fig.line(np.arange(n), share, line_width=2)
+    fig.add_tools(HoverTool(tooltips=[("position", "$index"), ("share", "@y{0.0000}")]))
     return fig
 
 
@@ -183,7 +213,7 @@ def received_figure(maps: Any, layer: int = 0, head: int = 0) -> Any:
     """Attention received per key position (mean over queries), as bars."""
     maps = _as_maps(maps)
     received = M.attention_received(maps.head(layer, head), causal=maps.causal)
-    fig = figure(title=f"Attention received per position · {caption(maps, layer, head)}", width=700,
+    fig = figure(title=f"Attention received per position\n{caption(maps, layer, head)}", width=700,
                  height=260, x_axis_label="key position", y_axis_label="mean weight received")
     fig.vbar(x=np.arange(len(received)), top=received, width=0.8)
     return fig
