@@ -217,9 +217,19 @@ class PanelStore:
                  before: tuple[int, int] | None = None) -> list[Future]:
         """Compute ahead of time (maps over ``prefetch_cells`` only) what a next step may show:
         the heads next to ``head`` and the same head in the layers next to ``layer`` (picture and
-        metrics; first the one a slider moving on from ``before``, the ``(layer, head)`` shown
-        before, would reach), then the pictures of the layer's other heads (cheap), then their
-        metrics (maps up to :data:`LATER_CELLS`). Returns the futures.
+        metrics), then the pictures of the layer's other heads (cheap), then their metrics (maps
+        up to :data:`LATER_CELLS`). Returns the futures.
+
+        When one slider moved on from ``before`` (the ``(layer, head)`` shown before), the map
+        its next step reaches comes first. For maps up to :data:`LATER_CELLS` (a neighbour is
+        milliseconds of work, and steps come tens of ms apart) only that map is computed at once
+        and the other neighbours once the kernel is idle (:data:`attnwidget._worker.QUIET_S`):
+        measured in JupyterLab on two cores (``bench_widget.py``), computing them between the
+        steps slowed the next reply: layer moves at 512 tokens 1.26-1.76x the transport floor,
+        head moves 1.04-1.54x, against 1.16-1.54x and 1.09-1.19x. Larger maps keep every
+        neighbour in order: each is seconds of CPU a step's reply does not wait for (the picture
+        goes first), and an idle job already running when the next step comes would hold up
+        the map that step reaches (the 4096-token first visits went from 3.7-5.5x to 6.6-9.4x).
 
         Earlier prefetches not started yet are cancelled (a running one finishes and is cached);
         work already queued for the thumbnails runs first. The first metrics computed run on
@@ -236,23 +246,16 @@ class PanelStore:
         heads = [(layer, h) for h in sorted(range(n_heads), key=lambda h: (abs(h - head), h < head))]
         layers = [(lay, head) for lay in (layer + 1, layer - 1) if 0 <= lay < n_layers]
         near_at = heads[1:3] + layers
+        soon = near_at
         if before is not None and (before[0] == layer) != (before[1] == head):  # one slider moved
             ahead = (2 * layer - before[0], 2 * head - before[1])
             near_at.sort(key=lambda lh: lh != ahead)  # stable: the rest keep their order
-        jobs: list[tuple] = []
-        first = True
-        # picture and metrics; a neighbouring layer's thumbnails right after
-        for lay, h in near_at:
-            key = self.key("head", lay, h)
-            if key not in self:
-                jobs.append((self._warm_picture, key, scale))
-            # not "key not in self": the idle pictures below make the entry without its numbers
-            if not self.has_numbers(key):  # the first on both cores (_warm_numbers_first)
-                jobs.append((self._warm_numbers_first if first else self._warm_numbers, key, scale))
-                first = False
-            if lay != layer:
-                jobs.append((self._atlas_for, lay))
-        self._pending = [WORKER.submit(self, *job) for job in jobs]
+            if ahead in near_at and Q * K <= LATER_CELLS:  # a drag's steps: see the docstring
+                soon = [ahead]
+        self._pending = [WORKER.submit(self, *job) for job in self._near_jobs(soon, layer, scale, True)]
+        self._pending += [WORKER.submit(self, *job, idle=True)
+                          for job in self._near_jobs([lh for lh in near_at if lh not in soon], layer, scale,
+                                                     False)]
         # the layer's other heads once the kernel is idle: on two cores, computing them between
         # the moves of a drag slows the replies more than it saves
         rest = [k for k in (self.key("head", *lh) for lh in heads[3:]) if k not in self]
@@ -261,6 +264,23 @@ class PanelStore:
             idle += [(self._warm_numbers, k, scale) for k in rest]
         self._pending += [WORKER.submit(self, *job, idle=True) for job in idle]
         return list(self._pending)
+
+    def _near_jobs(self, at: list[tuple[int, int]], layer: int, scale: str, first: bool) -> list[tuple]:
+        """The jobs that make the maps ``at`` (``(layer, head)`` pairs) ready: picture, metrics
+        (the first on both cores when ``first``) and, for a map of another layer than ``layer``,
+        that layer's thumbnails."""
+        jobs: list[tuple] = []
+        for lay, h in at:
+            key = self.key("head", lay, h)
+            if key not in self:
+                jobs.append((self._warm_picture, key, scale))
+            # not "key not in self": the idle pictures make the entry without its numbers
+            if not self.has_numbers(key):
+                jobs.append((self._warm_numbers_first if first else self._warm_numbers, key, scale))
+                first = False
+            if lay != layer:
+                jobs.append((self._atlas_for, lay))
+        return jobs
 
     def _warm_picture(self, key: Key, scale: str) -> None:
         self.overview(key, scale)

@@ -337,14 +337,56 @@ def test_prefetch_computes_the_numbers_of_heads_whose_picture_came_first(monkeyp
     real = PanelStore._warm_numbers_first
     monkeypatch.setattr(PanelStore, "_warm_numbers_first",
                         lambda self, key, scale: (both_cores.append(key), real(self, key, scale))[1])
+    submitted = []  # (the job's map or layer, idle) in the order submitted
+    real_submit = panels_module.WORKER.submit
+
+    def recorded(owner, fn, *args, idle=False):
+        submitted.append((args[0], idle))
+        return real_submit(owner, fn, *args, idle=idle)
+
+    monkeypatch.setattr(panels_module.WORKER, "submit", recorded)
     for fut in store.prefetch(1, 2, "fixed", before=(1, 1)):  # a step from head 1 to 2
         fut.result(timeout=30)
     assert both_cores == [store.key("head", 1, 3)]  # the head the next step reaches
+    # a large map (over LATER_CELLS): every neighbour at once, the step's first
+    assert [what for what, idle in submitted if not idle] == [
+        store.key("head", 1, 3), store.key("head", 1, 1), store.key("head", 2, 2), store.key("head", 2, 2), 2,
+        store.key("head", 0, 2), store.key("head", 0, 2), 0]
     near = [store.key("head", *lh) for lh in ((1, 3), (1, 1), (2, 2), (0, 2))]
     assert all(store.has_numbers(k) for k in near)
     assert not store.has_numbers(store.key("head", 1, 0))  # not a neighbour: on demand
     np.testing.assert_allclose(store.metrics(near[0]).static()["mean_entropy"],
                                panel_metrics(w[1, 3], 0.1)["mean_entropy"], rtol=1e-6)
+    store.close()
+
+
+def test_a_drag_on_small_maps_gets_its_next_step_now_and_the_rest_when_idle(monkeypatch):
+    # maps up to LATER_CELLS: only the map a slider's next step reaches is computed at once;
+    # the other neighbours (and their layers' thumbnails) wait for the kernel to be idle
+    w = stack(np.random.default_rng(26), L=3, H=4, Q=8)
+    store = PanelStore(AttentionMaps.from_tensor(w), prefetch_cells=10)
+    submitted = []  # (the job's map or layer, idle) in the order submitted
+    real_submit = panels_module.WORKER.submit
+
+    def recorded(owner, fn, *args, idle=False):
+        submitted.append((args[0], idle))
+        return real_submit(owner, fn, *args, idle=idle)
+
+    monkeypatch.setattr(panels_module.WORKER, "submit", recorded)
+    for fut in store.prefetch(1, 2, "fixed", before=(0, 2)):  # a layer step from 0 to 1
+        fut.result(timeout=30)
+    ahead = store.key("head", 2, 2)  # picture, numbers, then its layer's thumbnails
+    assert [what for what, idle in submitted if not idle] == [ahead, ahead, 2]
+    assert {what for what, idle in submitted if idle} >= {store.key("head", 1, 3), store.key("head", 1, 1),
+                                                          store.key("head", 0, 2), 0}
+    # all of it done in the end (the futures waited for), the same numbers as computed at once
+    for lay, h in ((2, 2), (1, 3), (1, 1), (0, 2)):
+        np.testing.assert_allclose(store.metrics(store.key("head", lay, h)).static()["mean_entropy"],
+                                   panel_metrics(w[lay, h], 0.1)["mean_entropy"], rtol=1e-6)
+    submitted.clear()
+    for fut in store.prefetch(1, 2, "fixed"):  # no step before (a new view): every neighbour at once
+        fut.result(timeout=30)
+    assert not any(idle for what, idle in submitted if what != store.key("head", 1, 0))
     store.close()
 
 
