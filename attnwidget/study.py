@@ -245,16 +245,23 @@ def context_measures(profile: np.ndarray, fraction: float = 0.25) -> dict[str, n
 def context_history(profiles: Sequence[np.ndarray], *, fraction: float = 0.25,
                     bins: int = 20) -> dict[str, Any]:
     """:func:`attnwidget.metrics.history_metrics` of context profiles (:func:`context_of`), one
-    per sample; a matrix whose context was empty in some sample gets NaN (no hint fires there)."""
+    per sample; a matrix whose context was empty in some sample gets NaN (no hint fires there).
+
+    Of one-row profiles, history_metrics' ``received`` would be the last query's own context
+    weight per relative-position bin, not what each position receives from every query: it
+    is given under that name, ``context_bins`` (mean and std ``[..., bins]``), and there is
+    no ``received``.
+    """
     safe, empties = zip(*(_with_empty(p) for p in profiles), strict=True)
     out = M.history_metrics(list(safe), fraction=fraction, bins=bins)
+    out["context_bins"] = out.pop("received")
     empty = np.any(np.stack(empties), axis=0)  # [...]
     if empty.any():
         for value in out.values():
             if isinstance(value, dict):
                 for part in ("mean", "std"):
                     v = np.asarray(value[part], dtype=float)
-                    where = empty.reshape(empty.shape + (1,) * (v.ndim - empty.ndim))  # "received" has bins
+                    where = empty.reshape(empty.shape + (1,) * (v.ndim - empty.ndim))  # context_bins: bins
                     value[part] = np.where(where, np.nan, v)
     return out
 
@@ -270,8 +277,8 @@ class LongContextStudy:
 
     ``samples``: the records; ``layer``: the layer studied in the figures (None: all
     layers in the numbers, the last in the figures); ``per_sample``: each measure
-    ``[S, L, H]``; ``history``: :func:`attnwidget.metrics.history_metrics` of the
-    context profiles; ``hints``: :func:`attnwidget.metrics.compression_hints`.
+    ``[S, L, H]``; ``history``: :func:`context_history` (history_metrics of the context
+    profiles; ``context_bins`` for its ``received``); ``hints``: :func:`attnwidget.metrics.compression_hints`.
     """
 
     samples: list[AttentionMaps]

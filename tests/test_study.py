@@ -73,6 +73,14 @@ def test_study_measures_equal_a_plain_computation():
                 assert got["recent_distant_ratio"][layer, h] == pytest.approx(ratio, rel=1e-5)
                 assert got["max_attention_position"][layer, h] == int(np.argmax(ctx))
                 assert study.per_sample["attention_std"][s, layer, h] == got["attention_std"][layer, h]
+    # the last query's context weight per relative-position bin, under its own name (19 context
+    # keys on 20 bins: key i in bin floor(20 i / 19))
+    ctx = np.stack([[[_plain_context(m.to_numpy()[layer, h]) for h in range(3)] for layer in range(2)]
+                    for m in samples])  # [S, L, H, 19]
+    edges = np.minimum(np.arange(19) * 20 // 19, 19)
+    binned = np.stack([ctx[..., edges == b].sum(-1) for b in range(20)], -1)
+    assert "received" not in study.history
+    np.testing.assert_allclose(study.history["context_bins"]["mean"], binned.mean(0), rtol=1e-6)
     text = str(study)
     assert "Sample 3:" in text
     assert "Context tokens: 19" in text

@@ -182,7 +182,10 @@ def summary_statistics(
     * :func:`attnwidget.metrics.history_metrics` of the contexts, which
       :func:`insights` reads: ``recency_ratio``, ``max_position_relative`` (0
       first key .. 1 last), ``top_mass``, ``k90``, ``cluster_run``,
-      ``mean_entropy`` and ``received`` (per relative-position bin);
+      ``mean_entropy`` and ``context_bins`` (the last query's context weight per
+      relative-position bin);
+    * ``received``: what each position receives from every query of the whole map, per
+      relative-position bin (:func:`attnwidget.metrics.history.received_metrics`);
     * ``n_samples``.
 
     ``causal=None`` (default): causal when every sample is (see :func:`sample_statistics`).
