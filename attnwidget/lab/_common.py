@@ -122,6 +122,11 @@ def sequences(item: Any, name: str) -> list[Any]:
     lists of ints, mappings: what ``collate_fn=list`` gives); and ``(inputs, targets, ...)``
     as a DataLoader collates a dataset of pairs (the first element is read: a batch of texts
     as a tuple of strings, a ``[batch, seq_len]`` tensor, a mapping).
+
+    One shape is ambiguous: a list of 1-D id tensors is what ``collate_fn=list`` makes of
+    sequences, and also what ``DataLoader(batch_size=None)`` makes of an ``(inputs,
+    targets)`` pair; it is read as sequences, each studied. For pairs, keep a batch axis
+    (``batch_size=1``: the targets are then left out).
     """
     import torch
 
