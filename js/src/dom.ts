@@ -50,3 +50,20 @@ export function morph(box: Element, fresh: Element): void {
   });
   for (let i = olds.length - 1; i >= news.length; i--) olds[i].remove();
 }
+
+/** A listener as the view registers it (and removes it on dispose). */
+export type Listener = [EventTarget, string, EventListener, AddEventListenerOptions?];
+
+/** Listeners that call `fire` once the pointer has rested `ms` on `target` (entered, with
+ *  `when(event)` true, and neither left nor clicked since). A pointer crossing a control on its
+ *  way elsewhere sends nothing; a control no longer in the page fires nothing. */
+export function restingPointer(target: HTMLElement, fire: () => void, ms: number,
+  when: (ev: PointerEvent) => boolean = () => true): Listener[] {
+  let rest: ReturnType<typeof setTimeout> | undefined;
+  const stop = () => { clearTimeout(rest); rest = undefined; };
+  const enter = (ev: Event) => {
+    stop();
+    if (when(ev as PointerEvent)) rest = setTimeout(() => { rest = undefined; if (target.isConnected) fire(); }, ms);
+  };
+  return [[target, "pointerenter", enter], [target, "pointerleave", stop], [target, "click", stop]];
+}

@@ -5,6 +5,7 @@ import { headAt } from "./heads";
 import {
   cellAt, clampViewport, formatWeight, fullViewport, isFull, MARGIN_LEFT, MARGIN_TOP, type Viewport, zoomViewport,
 } from "./heatmap";
+import { type Listener, restingPointer } from "./dom";
 import type { Link } from "./link";
 import { savePng } from "./save";
 import type { Model } from "./state";
@@ -17,7 +18,12 @@ export interface Refresh {
   showThumbs(): void;
 }
 
-type Listener = [EventTarget, string, EventListener, AddEventListenerOptions?];
+/** How long the pointer rests on the ablate button before its hint goes (ms). A hint makes the
+ *  kernel run the model (about 45 ms at 128 tokens, 150 ms at 510), and the sliders' replies wait
+ *  for that run: a pointer crossing the button on its way elsewhere must not start one. Shorter
+ *  than the thumbnails' (HINT_REST_MS in view.ts): the button is one target, not a strip a
+ *  pointer sweeps along, and a pointer about to click slows down on it for longer than this. */
+export const BUTTON_HINT_REST_MS = 60;
 
 /** The heads left switched off once head `h` of layer `l` is toggled (as `ablated` holds them). */
 export function toggled(model: Model, l: number, h: number): number[][] {
@@ -83,8 +89,8 @@ export function controlListeners(parts: Parts, model: Model, link: Link, ui: Ref
   return [
     [parts.compareInput, "change", saving(() => link.setLocal("compare", parts.compareInput.checked))],
     [parts.ablateButton, "click", () => pick(model.get("head"), true)],
-    [parts.ablateButton, "pointerenter", hintButton],
-    [parts.ablateButton, "focus", hintButton],
+    ...restingPointer(parts.ablateButton, hintButton, BUTTON_HINT_REST_MS),
+    [parts.ablateButton, "focus", hintButton], // keyboard focus: the next key may be the click
     [parts.saveButton, "click", () => void savePng(model.get("mode") === "grid" ? parts.gridCanvas : parts.canvas, model.get("caption"))],
     [parts.layer.input, "input", requesting("layer", () => Number(parts.layer.input.value))],
     [parts.head.input, "input", requesting("head", () => Number(parts.head.input.value))],

@@ -3,7 +3,7 @@
 import { type Atlas, type AtlasMessage, decodeAtlas, decodePanel, type Panel, type PanelMessage } from "./codec";
 import { DIVERGING, lutOf } from "./colormaps";
 import { badgeText, button, fmt, renderEffect, renderMetrics, select, type Slider, slider } from "./controls";
-import { morph, setText } from "./dom";
+import { morph, restingPointer, setText } from "./dom";
 import { drawGrid, drawRowPlot, drawThumb, type GridLayout } from "./heads";
 import { drawHeatmap, fullViewport, type Layout, type Theme, type Viewport } from "./heatmap";
 import { generationOf, markGenerationStart, markThumbRows, paintText, renderStep, type StepBlock, syncStep } from "./generation";
@@ -282,9 +282,9 @@ function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, 
     box.addEventListener("click", (ev) => onPick(h, ev.shiftKey));
     // only once the pointer rests on it: a sweep across the strip with shift held would
     // otherwise have the kernel run the model once per thumbnail passed
-    let rest: ReturnType<typeof setTimeout> | undefined;
-    box.addEventListener("pointerenter", (ev) => { if (ev.shiftKey) rest = setTimeout(() => onHint(h), HINT_REST_MS); });
-    box.addEventListener("pointerleave", () => clearTimeout(rest));
+    for (const [target, type, fn] of restingPointer(box, () => onHint(h), HINT_REST_MS, (ev) => ev.shiftKey)) {
+      target.addEventListener(type, fn);
+    }
     strip.append(box);
   }
 }
