@@ -323,6 +323,20 @@ def test_neighbouring_heads_of_a_large_map_are_computed_ahead(monkeypatch):
     view.close()
 
 
+def record_submits(monkeypatch) -> list[tuple]:
+    """From now on, (the job's first argument: its map's key or layer, idle) of every job the
+    panel store submits to the worker, in order (the jobs still run)."""
+    submitted = []
+    real_submit = panels_module.WORKER.submit
+
+    def recorded(owner, fn, *args, idle=False):
+        submitted.append((args[0], idle))
+        return real_submit(owner, fn, *args, idle=idle)
+
+    monkeypatch.setattr(panels_module.WORKER, "submit", recorded)
+    return submitted
+
+
 def test_prefetch_computes_the_numbers_of_heads_whose_picture_came_first(monkeypatch):
     # the idle prefetch draws the layer's other heads (picture only for a large map): a later
     # prefetch must still compute the numbers of the neighbours among them, the head the
@@ -337,14 +351,7 @@ def test_prefetch_computes_the_numbers_of_heads_whose_picture_came_first(monkeyp
     real = PanelStore._warm_numbers_first
     monkeypatch.setattr(PanelStore, "_warm_numbers_first",
                         lambda self, key, scale: (both_cores.append(key), real(self, key, scale))[1])
-    submitted = []  # (the job's map or layer, idle) in the order submitted
-    real_submit = panels_module.WORKER.submit
-
-    def recorded(owner, fn, *args, idle=False):
-        submitted.append((args[0], idle))
-        return real_submit(owner, fn, *args, idle=idle)
-
-    monkeypatch.setattr(panels_module.WORKER, "submit", recorded)
+    submitted = record_submits(monkeypatch)
     for fut in store.prefetch(1, 2, "fixed", before=(1, 1)):  # a step from head 1 to 2
         fut.result(timeout=30)
     assert both_cores == [store.key("head", 1, 3)]  # the head the next step reaches
@@ -365,14 +372,7 @@ def test_a_drag_on_small_maps_gets_its_next_step_now_and_the_rest_when_idle(monk
     # the other neighbours (and their layers' thumbnails) wait for the kernel to be idle
     w = stack(np.random.default_rng(26), L=3, H=4, Q=8)
     store = PanelStore(AttentionMaps.from_tensor(w), prefetch_cells=10)
-    submitted = []  # (the job's map or layer, idle) in the order submitted
-    real_submit = panels_module.WORKER.submit
-
-    def recorded(owner, fn, *args, idle=False):
-        submitted.append((args[0], idle))
-        return real_submit(owner, fn, *args, idle=idle)
-
-    monkeypatch.setattr(panels_module.WORKER, "submit", recorded)
+    submitted = record_submits(monkeypatch)
     for fut in store.prefetch(1, 2, "fixed", before=(0, 2)):  # a layer step from 0 to 1
         fut.result(timeout=30)
     ahead = store.key("head", 2, 2)  # picture, numbers, then its layer's thumbnails
