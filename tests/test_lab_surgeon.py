@@ -144,7 +144,7 @@ def test_plot_attention_heatmap_and_multihead_grid(qkv, tmp_path):
     panels = [child[0] for child in grid.children]
     assert len(panels) == 4  # heads only, no average panel
     entropy = metrics.compute_attention_statistics(heads)["mean_entropy"]
-    assert panels[2].title.text.startswith(f"L0 H2 · H={float(entropy[2]):.2f} · ")
+    assert panels[2].title.text.startswith(f"L0 H2 · ent {float(entropy[2]):.2f} · ")
     np.testing.assert_allclose(np.asarray(glyph_data(panels[3])["weight"]).reshape(5, 5), heads[3].numpy(),
                                rtol=1e-6)
 

@@ -185,7 +185,7 @@ def test_heads_grid_titles_every_head_and_labels_the_average(maps):
     titles = [f.title.text for f in figs]
     entropy = M.compute_attention_statistics(maps.layer(1))["mean_entropy"]
     grades = M.sharpness_grade(maps.layer(1))
-    assert titles[:3] == [f"L1 H{h} · H={float(entropy[h]):.2f} · {grades[h]}" for h in range(3)]
+    assert titles[:3] == [f"L1 H{h} · ent {float(entropy[h]):.2f} · {grades[h]}" for h in range(3)]
     assert titles[3].replace("\n", " ") == f"L1 {average_label(3)}"  # on two lines, all of it
     assert notes(figs[0]) == []  # not pooled
     assert len(plots.heads_grid(maps, None, include_average=False).children) == 6
@@ -223,7 +223,8 @@ def test_summary_figures_equal_the_metrics(maps):
     # the last query's context: the keys before it, renormalised (004's reading), own key in the title
     last_query = plots.last_query_figure(maps, 1, 0)
     row = maps.head(1, 0)[-1].astype(np.float64)
-    np.testing.assert_allclose(sources(last_query)[0].data["y"], row[:-1] / row[:-1].sum(), rtol=1e-6)
+    (line,) = [d.data for d in sources(last_query) if len(d.data.get("y", [])) == 4]  # the share, 4 keys
+    np.testing.assert_allclose(line["y"], row[:-1] / row[:-1].sum(), rtol=1e-6)
     assert f"own key {row[-1]:.2f}, not drawn" in last_query.title.text
     share = row[:-1] / row[:-1].sum()  # 4 context keys: one distant (position 0), one recent (3)
     assert f"recent / distant {share[3] / share[0]:.2f}" in last_query.title.text
@@ -232,8 +233,16 @@ def test_summary_figures_equal_the_metrics(maps):
     w = maps.to_numpy()
     rec = plots.recency_figure([w, w[:, :, :4, :4] / w[:, :, :4, :4].sum(-1, keepdims=True)], causal=False)
     whisker = next(x for x in rec.center if isinstance(x, Whisker))
-    hist = M.history_metrics([w, w[:, :, :4, :4] / w[:, :, :4, :4].sum(-1, keepdims=True)], causal=False)
+    # 004's ratio: of the last query's context (keys before it, renormalised), as the study's
+    from attnwidget.study import context_history, context_of
+
+    short_w = w[:, :, :4, :4] / w[:, :, :4, :4].sum(-1, keepdims=True)
+    hist = context_history([context_of(x) for x in (w, short_w)])
     np.testing.assert_allclose(whisker.source.data["mean"], np.asarray(hist["recency_ratio"]["mean"])[0])
+    ctx = w[0, 0, -1, :-1] / w[0, 0, -1, :-1].sum()  # 4 context keys: recent = key 3, distant = key 0
+    ctx_short = short_w[0, 0, -1, :-1] / short_w[0, 0, -1, :-1].sum()  # 3 keys: 2 over 0
+    expected = (ctx[3] / ctx[0] + ctx_short[2] / ctx_short[0]) / 2
+    assert whisker.source.data["mean"][0] == pytest.approx(expected, rel=1e-5)
     big = long_maps(600, layers=2)  # rollout of a long input: the pooled image of the metric
     roll = M.attention_rollout(big)[-1]
     image, _ = image_of(plots.rollout_figure(big))

@@ -228,7 +228,7 @@ def test_a_510_token_report_draws_pooled_maps_that_equal_the_metrics(tmp_path, m
         f = 3  # 512 tokens drawn in 200-pixel panels
         np.testing.assert_array_equal(image["image"][0], quantize(pool_max(w, f)[0], float(w.max())))
         entropy = numbers["statistics"]["mean_entropy"][3][h]
-        assert panel.title.text == f"L3 H{h} · H={entropy:.2f} · {numbers['grade'][3][h]}"
+        assert panel.title.text == f"L3 H{h} · ent {entropy:.2f} · {numbers['grade'][3][h]}"
         note = [t.text for t in panel.above if t is not panel.title]
         assert note == ["max-pooled 3×3: 512×512 → 171×171"]
     entropy = figures["entropy"]

@@ -165,6 +165,7 @@ def matrix_figure_impl(
     colorbar_title: str = "Attention weight", low: float = 0.0, tools: bool = True,
     threshold: float | None = None, *, visible: Any = None,
     max_side: int = OVERVIEW_SIDE, share: Shared | None = None, exact: bool = True, compact: bool = False,
+    names: tuple[str, str, str] = ("query", "key", "weight"),
 ) -> Any:
     """One ``[Q, K]`` matrix, queries down and keys across; see the module docstring for its data.
 
@@ -177,6 +178,8 @@ def matrix_figure_impl(
     an exact hover; without, the hover reads the level (``≈``, as the widget).
     ``compact``: a grid panel: a square map ``size - 70`` pixels wide, short tick
     labels, no axis titles, a thin colour bar (its section says what it shows).
+    ``names``: what rows, columns and values are, for the axis titles and the hover (a
+    matrix of heads or layers is not queries and keys).
     """
     pal = palette(palette_name)
     w = np.asarray(w, dtype=np.float32)
@@ -233,10 +236,10 @@ def matrix_figure_impl(
                       source=ColumnDataSource(data), color_mapper=share.level_mapper(palette_name, dim_below))
     if cells:
         fig.add_tools(HoverTool(renderers=[hover_target], tooltips=[
-            ("query", "@query"), ("key", "@key"), ("weight", "@weight{0.0000}")]))
+            (names[0], "@query"), (names[1], "@key"), (names[2], "@weight{0.0000}")]))
     else:
-        value = ("weight", "@weight{0.0000}") if exact else ("weight", "@image{custom}")
-        tips = [("query", "$y{custom}"), ("key", "$x{custom}"), value]
+        value = (names[2], "@weight{0.0000}") if exact else (names[2], "@image{custom}")
+        tips = [(names[0], "$y{custom}"), (names[1], "$x{custom}"), value]
         fig.add_tools(HoverTool(renderers=[image], tooltips=tips,
                                 formatters={"$y": share.hover.query, "$x": share.hover.key,
                                             "@image": share.hover.pooled_value(factor, low, high)}))
@@ -257,12 +260,16 @@ def matrix_figure_impl(
         bar = ColorBar(color_mapper=mapper, width=8, major_label_text_font_size="7pt",
                        ticker=BasicTicker(desired_num_ticks=4))
     else:
-        fig.xaxis.axis_label = "key"
-        fig.yaxis.axis_label = "query"
+        fig.xaxis.axis_label = names[1]
+        fig.yaxis.axis_label = names[0]
         bar = ColorBar(color_mapper=mapper, title=colorbar_title, ticker=BasicTicker(desired_num_ticks=5))
     fig.add_layout(bar, "right")
     if annotate:
         cell_source.data["text"] = [f"{v:.2f}" for v in w.ravel()]
+        # dark text on light cells, light on dark (the colour each cell is drawn with)
+        rgb = level_rgba(palette_name)[quantize(drawn, high, low=low), :3].reshape(-1, 3).astype(float)
+        light = rgb @ np.array([0.299, 0.587, 0.114]) > 140
+        cell_source.data["ink"] = np.where(light, "#111111", "#ffffff").tolist()
         fig.text("x", "y", text="text", source=cell_source, text_align="center", text_baseline="middle",
-                 text_font_size="9px", text_color="white")
+                 text_font_size="9px", text_color="ink")
     return fig

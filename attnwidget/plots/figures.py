@@ -82,8 +82,8 @@ def heads_grid(
     include_average: bool = True, max_side: int | None = None,
 ) -> Any:
     """Small multiples: every head of ``layer`` (``None``: of every layer), each titled with
-    ``L{l} H{h} · H={entropy} · {grade}``; the head average, when asked, is one extra panel
-    titled as an average, never a replacement for the heads.
+    ``L{l} H{h} · ent {entropy} · {grade}`` (mean entropy, nats); the head average, when asked,
+    is one extra panel titled as an average, never a replacement for the heads.
 
     Each panel is max-pooled to what it is drawn at (``max_side``, default
     ``size`` cells a side) and carries its uint8 levels only (hover: ``≈``
@@ -113,7 +113,7 @@ def layers_grid(
         for h in range(maps.n_heads):
             ent = entropy[h]  # None or NaN: an empty map (every row masked)
             shown = "–" if ent is None or not np.isfinite(float(ent)) else f"{float(ent):.2f}"
-            title = f"L{li} H{h} · H={shown} · {grades[h]}"
+            title = f"L{li} H{h} · ent {shown} · {grades[h]}"
             panels.append(matrix_figure_impl(stack[h], maps.query_display, maps.key_display, title, palette,
                                              None, size=size, tools=False, visible=visible, max_side=side,
                                              share=common, exact=False, compact=True))
@@ -136,8 +136,8 @@ def entropy_figure(maps: AttentionMaps, entropy: Any, *, palette: str = "viridis
     empty map, drawn hatched)."""
     ent = np.array([[np.nan if v is None else float(v) for v in row] for row in entropy], dtype=float)
     return matrix_figure_impl(ent, list(maps.layer_names), list(maps.head_names),
-                              f"Mean entropy per head (nats) · {maps.model_name or ''}", palette, None,
-                              size=360, colorbar_title="entropy (nats)")
+                              f"Mean entropy per head (nats)\n{maps.model_name or ''}", palette, None,
+                              size=360, colorbar_title="entropy (nats)", names=("layer", "head", "entropy"))
 
 
 def similarity_matrix(maps: Any, layer: int = 0, *, method: str = "js", palette: str = "viridis") -> Any:
@@ -149,11 +149,11 @@ def similarity_matrix(maps: Any, layer: int = 0, *, method: str = "js", palette:
     d = M.js_distance_matrix(w) if method == "js" else M.kl_divergence_matrix(w)
     names = list(maps.head_names)
     label = "Jensen-Shannon distance" if method == "js" else "KL divergence (nats)"
+    axes = ("head a", "head b", "KL(a ‖ b)") if method == "kl" else ("head", "head", "JS distance")
     fig = matrix_figure_impl(d, names, names, f"{label} between heads · {maps.layer_names[layer]}", palette,
-                             None, size=360, colorbar_title=label)
-    # rows and columns are heads here, not the query and key tokens a map's axes name
-    fig.yaxis.axis_label = "head a" if method == "kl" else "head"
-    fig.xaxis.axis_label = "head b (cell: KL(a ‖ b), not symmetric)" if method == "kl" else "head"
+                             None, size=360, colorbar_title=label, names=axes)
+    if method == "kl":
+        fig.xaxis.axis_label = "head b (cell: KL(a ‖ b), not symmetric)"
     return fig
 
 
@@ -177,8 +177,6 @@ def last_query_figure(maps: Any, layer: int = 0, head: int = 0, *, fraction: flo
     the most distant and most recent ``fraction`` of the context, whose mean shares give the
     recent / distant ratio (also in the title). x: key position; y: share of the context weight.
     """
-    from bokeh.models import BoxAnnotation, Label, Span
-
     from attnwidget.study import context_measures, context_of
 
     maps = _as_maps(maps)
@@ -191,21 +189,22 @@ def last_query_figure(maps: Any, layer: int = 0, head: int = 0, *, fraction: flo
     said = "no weight on its context" if not share.any() else f"recent / distant {ratio:.2f}"
     fig = figure(title=f"Last query's attention over its history: {said} · own key {own:.2f}, not drawn\n"
                        f"{caption(maps, layer, head)}",
-                 width=700, height=260, x_axis_label="key position",
+                 width=700, height=290, x_axis_label="key position",
                  y_axis_label="share of the context weight")
     pct = f"{fraction:.0%}"
-    bands = ((-0.5, span - 0.5, "#9e9e9e", f"most distant {pct}", "left"),
-             (n - span - 0.5, n - 0.5, "#1565c0", f"most recent {pct}", "right"))
-    for left, right, colour, label, align in bands:
-        fig.add_layout(BoxAnnotation(left=left, right=right, fill_color=colour, fill_alpha=0.12))
-        fig.add_layout(Label(x=left if align == "left" else right, y=0, y_units="screen", y_offset=4,
-                             x_offset=3 if align == "left" else -3, text=label, text_align=align,
-                             text_font_size="10px", text_color="#555"))
-    fig.add_layout(Span(location=1 / n, dimension="width", line_dash="dashed", line_color="#555"))
-    fig.add_layout(Label(x=(n - 1) / 2, y=1 / n, y_offset=3, text=f"uniform 1/{n}", text_align="center",
-                         text_font_size="10px", text_color="#555"))
-    fig.line(np.arange(n), share, line_width=2)
-    fig.add_tools(HoverTool(tooltips=[("position", "$index"), ("share", "@y{0.0000}")]))
+    top = max(float(share.max()), 1 / n) * 1.05
+    # the bands and the uniform share in a legend above the plot (labels inside it sat on the line)
+    fig.quad(left=-0.5, right=span - 0.5, bottom=0, top=top, fill_color="#9e9e9e", fill_alpha=0.15,
+             line_alpha=0, legend_label=f"most distant {pct}")
+    fig.quad(left=n - span - 0.5, right=n - 0.5, bottom=0, top=top, fill_color="#1565c0", fill_alpha=0.12,
+             line_alpha=0, legend_label=f"most recent {pct}")
+    fig.line([-0.5, n - 0.5], [1 / n, 1 / n], line_dash="dashed", line_color="#555",
+             legend_label=f"uniform share 1/{n}")
+    line = fig.line(np.arange(n), share, line_width=2, legend_label="share")
+    fig.add_tools(HoverTool(renderers=[line], tooltips=[("position", "$index"), ("share", "@y{0.0000}")]))
+    fig.legend.orientation = "horizontal"
+    fig.legend.label_text_font_size = "9pt"
+    fig.add_layout(fig.legend[0], "above")
     return fig
 
 
@@ -220,16 +219,35 @@ def received_figure(maps: Any, layer: int = 0, head: int = 0) -> Any:
 
 
 def recency_figure(samples: Sequence[Any], *, causal: bool = True, layer: int = 0) -> Any:
-    """Recency ratio of each head of ``layer`` over several samples: mean with ±1 std error bars."""
-    hist = M.history_metrics(samples, causal=causal)
+    """Recency ratio of each head of ``layer`` over several samples: mean with ±1 std error bars.
+
+    The ratio of 004's numbers (:func:`attnwidget.study.context_measures`): the last query's
+    context (the keys before it, renormalised), mean share of its most recent quarter over its
+    most distant quarter; infinite ratios are left out of the mean. A log axis when the means
+    span more than a factor 100 (one head at 1e7 would flatten the rest); a tick per head.
+    """
+    from bokeh.models import FixedTicker
+
+    from attnwidget.study import context_history, context_of
+
+    profiles = [context_of(s, f"samples[{i}]", causal=causal) for i, s in enumerate(samples)]
+    hist = context_history(profiles)
     mean = np.asarray(hist["recency_ratio"]["mean"], dtype=float)[layer]
     std = np.asarray(hist["recency_ratio"]["std"], dtype=float)[layer]
     x = np.arange(len(mean))
-    source = ColumnDataSource({"x": x, "mean": mean, "lower": mean - std, "upper": mean + std})
-    fig = figure(title=f"Recency ratio per head over {len(samples)} samples (layer {layer})", width=600,
-                 height=300, x_axis_label="head", y_axis_label="recent / distant weight")
-    fig.vbar(x="x", top="mean", width=0.7, source=source)
+    finite = mean[np.isfinite(mean) & (mean > 0)]
+    log = finite.size > 1 and finite.max() / finite.min() > 100
+    floor = finite.min() / 10 if log else 0.0  # a log axis has no 0: bars and whiskers start here
+    lower = np.maximum(mean - std, floor) if log else mean - std
+    source = ColumnDataSource({"x": x, "mean": mean, "lower": lower, "upper": mean + std})
+    n = len(samples)
+    fig = figure(title=f"Recency ratio per head over {n} sample{'s' if n != 1 else ''} (layer {layer})",
+                 width=600, height=300, x_axis_label="head", y_axis_label="recent / distant weight",
+                 y_axis_type="log" if log else "linear")
+    fig.vbar(x="x", top="mean", bottom=floor, width=0.7, source=source)
     fig.add_layout(Whisker(source=source, base="x", upper="upper", lower="lower"))
+    fig.xaxis.ticker = FixedTicker(ticks=list(map(int, x)))
+    fig.add_tools(HoverTool(tooltips=[("head", "@x"), ("ratio", "@mean{0.00}")]))
     return fig
 
 

@@ -7,8 +7,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from bokeh.models import ColumnDataSource, Legend
-from bokeh.palettes import Category10_10
+from bokeh.palettes import Category20_20
 from bokeh.plotting import figure
+
+#: One colour per head, up to 20 heads (Category20's dark shades first, then the light ones: each
+#: distinct from the rest at a glance; Category10 gave a 12-head layer's heads 10 and 11 the
+#: colours of heads 0 and 1).
+PALETTE = Category20_20[::2] + Category20_20[1::2]
 
 
 def history_figure(profiles: Sequence[np.ndarray], layer: int) -> figure:
@@ -23,12 +28,12 @@ def history_figure(profiles: Sequence[np.ndarray], layer: int) -> figure:
     mean, std = stack.mean(0), stack.std(0)
     x = np.arange(-n, 0)
     fig = figure(title=f"Last query over its context, every head of layer {layer} "
-                       f"({len(profiles)} samples, mean ± std)",
+                       f"({len(profiles)} sample{'s' if len(profiles) != 1 else ''}, mean ± std)",
                  width=760, height=320, x_axis_label="key position relative to the query",
                  y_axis_label="context weight")
     items = []
     for h in range(mean.shape[0]):
-        colour = Category10_10[h % 10]
+        colour = PALETTE[h % len(PALETTE)]
         lo = np.maximum(mean[h] - std[h], 0)  # weights are never negative
         src = ColumnDataSource({"x": x, "mean": mean[h], "lo": lo, "hi": mean[h] + std[h]})
         band = fig.varea(x="x", y1="lo", y2="hi", source=src, fill_color=colour, fill_alpha=0.15)
