@@ -93,6 +93,8 @@ def test_the_guides_figure_has_its_four_rows(tiny_maps, tmp_path):
     assert isinstance(header, Div)
     assert "&lt;b&gt;repeated&lt;/b&gt;" in header.text  # text, never HTML
     assert "Tokens: q | 8 | Z" in header.text
+    assert "every head (4) and their average" in header.text  # the figure's, not one map's words
+    assert "mean of" not in header.text
     assert len(heads.children) == 4  # each head on its own, no average among them
     titles = sorted(str((c[0] if isinstance(c, tuple) else c).title.text) for c in heads.children)
     assert [t.split(" · ")[0] for t in titles] == [f"L1 H{h}" for h in range(4)]  # the layer shown, not 0

@@ -89,7 +89,8 @@ def head_average(attention: Any, heads: list[int] | None = None) -> AttentionMap
 
 
 def caption(
-    maps: AttentionMaps, layer: int = 0, head: int | None = None, *, sequence_label: str | None = None
+    maps: AttentionMaps, layer: int = 0, head: int | None = None, *, sequence_label: str | None = None,
+    what: str | None = None,
 ) -> str:
     """A figure caption that says what the sequence is, as the guide asks.
 
@@ -98,7 +99,8 @@ def caption(
     :func:`attnwidget.plots.caption`: model, layer, which head (or "head
     average"), whether a causal mask hides the future, and the start of the
     text (:data:`attnwidget.maps.CAPTION_TEXT_CHARS`). ``layer``/``head`` may
-    be negative (counted from the end); ``head=None`` means the head average.
+    be negative (counted from the end); ``head=None`` means the head average. ``what``
+    overrides the head's words (a figure of every head: "every head (12)").
     """
     from attnwidget.plots import caption as provenance
     from attnwidget.tokens import show_invisible
@@ -108,7 +110,7 @@ def caption(
     li = index(layer, maps.n_layers, "layer")
     hi = None if head is None else index(head, maps.n_heads, "head")
     label = f"{show_invisible(str(sequence_label))} " if sequence_label else ""
-    line = provenance(maps, li, hi)
+    line = provenance(maps, li, hi) if what is None else maps.provenance(li, hi, what=what)
     n = len(maps.query_tokens)
     count = f"({n} token{'s' if n != 1 else ''})"  # as the provenance line spells it
     # a sampled record's provenance already gives the count: once is enough
@@ -158,7 +160,9 @@ def per_head_figure(
         return Div(text=html.escape(text).replace("\n", "<br>"), width=width)
 
     tokens = " | ".join(maps.query_display[:64]) + (" …" if len(maps.query_display) > 64 else "")
-    header = div(f"{caption(maps, li, None, sequence_label=sequence_label)}\nTokens: {tokens}")
+    # the figure shows every head (the average is one panel among them): the header says so
+    every = f"every head ({maps.n_heads}) and their average"
+    header = div(f"{caption(maps, li, None, sequence_label=sequence_label, what=every)}\nTokens: {tokens}")
     heads = heads_grid(maps, li, ncols=ncols, include_average=False)  # titled with the layer's own number
     avg_fig = matrix_figure(avg_w, maps.query_display, maps.key_display,
                             average_title(f"{maps.layer_names[li]} ·", maps.n_heads),
