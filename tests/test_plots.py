@@ -400,3 +400,17 @@ def test_view_export_saves_what_is_shown(tmp_path, monkeypatch):
         monkeypatch.undo()
         png = view.export(tmp_path / "view.png", scale=1)
         assert Image.open(png).size[0] > 500
+
+
+def test_distribution_boxes_start_at_zero_and_a_wide_ratio_goes_on_a_log_axis():
+    from bokeh.models import LogScale
+
+    from attnwidget.plots.study import distribution_figure
+
+    values = np.array([[0.2, 0.5, 3.0], [0.3, 0.4, 2.0e7]])  # [samples, heads]
+    ratio = distribution_figure(values, "recent_distant_ratio", 0)
+    assert isinstance(ratio.y_scale, LogScale)
+    entropy = distribution_figure(values[:, :2], "attention_entropy", 0)
+    assert not isinstance(entropy.y_scale, LogScale) and entropy.y_range.start == 0
+    assert [str(f) for f in entropy.x_range.factors] == ["0", "1"] and entropy.xaxis[0].axis_label == "head"
+    assert "2 samples" in entropy.title.text

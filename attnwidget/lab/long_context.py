@@ -250,10 +250,13 @@ def visualize_summary_statistics(
     return save(gridplot(panels, ncols=2), save_path)
 
 
-def _subtitle(text: str) -> Any:
+def _subtitle(text: str, chars: int = 60) -> Any:
+    """An italic line under a panel's title, wrapped at ``chars`` (bokeh cuts a title at the edge)."""
+    import textwrap
+
     from bokeh.models import Title
 
-    return Title(text=text, text_font_style="italic", text_font_size="9pt")
+    return Title(text="\n".join(textwrap.wrap(text, chars)), text_font_style="italic", text_font_size="9pt")
 
 
 def _place(index: Sequence[int]) -> str:

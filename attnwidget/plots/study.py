@@ -45,24 +45,36 @@ def history_figure(profiles: Sequence[np.ndarray], layer: int) -> figure:
 
 def distribution_figure(values: np.ndarray, measure: str, layer: int) -> figure:
     """A box per head of ``values`` ``[samples, heads]``: quartiles, median, whiskers at the
-    extremes, and every sample as a dot (the distribution, not only mean ± std)."""
+    extremes, and every sample as a dot (the distribution, not only mean ± std). The y axis
+    starts at 0 for a measure that is never negative; a ratio (``measure`` ending in "ratio")
+    is drawn on a log axis when its values span more than a factor 100."""
     values = np.asarray(values, dtype=float)
     S, H = values.shape
-    heads = [f"head {h}" for h in range(H)]
+    heads = [str(h) for h in range(H)]
     finite = np.where(np.isfinite(values), values, np.nan)
     with warnings.catch_warnings():  # a head with no finite value (every ratio infinite) has no box
         warnings.simplefilter("ignore", RuntimeWarning)
         q1, med, q3 = (np.nanquantile(finite, q, axis=0) for q in (0.25, 0.5, 0.75))
         lo, hi = np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
-    fig = figure(x_range=heads, title=f"{measure} across {S} samples, layer {layer}", width=600,
-                 height=300, y_axis_label=measure)
+    seen = finite[np.isfinite(finite)]
+    # a ratio spanning more than a factor 100 on a log axis (one of 1e7 flattened the rest)
+    log = measure.endswith("ratio") and seen.size > 1 and seen.min() > 0 and seen.max() / seen.min() > 100
+    fig = figure(x_range=heads, title=f"{measure} across {S} sample{'s' if S != 1 else ''}, layer {layer}",
+                 width=600, height=300, x_axis_label="head", y_axis_label=measure,
+                 y_axis_type="log" if log else "linear")
     box = ColumnDataSource({"head": heads, "q1": q1, "med": med, "q3": q3, "lo": lo, "hi": hi})
     fig.segment(x0="head", x1="head", y0="lo", y1="hi", source=box, color="#555")
     fig.vbar(x="head", top="q3", bottom="q1", width=0.6, source=box, fill_color="#9ecae1",
              line_color="#333")
-    fig.scatter(x="head", y="med", source=box, marker="dash", size=48, line_color="#08306b", line_width=3,
-                legend_label="median")
+    # the median as a line across its box (a bar of no height), as wide as the box
+    fig.vbar(x="head", top="med", bottom="med", width=0.6, source=box, line_color="#08306b", line_width=3,
+             legend_label="median")
     dots = ColumnDataSource({"head": [heads[h] for s in range(S) for h in range(H)],
                              "value": [values[s, h] for s in range(S) for h in range(H)]})
-    fig.scatter(x="head", y="value", source=dots, size=5, color="#d62728", alpha=0.6)
+    fig.scatter(x="head", y="value", source=dots, size=5, color="#d62728", alpha=0.6, legend_label="a sample")
+    if seen.size and seen.min() >= 0 and not log:
+        fig.y_range.start = 0
+    fig.legend.orientation = "horizontal"
+    fig.legend.label_text_font_size = "8pt"
+    fig.add_layout(fig.legend[0], "above")  # inside, it covered the boxes
     return fig
