@@ -138,6 +138,10 @@ def test_plot_attention_heatmap_and_multihead_grid(qkv, tmp_path):
     assert fig.title.text == "Attention Weights"
     np.testing.assert_allclose(np.asarray(glyph_data(fig)["weight"]).reshape(5, 5), w[0].numpy(), rtol=1e-6)
     assert (tmp_path / "one.html").exists()
+    assert not any(getattr(r.glyph, "hatch_pattern", None) for r in fig.renderers)  # nothing masked
+    _, causal_w = attention(Q, K, V, mask=create_causal_mask(5))  # above the diagonal: masked, hatched
+    hatched = plot_attention_heatmap(causal_w[0], tokens)
+    assert any(getattr(r.glyph, "hatch_pattern", None) == "/" for r in hatched.renderers)
 
     heads = torch.softmax(torch.randn(4, 5, 5, generator=torch.Generator().manual_seed(1)), dim=-1)
     grid = plot_multihead_attention(heads, tokens, num_heads=4, save_path=tmp_path / "grid.html")

@@ -411,6 +411,8 @@ def test_distribution_boxes_start_at_zero_and_a_wide_ratio_goes_on_a_log_axis():
     ratio = distribution_figure(values, "recent_distant_ratio", 0)
     assert isinstance(ratio.y_scale, LogScale)
     entropy = distribution_figure(values[:, :2], "attention_entropy", 0)
-    assert not isinstance(entropy.y_scale, LogScale) and entropy.y_range.start == 0
-    assert [str(f) for f in entropy.x_range.factors] == ["0", "1"] and entropy.xaxis[0].axis_label == "head"
+    assert not isinstance(entropy.y_scale, LogScale)
+    assert entropy.y_range.start == 0
+    assert [str(f) for f in entropy.x_range.factors] == ["0", "1"]
+    assert entropy.xaxis[0].axis_label == "head"
     assert "2 samples" in entropy.title.text

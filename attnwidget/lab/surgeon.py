@@ -142,12 +142,17 @@ def plot_attention_heatmap(
     (``weights[0]``, or ``weights[0, h]`` for head h). ``save_path``: also write
     the figure (``.html``, ``.png`` or ``.svg``).
     """
+    from attnwidget.maps import AttentionMaps
     from attnwidget.plots import matrix_figure
 
     w = square(attention_weights, "attention_weights", 2, "[seq_len, seq_len] (pick one: weights[0])")
     names = labels(tokens, w.shape[0], "tokens", "position")
     distributions(w, "attention_weights")
-    return save(matrix_figure(w, names, names, str(title)), save_path)
+    # a causal mask's cells hatched, as plot_multihead_attention draws them (a record reads every
+    # weight above the diagonal being exactly 0 as causal), not as weights of 0
+    record = AttentionMaps.from_tensor(np.asarray(w, dtype=np.float32)[None, None], names)
+    visible = record.visible_cells() if record.causal else None
+    return save(matrix_figure(w, names, names, str(title), visible=visible), save_path)
 
 
 def plot_multihead_attention(

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from bokeh.layouts import gridplot, row
-from bokeh.models import ColumnDataSource, HoverTool, Whisker
+from bokeh.models import ColumnDataSource, FixedTicker, HoverTool, Whisker
 from bokeh.plotting import figure
 
 from attnwidget import metrics as M  # noqa: N812 (the package's usual short name)
@@ -226,8 +226,6 @@ def recency_figure(samples: Sequence[Any], *, causal: bool = True, layer: int = 
     most distant quarter; infinite ratios are left out of the mean. A log axis when the means
     span more than a factor 100 (one head at 1e7 would flatten the rest); a tick per head.
     """
-    from bokeh.models import FixedTicker
-
     from attnwidget.study import context_history, context_of
 
     profiles = [context_of(s, f"samples[{i}]", causal=causal) for i, s in enumerate(samples)]
@@ -265,7 +263,11 @@ def scaling_figure(result: dict[str, list] | None = None) -> Any:
             ys = [v for v, s in zip(result[key], result["scaled"], strict=True) if s == scaled]
             fig.line(xs, ys, color=colour, legend_label=name, line_width=2)
             fig.scatter(xs, ys, color=colour, size=6)
-        fig.legend.location = "top_left" if key == "max_weight" else "top_right"
+        fig.xaxis.ticker = FixedTicker(ticks=sorted(set(result["d_k"])))  # each d_k measured
+        fig.xaxis.major_label_orientation = 0.8
+        # above each panel (inside, it covered the lines; above one only, the panels' heights differ)
+        fig.legend.orientation = "horizontal"
+        fig.add_layout(fig.legend[0], "above")
         panels.append(fig)
     return row(*panels)
 
