@@ -21,7 +21,9 @@ from attnwidget.metrics.basic import _row_entropy, _visible
 #: Compression rules: (hint, measure, threshold, why).
 HINT_RULES: tuple[tuple[str, str, float, str], ...] = (
     ("keep_recent_window", "recency_ratio", 2.0,
-     "recent keys get more than twice the weight of distant ones: a sliding window keeps most of it"),
+     "the most recent quarter of the keys gets more than twice the mean weight of the most distant "
+     "quarter: distant history matters least here (how much a window keeps depends on the middle "
+     "keys too: see top_mass and k90)"),
     ("sample_uniformly", "mean_entropy", 2.0,
      "rows spread over many keys (entropy > 2 nats, > ~7 keys): no small set of keys stands out"),
     ("keep_top_k", "top_mass", 0.9,
