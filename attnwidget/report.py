@@ -136,8 +136,10 @@ def figures_of(maps: Any, numbers: dict[str, Any]) -> list[tuple[str, str, Any]]
     figures: list[tuple[str, str, Any]] = [
         ("entropy", "Entropy by layer and head", entropy_figure(maps, entropy))]
     for layer in range(maps.n_layers):
-        figures.append((f"layer{layer}", f"Layer {layer}: every head",
-                        layers_grid(maps, {layer: (entropy[layer], grades[layer])}, size=PANEL_PX)))
+        figures.append((f"layer{layer}", f"Layer {layer}: every head (rows: queries, columns: keys; colour: "
+                        "the square root of the weight, each panel on its own scale)",
+                        layers_grid(maps, {layer: (entropy[layer], grades[layer])}, size=PANEL_PX,
+                                    sqrt=True)))
     if maps.shape[2] == maps.shape[3]:
         figures.append(("rollout", "Attention rollout", plots.rollout_figure(maps)))
     last = maps.n_layers - 1

@@ -338,7 +338,8 @@ def test_png_and_svg_export_with_debian_chromium(maps, tmp_path):
     texts = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
     assert "L0 H1" in texts  # titles are there as SVG text
     labels = [t.text for t in ET.parse(single).getroot().iter() if t.tag.endswith("text")]
-    assert "toy · layer 0 · head 0 · no causal mask · “a b c d e”" in labels  # the title
+    # the title, broken at a separator to fit the 290-pixel figure (bokeh would cut it)
+    assert {"toy · layer 0 · head 0", "no causal mask · “a b c d e”"} <= set(labels)
     assert {"a", "c", "Attention weight"} <= set(labels)  # tick labels and the colour bar title
     # the long map's diagonal shows: along it the picture is the colormap's top (yellow)
     pixels = np.asarray(Image.open(big).convert("RGB")).astype(int)
@@ -359,7 +360,8 @@ def test_view_export_and_the_figures_title_a_map_alike(maps, tmp_path, monkeypat
     assert plots.received_figure(maps, 1, 2).title.text.endswith("\n" + view.caption)
     view.mode = "average"
     view.export(tmp_path / "average.png")
-    assert captured[-1].title.text == plots.caption(maps, 1, None) == maps.provenance(1)
+    # the same line, broken at its separators where the figure is narrower than it
+    assert captured[-1].title.text.replace("\n", " · ") == plots.caption(maps, 1, None) == maps.provenance(1)
     assert average_label(3) in captured[-1].title.text
 
 
@@ -416,3 +418,26 @@ def test_distribution_boxes_start_at_zero_and_a_wide_ratio_goes_on_a_log_axis():
     assert [str(f) for f in entropy.x_range.factors] == ["0", "1"]
     assert entropy.xaxis[0].axis_label == "head"
     assert "2 samples" in entropy.title.text
+
+
+def test_a_square_root_scale_shows_what_sits_beside_a_sink():
+    from bokeh.models import ColorBar
+
+    from attnwidget._codec import quantize
+
+    w = np.full((40, 40), 0.2 / 39, dtype=np.float32)  # every row: 0.8 on key 0, the rest spread
+    w[:, 0] = 0.8
+    labels = [f"t{i}" for i in range(40)]
+    lin = plots.matrix_figure(w, labels, labels, "linear", adaptive=True)
+    root = plots.matrix_figure(w, labels, labels, "sqrt", adaptive=True, sqrt=True, threshold=0.02)
+    lin_levels, _ = image_of(lin)
+    root_levels, _ = image_of(root)
+    assert lin_levels["image"][0][0, 1] == 2  # 0.005 of 0.8 on a linear scale: nearly the bottom colour
+    np.testing.assert_array_equal(root_levels["image"][0], quantize(np.sqrt(w), math.sqrt(0.8)))
+    assert root_levels["image"][0][0, 1] == 20  # sqrt(0.005 / 0.8) of the way up: visible
+    bar = next(x for x in root.right if isinstance(x, ColorBar))
+    assert bar.title.endswith("(√ scale)")
+    # ticks at round weights, each where the square-root scale puts it
+    assert {bar.major_label_overrides[t] for t in bar.ticker.ticks} >= {"0", "0.5"}
+    for t in bar.ticker.ticks:
+        assert float(bar.major_label_overrides[t]) == pytest.approx(t * t)

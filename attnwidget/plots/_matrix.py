@@ -34,6 +34,7 @@ from bokeh.models import (
     ColorBar,
     ColumnDataSource,
     CustomJSHover,
+    FixedTicker,
     HoverTool,
     LinearColorMapper,
     Title,
@@ -99,6 +100,35 @@ def thinned(count: int, plot_px: float) -> list[int]:
     return list(range(0, count, step))
 
 
+def fit_title(title: str, width_px: int, char_px: float = 7.5) -> str:
+    """``title`` broken into lines at its `` · `` separators where one line would be wider than
+    ``width_px`` (bokeh cuts a title at the figure's edge; about ``char_px`` a character)."""
+    most = max(20, int(width_px / char_px))
+    lines: list[str] = []
+    for part in title.split("\n"):
+        line = ""
+        for piece in part.split(" · "):
+            if line and len(line) + 3 + len(piece) > most:
+                lines.append(line)
+                line = piece
+            else:
+                line = f"{line} · {piece}" if line else piece
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def sqrt_ticks(high: float, most: int) -> list[float]:
+    """At most ``most`` round weights (1, 2, 5 times a power of ten, and 0) up to ``high``, spread
+    evenly on a square-root scale: the colour bar's ticks."""
+    candidates = sorted({m * 10.0**e for e in range(-6, 1) for m in (1, 2, 5) if m * 10.0**e <= high})
+    marks = [0.0]
+    gap = math.sqrt(high) / most
+    for v in candidates:
+        if math.sqrt(v) - math.sqrt(marks[-1]) >= gap:
+            marks.append(v)
+    return marks
+
+
 def pooled_note(factor: int, full: tuple[int, int], pooled: tuple[int, ...]) -> str:
     """What a pooled map's second title line says."""
     return f"max-pooled {factor}×{factor}: {full[0]}×{full[1]} → {pooled[0]}×{pooled[1]}"
@@ -126,16 +156,18 @@ class TokenHover:
         self.query = CustomJSHover(args={"labels": self.query_labels}, code=self._CODE)
         self.key = (self.query if self.key_labels == self.query_labels
                     else CustomJSHover(args={"labels": self.key_labels}, code=self._CODE))
-        self._pooled: dict[tuple[int, float, float], CustomJSHover] = {}
+        self._pooled: dict[tuple[int, float, float, bool], CustomJSHover] = {}
 
-    def pooled_value(self, pool: int, low: float, high: float) -> CustomJSHover:
-        """Level -> ``≈value`` (and, pooled, which block it is the maximum of)."""
-        key = (pool, low, high)
+    def pooled_value(self, pool: int, low: float, high: float, sqrt: bool = False) -> CustomJSHover:
+        """Level -> ``≈value`` (and, pooled, which block it is the maximum of); ``sqrt``: the
+        levels are of the square root (:func:`matrix_figure_impl`'s ``sqrt``)."""
+        key = (pool, low, high, sqrt)
         if key not in self._pooled:
             block = f" (max of a {pool}×{pool} block)" if pool > 1 else ""
+            level = f"low + value / {LEVELS} * (high - low)"
             self._pooled[key] = CustomJSHover(args={"low": low, "high": high, "block": block}, code=(
                 f"if (value == {MASKED}) return 'masked';"
-                f" const v = low + value / {LEVELS} * (high - low);"
+                f" const v = {f'Math.pow(Math.sqrt(high) * value / {LEVELS}, 2)' if sqrt else level};"
                 " return '≈' + (Math.abs(v) >= 0.01 || v == 0 ? v.toFixed(4) : v.toExponential(2)) + block;"))
         return self._pooled[key]
 
@@ -165,7 +197,7 @@ def matrix_figure_impl(
     colorbar_title: str = "Attention weight", low: float = 0.0, tools: bool = True,
     threshold: float | None = None, *, visible: Any = None,
     max_side: int = OVERVIEW_SIDE, share: Shared | None = None, exact: bool = True, compact: bool = False,
-    names: tuple[str, str, str] = ("query", "key", "weight"),
+    names: tuple[str, str, str] = ("query", "key", "weight"), sqrt: bool = False,
 ) -> Any:
     """One ``[Q, K]`` matrix, queries down and keys across; see the module docstring for its data.
 
@@ -179,7 +211,10 @@ def matrix_figure_impl(
     ``compact``: a grid panel: a square map ``size - 70`` pixels wide, short tick
     labels, no axis titles, a thin colour bar (its section says what it shows).
     ``names``: what rows, columns and values are, for the axis titles and the hover (a
-    matrix of heads or layers is not queries and keys).
+    matrix of heads or layers is not queries and keys). ``sqrt``: colours follow the square
+    root of the weight (0..``vmax``; ``low`` must be 0): a long map whose weight sits mostly on
+    a few sink cells (0.4 there, 0.005 elsewhere) still shows its other structure; the colour
+    bar is labelled in weights at their places on that scale, the hover gives the weights.
     """
     pal = palette(palette_name)
     w = np.asarray(w, dtype=np.float32)
@@ -198,9 +233,18 @@ def matrix_figure_impl(
     shown = drawn[vis] if not vis.all() else drawn
     high = (float(shown.max()) if shown.size else 1.0) if vmax is None else float(vmax)
     high = high if high > low else low + 1.0
+    if sqrt and low != 0:
+        raise ValueError(f"sqrt: a square-root scale starts at 0, got low={low}")
     pooled, pooled_vis, factor = overview(drawn, max_side, None if vis.all() else vis)
-    levels = quantize(pooled, high, low=low, visible=pooled_vis)
-    dim_below = 0.0 if not threshold else (float(threshold) - low) / (high - low) * LEVELS
+
+    def to_levels(values: np.ndarray, where: Any = None) -> np.ndarray:
+        if sqrt:  # the max-pool commutes with the (monotone) square root
+            return quantize(np.sqrt(np.clip(values, 0, None)), math.sqrt(high), visible=where)
+        return quantize(values, high, low=low, visible=where)
+
+    levels = to_levels(pooled, pooled_vis)
+    reach = (lambda v: math.sqrt(max(v, 0.0) / high)) if sqrt else (lambda v: (v - low) / (high - low))
+    dim_below = 0.0 if not threshold else reach(float(threshold)) * LEVELS
     ranges = {"x_range": (-0.5, K - 0.5), "y_range": (Q - 0.5, -0.5),
               "tools": "pan,wheel_zoom,box_zoom,reset,save" if tools else "", "toolbar_location": "above"}
     if compact:  # the map's own area is fixed and square; axes and titles go around it
@@ -209,7 +253,7 @@ def matrix_figure_impl(
         fig.title.text_font_size = "9pt"
     else:
         plot_px = size - 60  # the figure's height less its title and axis
-        fig = figure(title=title, width=size + 90, height=size, **ranges)
+        fig = figure(title=fit_title(title, size + 90), width=size + 90, height=size, **ranges)
     if factor > 1:  # a second, smaller title line: a grid panel's title has no room for it
         fig.add_layout(Title(text=pooled_note(factor, (Q, K), levels.shape), text_font_size="7pt",
                              text_font_style="italic"), "above")
@@ -242,7 +286,7 @@ def matrix_figure_impl(
         tips = [(names[0], "$y{custom}"), (names[1], "$x{custom}"), value]
         fig.add_tools(HoverTool(renderers=[image], tooltips=tips,
                                 formatters={"$y": share.hover.query, "$x": share.hover.key,
-                                            "@image": share.hover.pooled_value(factor, low, high)}))
+                                            "@image": share.hover.pooled_value(factor, low, high, sqrt)}))
     q_ticks, k_ticks = thinned(Q, plot_px), thinned(K, plot_px)
     fig.yaxis.ticker = q_ticks
     fig.xaxis.ticker = k_ticks
@@ -254,7 +298,7 @@ def matrix_figure_impl(
     fig.xaxis.major_label_overrides = {i: short(klab[i], chars) for i in k_ticks}
     fig.xaxis.major_label_orientation = 1.2
     fig.grid.visible = False
-    mapper = LinearColorMapper(palette=list(pal), low=low, high=high)
+    mapper = LinearColorMapper(palette=list(pal), low=low, high=math.sqrt(high) if sqrt else high)
     if compact:
         fig.axis.major_label_text_font_size = "7pt"
         bar = ColorBar(color_mapper=mapper, width=8, major_label_text_font_size="7pt",
@@ -262,12 +306,17 @@ def matrix_figure_impl(
     else:
         fig.xaxis.axis_label = names[1]
         fig.yaxis.axis_label = names[0]
-        bar = ColorBar(color_mapper=mapper, title=colorbar_title, ticker=BasicTicker(desired_num_ticks=5))
+        bar = ColorBar(color_mapper=mapper, title=colorbar_title + (" (√ scale)" if sqrt else ""),
+                       ticker=BasicTicker(desired_num_ticks=5))
+    if sqrt:  # ticks at round weights, placed where the square-root scale puts them
+        marks = sqrt_ticks(high, 4 if compact else 6)
+        bar.ticker = FixedTicker(ticks=[math.sqrt(v) for v in marks])
+        bar.major_label_overrides = {math.sqrt(v): f"{v:g}" for v in marks}
     fig.add_layout(bar, "right")
     if annotate:
         cell_source.data["text"] = [f"{v:.2f}" for v in w.ravel()]
         # dark text on light cells, light on dark (the colour each cell is drawn with)
-        rgb = level_rgba(palette_name)[quantize(drawn, high, low=low), :3].reshape(-1, 3).astype(float)
+        rgb = level_rgba(palette_name)[to_levels(drawn), :3].reshape(-1, 3).astype(float)
         light = rgb @ np.array([0.299, 0.587, 0.114]) > 140
         cell_source.data["ink"] = np.where(light, "#111111", "#ffffff").tolist()
         fig.text("x", "y", text="text", source=cell_source, text_align="center", text_baseline="middle",

@@ -45,6 +45,7 @@ def matrix_figure(
     weights: Any, query_labels: Sequence[str], key_labels: Sequence[str], title: str, *,
     palette: str = "viridis", adaptive: bool = False, threshold: float | None = None, size: int = 520,
     annotate: bool = False, visible: Any = None, max_side: int = OVERVIEW_SIDE, vmax: float | None = None,
+    sqrt: bool = False,
 ) -> Any:
     """Any ``[Q, K]`` map (a head, a head average, a rollout) with tokens, colour bar and hover.
 
@@ -54,32 +55,35 @@ def matrix_figure(
     ``adaptive=True``, or 0..``vmax`` when given. ``threshold``: weights below
     it are dimmed, as in the widget. ``visible``: bool ``[Q, K]``, False for
     masked cells (hatched). ``annotate=True`` writes each value in its cell
-    (small maps only, at most 400 cells).
+    (small maps only, at most 400 cells). ``sqrt=True``: colours follow the square root of the
+    weight, so structure beside a few strong sink cells shows (the colour bar says so).
     """
     top = vmax if vmax is not None else None if adaptive else 1.0
     return matrix_figure_impl(weights, query_labels, key_labels, title, palette, top, annotate, size,
-                              threshold=threshold, visible=visible, max_side=max_side)
+                              threshold=threshold, visible=visible, max_side=max_side, sqrt=sqrt)
 
 
 def heatmap(
     maps: Any, layer: int = 0, head: int = 0, *, palette: str = "viridis", adaptive: bool = False,
     annotate: bool = False, size: int = 520, threshold: float | None = None, max_side: int = OVERVIEW_SIDE,
+    sqrt: bool = False,
 ) -> Any:
     """One head: tokens on both axes, colour bar "Attention weight", hover, a provenance title.
 
-    Colours span 0..1 unless ``adaptive=True`` (0..the head's largest weight);
+    Colours span 0..1 unless ``adaptive=True`` (0..the head's largest weight), on a
+    square-root scale with ``sqrt=True`` (:func:`matrix_figure`);
     ``annotate=True`` writes each value in its cell (small maps only). Maps
     longer than ``max_side`` tokens are max-pooled (see :func:`matrix_figure`).
     """
     maps = _as_maps(maps)
     return matrix_figure_impl(maps.head(layer, head), maps.query_display, maps.key_display,
                               caption(maps, layer, head), palette, None if adaptive else 1.0, annotate, size,
-                              threshold=threshold, visible=_visible(maps), max_side=max_side)
+                              threshold=threshold, visible=_visible(maps), max_side=max_side, sqrt=sqrt)
 
 
 def heads_grid(
     maps: Any, layer: int | None = 0, *, ncols: int = 4, palette: str = "viridis", size: int = 220,
-    include_average: bool = True, max_side: int | None = None,
+    include_average: bool = True, max_side: int | None = None, sqrt: bool = False,
 ) -> Any:
     """Small multiples: every head of ``layer`` (``None``: of every layer), each titled with
     ``L{l} H{h} · ent {entropy} · {grade}`` (mean entropy, nats); the head average, when asked,
@@ -88,19 +92,20 @@ def heads_grid(
     Each panel is max-pooled to what it is drawn at (``max_side``, default
     ``size`` cells a side) and carries its uint8 levels only (hover: ``≈``
     weights, as the widget's thumbnails); token labels, hover formatters and
-    colour tables are shared by the panels (one copy in the document).
+    colour tables are shared by the panels (one copy in the document). ``sqrt=True``: each
+    panel's colours follow the square root of the weight (see :func:`matrix_figure`).
     """
     maps = _as_maps(maps)
     layers = range(maps.n_layers) if layer is None else [layer]
     numbers = {li: (M.compute_attention_statistics(maps.layer(li))["mean_entropy"],
                     M.sharpness_grade(maps.layer(li))) for li in layers}
     return layers_grid(maps, numbers, ncols=ncols, palette=palette, size=size,
-                       include_average=include_average, max_side=max_side)
+                       include_average=include_average, max_side=max_side, sqrt=sqrt)
 
 
 def layers_grid(
     maps: AttentionMaps, numbers: dict[int, tuple[Any, Any]], *, ncols: int = 4, palette: str = "viridis",
-    size: int = 220, include_average: bool = True, max_side: int | None = None,
+    size: int = 220, include_average: bool = True, max_side: int | None = None, sqrt: bool = False,
 ) -> Any:
     """:func:`heads_grid` of the layers in ``numbers``, ``{layer: (mean entropy [H], grades [H])}``,
     for callers that have computed them already (the report: once, for the whole stack)."""
@@ -116,12 +121,12 @@ def layers_grid(
             title = f"L{li} H{h} · ent {shown} · {grades[h]}"
             panels.append(matrix_figure_impl(stack[h], maps.query_display, maps.key_display, title, palette,
                                              None, size=size, tools=False, visible=visible, max_side=side,
-                                             share=common, exact=False, compact=True))
+                                             share=common, exact=False, compact=True, sqrt=sqrt))
         if include_average:
             panels.append(matrix_figure_impl(stack.mean(0), maps.query_display, maps.key_display,
                                              average_title(f"L{li}", maps.n_heads), palette,
                                              None, size=size, tools=False, visible=visible, max_side=side,
-                                             share=common, exact=False, compact=True))
+                                             share=common, exact=False, compact=True, sqrt=sqrt))
     return gridplot(panels, ncols=ncols, toolbar_location=None)
 
 
