@@ -441,3 +441,48 @@ def test_a_square_root_scale_shows_what_sits_beside_a_sink():
     assert {bar.major_label_overrides[t] for t in bar.ticker.ticks} >= {"0", "0.5"}
     for t in bar.ticker.ticks:
         assert float(bar.major_label_overrides[t]) == pytest.approx(t * t)
+
+
+def test_square_root_ticks_reach_near_the_top_of_the_bar():
+    from attnwidget.plots._matrix import sqrt_ticks
+
+    for high in (1e-7, 0.003, 0.05, 0.3, 0.8, 1.0, 100.0):
+        for most in (4, 6):
+            marks = sqrt_ticks(high, most)
+            assert marks[0] == 0
+            assert marks == sorted(set(marks))
+            assert marks[-1] <= high
+            assert len(marks) <= most + 1
+            assert math.sqrt(marks[-1] / high) >= 0.6, (high, most, marks)  # the top labelled
+            for v in marks[1:]:  # round weights: 1, 2 or 5 times a power of ten
+                assert f"{v:.0e}"[0] in "125"
+                assert float(f"{v:.0e}") == pytest.approx(v)
+
+
+def test_value_labels_read_on_dimmed_and_masked_cells():
+    w = np.array([[0.9, 0.05, 0.05], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]], dtype=np.float32)
+    visible = np.ones((3, 3), dtype=bool)
+    visible[1, 2] = False
+    labels = list("abc")
+    for sqrt in (False, True):
+        fig = plots.matrix_figure(w, labels, labels, "t", annotate=True, threshold=0.2, visible=visible,
+                                  sqrt=sqrt)
+        ink = next(r.data_source for r in fig.renderers if "ink" in r.data_source.data).data["ink"]
+        assert ink[1] == ink[2] == "#111111"  # 0.05: dimmed, near white -> dark text
+        assert ink[5] == "#111111"  # masked: transparent over the light hatch -> dark text
+        assert ink[0] == "#111111"  # 0.9: viridis yellow-green, light
+    with pytest.raises(ValueError, match="annotate: value labels need the map at full resolution"):
+        plots.matrix_figure(np.full((20, 20), 0.05, np.float32), [str(i) for i in range(20)],
+                            [str(i) for i in range(20)], "t", annotate=True, max_side=10)
+
+
+def test_history_figures_of_a_one_token_record_and_a_zero_ratio():
+    from bokeh.models import LogScale
+
+    from attnwidget.plots.study import distribution_figure
+
+    one = AttentionMaps(np.ones((1, 1, 1, 1), dtype=np.float32), ["only"])
+    assert "none (one token)" in plots.last_query_figure(one).title.text
+    # a ratio of 0 (no weight on the recent quarter) beside ratios 1e4 apart: still a log axis
+    fig = distribution_figure(np.array([[0.0, 2.0], [1e-4, 1.0]]), "recent_distant_ratio", 0)
+    assert isinstance(fig.y_scale, LogScale)

@@ -48,6 +48,7 @@ from attnwidget._codec import (
     colormap_hexes,
     level_rgba,
     overview,
+    pool_factor,
     quantize,
 )
 from attnwidget.maps import CAPTION_TEXT_CHARS
@@ -118,15 +119,40 @@ def fit_title(title: str, width_px: int, char_px: float = 7.5) -> str:
 
 
 def sqrt_ticks(high: float, most: int) -> list[float]:
-    """At most ``most`` round weights (1, 2, 5 times a power of ten, and 0) up to ``high``, spread
-    evenly on a square-root scale: the colour bar's ticks."""
-    candidates = sorted({m * 10.0**e for e in range(-6, 1) for m in (1, 2, 5) if m * 10.0**e <= high})
+    """0 and up to ``most`` round weights (1, 2 or 5 times a power of ten) up to ``high``, near
+    ``i / most`` of the way up a square-root scale (i = 1..most): the colour bar's ticks, the
+    top one near the bar's top."""
+    if not (math.isfinite(high) and high > 0):
+        return [0.0]
+    top = math.floor(math.log10(high))
+    rounds = sorted(m * 10.0**e for e in range(top - 8, top + 1) for m in (1, 2, 5) if m * 10.0**e <= high)
     marks = [0.0]
-    gap = math.sqrt(high) / most
-    for v in candidates:
-        if math.sqrt(v) - math.sqrt(marks[-1]) >= gap:
-            marks.append(v)
+    for i in range(1, most + 1):
+        aim = math.sqrt(high) * i / most
+        best = min(rounds, key=lambda v: abs(math.sqrt(v) - aim))
+        if best > marks[-1]:
+            marks.append(best)
     return marks
+
+
+def wide_positive(values: Any, span: float = 100.0) -> bool:
+    """Whether the finite, positive ``values`` (at least two) span more than ``span`` times: a
+    figure's cue for a log axis (zeros and infinities are left out of the test)."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    return v.size > 1 and v.max() / v.min() > span
+
+
+def legend_above(fig: Any, font_size: str = "9pt") -> None:
+    """Move the figure's legend above the plot, in one row (inside, legends covered the data)."""
+    fig.legend.orientation = "horizontal"
+    fig.legend.label_text_font_size = font_size
+    fig.add_layout(fig.legend[0], "above")
+
+
+def plural(n: int, word: str) -> str:
+    """``"1 sample"``, ``"3 samples"``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def pooled_note(factor: int, full: tuple[int, int], pooled: tuple[int, ...]) -> str:
@@ -226,6 +252,9 @@ def matrix_figure_impl(
                          f"got {len(query_labels)} and {len(key_labels)}")
     if annotate and Q * K > 400:
         raise ValueError(f"annotate: value labels need a small map (at most 400 cells), got {Q} x {K}")
+    if annotate and pool_factor(Q, K, max_side) > 1:
+        raise ValueError(f"annotate: value labels need the map at full resolution, but {Q} x {K} is "
+                         f"max-pooled to at most max_side={max_side} cells a side")
     share = share or shared(query_labels, key_labels)
     finite = np.isfinite(w)
     vis = finite if visible is None else finite & np.asarray(visible, dtype=bool)
@@ -316,8 +345,10 @@ def matrix_figure_impl(
     if annotate:
         cell_source.data["text"] = [f"{v:.2f}" for v in w.ravel()]
         # dark text on light cells, light on dark (the colour each cell is drawn with)
-        rgb = level_rgba(palette_name)[to_levels(drawn), :3].reshape(-1, 3).astype(float)
-        light = rgb @ np.array([0.299, 0.587, 0.114]) > 140
+        # as drawn: dimmed below the threshold; a masked cell is transparent over the light hatch
+        rgba = level_rgba(palette_name, dim_below)[to_levels(drawn, None if vis.all() else vis)]
+        rgba = rgba.reshape(-1, 4).astype(float)
+        light = (rgba[:, :3] @ np.array([0.299, 0.587, 0.114]) > 140) | (rgba[:, 3] == 0)
         cell_source.data["ink"] = np.where(light, "#111111", "#ffffff").tolist()
         fig.text("x", "y", text="text", source=cell_source, text_align="center", text_baseline="middle",
                  text_font_size="9px", text_color="ink")

@@ -12,7 +12,14 @@ from bokeh.plotting import figure
 
 from attnwidget import metrics as M  # noqa: N812 (the package's usual short name)
 from attnwidget.maps import AttentionMaps, average_label
-from attnwidget.plots._matrix import OVERVIEW_SIDE, matrix_figure_impl, shared
+from attnwidget.plots._matrix import (
+    OVERVIEW_SIDE,
+    legend_above,
+    matrix_figure_impl,
+    plural,
+    shared,
+    wide_positive,
+)
 
 
 def _as_maps(maps: Any) -> AttentionMaps:
@@ -186,6 +193,9 @@ def last_query_figure(maps: Any, layer: int = 0, head: int = 0, *, fraction: flo
 
     maps = _as_maps(maps)
     weights = maps.head(layer, head)
+    if weights.shape[-1] < 2:  # one token: the query has no history to draw
+        return figure(title=f"Last query's attention over its history: none (one token)\n"
+                            f"{caption(maps, layer, head)}", width=700, height=290)
     share = context_of(weights[None], "maps", causal=maps.causal)[0, 0]  # [K - 1]
     n = len(share)
     own = float(weights[-1, -1])
@@ -207,9 +217,7 @@ def last_query_figure(maps: Any, layer: int = 0, head: int = 0, *, fraction: flo
              legend_label=f"uniform share 1/{n}")
     line = fig.line(np.arange(n), share, line_width=2, legend_label="share")
     fig.add_tools(HoverTool(renderers=[line], tooltips=[("position", "$index"), ("share", "@y{0.0000}")]))
-    fig.legend.orientation = "horizontal"
-    fig.legend.label_text_font_size = "9pt"
-    fig.add_layout(fig.legend[0], "above")
+    legend_above(fig)
     return fig
 
 
@@ -238,13 +246,13 @@ def recency_figure(samples: Sequence[Any], *, causal: bool = True, layer: int = 
     mean = np.asarray(hist["recency_ratio"]["mean"], dtype=float)[layer]
     std = np.asarray(hist["recency_ratio"]["std"], dtype=float)[layer]
     x = np.arange(len(mean))
-    finite = mean[np.isfinite(mean) & (mean > 0)]
-    log = finite.size > 1 and finite.max() / finite.min() > 100
-    floor = finite.min() / 10 if log else 0.0  # a log axis has no 0: bars and whiskers start here
+    log = wide_positive(mean)
+    # a log axis has no 0: bars and whiskers start a decade under the smallest positive mean
+    floor = float(mean[np.isfinite(mean) & (mean > 0)].min()) / 10 if log else 0.0
     lower = np.maximum(mean - std, floor) if log else mean - std
     source = ColumnDataSource({"x": x, "mean": mean, "lower": lower, "upper": mean + std})
     n = len(samples)
-    fig = figure(title=f"Recency ratio per head over {n} sample{'s' if n != 1 else ''} (layer {layer})",
+    fig = figure(title=f"Recency ratio per head over {plural(n, 'sample')} (layer {layer})",
                  width=600, height=300, x_axis_label="head", y_axis_label="recent / distant weight",
                  y_axis_type="log" if log else "linear")
     fig.vbar(x="x", top="mean", bottom=floor, width=0.7, source=source)
@@ -271,8 +279,7 @@ def scaling_figure(result: dict[str, list] | None = None) -> Any:
         fig.xaxis.ticker = FixedTicker(ticks=sorted(set(result["d_k"])))  # each d_k measured
         fig.xaxis.major_label_orientation = 0.8
         # above each panel (inside, it covered the lines; above one only, the panels' heights differ)
-        fig.legend.orientation = "horizontal"
-        fig.add_layout(fig.legend[0], "above")
+        legend_above(fig)
         panels.append(fig)
     return row(*panels)
 

@@ -10,6 +10,8 @@ from bokeh.models import ColumnDataSource, Legend
 from bokeh.palettes import Category20_20
 from bokeh.plotting import figure
 
+from attnwidget.plots._matrix import legend_above, plural, wide_positive
+
 #: One colour per head, up to 20 heads (Category20's dark shades first, then the light ones: each
 #: distinct from the rest at a glance; Category10 gave a 12-head layer's heads 10 and 11 the
 #: colours of heads 0 and 1).
@@ -28,7 +30,7 @@ def history_figure(profiles: Sequence[np.ndarray], layer: int) -> figure:
     mean, std = stack.mean(0), stack.std(0)
     x = np.arange(-n, 0)
     fig = figure(title=f"Last query over its context, every head of layer {layer} "
-                       f"({len(profiles)} sample{'s' if len(profiles) != 1 else ''}, mean ± std)",
+                       f"({plural(len(profiles), 'sample')}, mean ± std)",
                  width=760, height=320, x_axis_label="key position relative to the query",
                  y_axis_label="context weight")
     items = []
@@ -57,9 +59,16 @@ def distribution_figure(values: np.ndarray, measure: str, layer: int) -> figure:
         q1, med, q3 = (np.nanquantile(finite, q, axis=0) for q in (0.25, 0.5, 0.75))
         lo, hi = np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
     seen = finite[np.isfinite(finite)]
-    # a ratio spanning more than a factor 100 on a log axis (one of 1e7 flattened the rest)
-    log = measure.endswith("ratio") and seen.size > 1 and seen.min() > 0 and seen.max() / seen.min() > 100
-    fig = figure(x_range=heads, title=f"{measure} across {S} sample{'s' if S != 1 else ''}, layer {layer}",
+    # a ratio spanning more than a factor 100 on a log axis (one of 1e7 flattened the rest); its
+    # zeros (no weight on the recent quarter) are drawn a decade under the smallest positive value
+    log = measure.endswith("ratio") and wide_positive(seen)
+    if log:
+        floor = float(seen[seen > 0].min()) / 10
+        finite = np.maximum(finite, floor)
+        values = np.where(np.isfinite(values), np.maximum(values, floor), values)
+        q1, med, q3 = (np.maximum(x, floor) for x in (q1, med, q3))
+        lo, hi = np.maximum(lo, floor), np.maximum(hi, floor)
+    fig = figure(x_range=heads, title=f"{measure} across {plural(S, 'sample')}, layer {layer}",
                  width=600, height=300, x_axis_label="head", y_axis_label=measure,
                  y_axis_type="log" if log else "linear")
     box = ColumnDataSource({"head": heads, "q1": q1, "med": med, "q3": q3, "lo": lo, "hi": hi})
@@ -74,7 +83,5 @@ def distribution_figure(values: np.ndarray, measure: str, layer: int) -> figure:
     fig.scatter(x="head", y="value", source=dots, size=5, color="#d62728", alpha=0.6, legend_label="a sample")
     if seen.size and seen.min() >= 0 and not log:
         fig.y_range.start = 0
-    fig.legend.orientation = "horizontal"
-    fig.legend.label_text_font_size = "8pt"
-    fig.add_layout(fig.legend[0], "above")  # inside, it covered the boxes
+    legend_above(fig, "8pt")
     return fig
