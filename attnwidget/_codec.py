@@ -185,11 +185,30 @@ def overview(
     return pooled, vis, factor
 
 
+def sqrt_ticks(high: float, most: int) -> list[float]:
+    """0 and up to ``most`` round weights (1, 2 or 5 times a power of ten) up to ``high``, near
+    ``i / most`` of the way up a square-root scale (i = 1..most): the colour bar's ticks, the
+    top one near the bar's top (the widget's colour bar, js/src/heatmap.ts sqrtTicks, follows
+    the same rule)."""
+    if not (math.isfinite(high) and high > 0):
+        return [0.0]
+    top = math.floor(math.log10(high))
+    rounds = sorted(m * 10.0**e for e in range(top - 8, top + 1) for m in (1, 2, 5) if m * 10.0**e <= high)
+    marks = [0.0]
+    for i in range(1, most + 1):
+        aim = math.sqrt(high) * i / most
+        best = min(rounds, key=lambda v: abs(math.sqrt(v) - aim))
+        if best > marks[-1]:
+            marks.append(best)
+    return marks
+
+
 def encode_panel(
     panel: Any,
     *,
     vmax: float | None = None,
     visible: Any = None,
+    sqrt: bool = False,
     **extra: Any,
 ) -> dict[str, Any]:
     """``[Q, K]`` weights -> ``{"buffer", "dtype": "uint8", "shape", "vmax", **extra}``.
@@ -197,7 +216,9 @@ def encode_panel(
     ``vmax``: the weight drawn with the colormap's top colour (default 1.0;
     weights above it saturate). ``visible``: bool ``[Q, K]``, False where the
     cell is masked. One byte per cell (:func:`quantize`), enough for the 256
-    colours of a colormap.
+    colours of a colormap. ``sqrt``: the levels are of the square root of the
+    weight (level ``round(sqrt(v / vmax) * 254)``); the message then says
+    ``"sqrt": True`` and the browser squares a level back for the hover.
     """
     panel = np.asarray(panel)
     if panel.ndim != 2:
@@ -219,7 +240,11 @@ def encode_panel(
         visible = np.asarray(visible, dtype=bool)
         if visible.shape != panel.shape:
             raise ValueError(f"visible: expected shape {panel.shape}, got {visible.shape}")
-    data = quantize(panel, vmax, visible=visible)
+    if sqrt:  # quantize's float32 route on the square roots
+        data = quantize(np.sqrt(np.clip(panel, 0, None), dtype=np.float32), math.sqrt(vmax), visible=visible)
+        extra = {**extra, "sqrt": True}
+    else:
+        data = quantize(panel, vmax, visible=visible)
     return {
         "buffer": memoryview(data.tobytes()), "dtype": "uint8", "shape": list(panel.shape),
         "vmax": vmax, **extra,

@@ -65,7 +65,8 @@ def map_key(mode: str, layer: int, head: int) -> tuple[str, int, int | None]:
 
 
 def colour_top(weights: Any, scale: str) -> float:
-    """The weight drawn with the colormap's top colour: 1 for ``fixed``, the map's largest for ``auto``."""
+    """The weight drawn with the colormap's top colour: 1 for ``fixed``, the map's largest for
+    ``auto`` and ``sqrt`` (whose colours follow the square root of the weight)."""
     if scale == "fixed":
         return 1.0
     top = float(weights.max())
@@ -77,7 +78,7 @@ def overview_message(pm: PanelMetrics, scale: str) -> dict[str, Any]:
     pooled, visible, factor = overview(pm.weights, OVERVIEW_SIDE, pm.visible())
     # the pooled map holds the largest weight (a block's max): 0.05 ms against 2 ms at 4096 tokens
     return encode_panel(pooled, vmax=colour_top(pooled, scale), visible=visible, pool=factor,
-                        full_shape=list(pm.shape))
+                        full_shape=list(pm.shape), sqrt=scale == "sqrt")
 
 
 def detail_message(pm: PanelMetrics, viewport: list[int], scale: str, view: dict) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def detail_message(pm: PanelMetrics, viewport: list[int], scale: str, view: dict
     pooled, visible, factor = overview(pm.weights[q0:q1, k0:k1], DETAIL_SIDE,
                                        None if visible is None else visible[q0:q1, k0:k1])
     return encode_panel(pooled, vmax=colour_top(pm.weights, scale), visible=visible, view=view,
-                        pool=factor, origin=[q0, k0], window=viewport)
+                        pool=factor, origin=[q0, k0], window=viewport, sqrt=scale == "sqrt")
 
 
 def comparison_maps(other: AttentionMaps, mode: str, layer: int, head: int) -> torch.Tensor:
@@ -114,8 +115,9 @@ def comparison_messages(
     vmax = 1.0 if scale == "fixed" else max(float(a.weights.max()), float(b.max()), 1e-30)
     out = {
         "panel": encode_panel(pooled_a, vmax=vmax, visible=visible, view=view, pool=factor,
-                              full_shape=[Q, K]),
-        "panel_b": encode_panel(pooled_b, vmax=vmax, view=view, pool=factor, full_shape=list(b.shape)),
+                              full_shape=[Q, K], sqrt=scale == "sqrt"),
+        "panel_b": encode_panel(pooled_b, vmax=vmax, view=view, pool=factor, full_shape=list(b.shape),
+                                sqrt=scale == "sqrt"),
         "panel_diff": {},
         "caption_b": f"B: {label}",
     }

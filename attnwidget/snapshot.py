@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from attnwidget._codec import LEVELS, MASKED, colormap_rgb, level_rgba
+from attnwidget._codec import LEVELS, MASKED, colormap_rgb, level_rgba, sqrt_ticks
 
 #: Side of the square plot area in pixels, and the margins for the token labels
 #: (PLOT_PX, MARGIN_LEFT and MARGIN_TOP in js/src/heatmap.ts).
@@ -82,13 +82,14 @@ def format_weight(v: float) -> str:
 
 def map_pixels(
     levels: np.ndarray, full_shape: tuple[int, int], pool: int, colormap: str, threshold: float, vmax: float,
-    side: int = PLOT_PX,
+    side: int = PLOT_PX, sqrt: bool = False,
 ) -> np.ndarray:
     """uint8 RGB ``[H, W, 3]`` of the plot area: each full-resolution cell ``side / max(Q, K)``
     pixels wide, coloured by its pooled level, dimmed below the threshold, masked cells hatched.
 
     ``levels``: uint8 ``[ceil(Q/pool), ceil(K/pool)]`` as :func:`attnwidget._codec.encode_panel`
-    makes them; ``full_shape``: ``(Q, K)`` before pooling.
+    makes them; ``full_shape``: ``(Q, K)`` before pooling; ``sqrt``: the levels are of the square
+    root of the weight (the "sqrt" scale), so the threshold dims from ``sqrt(threshold / vmax)``.
     """
     Q, K = full_shape
     cell = min(side / K, side / Q)
@@ -96,7 +97,8 @@ def map_pixels(
     # the full-resolution cell under each pixel's centre, then the pooled block holding it
     rows = np.minimum(((np.arange(H) + 0.5) / cell).astype(int), Q - 1) // pool
     cols = np.minimum(((np.arange(W) + 0.5) / cell).astype(int), K - 1) // pool
-    rgba = level_rgba(colormap, threshold / vmax * LEVELS if threshold > 0 else 0.0, BACKGROUND)
+    place = math.sqrt(threshold / vmax) if sqrt else threshold / vmax
+    rgba = level_rgba(colormap, place * LEVELS if threshold > 0 else 0.0, BACKGROUND)
     px = rgba[levels[rows[:, None], cols[None, :]]]  # [H, W, 4]
     yy, xx = np.mgrid[0:H, 0:W]
     hatch = np.where(((xx + yy) % HATCH_PERIOD == HATCH_PERIOD - 1)[..., None], MASKED_RGB, BACKGROUND)
@@ -109,11 +111,12 @@ def map_pixels(
 def render(
     levels: Any, *, full_shape: tuple[int, int] | None = None, pool: int = 1, vmax: float = 1.0,
     colormap: str = "viridis", threshold: float = 0.0, caption: str = "",
-    query_tokens: Sequence[str] = (), key_tokens: Sequence[str] = (),
+    query_tokens: Sequence[str] = (), key_tokens: Sequence[str] = (), sqrt: bool = False,
 ) -> Any:
     """A ``PIL.Image`` (RGB) of one panel: tokens, map, colour bar, caption; see the module docstring.
 
-    ``levels``: uint8 ``[rows, cols]`` (255 = masked); ``vmax``: the weight of level 254.
+    ``levels``: uint8 ``[rows, cols]`` (255 = masked); ``vmax``: the weight of level 254;
+    ``sqrt``: the levels are of the square root of the weight (the colour bar says so).
     """
     from PIL import Image, ImageDraw
 
@@ -123,7 +126,7 @@ def render(
     Q, K = full_shape if full_shape is not None else levels.shape
     if not (threshold >= 0 and math.isfinite(vmax) and vmax > 0):
         raise ValueError(f"threshold, vmax: expected threshold >= 0 and vmax > 0, got {threshold}, {vmax}")
-    plot = map_pixels(levels, (Q, K), pool, colormap, threshold, vmax)
+    plot = map_pixels(levels, (Q, K), pool, colormap, threshold, vmax, sqrt=sqrt)
     H, W = plot.shape[:2]
     font = _font(10)
     lines = _wrap(caption, font, MARGIN_LEFT + PLOT_PX + BAR_GAP + BAR_W + BAR_LABELS - 8)
@@ -142,7 +145,7 @@ def render(
         for k in thin(K, cell):
             sdraw.text((4, (k + 0.5) * cell), shorten(str(key_tokens[k])), fill=TEXT, font=font, anchor="lm")
         img.paste(strip.rotate(90, expand=True), (MARGIN_LEFT, 0))
-    _colour_bar(draw, colormap, vmax, threshold, max(H, 60), font)
+    _colour_bar(draw, colormap, vmax, threshold, max(H, 60), font, sqrt)
     y = MARGIN_TOP + max(H, 60) + 12
     for line in lines:
         draw.text((4, y), line, fill=TEXT, font=font)
@@ -150,20 +153,24 @@ def render(
     return img
 
 
-def _colour_bar(draw: Any, colormap: str, vmax: float, threshold: float, h: int, font: Any) -> None:
+def _colour_bar(draw: Any, colormap: str, vmax: float, threshold: float, h: int, font: Any,
+                sqrt: bool = False) -> None:
     lut = colormap_rgb(colormap)
     x = MARGIN_LEFT + PLOT_PX + BAR_GAP
     for i in range(256):
         y0 = MARGIN_TOP + h - (i + 1) / 256 * h
         colour = tuple(int(c) for c in lut[i])
         draw.rectangle([x, math.floor(y0), x + BAR_W - 1, math.ceil(y0 + h / 256)], fill=colour)
-    for f in (0.0, 0.5, 1.0):
-        draw.text((x + BAR_W + 3, MARGIN_TOP + h - f * h), format_weight(f * vmax), fill=TEXT, font=font,
+    def place(v: float) -> float:  # 0..1 up the bar
+        return math.sqrt(v / vmax) if sqrt else v / vmax
+
+    for v in sqrt_ticks(vmax, 4) if sqrt else (0.0, 0.5 * vmax, vmax):
+        draw.text((x + BAR_W + 3, MARGIN_TOP + h - place(v) * h), format_weight(v), fill=TEXT, font=font,
                   anchor="lm")
     if 0 < threshold <= vmax:
-        y = MARGIN_TOP + h - threshold / vmax * h
+        y = MARGIN_TOP + h - place(threshold) * h
         draw.line([x - 3, y, x + BAR_W + 2, y], fill=ACCENT, width=2)
-    draw.text((x - 4, MARGIN_TOP - 6), "weight", fill=TEXT, font=font, anchor="ls")
+    draw.text((x - 4, MARGIN_TOP - 6), "weight (√)" if sqrt else "weight", fill=TEXT, font=font, anchor="ls")
 
 
 def _wrap(text: str, font: Any, width: int) -> list[str]:
@@ -230,7 +237,7 @@ def view_image(view: Any) -> Any:
     return render(levels, full_shape=full_shape, pool=int(panel.get("pool", 1)), vmax=float(panel["vmax"]),
                   colormap=view.colormap,
                   threshold=float(view.threshold) if view.dim else 0.0, caption=view.caption,
-                  query_tokens=view.query_tokens, key_tokens=view.key_tokens)
+                  query_tokens=view.query_tokens, key_tokens=view.key_tokens, sqrt=bool(panel.get("sqrt")))
 
 
 def png_bytes(image: Any) -> bytes:

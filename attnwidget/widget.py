@@ -101,7 +101,9 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
     colormap = traitlets.Unicode("viridis").tag(sync=True)
     """str: one of :data:`COLORMAPS` (perceptually uniform, plus a grey scale)."""
     scale = traitlets.Unicode("auto").tag(sync=True)
-    """str: ``auto`` (colours span 0..the map's largest weight) or ``fixed`` (0..1)."""
+    """str: ``auto`` (colours span 0..the map's largest weight), ``fixed`` (0..1) or ``sqrt``
+    (0..the largest, following the square root of the weight: a long text's head that puts
+    most of its weight on a sink token shows the rest of its pattern)."""
     top_k = traitlets.Int(5).tag(sync=True)
     """int >= 1: how many keys the selected query's block lists (at most the row's visible keys)."""
     ablated = traitlets.List(traitlets.List(traitlets.Int()), default_value=[]).tag(sync=True)

@@ -32,12 +32,17 @@ def causal_maps(n=12, layers=2, heads=3, seed=0):
     return AttentionMaps(w, [f"tok{i}" for i in range(n)], model_name="toy", text="a causal toy", causal=True)
 
 
-def expected_colour(weight, vmax, threshold, hexes):
-    """One visible cell's colour, computed from scratch."""
-    level = int(np.rint(min(1.0, max(0.0, weight / vmax)) * 254))
+def expected_colour(weight, vmax, threshold, hexes, sqrt=False):
+    """One visible cell's colour, computed from scratch (``sqrt``: on the square-root scale, the
+    level from float32 square roots, as the panel's encoding takes them)."""
+    if sqrt:
+        root = np.float32(np.sqrt(np.float32(weight)) * np.float32(254 / math.sqrt(vmax)))
+        level = int(np.rint(min(np.float32(254), root)))
+    else:
+        level = int(np.rint(min(1.0, max(0.0, weight / vmax)) * 254))
     h = hexes[math.floor(level * 255 / 254 + 0.5)]
     rgb = np.array([int(h[i:i + 2], 16) for i in (1, 3, 5)], float)
-    if threshold > 0 and level < threshold / vmax * 254:
+    if threshold > 0 and level < (math.sqrt(threshold / vmax) if sqrt else threshold / vmax) * 254:
         rgb = rgb * 0.18 + 255 * (1 - 0.18)  # heatmap.ts's arithmetic, to the last bit
     return tuple(int(c) for c in np.rint(rgb))
 
@@ -56,13 +61,14 @@ def test_colours_are_the_widgets_tables():
 
 
 @pytest.mark.parametrize(("colormap", "threshold", "scale"),
-                         [("magma", 0.15, "auto"), ("viridis", 0.0, "fixed"), ("greys", 0.4, "auto")])
+                         [("magma", 0.15, "auto"), ("viridis", 0.0, "fixed"), ("greys", 0.4, "auto"),
+                          ("inferno", 0.05, "sqrt")])
 def test_pixels_are_the_panel_through_the_palette_with_threshold_dimming(colormap, threshold, scale):
     maps = causal_maps()
     view = AttentionView(maps, layer=1, head=2, threshold=threshold, colormap=colormap, scale=scale)
     img = picture(view)
     w = maps.head(1, 2)
-    vmax = float(w.max()) if scale == "auto" else 1.0
+    vmax = 1.0 if scale == "fixed" else float(w.max())
     hexes = (list(palettes.Greys256)[::-1] if colormap == "greys"
              else getattr(palettes, colormap.capitalize() + "256"))
     n = 12
@@ -78,7 +84,7 @@ def test_pixels_are_the_panel_through_the_palette_with_threshold_dimming(colorma
             if k > q:  # above the diagonal: masked by the causal mask
                 assert colours == hatch, (q, k)
             else:
-                assert colours == {expected_colour(float(w[q, k]), vmax, threshold, hexes)}, (q, k)
+                assert colours == {expected_colour(w[q, k], vmax, threshold, hexes, scale == "sqrt")}, (q, k)
 
 
 def test_a_long_map_is_the_pooled_panel_and_shows_its_pattern():

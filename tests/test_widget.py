@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import math
 
 import numpy as np
 import pytest
@@ -63,6 +64,26 @@ def test_auto_scale_spans_the_panel_maximum():
     np.testing.assert_allclose(decode_panel(view.panel), w[0, 0], atol=top * STEP + 1e-7)
 
 
+def test_sqrt_scale_sends_the_levels_of_the_square_root():
+    from attnwidget._codec import quantize
+
+    w = stack(np.random.default_rng(10))
+    w[0, 0, :, 0] += 4.0  # a sink key: most of every row's weight
+    w[0, 0] /= w[0, 0].sum(-1, keepdims=True)
+    view = AttentionView.from_tensor(w, scale="sqrt")
+    top = float(w[0, 0].max())
+    assert view.panel["sqrt"] is True
+    assert view.panel["vmax"] == pytest.approx(top)
+    levels = np.frombuffer(bytes(view.panel["buffer"]), np.uint8).reshape(w.shape[-2:])
+    np.testing.assert_array_equal(levels, quantize(np.sqrt(w[0, 0]), math.sqrt(top)))
+    # the rest of the map reaches further up the scale than on "auto"
+    view.scale = "auto"
+    linear = np.frombuffer(bytes(view.panel["buffer"]), np.uint8).reshape(w.shape[-2:])
+    assert "sqrt" not in view.panel
+    assert np.median(levels[:, 1:]) > 2 * np.median(linear[:, 1:])
+    view.close()
+
+
 def test_trait_validation_states_the_range():
     view = AttentionView.from_tensor(stack(np.random.default_rng(1)))
     cases = [
@@ -73,7 +94,7 @@ def test_trait_validation_states_the_range():
         ("query", 4, r"query: expected 0..3 \(or -4..-1\) or None, got 4"),
         ("mode", "heads", r"mode: expected one of \('head', 'grid', 'average', 'rollout'\), got 'heads'"),
         ("colormap", "jet", r"colormap: expected one of \('viridis', .*\), got 'jet'"),
-        ("scale", "log", r"scale: expected one of \('auto', 'fixed'\), got 'log'"),
+        ("scale", "log", r"scale: expected one of \('auto', 'fixed', 'sqrt'\), got 'log'"),
         ("top_k", 0, r"top_k: expected an int >= 1 \(capped at the row's keys\), got 0"),
         ("viewport", [0, 5, 0, 2], r"viewport: expected \[\] or \[q0, q1, k0, k1\] with 0 <= q0 < q1 <= 4"),
     ]

@@ -50,6 +50,7 @@ from attnwidget._codec import (
     overview,
     pool_factor,
     quantize,
+    sqrt_ticks,
 )
 from attnwidget.maps import CAPTION_TEXT_CHARS
 from attnwidget.tokens import show_invisible
@@ -116,23 +117,6 @@ def fit_title(title: str, width_px: int, char_px: float = 7.5) -> str:
                 line = f"{line} · {piece}" if line else piece
         lines.append(line)
     return "\n".join(lines)
-
-
-def sqrt_ticks(high: float, most: int) -> list[float]:
-    """0 and up to ``most`` round weights (1, 2 or 5 times a power of ten) up to ``high``, near
-    ``i / most`` of the way up a square-root scale (i = 1..most): the colour bar's ticks, the
-    top one near the bar's top."""
-    if not (math.isfinite(high) and high > 0):
-        return [0.0]
-    top = math.floor(math.log10(high))
-    rounds = sorted(m * 10.0**e for e in range(top - 8, top + 1) for m in (1, 2, 5) if m * 10.0**e <= high)
-    marks = [0.0]
-    for i in range(1, most + 1):
-        aim = math.sqrt(high) * i / most
-        best = min(rounds, key=lambda v: abs(math.sqrt(v) - aim))
-        if best > marks[-1]:
-            marks.append(best)
-    return marks
 
 
 def wide_positive(values: Any, span: float = 100.0) -> bool:

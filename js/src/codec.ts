@@ -26,15 +26,20 @@ export interface PanelMessage {
   full_shape?: [number, number];
   /** detail only: [q0, k0] of the window in full-resolution cells. */
   origin?: [number, number];
+  /** The levels are of the square root of the weight (the "sqrt" scale). */
+  sqrt?: boolean;
 }
 
 export interface Panel {
   rows: number;
   cols: number;
-  /** Colour levels 0..254 (weight / vmax * 254), MASKED for masked cells, row-major. */
+  /** Colour levels 0..254 (weight / vmax * 254, or sqrt(weight / vmax) * 254 with `sqrt`),
+   *  MASKED for masked cells, row-major. */
   levels: Uint8Array;
   /** The weight drawn with the top colour. */
   vmax: number;
+  /** Levels on a square-root scale (see `levels`). */
+  sqrt: boolean;
   pool: number;
   /** Full-resolution size of the whole map. */
   fullRows: number;
@@ -63,7 +68,7 @@ export function decodePanel(msg: PanelMessage): Panel {
   const pool = msg.pool ?? 1;
   const [fullRows, fullCols] = msg.full_shape ?? [rows * pool, cols * pool];
   const [originRow, originCol] = msg.origin ?? [0, 0];
-  return { rows, cols, levels, vmax, pool, fullRows, fullCols, originRow, originCol, view: msg.view ?? null };
+  return { rows, cols, levels, vmax, sqrt: !!msg.sqrt, pool, fullRows, fullCols, originRow, originCol, view: msg.view ?? null };
 }
 
 /** Head thumbnails of one layer, as sent in the `atlas` trait. */
@@ -109,7 +114,7 @@ export function atlasPanel(atlas: Atlas, head: number): Panel {
   const n = atlas.rows * atlas.cols;
   return {
     rows: atlas.rows, cols: atlas.cols, levels: atlas.levels.subarray(head * n, (head + 1) * n),
-    vmax: 1, pool: 1, fullRows: atlas.rows, fullCols: atlas.cols, originRow: 0, originCol: 0,
+    vmax: 1, sqrt: false, pool: 1, fullRows: atlas.rows, fullCols: atlas.cols, originRow: 0, originCol: 0,
     view: null,
   };
 }

@@ -91,11 +91,39 @@ export function thinLabels(count: number, cellPx: number, start = 0): number[] {
 
 /**
  * The level below which cells are dimmed for a threshold. A cell is dimmed when
- * its level is below threshold / vmax * 254: exact up to the uint8 quantisation
- * (half a level, vmax / 508); the metrics are computed in Python on the exact weights.
+ * its level is below threshold / vmax * 254 (sqrt(threshold / vmax) * 254 on the square-root
+ * scale): exact up to the uint8 quantisation; the metrics are computed in Python on the exact weights.
  */
-export function thresholdLevel(threshold: number, vmax: number): number {
-  return (threshold / vmax) * LEVELS;
+export function thresholdLevel(threshold: number, vmax: number, sqrt = false): number {
+  return scalePosition(threshold, vmax, sqrt) * LEVELS;
+}
+
+/** Where weight `v` sits on a colour scale of 0..vmax, 0..1 (not clipped); `sqrt`: the square-root scale. */
+export function scalePosition(v: number, vmax: number, sqrt = false): number {
+  return sqrt ? Math.sqrt(Math.max(v, 0) / vmax) : v / vmax;
+}
+
+/** The weight a level stands for (the inverse of the quantisation, up to half a level). */
+export function weightOfLevel(level: number, vmax: number, sqrt = false): number {
+  const f = level / LEVELS;
+  return (sqrt ? f * f : f) * vmax;
+}
+
+/** 0 and up to `most` round weights (1, 2 or 5 times a power of ten) up to `high`, near
+ *  i / most of the way up a square-root scale: its colour bar's ticks (as attnwidget/plots/_matrix.py). */
+export function sqrtTicks(high: number, most: number): number[] {
+  if (!(Number.isFinite(high) && high > 0)) return [0];
+  const top = Math.floor(Math.log10(high));
+  const rounds: number[] = [];
+  for (let e = top - 8; e <= top; e++) for (const m of [1, 2, 5]) if (m * 10 ** e <= high) rounds.push(m * 10 ** e);
+  const marks = [0];
+  for (let i = 1; i <= most; i++) {
+    const aim = (Math.sqrt(high) * i) / most;
+    let best = rounds[0];
+    for (const v of rounds) if (Math.abs(Math.sqrt(v) - aim) < Math.abs(Math.sqrt(best) - aim)) best = v;
+    if (best > marks[marks.length - 1]) marks.push(best);
+  }
+  return marks;
 }
 
 /**
@@ -262,9 +290,12 @@ export function drawHeatmap(canvas: HTMLCanvasElement, input: HeatmapInput): Lay
   ctx.fillStyle = hatch(ctx, theme.masked);
   ctx.fillRect(MARGIN_LEFT, MARGIN_TOP, layout.width, layout.height);
   ctx.imageSmoothingEnabled = false;
-  const dim = thresholdLevel(input.threshold, panel.vmax);
+  const dim = thresholdLevel(input.threshold, panel.vmax, panel.sqrt);
   blit(ctx, imageOf(panel, lut, dim, theme.background, canvas, "panel"), panel, layout);
-  if (detail) blit(ctx, imageOf(detail, lut, thresholdLevel(input.threshold, detail.vmax), theme.background, canvas, "detail"), detail, layout);
+  if (detail) {
+    const detailDim = thresholdLevel(input.threshold, detail.vmax, detail.sqrt);
+    blit(ctx, imageOf(detail, lut, detailDim, theme.background, canvas, "detail"), detail, layout);
+  }
 
   const { vp, cell } = layout;
   if (input.query !== null && input.query >= vp.q0 && input.query < vp.q1) {
@@ -292,7 +323,7 @@ export function drawHeatmap(canvas: HTMLCanvasElement, input: HeatmapInput): Lay
     ctx.restore();
   }
   drawColourBar(ctx, lut, input.barRange ?? [0, panel.vmax], input.mark ?? input.threshold, input.threshold > 0,
-    layout.height, theme, side);
+    layout.height, theme, side, panel.sqrt && !input.barRange);
   return layout;
 }
 
@@ -327,7 +358,7 @@ function barImage(lut: Uint8Array, h: number): HTMLCanvasElement {
  *  text's weights are all small) is marked at the top with its value, so it is never hidden. */
 function drawColourBar(
   ctx: CanvasRenderingContext2D, lut: Uint8Array, range: [number, number], threshold: number, dimming: boolean,
-  height: number, theme: Theme, side: number,
+  height: number, theme: Theme, side: number, sqrt = false,
 ): void {
   const [lo, hi] = range;
   const vmax = hi;
@@ -339,10 +370,14 @@ function drawColourBar(
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
   const label = (v: number) => (v < 0 ? "−" + formatWeight(-v) : formatWeight(v));
-  for (const f of [0, 0.5, 1]) ctx.fillText(label(lo + f * (hi - lo)), x + BAR_W + 3, MARGIN_TOP + h - f * h);
+  if (sqrt) { // round weights, each where the square-root scale puts it
+    for (const v of sqrtTicks(hi, 4)) ctx.fillText(label(v), x + BAR_W + 3, MARGIN_TOP + h - scalePosition(v, hi, true) * h);
+  } else {
+    for (const f of [0, 0.5, 1]) ctx.fillText(label(lo + f * (hi - lo)), x + BAR_W + 3, MARGIN_TOP + h - f * h);
+  }
   if (lo === 0 && threshold > 0) {
     const above = threshold > vmax;
-    const y = MARGIN_TOP + h - Math.min(threshold / vmax, 1) * h;
+    const y = MARGIN_TOP + h - Math.min(scalePosition(threshold, vmax, sqrt), 1) * h;
     ctx.strokeStyle = ctx.fillStyle = theme.accent;
     ctx.lineWidth = 2;
     ctx.setLineDash(dimming ? [] : [3, 2]);
@@ -355,5 +390,5 @@ function drawColourBar(
     ctx.fillStyle = theme.text;
   }
   // the title well above the top value, which is drawn centred on the bar's top edge
-  ctx.fillText("weight", x - 4, MARGIN_TOP - 16);
+  ctx.fillText(sqrt ? "weight (√)" : "weight", x - 4, MARGIN_TOP - 16);
 }

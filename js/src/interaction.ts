@@ -1,9 +1,10 @@
 /** What the user does: the controls, and on the canvas hover, click a row, wheel zoom, drag pan,
  *  keys, double-click reset, and clicks on the grid. Writes the model only through the link. */
-import { LEVELS, MASKED } from "./codec";
+import { MASKED } from "./codec";
 import { headAt } from "./heads";
 import {
-  cellAt, clampViewport, formatWeight, fullViewport, isFull, MARGIN_LEFT, MARGIN_TOP, type Viewport, zoomViewport,
+  cellAt, clampViewport, formatWeight, fullViewport, isFull, MARGIN_LEFT, MARGIN_TOP, type Viewport, weightOfLevel,
+  zoomViewport,
 } from "./heatmap";
 import type { Listener } from "./dom";
 import type { Link } from "./link";
@@ -106,7 +107,7 @@ function valueAt(shown: Shown, q: number, k: number): string {
   const j = Math.floor((k - src.originCol) / src.pool);
   const level = src.levels[i * src.cols + j];
   if (level === MASKED) return "masked";
-  const v = formatWeight((level / LEVELS) * src.vmax);
+  const v = formatWeight(weightOfLevel(level, src.vmax, src.sqrt));
   return src.pool > 1 ? `≈${v} (max of a ${src.pool}×${src.pool} block; zoom in for single cells)` : `≈${v}`;
 }
 

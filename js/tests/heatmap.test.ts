@@ -5,7 +5,7 @@ import { fmt } from "../src/controls";
 import { bucketMax } from "../src/heads";
 import {
   cellAt, clampViewport, DIM_KEEP, fullViewport, layoutOf, MARGIN_LEFT, MARGIN_TOP,
-  panelPixels, PLOT_PX, thinLabels, thresholdLevel, zoomViewport,
+  panelPixels, PLOT_PX, scalePosition, sqrtTicks, thinLabels, thresholdLevel, weightOfLevel, zoomViewport,
 } from "../src/heatmap";
 import { replyKey, stateKey } from "../src/state";
 
@@ -52,6 +52,28 @@ describe("threshold dimming", () => {
     expect(thresholdLevel(0, 0.3)).toBe(0);
     const px = panelPixels({ rows: 1, cols: 1, levels: new Uint8Array([254]) }, COLORMAPS.greys, thresholdLevel(1, 0.3), [255, 255, 255]);
     expect(px[0]).toBe(Math.round(255 * (1 - DIM_KEEP)));
+  });
+});
+
+describe("the square-root scale", () => {
+  it("dims, places and reads back levels as Python encodes them (level = sqrt(w / vmax) * 254)", () => {
+    // vmax 0.8: weight 0.2 is half-way up a square-root scale (level 127), 0.05 a quarter (63.5)
+    expect(thresholdLevel(0.2, 0.8, true)).toBeCloseTo(127, 10);
+    expect(scalePosition(0.05, 0.8, true)).toBeCloseTo(0.25, 12);
+    expect(weightOfLevel(127, 0.8, true)).toBeCloseTo(0.2, 12);
+    expect(weightOfLevel(127, 0.8)).toBeCloseTo(0.4, 12); // the linear scale as before
+    expect(scalePosition(-1, 0.8, true)).toBe(0);
+  });
+
+  it("ticks its colour bar at round weights up to near the top, as the static figures do", () => {
+    expect(sqrtTicks(0.3, 4)).toEqual([0, 0.02, 0.1, 0.2]); // attnwidget/plots/_matrix.py sqrt_ticks
+    for (const high of [1e-7, 0.003, 0.05, 0.8, 1, 100]) {
+      const marks = sqrtTicks(high, 4);
+      expect(marks[0]).toBe(0);
+      expect(Math.sqrt(marks[marks.length - 1] / high)).toBeGreaterThanOrEqual(0.6);
+      for (let i = 1; i < marks.length; i++) expect(marks[i]).toBeGreaterThan(marks[i - 1]);
+    }
+    expect(sqrtTicks(0, 4)).toEqual([0]);
   });
 });
 

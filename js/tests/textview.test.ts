@@ -130,7 +130,7 @@ describe("text view DOM (a fake document)", () => {
 
   const tokens = ["a", "<img src=x onerror=alert(1)>", "b", "c", "⟨ZWSP⟩"];
   const panel = (levels: number[], vmax = 0.5) => ({
-    rows: 1, cols: levels.length, levels: new Uint8Array(levels), vmax, pool: 1, fullRows: 1, fullCols: levels.length,
+    rows: 1, cols: levels.length, levels: new Uint8Array(levels), vmax, sqrt: false, pool: 1, fullRows: 1, fullCols: levels.length,
     originRow: 0, originCol: 0, view: null,
   });
   const spansOf = (tv: TextView) => tv.body.children as unknown as FakeElement[];

@@ -79,6 +79,23 @@ def test_first_look_at_512_tokens_shows_the_pattern_and_the_threshold(page, arti
         accent = np.array([int(accent_css[i:i + 2], 16) for i in (1, 3, 5)])  # the theme's, e.g. #1976d2
         assert (np.abs(bar - accent).sum(axis=-1) < 60).sum() > 10, "no threshold mark on the colour bar"
 
+        # the square-root scale: the weight beside the strongest keys reaches further up the
+        # colormap, so no colour covers as much of the map; its colour bar says so
+        view.evaluate("""el => { window.__awSqrt = new Promise((resolve) => {
+            const h = (e) => { if (e.detail.name === 'panel') { el.removeEventListener('aw-received', h);
+              requestAnimationFrame(() => requestAnimationFrame(() => resolve(true))); } };
+            el.addEventListener('aw-received', h); }); }""")
+        view.locator("select.aw-select-scale").select_option("sqrt")
+        page.evaluate("() => window.__awSqrt")
+        rooted = canvas_png(canvas)
+        page.screenshot(path=str(artifacts / "first-look-512-sqrt.png"), full_page=True)
+        _, root_counts = np.unique(rooted[top:top + side, left:left + side].reshape(-1, 3), axis=0,
+                                   return_counts=True)
+        assert root_counts.max() / root_counts.sum() < counts.max() / counts.sum()
+        view.locator("select.aw-select-scale").select_option("auto")
+        expect(view).to_have_attribute("data-rendered", FIRST_STATE)
+        page.wait_for_timeout(300)
+
         # moving the threshold turns dimming on: then the same map is mostly one dimmed tone,
         # which is what the first look must not be
         slider = view.locator("input.aw-slider-threshold")
