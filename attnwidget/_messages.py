@@ -47,15 +47,20 @@ THUMB_SIDE = 64
 _KINDS = {"head": "head", "grid": "head", "average": "average of heads", "rollout": "attention rollout"}
 
 
-def panel_view(mode: str, layer: int, head: int, ablated: list[list[int]]) -> dict[str, Any]:
-    """The state a picture belongs to (``protocol.json``'s ``panel_key``); head is None for layer modes."""
-    return {"mode": mode, "layer": layer, "head": head if mode in HEAD_MODES else None, "ablated": ablated}
+def panel_view(mode: str, layer: int, head: int, ablated: list[list[int]], scale: str) -> dict[str, Any]:
+    """The state a picture belongs to (``protocol.json``'s ``panel_key``): the map and the colour
+    scale it is drawn on (a picture of another scale is not the one asked for); head is None for
+    layer modes."""
+    return {"mode": mode, "layer": layer, "head": head if mode in HEAD_MODES else None, "ablated": ablated,
+            "scale": scale}
 
 
 def reply_view(state: dict[str, Any]) -> dict[str, Any]:
-    """The state a metrics reply belongs to: every field of ``protocol.json``'s ``reply_key``."""
-    view = panel_view(state["mode"], state["layer"], state["head"], state["ablated"])
-    return {**view, **{name: state[name] for name in PROTOCOL["reply_key"] if name not in view}}
+    """The state a metrics reply belongs to: every field of ``protocol.json``'s ``reply_key``, the
+    picture's part first (the numbers do not depend on the colour scale: it is not among them)."""
+    view = panel_view(state["mode"], state["layer"], state["head"], state["ablated"], "")
+    reply = PROTOCOL["reply_key"]
+    return {**{k: v for k, v in view.items() if k in reply}, **{k: state[k] for k in reply if k not in view}}
 
 
 def map_key(mode: str, layer: int, head: int) -> tuple[str, int, int | None]:

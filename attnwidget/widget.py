@@ -348,7 +348,7 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
                 "generation": self.generation}
 
     def _view(self) -> dict[str, Any]:
-        return msg.panel_view(self.mode, self.layer, self.head, self.ablated)
+        return msg.panel_view(self.mode, self.layer, self.head, self.ablated, self.scale)
 
     def _key(self) -> tuple:
         return self._panels.key(*msg.map_key(self.mode, self.layer, self.head))

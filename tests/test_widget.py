@@ -48,7 +48,7 @@ def test_view_of_maps_sends_the_selected_head():
     assert view.query_tokens == ["<b>x</b>", "b", "c", "d"]
     np.testing.assert_allclose(decode_panel(view.panel), w[0, 0], atol=STEP + 1e-7)
     view.layer, view.head = 1, 2
-    assert view.panel["view"] == {"mode": "head", "layer": 1, "head": 2, "ablated": []}
+    assert view.panel["view"] == {"mode": "head", "layer": 1, "head": 2, "ablated": [], "scale": "fixed"}
     assert (view.panel["pool"], view.panel["full_shape"], view.panel["vmax"]) == (1, [4, 4], 1.0)
     np.testing.assert_allclose(decode_panel(view.panel), w[1, 2], atol=STEP + 1e-7)
     assert view.caption == "toy · layer 1 · head 2 · no causal mask · “x b c d”"
@@ -150,7 +150,7 @@ def test_average_and_rollout_modes_are_labelled_and_measured():
     view.layer, view.mode = 1, "average"
     assert average_label(4) in view.caption
     assert view.metrics["kind"] == "average of heads"
-    assert view.panel["view"] == {"mode": "average", "layer": 1, "head": None, "ablated": []}
+    assert view.panel["view"] == {"mode": "average", "layer": 1, "head": None, "ablated": [], "scale": "auto"}
     mean = w[1].mean(0)
     assert_metrics_equal(view.metrics, panel_metrics(mean, 0.1))
     view.mode = "rollout"
@@ -340,7 +340,7 @@ def test_neighbouring_heads_of_a_large_map_are_computed_ahead(monkeypatch):
     view.head = 3  # served from the prefetched entry, and equal to a fresh computation
     assert_metrics_equal(view.metrics, panel_metrics(w[0, 3], 0.1))
     np.testing.assert_allclose(decode_panel(view.panel), w[0, 3], atol=float(w[0, 3].max()) * STEP + 1e-7)
-    assert view.panel["view"] == {"mode": "head", "layer": 0, "head": 3, "ablated": []}
+    assert view.panel["view"] == {"mode": "head", "layer": 0, "head": 3, "ablated": [], "scale": "auto"}
     view.close()
 
 

@@ -157,7 +157,8 @@ def test_text_row_equals_the_map_row_and_the_received_attention(view, reference)
     received = attention_received(reference.maps.head(1, 0), causal=True)
     np.testing.assert_array_equal(levels(view.text_row)[0], quantize(received, float(received.max())))
     assert view.text_row["vmax"] == pytest.approx(float(received.max()))
-    assert view.text_row["view"] == {"mode": "head", "layer": 1, "head": 0, "ablated": [], "query": None}
+    assert view.text_row["view"] == {"mode": "head", "layer": 1, "head": 0, "ablated": [], "scale": "auto",
+                                     "query": None}
     for step in (0, 3, N_NEW - 1):
         view.step = step
         q = view.query

@@ -96,7 +96,8 @@ export function paintText(tv: TextView, model: Model, th: Theme): void {
   const g = generationOf(model);
   const tokens = model.get("key_tokens");
   setTokens(tv, tokens, g ? g.P : null);
-  const s = { mode: model.get("mode"), layer: model.get("layer"), head: model.get("head"), ablated: model.get("ablated") };
+  const s = { mode: model.get("mode"), layer: model.get("layer"), head: model.get("head"), ablated: model.get("ablated"),
+    scale: model.get("scale") }; // the row's shading is on the picture's colour scale: part of its key
   const query = model.get("query");
   tv.selection.follow(query);
   const msg = model.get("text_row");

@@ -80,17 +80,18 @@ export function replyKey(view: Record<string, unknown> | undefined): string {
   return view ? keyOf(protocol.reply_key, view) : "";
 }
 
-/** The key of the map a picture shows (grid shows the head's map: keyed as "head"). */
-export function panelKey(s: { mode: string; layer: number; head: number | null; ablated?: unknown }): string {
+/** The key of the picture a state asks for: the map (grid shows the head's map: keyed as "head")
+ *  and the colour scale it is drawn on. */
+export function panelKey(s: { mode: string; layer: number; head: number | null; ablated?: unknown; scale?: string }): string {
   const mode = HEAD_MODES.includes(s.mode) ? "head" : s.mode;
   return keyOf(protocol.panel_key, { ...s, mode, head: HEAD_MODES.includes(s.mode) ? s.head : null });
 }
 
 /** The reply-key fields of the model's current state. */
-export function current(model: Model): ReplyState & { ablated: number[][] } {
+export function current(model: Model): ReplyState & { ablated: number[][]; scale: string } {
   return {
     mode: model.get("mode"), layer: model.get("layer"), head: model.get("head"),
     threshold: model.get("threshold"), query: model.get("query"), top_k: model.get("top_k"),
-    ablated: model.get("ablated"),
+    ablated: model.get("ablated"), scale: model.get("scale"), // the picture's key has the scale too
   };
 }

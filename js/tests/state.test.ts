@@ -29,8 +29,10 @@ describe("state", () => {
   it("keys a picture by the map it shows: grid shows the head's map", () => {
     const grid = panelKey({ mode: "grid", layer: 0, head: 3, ablated: [] });
     expect(grid).toBe(panelKey({ mode: "head", layer: 0, head: 3, ablated: [] }));
-    expect(grid).toBe('["head",0,3,[]]');
-    expect(panelKey({ mode: "rollout", layer: 2, head: 3 })).toBe('["rollout",2,null,[]]');
+    expect(grid).toBe('["head",0,3,[],null]');
+    expect(panelKey({ mode: "rollout", layer: 2, head: 3, scale: "auto" })).toBe('["rollout",2,null,[],"auto"]');
+    // a picture drawn on another colour scale is not the one asked for
+    expect(panelKey({ mode: "head", layer: 0, head: 3, scale: "sqrt" })).not.toBe(panelKey({ mode: "head", layer: 0, head: 3, scale: "auto" }));
     expect(panelKey({ mode: "head", layer: 0, head: 4, ablated: [] })).not.toBe(grid);
   });
 
