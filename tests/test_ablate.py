@@ -191,7 +191,9 @@ def test_effects_and_sweep_on_the_real_encoder(minilm):
     assert np.isnan(sweep["score"][1]).all()
     for layer, head in [(0, 0), (0, 1), (4, 7)]:  # a sweep's cell equals the single run
         single = ablation_effect(model, TEXT, {layer: [head]}, tok, attention=False)
-        assert sweep["score"][layer, head] == pytest.approx(single["score"], rel=1e-9, abs=1e-12)
+        # float32 forwards: MKL may split a matmul over another number of threads from one call
+        # to the next on a loaded machine, which moves a 1 - cosine score by ~1e-7
+        assert sweep["score"][layer, head] == pytest.approx(single["score"], abs=2e-6)
 
 
 @pytest.mark.parametrize("which", ["gpt2", "tinylm", "minilm"])

@@ -101,7 +101,15 @@ def test_scaling_experiment_notebook():
     from attnwidget.scratch import scaling_experiment
 
     summary = last_json(run_notebook("04-the-scaling-experiment.ipynb"))
-    assert summary["table"] == json.loads(json.dumps(scaling_experiment(d_k=(16, 64, 256, 1024))))
+    table = scaling_experiment(d_k=(16, 64, 256, 1024))
+    assert summary["table"].keys() == table.keys()
+    for key, column in table.items():
+        if key in ("d_k", "scaled"):
+            assert summary["table"][key] == list(column)
+        else:
+            # float64 sums over up to 1024 terms, split over however many threads the kernel's
+            # torch uses: the order of the additions moves the last digits (n * eps ~ 1e-13)
+            np.testing.assert_allclose(summary["table"][key], column, rtol=1e-11, err_msg=key)
     big = summary["big"]  # columns, one row per (d_k, scaled)
     raw = big["scaled"].index(False)
     assert big["d_k"][raw] == 4096
@@ -168,10 +176,15 @@ def test_ablation_notebook(minilm):
     summary = last_json(run_notebook("10-ablation.ipynb"))
     model, tok = minilm
     sweep = ablation_sweep(model, "The cat sat on the mat because it was warm.", tok, progress=False)
-    np.testing.assert_allclose(summary["score"], sweep["score"], rtol=1e-9, atol=1e-12)
-    assert summary["top"] == list(np.unravel_index(np.argmax(sweep["score"]), sweep["score"].shape))
-    assert summary["effect_score"] == pytest.approx(float(sweep["score"].max()), rel=1e-9)
-    assert summary["view_effect_score"] == pytest.approx(summary["effect_score"], rel=1e-9)
+    # 1 - cosine of two float32 sentence embeddings: the kernel's forward, split over another
+    # number of threads than this process's, moves each embedding by a few float32 ulps
+    # (relative ~1e-7 after six layers), so a score (~1e-3 here) moves by ~1e-7 absolute
+    tol = 2e-6
+    np.testing.assert_allclose(summary["score"], sweep["score"], rtol=0, atol=tol)
+    top = tuple(summary["top"])
+    assert sweep["score"][top] >= sweep["score"].max() - 2 * tol  # the top head (or a tie within noise)
+    assert summary["effect_score"] == pytest.approx(float(sweep["score"][top]), abs=tol)
+    assert summary["view_effect_score"] == pytest.approx(summary["effect_score"], abs=tol)
 
 
 def test_attention_surgeon_notebook():

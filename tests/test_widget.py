@@ -514,7 +514,8 @@ def test_ablating_a_head_reruns_the_model_and_restores(minilm):
     assert view.metrics["view"]["ablated"] == [[2, 5]]
     assert view.panel["view"]["ablated"] == [[2, 5]]
     expected = ablation_effect(model, TEXT, {2: [5]}, tok, attention=False)
-    assert view.effect["score"] == pytest.approx(expected["score"], rel=1e-9)
+    # two float32 forwards (see test_ablate: thread splits move the score by ~1e-7)
+    assert view.effect["score"] == pytest.approx(expected["score"], abs=2e-6)
     assert view.effect["heads"] == [[2, 5]]
     assert view.effect["attention_change_by_layer"][:3] == [0.0, 0.0, 0.0]
     json.dumps(view.effect, allow_nan=False)
