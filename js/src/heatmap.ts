@@ -270,10 +270,14 @@ export interface HeatmapInput {
   barRange?: [number, number];
 }
 
+/** A weight read off the map (hover, the threshold mark): three decimals, or exponent form under 0.01. */
 export function formatWeight(v: number): string {
-  if (v === 0) return "0";
-  if (v >= 0.01) return v.toFixed(3);
-  return v.toExponential(2);
+  return v === 0 ? "0" : v >= 0.01 ? v.toFixed(3) : v.toExponential(2);
+}
+
+/** A colour bar tick: up to three significant digits, in decimals down to 0.001 (0.002 under 0.01, not 2.00e-3). */
+export function formatTick(v: number): string {
+  return v === 0 ? "0" : v >= 1e-3 ? String(Number(v.toPrecision(3))) : v.toExponential(1);
 }
 
 /** Draw one map with its token axes, colour bar and the selected query; returns the layout for hit tests. */
@@ -369,7 +373,7 @@ function drawColourBar(
   ctx.font = "10px sans-serif";
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
-  const label = (v: number) => (v < 0 ? "−" + formatWeight(-v) : formatWeight(v));
+  const label = (v: number) => (v < 0 ? "−" + formatTick(-v) : formatTick(v));
   if (sqrt) { // round weights, each where the square-root scale puts it
     for (const v of sqrtTicks(hi, 4)) ctx.fillText(label(v), x + BAR_W + 3, MARGIN_TOP + h - scalePosition(v, hi, true) * h);
   } else {

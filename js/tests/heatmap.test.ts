@@ -4,7 +4,7 @@ import { COLORMAPS, colorOf, DIVERGING, lutOf } from "../src/colormaps";
 import { fmt } from "../src/controls";
 import { bucketMax } from "../src/heads";
 import {
-  cellAt, clampViewport, DIM_KEEP, fullViewport, layoutOf, MARGIN_LEFT, MARGIN_TOP,
+  cellAt, clampViewport, DIM_KEEP, formatTick, formatWeight, fullViewport, layoutOf, MARGIN_LEFT, MARGIN_TOP,
   panelPixels, PLOT_PX, scalePosition, sqrtTicks, thinLabels, thresholdLevel, weightOfLevel, zoomViewport,
 } from "../src/heatmap";
 import { replyKey, stateKey } from "../src/state";
@@ -74,6 +74,14 @@ describe("the square-root scale", () => {
       for (let i = 1; i < marks.length; i++) expect(marks[i]).toBeGreaterThan(marks[i - 1]);
     }
     expect(sqrtTicks(0, 4)).toEqual([0]);
+  });
+
+  it("writes its ticks in one style: decimals down to 0.001, a map's own maximum to three digits", () => {
+    expect([0, 0.002, 0.01, 0.02, 0.05].map(formatTick)).toEqual(["0", "0.002", "0.01", "0.02", "0.05"]);
+    expect(formatTick(0.052341)).toBe("0.0523"); // a linear bar's top: vmax itself
+    expect(formatTick(0.8)).toBe("0.8");
+    expect(formatTick(4e-4)).toBe("4.0e-4");
+    expect(formatWeight(0.002)).toBe("2.00e-3"); // a weight read off the map keeps its three digits
   });
 });
 
