@@ -70,14 +70,15 @@ def thin(count: int, cell_px: float) -> list[int]:
     return list(range(0, count, step))
 
 
-def format_weight(v: float) -> str:
-    """A weight as the colour bar writes it (``formatWeight`` in heatmap.ts)."""
+def format_tick(v: float) -> str:
+    """A colour bar tick as the widget writes it (``formatTick`` in heatmap.ts): up to three
+    significant digits, in decimals down to 0.001, exponent form below (``4.0e-4``)."""
     if v == 0:
         return "0"
-    if v >= 0.01:
-        return f"{v:.3f}"
-    mantissa, exponent = f"{v:.2e}".split("e")
-    return f"{mantissa}e{int(exponent):+d}"  # JS toExponential: 1.00e-3 is "1.00e-3"
+    if v >= 1e-3:
+        return f"{v:.3g}"  # as JS String(Number(v.toPrecision(3))) for weights up to 1
+    mantissa, exponent = f"{v:.1e}".split("e")
+    return f"{mantissa}e{int(exponent):+d}"  # JS toExponential writes e-4, not e-04
 
 
 def map_pixels(
@@ -165,7 +166,7 @@ def _colour_bar(draw: Any, colormap: str, vmax: float, threshold: float, h: int,
         return math.sqrt(v / vmax) if sqrt else v / vmax
 
     for v in sqrt_ticks(vmax, 4) if sqrt else (0.0, 0.5 * vmax, vmax):
-        draw.text((x + BAR_W + 3, MARGIN_TOP + h - place(v) * h), format_weight(v), fill=TEXT, font=font,
+        draw.text((x + BAR_W + 3, MARGIN_TOP + h - place(v) * h), format_tick(v), fill=TEXT, font=font,
                   anchor="lm")
     if 0 < threshold <= vmax:
         y = MARGIN_TOP + h - place(threshold) * h

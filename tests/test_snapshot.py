@@ -52,6 +52,13 @@ def picture(view_or_bytes):
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
 
 
+def test_colour_bar_ticks_are_written_as_the_widget_writes_them():
+    # the cases of js/tests/heatmap.test.ts (formatTick)
+    cases = {0: "0", 0.002: "0.002", 0.01: "0.01", 0.02: "0.02", 0.05: "0.05", 0.052341: "0.0523",
+             0.8: "0.8", 1.0: "1", 4e-4: "4.0e-4"}
+    assert {v: snapshot.format_tick(v) for v in cases} == cases
+
+
 def test_colours_are_the_widgets_tables():
     source = (ROOT / "js" / "src" / "colormaps.ts").read_text()
     for name in ("viridis", "magma", "inferno", "cividis", "greys"):
