@@ -8,7 +8,8 @@ the view state as plain values); they never read a trait. Bytes come from
 
 Every message carries the ``view`` it belongs to, so the browser never shows
 an old reply as current: a picture carries :func:`panel_view`, the metrics
-:func:`reply_view` (the picture's key plus threshold, query and top-k).
+:func:`reply_view` (the picture's key but its colour scale, which the numbers do not
+depend on, plus threshold, query and top-k).
 """
 
 from __future__ import annotations
