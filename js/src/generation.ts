@@ -5,7 +5,7 @@ import { fmt, row, type Slider } from "./controls";
 import { setText } from "./dom";
 import { type Layout, MARGIN_LEFT, MARGIN_TOP, type Theme } from "./heatmap";
 import { lutOf } from "./colormaps";
-import { dimBelow, type Model, panelKey } from "./state";
+import { current, dimBelow, type Model, panelKey } from "./state";
 import { currentRow, setTokens, shadeText, type TextView, tokenAt } from "./textview";
 
 /** The metrics' `step` block (attnwidget._messages.step_block). */
@@ -96,12 +96,11 @@ export function paintText(tv: TextView, model: Model, th: Theme): void {
   const g = generationOf(model);
   const tokens = model.get("key_tokens");
   setTokens(tv, tokens, g ? g.P : null);
-  const s = { mode: model.get("mode"), layer: model.get("layer"), head: model.get("head"), ablated: model.get("ablated"),
-    scale: model.get("scale") }; // the row's shading is on the picture's colour scale: part of its key
+  // the row belongs to the picture's key (its map and colour scale), as the map's own picture does
   const query = model.get("query");
   tv.selection.follow(query);
   const msg = model.get("text_row");
-  const rowNow = currentRow(msg, panelKey(s), query, (v) => panelKey(v as typeof s));
+  const rowNow = currentRow(msg, panelKey(current(model)), query, (v) => panelKey(v as Parameters<typeof panelKey>[0]));
   const step = model.get("step");
   const written = g && step !== null ? g.P + step : null;
   const title = query === null
