@@ -264,7 +264,11 @@ def test_a_short_page_run_stays_on_the_asking_thread(minilm, monkeypatch):
     view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=5)
     main = MainLoop()
     monkeypatch.setattr(_cells, "_main_loop", lambda: main)
-    assert view._how.extract_s < _cells.HOP_MIN_S  # 9 tokens: a few milliseconds
+    # 9 tokens take a few milliseconds, but on a loaded machine (a CI run on two workers) the
+    # measured extraction, doubled while the plain run is still to be made, passed HOP_MIN_S once
+    # and the run was rightly handed over: the rule is what is tested here, so the estimate is set
+    view._how.extract_s = 0.005
+    assert view._how.expected_s() < _cells.HOP_MIN_S
     seen, handle = forward_threads(model)
     try:
         asker = on_a_subshell(lambda: (view.set_state({"ablated": [[2, 5]]}), threading.get_ident())[1])
