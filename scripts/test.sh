@@ -13,8 +13,5 @@ export E2E_REQUIRE_BROWSER=1   # a missing browser fails the run instead of skip
 # npm install, not npm ci: npm 11 rejects its own fresh lock file in `ci` because
 # optional platform packages (@rollup/rollup-android-*, ...) are listed without versions
 (cd js && npm install --no-audit --no-fund && npm test)
-# Two workers (PYTEST_WORKERS to change): the longest tests (retraining the tiny LM, the
-# browser tests) keep one core busy or wait on a server, so a second worker overlaps them.
-# On this project's 2-core machine the suite went from 690 s to 565 s.
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist worksteal "$@"
+.venv/bin/python -m pytest "$@"
 bash scripts/check_bare_install.sh
