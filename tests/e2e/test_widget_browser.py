@@ -65,6 +65,23 @@ STORM = """async ({moves, gap_ms}) => {
   }
   set('layer', 2); set('head', 9);
 }"""
+# What the page showed during the storm, kept for a failure: at each message handled and each
+# "rendered" stamp, the stamp, the mean entropy in the metrics panel and whether it is marked
+# stale. Once (a CI run on two pytest workers) the panel held the previous head's numbers under
+# the final state's stamp; this log is what tells such a case apart.
+STORM_TRACE = """() => {
+  const el = document.querySelector('.jp-OutputArea-output .attnwidget');
+  const box = el.querySelector('.aw-metrics');
+  const log = window.__awStormTrace = [];
+  const note = (why) => {
+    const td = box.querySelector("tr[data-key='mean_entropy'] td");
+    log.push({ t: Math.round(performance.now()), why, rendered: el.dataset.rendered || null,
+               entropy: td ? td.textContent : null, stale: box.classList.contains('aw-is-stale') });
+    if (log.length > 400) log.shift();
+  };
+  el.addEventListener('aw-received', (e) => note('received ' + e.detail.name));
+  el.addEventListener('aw-rendered', () => note('rendered'));
+}"""
 METRIC_KEYS = ("mean_entropy", "normalized_entropy", "sparsity", "sparsity_gini", "effective_tokens", "max")
 
 
@@ -265,11 +282,19 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             # last values, with the picture and the numbers of that state
             (kernel,) = kernel_pids(root)
             rss_before, log_before, errors_before = rss_mib(kernel), len(server_log(root)), len(errors)
+            page.evaluate(STORM_TRACE)
             page.evaluate(STORM, {"moves": 500, "gap_ms": 20})
             final = state_key(layer=2, head=9, threshold=0.25, query=qy)
-            expect(view).to_have_attribute("data-rendered", final, timeout=30_000)
-            expect(caption).to_contain_text("layer 2 · head 9")
-            check_metrics(view, metrics_of(2, 9, 0.25))
+            try:
+                expect(view).to_have_attribute("data-rendered", final, timeout=30_000)
+                expect(caption).to_contain_text("layer 2 · head 9")
+                check_metrics(view, metrics_of(2, 9, 0.25))
+            except AssertionError:
+                (artifacts / f"storm-trace-{app}.json").write_text(json.dumps(
+                    page.evaluate("() => window.__awStormTrace"), indent=0))
+                raise
+            # the recorder saw the storm's replies (so a failure's log would hold them too)
+            assert page.evaluate("() => window.__awStormTrace.filter((e) => e.why === 'rendered').length") > 0
             expect(view.locator(".aw-stale")).to_be_hidden()
             expect(view.locator(".aw-offline")).to_be_hidden()
             # no error in the console or in the kernel's log, and the kernel did not grow
