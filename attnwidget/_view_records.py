@@ -34,24 +34,26 @@ class RecordMethods:
     _dirty: set[str]
 
     def _send_panel(self) -> None:
+        s = self._state()  # one reading for the picture and its view (AttentionView._state)
         other = self._comparison() if self.compare else None
-        if other is not None and self.mode in msg.COMPARED_MODES:
-            b = msg.comparison_maps(other[0], self.mode, self.layer, self.head)
-            traits = msg.comparison_messages(self._shown(), b, other[1], self.scale, self._view())
+        if other is not None and s["mode"] in msg.COMPARED_MODES:
+            b = msg.comparison_maps(other[0], s["mode"], s["layer"], s["head"])
+            traits = msg.comparison_messages(self._shown(s), b, other[1], s["scale"], self._view(s))
         else:
-            overview = self._panels.overview(self._key(), self.scale)
-            traits = {"panel": {**overview, "view": self._view()}, "panel_b": {}, "panel_diff": {},
+            overview = self._panels.overview(self._key(s), s["scale"])
+            traits = {"panel": {**overview, "view": self._view(s)}, "panel_b": {}, "panel_diff": {},
                       "caption_b": "" if other is None else msg.NOT_COMPARED}
-        traits["caption"] = msg.view_caption(self.maps, self.mode, self.layer, self.head)
+        traits["caption"] = msg.view_caption(self.maps, s["mode"], s["layer"], s["head"])
         for name, value in traits.items():
             self.set_trait(name, value)
 
     def _send_text_row(self) -> None:
-        query, row = self.query, {}
+        s = self._state()
+        query, row = s["query"], {}
         if self.show_text:  # on the panel's colour range: at pool 1 its levels equal the map row's
-            received = self._panels.received(self._key()) if query is None else None
-            row = msg.text_row_message(self._shown(), received, query, self.panel["vmax"], self.scale,
-                                       self._view())
+            received = self._panels.received(self._key(s)) if query is None else None
+            row = msg.text_row_message(self._shown(s), received, query, self.panel["vmax"], s["scale"],
+                                       self._view(s))
         self.set_trait("text_row", row)
 
     def _numbers_later(self, dirty: set[str]) -> None:
@@ -70,7 +72,8 @@ class RecordMethods:
 
     def _send_numbers(self, dirty: set[str]) -> None:
         if "metrics" in dirty:
-            self.set_trait("metrics", msg.metrics_message(self._shown(), self._state(), self._typical()))
+            s = self._state()  # one reading for the numbers and their view (AttentionView._state)
+            self.set_trait("metrics", msg.metrics_message(self._shown(s), s, self._typical(s)))
         if "text_row" in dirty or "panel" in dirty:
             self._send_text_row()
 

@@ -309,8 +309,9 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
             if "panel" in dirty:
                 self._send_panel()
             if "detail" in dirty or "panel" in dirty:
-                self.set_trait("detail", msg.detail_message(self._shown(), self.viewport, self.scale,
-                                                            self._view()))
+                s = self._state()
+                self.set_trait("detail", msg.detail_message(self._shown(s), self.viewport, s["scale"],
+                                                            self._view(s)))
             if self.status:
                 self.set_trait("status", "")
             if not later:
@@ -343,24 +344,31 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         self.set_trait("status", f"{type(exc).__name__}: {exc}")
 
     def _state(self) -> dict[str, Any]:
+        """The view's state, read once. A message takes what it shows and the ``view`` it carries
+        from one such reading: a change handled on another thread meanwhile (ipykernel handles a
+        view's first message on the main thread and later ones on a subshell, and the worker's
+        results are delivered on the loop that asked) then makes the message old, never mixed."""
         return {"mode": self.mode, "layer": self.layer, "head": self.head, "ablated": self.ablated,
                 "threshold": self.threshold, "query": self.query, "top_k": self.top_k,
-                "generation": self.generation}
+                "generation": self.generation, "scale": self.scale}
 
-    def _view(self) -> dict[str, Any]:
-        return msg.panel_view(self.mode, self.layer, self.head, self.ablated, self.scale)
+    def _view(self, s: dict[str, Any] | None = None) -> dict[str, Any]:
+        s = s or self._state()
+        return msg.panel_view(s["mode"], s["layer"], s["head"], s["ablated"], s["scale"])
 
-    def _key(self) -> tuple:
-        return self._panels.key(*msg.map_key(self.mode, self.layer, self.head))
+    def _key(self, s: dict[str, Any] | None = None) -> tuple:
+        s = s or self._state()
+        return self._panels.key(*msg.map_key(s["mode"], s["layer"], s["head"]))
 
-    def _shown(self) -> Any:
-        """The :class:`PanelMetrics` of the map shown now."""
-        return self._panels.metrics(self._key())
+    def _shown(self, s: dict[str, Any] | None = None) -> Any:
+        """The :class:`PanelMetrics` of the map shown now (of state ``s``)."""
+        return self._panels.metrics(self._key(s))
 
-    def _typical(self) -> dict | None:
-        if self._corpus is None or self.mode not in msg.HEAD_MODES:
+    def _typical(self, s: dict[str, Any] | None = None) -> dict | None:
+        s = s or self._state()
+        if self._corpus is None or s["mode"] not in msg.HEAD_MODES:
             return None
-        return self._corpus.typical(self.layer, self.head)  # this head over the corpus
+        return self._corpus.typical(s["layer"], s["head"])  # this head over the corpus
 
     # ------------------------------------------------------------------ public methods
     def close(self) -> None:

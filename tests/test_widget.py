@@ -493,6 +493,50 @@ def test_ablation_needs_a_model_and_valid_heads():
         view.ablation_mode = "half"
 
 
+def test_a_message_takes_what_it_shows_and_its_view_from_one_reading(minilm):
+    # ipykernel handles a view's first message on the main thread and later ones on a subshell,
+    # and the worker's numbers are delivered on the loop that asked for them: a change can land
+    # while a reply is being written. The reply must then be old (numbers and view of the head
+    # before), never mixed (one head's numbers under another head's view, which the page would
+    # show as current: seen once in the e2e storm, head 11's entropy under head 9's stamp)
+    model, tok = minilm
+    view = AttentionView(model, TEXT, tokenizer=tok, layer=2, head=11)
+
+    def a_change_during(send, lookup: str) -> None:
+        """``send()`` with head 11 shown, while the store's ``lookup`` moves the head to 9."""
+        view._batch += 1  # set without a reply of its own, as another thread's change would be
+        view.head = 11
+        view._batch -= 1
+        looked_up = getattr(view._panels, lookup)
+
+        def then_a_change(*args):
+            out = looked_up(*args)
+            view._batch += 1
+            try:
+                view.head = 9
+            finally:
+                view._batch -= 1
+            return out
+
+        setattr(view._panels, lookup, then_a_change)
+        try:
+            send()
+        finally:
+            delattr(view._panels, lookup)
+        assert view.head == 9  # the change did land meanwhile
+
+    a_change_during(lambda: view._send_numbers({"metrics"}), "metrics")
+    assert view.metrics["view"]["head"] == 11
+    expected = panel_metrics(view.maps.head(2, 11), view.threshold, view.query, view.top_k)
+    for key in ("mean_entropy", "sparsity", "max"):
+        assert view.metrics[key] == pytest.approx(expected[key], rel=1e-6), key
+
+    a_change_during(view._send_panel, "overview")
+    assert view.panel["view"]["head"] == 11
+    assert "· layer 2 · head 11 ·" in view.caption
+    assert view.panel["vmax"] == pytest.approx(float(view.maps.head(2, 11).max()), rel=1e-6)
+
+
 def test_ablating_a_head_reruns_the_model_and_restores(minilm):
     from attnwidget import extract_attention
     from attnwidget.ablate import ablate_heads, ablation_effect
