@@ -232,7 +232,6 @@ def build(
     :class:`attnwidget.plots.BrowserUnavailableError` when PNGs were asked for
     and cannot be made (``index.html`` and ``metrics.json`` are written by then).
     """
-    from tqdm.auto import tqdm
 
     from attnwidget.inputs import extract_sample, load_samples
     from attnwidget.plots import Exporter, check_browser
@@ -285,11 +284,12 @@ def build(
     if png:
         check_browser()  # before the folder: no browser, no empty figures/
         (out / "figures").mkdir(exist_ok=True)
-        with Exporter(scale=2) as exporter:  # one browser for every figure
-            for name, _, fig in tqdm(figures, desc="report: PNG figures", disable=not progress):
-                exporter.export(fig, out / "figures" / f"{name}.png")
-            for stem, _, fig in study.figures():
-                exporter.export(fig, out / "study" / f"{stem}.png")
+        items = [(fig, out / "figures" / f"{name}.png") for name, _, fig in figures]
+        items += [(fig, out / "study" / f"{stem}.png") for stem, _, fig in study.figures()]
+        if progress:
+            print(f"report: drawing {len(items)} PNG figures in a headless browser", file=sys.stderr)
+        with Exporter(scale=2) as exporter:  # one browser, one page for every figure
+            exporter.export_all(items)
     return index_page
 
 

@@ -361,8 +361,7 @@ class LongContextStudy:
             written.append(plots.save_html(fig, folder / f"{stem}.html", title=title))
         if png:
             with plots.Exporter() as exporter:
-                for stem, _, fig in figs:
-                    written.append(exporter.export(fig, folder / f"{stem}.png"))
+                written += exporter.export_all([(fig, folder / f"{stem}.png") for stem, _, fig in figs])
         return written
 
 

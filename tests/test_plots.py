@@ -316,6 +316,48 @@ def test_no_browser_one_line_saying_what_to_install(maps, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
+def test_export_all_draws_each_figure_as_bokehs_export_png_does_without_toolbars(maps, tmp_path):
+    """Ours puts every PNG of a call on one page; bokeh's export_png (an independent renderer of the
+    same figure, one page per figure) is the reference, in the same browser."""
+    from bokeh.io import export_png
+    from bokeh.models import GridPlot, Plot
+    from PIL import Image
+
+    if plots._find("CHROMEDRIVER_PATH", ("chromedriver",)) is None:
+        pytest.skip("chromedriver is not installed (scripts/install-browser.sh installs it)")
+    figs = {"head": plots.heatmap(maps, 1, 0, size=220), "grid": plots.heads_grid(maps, 0, size=120),
+            "wide": plots.heatmap(long_maps(700), size=1500), "entropy": plots.entropy_grid(maps)}
+
+    def toolbars() -> list:
+        return [m.toolbar_location for f in figs.values() for m in [f, *f.select({"type": Plot})]
+                if isinstance(m, (Plot, GridPlot))]
+
+    before = toolbars()
+    assert "right" in before or "above" in before  # there are toolbars to leave out
+    with plots.Exporter(scale=2) as exporter:
+        paths = exporter.export_all([(f, tmp_path / f"{name}.png") for name, f in figs.items()]
+                                    + [(figs["head"], tmp_path / "head.html")])
+        assert paths[-1].suffix == ".html"
+        assert exporter.drivers_started == 1
+        assert toolbars() == before  # put back
+        for name, fig in figs.items():  # bokeh's export, the toolbars off by hand
+            for m in [fig, *fig.select({"type": Plot})]:
+                if isinstance(m, (Plot, GridPlot)):
+                    m.toolbar_location = None
+            export_png(fig, filename=str(tmp_path / f"bokeh-{name}.png"), webdriver=exporter.driver(),
+                       scale_factor=2)
+    for name in figs:
+        ours = np.asarray(Image.open(tmp_path / f"{name}.png").convert("RGB")).astype(int)
+        theirs = np.asarray(Image.open(tmp_path / f"bokeh-{name}.png").convert("RGB")).astype(int)
+        assert ours.shape == theirs.shape, name  # the whole figure at 2x, nothing cut or added
+        # the same page content drawn by the same browser; a few anti-aliased edge pixels may
+        # differ (the figure sits at another place on the page), the picture may not
+        same = (np.abs(ours - theirs).max(axis=-1) <= 8).mean()
+        assert same > 0.995, (name, same)
+    assert Image.open(tmp_path / "wide.png").size[0] >= 2 * 1500  # wider than the window
+
+
+@pytest.mark.slow
 def test_png_and_svg_export_with_debian_chromium(maps, tmp_path):
     import xml.etree.ElementTree as ET
 
