@@ -19,8 +19,9 @@ heads), :func:`rollout_figure`, :func:`last_query_figure`, :func:`received_figur
 (the scaling experiment), :func:`mask_figure` (causal vs reverse mask) and
 :func:`matrix_figure` (any ``[Q, K]`` map).
 
-Export: :func:`export` (one figure), :class:`Exporter` (one browser for many),
-:func:`save_html`; :class:`BrowserUnavailableError` when PNG/SVG cannot be made.
+Export: :func:`export` (one figure), :class:`Exporter` (one browser for many;
+``export_all``: their PNGs on one page), :func:`save_html`; :class:`BrowserUnavailableError`
+when PNG/SVG cannot be made.
 """
 
 from __future__ import annotations
