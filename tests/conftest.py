@@ -14,18 +14,6 @@ from tiny_models import CORPUS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """At the first test outside ``tests/e2e``: start the background computations the selected
-    tests need (:mod:`background`)."""
-    if "e2e" in item.path.parts:
-        return
-    import background
-
-    if any(i.name == background.TRAINING_TEST for i in item.session.items):
-        background.start_training()
-
-
 @pytest.fixture(scope="session")
 def minilm():
     pytest.importorskip("transformers")

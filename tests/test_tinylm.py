@@ -7,7 +7,6 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from background import trained_induction
 
 from attnwidget import AttentionView, extract_attention
 from attnwidget.ablate import ablate_heads, attention_sites
@@ -137,8 +136,7 @@ def test_training_script_reproduces_the_shipped_model():
     meta = saved["meta"]
     recipe = {k: list(v) if isinstance(v, tuple) else v for k, v in INDUCTION_RECIPE.items()}
     assert saved["recipe"] == recipe
-    # trained from the recipe in a background process since the suite began (tests/background.py)
-    model, losses, here_fingerprint = trained_induction()
+    model, losses = train_induction(progress=False)
     assert dataclasses.asdict(model.config) == saved["config"]
 
     # Behaviour reproduces on any CPU: the same heads do the same jobs, as well
@@ -156,12 +154,12 @@ def test_training_script_reproduces_the_shipped_model():
         NOISE_MARGIN * noise["copy_accuracy"], ACCURACY_FLOOR)
 
     # Bits reproduce only where the floating-point path is provably the same
-    fingerprint = {k: meta[k] for k in here_fingerprint}
-    if here_fingerprint == fingerprint:
+    fingerprint = {k: meta[k] for k in script.platform_fingerprint()}
+    if script.platform_fingerprint() == fingerprint:
         for name, value in model.state_dict().items():
             assert torch.equal(value, saved["state_dict"][name]), name
     else:  # another CPU: weights move far (up to 40 % in one tensor) while behaviour holds
-        print(f"bitwise check skipped: made on {fingerprint}, here {here_fingerprint}")
+        print(f"bitwise check skipped: made on {fingerprint}, here {script.platform_fingerprint()}")
 
 
 def test_the_measured_noise_is_recorded_with_the_weights():
