@@ -336,8 +336,10 @@ def test_export_all_draws_each_figure_as_bokehs_export_png_does_without_toolbars
     assert "right" in before or "above" in before  # there are toolbars to leave out
     with plots.Exporter(scale=2) as exporter:
         paths = exporter.export_all([(f, tmp_path / f"{name}.png") for name, f in figs.items()]
-                                    + [(figs["head"], tmp_path / "head.html")])
-        assert paths[-1].suffix == ".html"
+                                    + [(figs["head"], tmp_path / "head.html"),
+                                       (figs["grid"], tmp_path / "again" / "grid.png")])
+        assert [p.name for p in paths[-2:]] == ["head.html", "grid.png"]
+        assert (tmp_path / "again" / "grid.png").read_bytes() == (tmp_path / "grid.png").read_bytes()
         assert exporter.drivers_started == 1
         assert toolbars() == before  # put back
         for name, fig in figs.items():  # bokeh's export, the toolbars off by hand

@@ -7,10 +7,10 @@ call (the report's dozen figures, a lab's folder of figures), and
 :meth:`Exporter.export_all` puts all the PNGs of a call on one page: BokehJS is
 loaded and the figures laid out once, then each figure's box is captured
 (Chrome's ``Page.captureScreenshot``). Bokeh's own ``export_png`` loads a page
-per figure; for the report's ten figures that took 23 s against 14 s this way
-(measured, 9 tokens, MiniLM). SVGs go through bokeh's ``export_svg``. Without a
-browser or selenium, export raises :class:`BrowserUnavailableError`, whose
-message is one line saying what to install.
+per figure; for the report's ten figures that took 23.0 s against 12.8 s this way
+(``benchmarks/bench_report.py``, MiniLM at 128 tokens; the same pixels). SVGs go
+through bokeh's ``export_svg``. Without a browser or selenium, export raises
+:class:`BrowserUnavailableError`, whose message is one line saying what to install.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class Exporter:
         from bokeh.resources import INLINE
 
         driver = self.driver()
-        figs = [fig for fig, _ in items]
+        figs = list({id(fig): fig for fig, _ in items}.values())  # a figure is drawn once
         with contextlib.ExitStack() as printed:
             for fig in figs:
                 printed.enter_context(_printed(fig))
@@ -188,8 +188,9 @@ class Exporter:
             html = Path(tmp) / "figures.html"
             html.write_text(page, encoding="utf-8")
             driver.get(html.as_uri())
-            rects = _drawn_boxes(driver, len(items))
-        for (_, path), (x, y, width, height) in zip(items, rects, strict=True):
+            rects = dict(zip(map(id, figs), _drawn_boxes(driver, len(figs)), strict=True))
+        for fig, path in items:
+            x, y, width, height = rects[id(fig)]
             shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
                 "format": "png", "captureBeyondViewport": True,
                 "clip": {"x": x, "y": y, "width": width, "height": height, "scale": 1}})
