@@ -13,5 +13,6 @@ export E2E_REQUIRE_BROWSER=1   # a missing browser fails the run instead of skip
 # npm install, not npm ci: npm 11 rejects its own fresh lock file in `ci` because
 # optional platform packages (@rollup/rollup-android-*, ...) are listed without versions
 (cd js && npm install --no-audit --no-fund && npm test)
-.venv/bin/python -m pytest "$@"
+# the slowest tests at the end of every run: where CI's time goes, run to run
+.venv/bin/python -m pytest --durations=20 "$@"
 bash scripts/check_bare_install.sh
