@@ -113,10 +113,10 @@ def png_stage(maps, rounds: int, folder: Path) -> dict:
     drew the same pixels."""
     import numpy as np
     from bokeh.io import export_png
-    from bokeh.models import GridPlot, Plot
     from PIL import Image
 
     from attnwidget import plots, report
+    from attnwidget.plots.export import _printed
 
     figures = report.figures_of(maps, report.compute(maps))
 
@@ -131,10 +131,9 @@ def png_stage(maps, rounds: int, folder: Path) -> dict:
         driver = plots._webdriver(2.0)  # the same browser, flags and device scale
         try:
             for name, _, fig in figures:
-                for m in [fig, *fig.select({"type": Plot})]:
-                    if isinstance(m, (Plot, GridPlot)):
-                        m.toolbar_location = None  # as printed (ours puts them back after)
-                export_png(fig, filename=str(folder / f"bokeh-{name}.png"), webdriver=driver, scale_factor=2)
+                with _printed(fig):  # no toolbars, as ours prints them
+                    export_png(fig, filename=str(folder / f"bokeh-{name}.png"), webdriver=driver,
+                               scale_factor=2)
         finally:
             driver.quit()
         return time.perf_counter() - t0

@@ -402,9 +402,7 @@ def save_figures(
             raise ValueError(
                 f"figures: names must be plain file names (letters, digits, _ . -), got {name!r}"
             )
-    paths = []
-    for name, fig in figures.items():
-        path = Path(folder) / f"{name}.{fmt}"
-        save(fig, path)
-        paths.append(path)
-    return paths
+    from attnwidget.plots import Exporter
+
+    with Exporter() as exporter:  # PNG/SVG: one browser, and the PNGs on one page
+        return exporter.export_all([(fig, Path(folder) / f"{name}.{fmt}") for name, fig in figures.items()])

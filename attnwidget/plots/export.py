@@ -220,6 +220,8 @@ def _drawn_boxes(driver: Any, n: int) -> list[list[int]]:
                                    f"{RENDER_TIMEOUT_S:.0f} s")
             time.sleep(0.05)
         rects = driver.execute_script(_BOXES)
+        if len(rects) != n or any(w <= 0 or h <= 0 for _, _, w, h in rects):
+            raise RuntimeError(f"PNG export: expected {n} drawn figures, the page has boxes {rects}")
         need = max(x + w for x, _, w, _ in rects) + 20
         if widened or need <= driver.execute_script("return window.innerWidth"):
             break
@@ -227,8 +229,6 @@ def _drawn_boxes(driver: Any, n: int) -> list[list[int]]:
         driver.set_window_size(need + 100, size["height"])
         widened = True
         time.sleep(0.1)  # the resize event's relayout starts; idle is waited for again
-    if len(rects) != n or any(w <= 0 or h <= 0 for _, _, w, h in rects):
-        raise RuntimeError(f"PNG export: expected {n} drawn figures, the page has boxes {rects}")
     return rects
 
 
