@@ -100,6 +100,19 @@ def test_tokenizer_and_model_errors():
         induction_batch(2, 10, 64, torch.Generator(), periods=(3, 6))
 
 
+def test_induction_batch_repeats_the_first_p_tokens_of_each_sequence():
+    ids = induction_batch(16, 48, 64, torch.Generator().manual_seed(3), periods=(6, 24))
+    # by hand, from the same draws: the random tokens, then each sequence's period
+    gen = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 64, (16, 48), generator=gen)
+    periods = torch.randint(6, 25, (16,), generator=gen).tolist()
+    assert len(set(periods)) > 3
+    for row, drawn, p in zip(ids, tokens, periods, strict=True):
+        expected = drawn.clone()
+        expected[p:2 * p] = drawn[:p]
+        assert torch.equal(row, expected)
+
+
 def test_training_is_seeded():
     a, la = train_induction(progress=False, steps=15)
     b, lb = train_induction(progress=False, steps=15)
