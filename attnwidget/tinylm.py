@@ -303,7 +303,9 @@ def train_text_model(
 
     def batches(_step: int, gen: torch.Generator) -> torch.Tensor:
         starts = torch.randint(0, len(data) - context - 1, (batch,), generator=gen)
-        return torch.stack([data[s : s + context + 1] for s in starts.tolist()])
+        return data[starts[:, None] + window]  # [batch, context + 1]: one window per start
+
+    window = torch.arange(context + 1)
 
     losses = train(model, batches, steps, lr=3e-3, seed=seed, progress=progress)
     return model, tok, losses

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-from lab_server import CHROMIUM_ARGS, find_chromium
+from lab_server import CHROMIUM_ARGS, find_chromium, stop_servers
 
 ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", Path(__file__).parents[2] / "e2e-artifacts"))
 
@@ -28,23 +28,38 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture
-def page(chromium_path):
+@pytest.fixture(scope="session")
+def browser(chromium_path):
+    """One headless Chromium for the session (a launch is about 1 s); each test gets a fresh
+    context of it, with its own storage, from :func:`page`."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path, headless=True,
                                     args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            pg = context.new_page()
-            pg.set_default_timeout(60_000)
-            yield pg
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        yield pg
+    finally:
+        context.close()
 
 
 @pytest.fixture
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # the JupyterLab and Notebook 7 servers serve every e2e test of the session (lab_server)
+    stop_servers(ARTIFACTS)

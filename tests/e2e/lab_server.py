@@ -36,7 +36,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-APPS = {"lab": ("jupyterlab", "/lab/tree/{}"), "notebook7": ("notebook", "/notebooks/{}")}
+#: app -> (module to run, page of a notebook: its path on the server, and in JupyterLab a workspace)
+APPS = {"lab": ("jupyterlab", "/lab/workspaces/{workspace}/tree/{path}"),
+        "notebook7": ("notebook", "/notebooks/{path}")}
 
 _SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
@@ -63,13 +65,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def jupyter_server(app: str, artifacts: Path) -> Iterator[tuple[str, str, Path]]:
-    """Start the server; yield (base url, token, root folder); always shut it down."""
+@dataclass
+class _Server:
+    """One running server of an app, shared by the tests of a session."""
+
+    app: str
+    proc: subprocess.Popen
+    url: str
+    token: str
+    tmp: Path  # config, data, runtime, settings, workspaces, the log; and root/
+    tests: int = 0  # folders handed out so far
+
+    @property
+    def root(self) -> Path:
+        return self.tmp / "root"
+
+    @property
+    def log_path(self) -> Path:
+        return self.tmp / "server.log"
+
+
+#: The running server of each app. A start takes 3-4 s, and nine e2e tests use one: each
+#: test gets a folder (and a JupyterLab workspace) of its own on the shared server instead.
+_SERVERS: dict[str, _Server] = {}
+#: base url -> the folder of the test using that server now (tests run one at a time)
+_FOLDERS: dict[str, str] = {}
+
+
+def _api(server: _Server, method: str, path: str) -> object:
+    req = urllib.request.Request(f"{server.url}{path}", method=method,
+                                 headers={"Authorization": f"token {server.token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        body = r.read()
+    return json.loads(body) if body else None
+
+
+def _start(app: str) -> _Server:
     module = APPS[app][0]
     tmp = Path(tempfile.mkdtemp(prefix=f"aw-e2e-{app}-"))
-    root = tmp / "root"
-    root.mkdir()
+    (tmp / "root").mkdir()
     for rel, content in _SETTINGS.items():
         path = tmp / "user-settings" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,49 +120,107 @@ def jupyter_server(app: str, artifacts: Path) -> Iterator[tuple[str, str, Path]]
     cmd = [
         sys.executable, "-m", module, "--no-browser", "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp / 'root'}",
         "--ServerApp.terminals_enabled=False", "--ServerApp.allow_root=True",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",
+        # a safety net for a server left behind by a killed pytest; one between two tests
+        # that use it is restarted by jupyter_server
         "--ServerApp.shutdown_no_activity_timeout=600",
     ]
-    log_path = tmp / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log,
+    with open(tmp / "server.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=tmp / "root", env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
+    server = _Server(app, proc, f"http://127.0.0.1:{port}", token, tmp)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{module} exited early:\n{server.log_path.read_text()}")
+            try:
+                _api(server, "GET", "/api/status")
+                return server
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{module} did not answer /api/status within 90 s")
+            time.sleep(0.25)
+    except BaseException:
+        _stop(server)
+        raise
+
+
+def _stop(server: _Server) -> None:
+    # SIGTERM lets jupyter_server stop its kernels (SIGINT would prompt on stdin)
+    proc = server.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{module} exited early:\n{log_path.read_text()}")
-                try:
-                    req = urllib.request.Request(f"{url}/api/status",
-                                                 headers={"Authorization": f"token {token}"})
-                    with urllib.request.urlopen(req, timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{module} did not answer /api/status within 90 s")
-                time.sleep(0.25)
-            yield url, token, root
-        finally:
-            # SIGTERM lets jupyter_server stop its kernels (SIGINT would prompt on stdin)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            with contextlib.suppress(ProcessLookupError):  # the group may be gone already
-                os.killpg(proc.pid, signal.SIGKILL)
-    artifacts.mkdir(parents=True, exist_ok=True)
-    shutil.copy(log_path, artifacts / f"server-{app}.log")
-    shutil.rmtree(tmp, ignore_errors=True)
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    with contextlib.suppress(ProcessLookupError):  # the group may be gone already
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _shut_kernels(server: _Server, folder: Path) -> None:
+    """Shut down every session and kernel of the server, and wait until the kernels of
+    ``folder`` are gone: the next test starts with none of this one's processes."""
+    with contextlib.suppress(OSError, ValueError):
+        for session in _api(server, "GET", "/api/sessions"):
+            _api(server, "DELETE", f"/api/sessions/{session['id']}")
+        for kernel in _api(server, "GET", "/api/kernels"):
+            _api(server, "DELETE", f"/api/kernels/{kernel['id']}")
+    deadline = time.monotonic() + 20
+    while kernel_pids(folder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in kernel_pids(folder):  # one that did not stop when asked
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def stop_servers(artifacts: Path | None = None) -> None:
+    """Stop every server :func:`jupyter_server` started (the e2e conftest does, at the session's
+    end), copying each log to ``artifacts/server-<app>.log``."""
+    while _SERVERS:
+        _, server = _SERVERS.popitem()
+        _stop(server)
+        if artifacts is not None:
+            artifacts.mkdir(parents=True, exist_ok=True)
+            shutil.copy(server.log_path, artifacts / f"server-{server.app}.log")
+        shutil.rmtree(server.tmp, ignore_errors=True)
+
+
+@contextmanager
+def jupyter_server(app: str, artifacts: Path) -> Iterator[tuple[str, str, Path]]:
+    """A folder of this test's own on the app's server; yield (base url, token, folder).
+
+    The server starts on first use and serves the session's later tests too (see
+    :func:`stop_servers`). Notebook names given to :func:`open_notebook` are relative to the
+    folder; in JupyterLab each folder gets a workspace of its own, so a test never reopens
+    the previous one's notebooks. At the end every kernel is shut down, and the server's log
+    so far is copied to ``artifacts/server-<app>.log``.
+    """
+    server = _SERVERS.get(app)
+    if server is None or server.proc.poll() is not None:  # first use, or stopped when idle
+        if server is not None:
+            _stop(server)
+            shutil.rmtree(server.tmp, ignore_errors=True)
+        server = _SERVERS[app] = _start(app)
+    server.tests += 1
+    name = f"test{server.tests}"
+    folder = server.root / name
+    folder.mkdir()
+    _FOLDERS[server.url] = name
+    try:
+        yield server.url, server.token, folder
+    finally:
+        _FOLDERS.pop(server.url, None)
+        _shut_kernels(server, folder)
+        artifacts.mkdir(parents=True, exist_ok=True)
+        shutil.copy(server.log_path, artifacts / f"server-{app}.log")
 
 
 @dataclass
@@ -182,7 +274,9 @@ def open_notebook(page, url: str, token: str, app: str, name: str, timeout_ms: i
     """Open notebook ``name`` in ``app`` and wait (``timeout_ms``) for an idle kernel."""
     from playwright.sync_api import expect
 
-    page.goto(f"{url}{APPS[app][1].format(name)}?token={token}")
+    folder = _FOLDERS.get(url, "")
+    path = f"{folder}/{name}" if folder else name
+    page.goto(f"{url}{APPS[app][1].format(workspace=folder or 'default', path=path)}?token={token}")
     toolbar = page.locator(".jp-NotebookPanel-toolbar")
     expect(toolbar.get_by_role("button", name="Python 3 (ipykernel)")).to_be_visible(timeout=timeout_ms)
     expect(toolbar.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
@@ -225,6 +319,8 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
     raise RuntimeError(f"no {field} for pid {pid}")
 
 
-def server_log(root: Path) -> str:
-    """What the server and its kernels have written so far (kernels' stderr included)."""
-    return (root.parent / "server.log").read_text(errors="replace")
+def server_log(folder: Path) -> str:
+    """What the server of ``folder`` (from :func:`jupyter_server`) and its kernels have written
+    so far (kernels' stderr included)."""
+    (server,) = (s for s in _SERVERS.values() if folder.is_relative_to(s.root))
+    return server.log_path.read_text(errors="replace")
