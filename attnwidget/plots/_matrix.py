@@ -35,8 +35,12 @@ from bokeh.models import (
     ColumnDataSource,
     CustomJSHover,
     FixedTicker,
+    Grid,
     HoverTool,
+    Image,
     LinearColorMapper,
+    Quad,
+    Rect,
     Title,
 )
 from bokeh.plotting import figure
@@ -270,6 +274,10 @@ def matrix_figure_impl(
     if factor > 1:  # a second, smaller title line: a grid panel's title has no room for it
         fig.add_layout(Title(text=pooled_note(factor, (Q, K), levels.shape), text_font_size="7pt",
                              text_font_style="italic"), "above")
+    # glyphs go in through add_glyph: the glyph methods (fig.image, ...) add explicit selection,
+    # non-selection and muted copies of each glyph, three more models that BokehJS makes
+    # itself when they are left "auto"; a grid of 13 panels had 524 models, and serializing
+    # them is most of a report's build
     cells = Q * K <= CELL_LAYER_CELLS and factor == 1
     if cells:  # first renderer: the per-cell data (hover, labels) under the picture
         qi, ki = np.meshgrid(np.arange(Q), np.arange(K), indexing="ij")
@@ -278,10 +286,11 @@ def matrix_figure_impl(
             "x": ki.ravel(), "y": qi.ravel(), "weight": w.ravel(),
             "query": [qlab[i] for i in qi.ravel()], "key": [klab[k] for k in ki.ravel()],
         })
-        hover_target = fig.rect("x", "y", 1, 1, source=cell_source, fill_alpha=0, line_alpha=0)
+        hover_target = fig.add_glyph(cell_source, Rect(x="x", y="y", width=1, height=1, fill_alpha=0,
+                                                        line_alpha=0))
     if not vis.all():  # masked cells are transparent in the image: the hatch shows through
-        fig.quad(left=-0.5, right=K - 0.5, top=-0.5, bottom=Q - 0.5, fill_alpha=0, line_alpha=0,
-                 hatch_pattern="/", hatch_color=MASKED_COLOUR, hatch_scale=6)
+        fig.add_glyph(Quad(left=-0.5, right=K - 0.5, top=-0.5, bottom=Q - 0.5, fill_alpha=0, line_alpha=0,
+                           hatch_pattern="/", hatch_color=MASKED_COLOUR, hatch_scale=6))
     data = {"image": [levels], "pool": [factor]}
     exact = exact and factor == 1
     if exact:
@@ -289,8 +298,9 @@ def matrix_figure_impl(
     # each image pixel covers factor x factor token positions; the partial edge block is cut
     # off by the ranges, so position k is still drawn at x = k. Image row 0 sits at the
     # anchor y = -0.5, which the reversed y range puts at the top: queries run down
-    image = fig.image(image="image", x=-0.5, y=-0.5, dw=levels.shape[1] * factor, dh=levels.shape[0] * factor,
-                      source=ColumnDataSource(data), color_mapper=share.level_mapper(palette_name, dim_below))
+    image = fig.add_glyph(ColumnDataSource(data), Image(
+        image="image", x=-0.5, y=-0.5, dw=levels.shape[1] * factor, dh=levels.shape[0] * factor,
+        color_mapper=share.level_mapper(palette_name, dim_below)))
     if cells:
         fig.add_tools(HoverTool(renderers=[hover_target], tooltips=[
             (names[0], "@query"), (names[1], "@key"), (names[2], "@weight{0.0000}")]))
@@ -310,7 +320,7 @@ def matrix_figure_impl(
     fig.yaxis.major_label_overrides = {i: short(qlab[i], chars) for i in q_ticks}
     fig.xaxis.major_label_overrides = {i: short(klab[i], chars) for i in k_ticks}
     fig.xaxis.major_label_orientation = 1.2
-    fig.grid.visible = False
+    fig.center = [r for r in fig.center if not isinstance(r, Grid)]  # a map has no grid lines
     mapper = LinearColorMapper(palette=list(pal), low=low, high=math.sqrt(high) if sqrt else high)
     if compact:
         fig.axis.major_label_text_font_size = "7pt"
