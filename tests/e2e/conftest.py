@@ -28,10 +28,12 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path):
-    """One headless Chromium for the session (a launch is about 1 s); each test gets a fresh
-    context of it, with its own storage, from :func:`page`."""
+    """One headless Chromium for a test module (a launch is about 1 s); each test gets a fresh
+    context of it, with its own storage, from :func:`page`. Not for the session: Playwright's
+    sync API keeps an asyncio loop running in this thread while it is open, and the tests
+    after the e2e ones call asyncio.run."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
