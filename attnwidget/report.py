@@ -171,17 +171,21 @@ def section_provenance(maps: Any, name: str) -> str | None:
 
 
 def page(maps: Any, text: str, numbers: dict[str, Any], figures: list[tuple[str, str, Any]],
-         notes: str = "") -> str:
+         notes: str = "", serialized: Any = None) -> str:
     """The report's HTML: bokeh's JavaScript inlined (only the parts the figures use), every
-    text from the input or the tokenizer escaped or handed to bokeh as data."""
+    text from the input or the tokenizer escaped or handed to bokeh as data. ``serialized``:
+    the figures' :class:`attnwidget.plots.export.Components`, when the caller has them (the
+    PNG page reuses them)."""
     from collections import Counter
 
-    from bokeh.embed import components
     from bokeh.embed.bundle import bundle_for_objs_and_resources
     from bokeh.resources import INLINE
 
+    from attnwidget.plots.export import Components
+
     models = [fig for _, _, fig in figures]
-    script, divs = components(models)
+    serialized = serialized or Components(models)
+    script, divs = serialized.script(), serialized.divs
     resources = "".join(bundle_for_objs_and_resources(models, INLINE))  # bokeh's core, not its widgets
     counts = Counter(p for row in numbers["pattern"] for p in row)
     hints = "".join(
@@ -235,6 +239,7 @@ def build(
 
     from attnwidget.inputs import extract_sample, load_samples
     from attnwidget.plots import Exporter, check_browser
+    from attnwidget.plots.export import Components
     from attnwidget.study import diagnostic_summary, study_samples
 
     if mode == "text":
@@ -279,7 +284,8 @@ def build(
              f"<pre>{html.escape(chr(10).join(study.insights) or 'No compression insight: no rule fired.')}"
              "</pre><p>Figures and numbers: <a href='study/study.json'>study/</a></p>")
     index_page = out / "index.html"
-    index_page.write_text(page(maps, maps.text or "", numbers, figures, notes), encoding="utf-8")
+    serialized = Components([fig for _, _, fig in figures])  # once, for this page and the PNGs
+    index_page.write_text(page(maps, maps.text or "", numbers, figures, notes, serialized), encoding="utf-8")
     study.save(out / "study", png=False)
     if png:
         check_browser()  # before the folder: no browser, no empty figures/
@@ -289,7 +295,7 @@ def build(
         if progress:
             print(f"report: drawing {len(items)} PNG figures in a headless browser", file=sys.stderr)
         with Exporter(scale=2) as exporter:  # one browser, one page for every figure
-            exporter.export_all(items)
+            exporter.export_all(items, serialized)
     return index_page
 
 

@@ -318,10 +318,13 @@ def test_no_browser_one_line_saying_what_to_install(maps, tmp_path, monkeypatch)
 @pytest.mark.slow
 def test_export_all_draws_each_figure_as_bokehs_export_png_does_without_toolbars(maps, tmp_path):
     """Ours puts every PNG of a call on one page; bokeh's export_png (an independent renderer of the
-    same figure, one page per figure) is the reference, in the same browser."""
+    same figure, one page per figure) is the reference, in the same browser. Two of the figures
+    come serialized for another page already, toolbars on (as the report hands them over)."""
     from bokeh.io import export_png
     from bokeh.models import GridPlot, Plot
     from PIL import Image
+
+    from attnwidget.plots.export import Components
 
     if plots._find("CHROMEDRIVER_PATH", ("chromedriver",)) is None:
         pytest.skip("chromedriver is not installed (scripts/install-browser.sh installs it)")
@@ -334,10 +337,13 @@ def test_export_all_draws_each_figure_as_bokehs_export_png_does_without_toolbars
 
     before = toolbars()
     assert "right" in before or "above" in before  # there are toolbars to leave out
+    page = Components([figs["head"], figs["grid"]])  # the report's page: with its toolbars
+    assert '"toolbar_location":"above"' in page.script()
+    assert '"toolbar_location":"above"' not in page.script(printed=True)
     with plots.Exporter(scale=2) as exporter:
         paths = exporter.export_all([(f, tmp_path / f"{name}.png") for name, f in figs.items()]
                                     + [(figs["head"], tmp_path / "head.html"),
-                                       (figs["grid"], tmp_path / "again" / "grid.png")])
+                                       (figs["grid"], tmp_path / "again" / "grid.png")], page)
         assert [p.name for p in paths[-2:]] == ["head.html", "grid.png"]
         assert (tmp_path / "again" / "grid.png").read_bytes() == (tmp_path / "grid.png").read_bytes()
         assert exporter.drivers_started == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import os
 import shutil
 import tempfile
@@ -109,6 +110,53 @@ def _check_path(path: str | Path) -> tuple[Path, str]:
     return path, suffix
 
 
+class Components:
+    """Figures serialized once (bokeh's standalone documents) for two pages: one that shows them
+    as they are, the report's, and the PNG page, which draws them as :func:`_printed` does,
+    without toolbars; there the toolbars come off the serialized models instead of the figures.
+
+    Serializing is the larger part of a report's build (a MiniLM layer grid is some 450
+    models), and ``components()`` of the same figures for each page did it twice.
+    ``divs`` holds each figure's ``<div>``, in order; :meth:`script` the script that draws them.
+    """
+
+    def __init__(self, figs: Sequence[Any]) -> None:
+        from bokeh.core.templates import MACROS, ROOT_DIV
+        from bokeh.embed.util import OutputDocumentFor, standalone_docs_json_and_render_items
+
+        self.figs = list(figs)
+        with OutputDocumentFor(self.figs):
+            self._docs, [self._item] = standalone_docs_json_and_render_items(self.figs)
+        self.divs = [ROOT_DIV.render(root=root, macros=MACROS) for root in self._item.roots]
+        # the models _printed would switch: each figure, and every plot and grid in it
+        self._toolbars = {m.id for fig in self.figs for m in _printable(fig)}
+
+    def script(self, printed: bool = False) -> str:
+        """The ``<script>`` that draws :attr:`divs` (BokehJS loaded first); ``printed``: without
+        any toolbar, as :func:`_printed` makes them."""
+        from bokeh.embed.bundle import Script, bundle_for_objs_and_resources
+        from bokeh.embed.elements import script_for_render_items
+
+        docs = _without_toolbars(copy.deepcopy(self._docs), self._toolbars) if printed else self._docs
+        bundle = bundle_for_objs_and_resources(None, None)
+        bundle.add(Script(script_for_render_items(docs, [self._item])))
+        return bundle.scripts(tag=True)
+
+
+def _without_toolbars(node: Any, ids: set[str]) -> Any:
+    """Serialized bokeh documents with ``toolbar_location`` null on the models in ``ids``: on
+    their definitions (a model is written out once, later mentions are ``{"id": ...}``)."""
+    if isinstance(node, dict):
+        if node.get("type") == "object" and node.get("id") in ids:
+            node.setdefault("attributes", {})["toolbar_location"] = None
+        for value in node.values():
+            _without_toolbars(value, ids)
+    elif isinstance(node, list):
+        for value in node:
+            _without_toolbars(value, ids)
+    return node
+
+
 class Exporter:
     """One browser for many figures: ``with Exporter() as ex: ex.export(fig, "a.png"); ...``.
 
@@ -159,28 +207,38 @@ class Exporter:
             export_svg(fig, filename=str(path), webdriver=driver)
         return path
 
-    def export_all(self, items: Iterable[tuple[Any, str | Path]]) -> list[Path]:
+    def export_all(self, items: Iterable[tuple[Any, str | Path]],
+                   serialized: Components | None = None) -> list[Path]:
         """Every ``(figure, path)`` with the one browser, the PNGs on one page; returns the
-        paths in the order given."""
+        paths in the order given. ``serialized``: :class:`Components` of some of the figures,
+        made for another page already (the report's), which the PNG page then reuses."""
         items = [(fig, *_check_path(path)) for fig, path in items]
-        self._pngs([(fig, path) for fig, path, suffix in items if suffix == ".png"])
+        self._pngs([(fig, path) for fig, path, suffix in items if suffix == ".png"], serialized)
         return [path if suffix == ".png" else self.export(fig, path) for fig, path, suffix in items]
 
-    def _pngs(self, items: list[tuple[Any, Path]]) -> None:
+    def _pngs(self, items: list[tuple[Any, Path]], serialized: Components | None = None) -> None:
         """Draw every figure on one page and capture each one's box as ``scale`` x its CSS size."""
         if not items:
             return
-        from bokeh.embed import components
         from bokeh.resources import INLINE
 
         driver = self.driver()
-        figs = list({id(fig): fig for fig, _ in items}.values())  # a figure is drawn once
-        with contextlib.ExitStack() as printed:
-            for fig in figs:
-                printed.enter_context(_printed(fig))
-            script, divs = components(figs)
+        wanted = {id(fig): fig for fig, _ in items}  # a figure is drawn once
+        parts = []
+        if serialized is not None and any(id(fig) in wanted for fig in serialized.figs):
+            parts.append(serialized)  # drawn whole: its script draws every one of its figures
+        done = {id(fig) for part in parts for fig in part.figs}
+        rest = [fig for key, fig in wanted.items() if key not in done]
+        if rest:
+            with contextlib.ExitStack() as printed:
+                for fig in rest:
+                    printed.enter_context(_printed(fig))
+                parts.append(Components(rest))
+        figs = [fig for part in parts for fig in part.figs]
+        script = "".join(part.script(printed=True) for part in parts)
         # one box per figure, each as wide as its figure: what is captured is the box
-        boxes = "".join(f'<div class="aw-print" style="width:max-content">{div}</div>' for div in divs)
+        boxes = "".join(f'<div class="aw-print" style="width:max-content">{div}</div>'
+                        for part in parts for div in part.divs)
         page = (f"<!doctype html><html><head><meta charset='utf-8'>{INLINE.render()}"
                 "<style>html,body{margin:0;padding:0;background:white}</style></head>"
                 f"<body>{boxes}{script}</body></html>")
@@ -232,16 +290,23 @@ def _drawn_boxes(driver: Any, n: int) -> list[list[int]]:
     return rects
 
 
-@contextlib.contextmanager
-def _printed(fig: Any, svg: bool = False) -> Iterator[None]:
-    """``fig`` as printed: no toolbar on it or on any plot in it (a grid has its own), and
-    with ``svg`` every plot drawn as SVG; put back afterwards."""
+def _printable(fig: Any) -> list[Any]:
+    """``fig`` and every plot and grid in it (a grid has a toolbar of its own), once each."""
     from bokeh.models import GridPlot, Plot
 
     parts = [fig] if isinstance(fig, (Plot, GridPlot)) else []
     if hasattr(fig, "select"):
         parts += [*fig.select({"type": Plot}), *fig.select({"type": GridPlot})]
-    saved = [(m, m.toolbar_location, getattr(m, "output_backend", None)) for m in dict.fromkeys(parts)]
+    return list(dict.fromkeys(parts))
+
+
+@contextlib.contextmanager
+def _printed(fig: Any, svg: bool = False) -> Iterator[None]:
+    """``fig`` as printed: no toolbar on it or on any plot in it (a grid has its own), and
+    with ``svg`` every plot drawn as SVG; put back afterwards."""
+    from bokeh.models import Plot
+
+    saved = [(m, m.toolbar_location, getattr(m, "output_backend", None)) for m in _printable(fig)]
     try:
         for m, _, _ in saved:
             m.toolbar_location = None
