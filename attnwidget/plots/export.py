@@ -7,7 +7,7 @@ call (the report's dozen figures, a lab's folder of figures), and
 :meth:`Exporter.export_all` puts all the PNGs of a call on one page: BokehJS is
 loaded and the figures laid out once, then each figure's box is captured
 (Chrome's ``Page.captureScreenshot``). Bokeh's own ``export_png`` loads a page
-per figure; for the report's ten figures that took 23.0 s against 12.8 s this way
+per figure; for the report's ten figures that took 21.6 s against 12.2 s this way
 (``benchmarks/bench_report.py``, MiniLM at 128 tokens; the same pixels). SVGs go
 through bokeh's ``export_svg``. Without a browser or selenium, export raises
 :class:`BrowserUnavailableError`, whose message is one line saying what to install.
