@@ -28,12 +28,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from attnwidget.maps import average_label
 from attnwidget.tokens import show_invisible
+
+if TYPE_CHECKING:
+    from attnwidget.plots.export import Components
 
 #: Longest input the report accepts, in characters, before tokenizing (the model's own
 #: position limit is checked after tokenizing, with its own message).
@@ -171,7 +174,7 @@ def section_provenance(maps: Any, name: str) -> str | None:
 
 
 def page(maps: Any, text: str, numbers: dict[str, Any], figures: list[tuple[str, str, Any]],
-         notes: str = "", serialized: Any = None) -> str:
+         notes: str = "", serialized: Components | None = None) -> str:
     """The report's HTML: bokeh's JavaScript inlined (only the parts the figures use), every
     text from the input or the tokenizer escaped or handed to bokeh as data. ``serialized``:
     the figures' :class:`attnwidget.plots.export.Components`, when the caller has them (the

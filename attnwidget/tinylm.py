@@ -301,11 +301,11 @@ def train_text_model(
     model = TinyLM(TinyConfig(vocab_size=tok.vocab_size, d_model=64, n_layers=2, n_heads=4,
                               max_len=context, attn_only=False, mask=mask))
 
+    window = torch.arange(context + 1)
+
     def batches(_step: int, gen: torch.Generator) -> torch.Tensor:
         starts = torch.randint(0, len(data) - context - 1, (batch,), generator=gen)
         return data[starts[:, None] + window]  # [batch, context + 1]: one window per start
-
-    window = torch.arange(context + 1)
 
     losses = train(model, batches, steps, lr=3e-3, seed=seed, progress=progress)
     return model, tok, losses

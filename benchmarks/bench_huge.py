@@ -143,7 +143,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     results = {}
-    for case in args.cases:  # each in its own server and kernel: one big record at a time
+    for case in args.cases:  # each in its own kernel: one big record at a time
         tmp = Path(tempfile.mkdtemp(prefix="aw-bench-huge-"))
         with jupyter_server("lab", tmp) as (url, token, root), sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)

@@ -365,6 +365,15 @@ def test_export_all_draws_each_figure_as_bokehs_export_png_does_without_toolbars
     assert Image.open(tmp_path / "wide.png").size[0] >= 2 * 1500  # wider than the window
 
 
+def test_components_draw_a_figure_listed_twice_once(maps):
+    from attnwidget.plots.export import Components
+
+    head = plots.heatmap(maps, 1, 0, size=220)
+    both = Components([head, plots.entropy_grid(maps), head])
+    assert len(both.figs) == len(both.divs) == 2  # a root is one div on the page
+    assert both.figs[0] is head
+
+
 @pytest.mark.slow
 def test_png_and_svg_export_with_debian_chromium(maps, tmp_path):
     import xml.etree.ElementTree as ET

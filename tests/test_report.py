@@ -66,13 +66,12 @@ def test_command_line_exit_codes_and_streams():
     (["--mode", "random", "--seq-len", "49", "--model", "tiny"], "error: seq_len: "),
     (["--mode", "random", "--layer", "5", "--model", "tiny"], "error: --layer: expected 0..1"),
 ])
-def test_bad_input_exits_non_zero_with_one_line(args, message, tmp_path, capsys, monkeypatch):
+def test_bad_input_exits_non_zero_with_one_line(args, message, tmp_path, capsys):
     # in this process, through the command's own entry point: a python start and its imports
     # cost 2-3 s a case, and the process-level contract (exit code 2, nothing on stdout, the
     # line on stderr) is checked through a real process above
     from attnwidget.__main__ import main
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     try:
         code = main(["report", *args, "--out", str(tmp_path / "r"), "--quiet", "--no-png"])
     except SystemExit as exit_:  # argparse's own errors

@@ -204,6 +204,14 @@ def test_fully_masked_rows_give_zeros_not_nan():
     assert torch.isnan(torch.softmax(scores, -1)[..., 2, :]).all()
 
 
+def test_no_keys_gives_no_weights_and_zero_outputs():
+    Q, K, V = qkv(B=1, H=1, n=4)
+    out, w = attention(Q, K[..., :0, :], V[..., :0, :])
+    assert w.shape == (*Q.shape[:-1], 0)
+    assert out.shape == Q.shape[:-1] + V.shape[-1:]
+    assert (out == 0).all()
+
+
 def test_masks_by_hand():
     assert causal_mask(3).tolist() == [[True, False, False], [True, True, False], [True, True, True]]
     assert reverse_mask(3).tolist() == [[True, True, True], [False, True, True], [False, False, True]]

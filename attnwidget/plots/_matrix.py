@@ -274,10 +274,10 @@ def matrix_figure_impl(
     if factor > 1:  # a second, smaller title line: a grid panel's title has no room for it
         fig.add_layout(Title(text=pooled_note(factor, (Q, K), levels.shape), text_font_size="7pt",
                              text_font_style="italic"), "above")
-    # glyphs go in through add_glyph: the glyph methods (fig.image, ...) add explicit selection,
-    # non-selection and muted copies of each glyph, three more models that BokehJS makes
-    # itself when they are left "auto"; a grid of 13 panels had 524 models, and serializing
-    # them is most of a report's build
+    # glyphs go in through add_glyph: the glyph methods (fig.image, ...) add explicit
+    # non-selection and muted copies of each glyph, two more models that BokehJS makes itself
+    # when they are left "auto"; a grid of 13 panels had 524 models, and serializing them is
+    # most of a report's build
     cells = Q * K <= CELL_LAYER_CELLS and factor == 1
     if cells:  # first renderer: the per-cell data (hover, labels) under the picture
         qi, ki = np.meshgrid(np.arange(Q), np.arange(K), indexing="ij")

@@ -124,7 +124,7 @@ class Components:
         from bokeh.core.templates import MACROS, ROOT_DIV
         from bokeh.embed.util import OutputDocumentFor, standalone_docs_json_and_render_items
 
-        self.figs = list(figs)
+        self.figs = list({id(fig): fig for fig in figs}.values())  # bokeh draws a root once
         with OutputDocumentFor(self.figs):
             self._docs, [self._item] = standalone_docs_json_and_render_items(self.figs)
         self.divs = [ROOT_DIV.render(root=root, macros=MACROS) for root in self._item.roots]
@@ -217,7 +217,10 @@ class Exporter:
         return [path if suffix == ".png" else self.export(fig, path) for fig, path, suffix in items]
 
     def _pngs(self, items: list[tuple[Any, Path]], serialized: Components | None = None) -> None:
-        """Draw every figure on one page and capture each one's box as ``scale`` x its CSS size."""
+        """Draw every figure on one page and capture each one's box as ``scale`` x its CSS size.
+
+        The figures of ``serialized`` are drawn from it, all of them (its script draws them
+        together); the others are serialized here, as :func:`_printed` makes them."""
         if not items:
             return
         from bokeh.resources import INLINE
@@ -246,7 +249,7 @@ class Exporter:
             html = Path(tmp) / "figures.html"
             html.write_text(page, encoding="utf-8")
             driver.get(html.as_uri())
-            rects = dict(zip(map(id, figs), _drawn_boxes(driver, len(figs)), strict=True))
+            rects = dict(zip(map(id, figs), _drawn_boxes(driver, len(figs), len(parts)), strict=True))
         for fig, path in items:
             x, y, width, height = rects[id(fig)]
             shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
@@ -260,19 +263,19 @@ _BOXES = """return [...document.querySelectorAll('.aw-print')].map((e) => {
   const r = e.getBoundingClientRect();
   return [r.left + scrollX, r.top + scrollY, r.width, r.height].map(Math.round);
 });"""
-_IDLE = ("return !!window.Bokeh && Bokeh.documents.length > 0 && "
+_IDLE = ("return !!window.Bokeh && Bokeh.documents.length >= arguments[0] && "
          "Bokeh.documents.every((d) => d.is_idle)")
 
 
-def _drawn_boxes(driver: Any, n: int) -> list[list[int]]:
-    """Wait until bokeh has drawn every figure of the page (its documents idle), then return the
-    ``n`` boxes ``[x, y, width, height]`` in CSS pixels of the document. The window is widened
-    first when a figure is wider than it (a box outside the viewport is captured all the same,
-    but a layout must not depend on the window)."""
+def _drawn_boxes(driver: Any, n: int, docs: int = 1) -> list[list[int]]:
+    """Wait until bokeh has drawn every figure of the page (its ``docs`` documents there and
+    idle), then return the ``n`` boxes ``[x, y, width, height]`` in CSS pixels of the
+    document. The window is widened first when a figure is wider than it (a box outside the
+    viewport is captured all the same, but a layout must not depend on the window)."""
     deadline = time.monotonic() + RENDER_TIMEOUT_S
     widened = False
     while True:
-        while not driver.execute_script(_IDLE):
+        while not driver.execute_script(_IDLE, docs):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"PNG export: bokeh did not finish drawing the figures within "
                                    f"{RENDER_TIMEOUT_S:.0f} s")

@@ -1,13 +1,16 @@
 """A real JupyterLab / Notebook 7 server and a headless Debian Chromium, for e2e tests.
 
-Offline and silent: every Jupyter directory points at a per-run temp folder,
-news, update checks and the extension manager are off, and Chromium's
-background networking is disabled. Everything the e2e tests need to start
-them is in this file.
+Offline and silent: every Jupyter directory points at a temp folder of the
+server's, news, update checks and the extension manager are off, and Chromium's
+background networking is disabled. One server per app serves every test of a
+process (:func:`jupyter_server`), each in a folder of its own; it stops when the
+process exits, or before at :func:`stop_servers`. Everything the e2e tests need
+to start them is in this file.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -166,17 +169,28 @@ def _stop(server: _Server) -> None:
 
 
 def _shut_kernels(server: _Server, folder: Path) -> None:
-    """Shut down every session and kernel of the server, and wait until the kernels of
-    ``folder`` are gone: the next test starts with none of this one's processes."""
-    with contextlib.suppress(OSError, ValueError):
-        for session in _api(server, "GET", "/api/sessions"):
-            _api(server, "DELETE", f"/api/sessions/{session['id']}")
-        for kernel in _api(server, "GET", "/api/kernels"):
-            _api(server, "DELETE", f"/api/kernels/{kernel['id']}")
-    deadline = time.monotonic() + 20
-    while kernel_pids(folder) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in kernel_pids(folder):  # one that did not stop when asked
+    """Shut down every session and kernel of the server through its API, and wait until the
+    server lists none and the kernel processes of ``folder`` are gone: the next test starts
+    with none of this one's. A kernel is asked again while it is listed (a busy one may not
+    answer the first time); only a process the server no longer manages is killed, since the
+    server restarts a managed kernel that dies."""
+    def listed(kind: str) -> list:
+        with contextlib.suppress(OSError, ValueError):
+            return _api(server, "GET", f"/api/{kind}")
+        return []
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for kind in ("sessions", "kernels"):
+            for item in listed(kind):
+                with contextlib.suppress(OSError, ValueError):  # gone meanwhile, or slow: asked again
+                    _api(server, "DELETE", f"/api/{kind}/{item['id']}")
+        if not listed("kernels") and not kernel_pids(folder):
+            return
+        time.sleep(0.2)
+    if listed("kernels"):
+        raise RuntimeError(f"the {server.app} server kept its kernels after 30 s: {listed('kernels')}")
+    for pid in kernel_pids(folder):  # a process the server let go of but that did not exit
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -205,9 +219,13 @@ def jupyter_server(app: str, artifacts: Path) -> Iterator[tuple[str, str, Path]]
     """
     server = _SERVERS.get(app)
     if server is None or server.proc.poll() is not None:  # first use, or stopped when idle
-        if server is not None:
+        if server is not None:  # its log goes with it: keep it beside the next one's
             _stop(server)
+            artifacts.mkdir(parents=True, exist_ok=True)
+            shutil.copy(server.log_path, artifacts / f"server-{app}.before-restart.log")
             shutil.rmtree(server.tmp, ignore_errors=True)
+        if not _SERVERS:  # scripts (benchmarks, docs pictures) exit without stop_servers
+            atexit.register(stop_servers)
         server = _SERVERS[app] = _start(app)
     server.tests += 1
     name = f"test{server.tests}"
@@ -322,5 +340,7 @@ def rss_mib(pid: int, field: str = "VmRSS") -> float:
 def server_log(folder: Path) -> str:
     """What the server of ``folder`` (from :func:`jupyter_server`) and its kernels have written
     so far (kernels' stderr included)."""
-    (server,) = (s for s in _SERVERS.values() if folder.is_relative_to(s.root))
-    return server.log_path.read_text(errors="replace")
+    servers = [s for s in _SERVERS.values() if folder.is_relative_to(s.root)]
+    if not servers:
+        raise RuntimeError(f"folder: {folder} is not on a running server of jupyter_server's")
+    return servers[0].log_path.read_text(errors="replace")
