@@ -220,7 +220,8 @@ class Exporter:
         """Draw every figure on one page and capture each one's box as ``scale`` x its CSS size.
 
         The figures of ``serialized`` are drawn from it, all of them (its script draws them
-        together); the others are serialized here, as :func:`_printed` makes them."""
+        together); the others are serialized here. Both without toolbars, as :func:`_printed`
+        makes them."""
         if not items:
             return
         from bokeh.resources import INLINE
@@ -232,11 +233,8 @@ class Exporter:
             parts.append(serialized)  # drawn whole: its script draws every one of its figures
         done = {id(fig) for part in parts for fig in part.figs}
         rest = [fig for key, fig in wanted.items() if key not in done]
-        if rest:
-            with contextlib.ExitStack() as printed:
-                for fig in rest:
-                    printed.enter_context(_printed(fig))
-                parts.append(Components(rest))
+        if rest:  # their toolbars come off in the serialized page (script(printed=True))
+            parts.append(Components(rest))
         figs = [fig for part in parts for fig in part.figs]
         script = "".join(part.script(printed=True) for part in parts)
         # one box per figure, each as wide as its figure: what is captured is the box

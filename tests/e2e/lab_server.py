@@ -78,6 +78,7 @@ class _Server:
     token: str
     tmp: Path  # config, data, runtime, settings, workspaces, the log; and root/
     tests: int = 0  # folders handed out so far
+    folder: str = ""  # the folder of the test using the server now (tests run one at a time)
 
     @property
     def root(self) -> Path:
@@ -91,8 +92,6 @@ class _Server:
 #: The running server of each app. A start takes 3-4 s, and nine e2e tests use one: each
 #: test gets a folder (and a JupyterLab workspace) of its own on the shared server instead.
 _SERVERS: dict[str, _Server] = {}
-#: base url -> the folder of the test using that server now (tests run one at a time)
-_FOLDERS: dict[str, str] = {}
 
 
 def _api(server: _Server, method: str, path: str) -> object:
@@ -195,16 +194,24 @@ def _shut_kernels(server: _Server, folder: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _retire(server: _Server, log: Path | None) -> None:
+    """Stop ``server`` and remove its folder, its log copied to ``log`` first (when given)."""
+    _stop(server)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(server.log_path, log)
+    shutil.rmtree(server.tmp, ignore_errors=True)
+
+
 def stop_servers(artifacts: Path | None = None) -> None:
     """Stop every server :func:`jupyter_server` started (the e2e conftest does, at the session's
-    end), copying each log to ``artifacts/server-<app>.log``."""
+    end; scripts at their exit), copying each log to ``artifacts/server-<app>.log``."""
     while _SERVERS:
         _, server = _SERVERS.popitem()
-        _stop(server)
-        if artifacts is not None:
-            artifacts.mkdir(parents=True, exist_ok=True)
-            shutil.copy(server.log_path, artifacts / f"server-{server.app}.log")
-        shutil.rmtree(server.tmp, ignore_errors=True)
+        _retire(server, None if artifacts is None else artifacts / f"server-{server.app}.log")
+
+
+atexit.register(stop_servers)  # benchmarks and docs/make_pictures.py exit without calling it
 
 
 @contextmanager
@@ -220,22 +227,16 @@ def jupyter_server(app: str, artifacts: Path) -> Iterator[tuple[str, str, Path]]
     server = _SERVERS.get(app)
     if server is None or server.proc.poll() is not None:  # first use, or stopped when idle
         if server is not None:  # its log goes with it: keep it beside the next one's
-            _stop(server)
-            artifacts.mkdir(parents=True, exist_ok=True)
-            shutil.copy(server.log_path, artifacts / f"server-{app}.before-restart.log")
-            shutil.rmtree(server.tmp, ignore_errors=True)
-        if not _SERVERS:  # scripts (benchmarks, docs pictures) exit without stop_servers
-            atexit.register(stop_servers)
+            _retire(server, artifacts / f"server-{app}.before-restart.log")
         server = _SERVERS[app] = _start(app)
     server.tests += 1
-    name = f"test{server.tests}"
-    folder = server.root / name
+    server.folder = f"test{server.tests}"
+    folder = server.root / server.folder
     folder.mkdir()
-    _FOLDERS[server.url] = name
     try:
         yield server.url, server.token, folder
     finally:
-        _FOLDERS.pop(server.url, None)
+        server.folder = ""
         _shut_kernels(server, folder)
         artifacts.mkdir(parents=True, exist_ok=True)
         shutil.copy(server.log_path, artifacts / f"server-{app}.log")
@@ -292,7 +293,7 @@ def open_notebook(page, url: str, token: str, app: str, name: str, timeout_ms: i
     """Open notebook ``name`` in ``app`` and wait (``timeout_ms``) for an idle kernel."""
     from playwright.sync_api import expect
 
-    folder = _FOLDERS.get(url, "")
+    folder = next((s.folder for s in _SERVERS.values() if s.url == url), "")
     path = f"{folder}/{name}" if folder else name
     page.goto(f"{url}{APPS[app][1].format(workspace=folder or 'default', path=path)}?token={token}")
     toolbar = page.locator(".jp-NotebookPanel-toolbar")
