@@ -206,6 +206,21 @@ function paintComparison(parts: Parts, shown: Shown, model: Model, th: Theme, in
   parts.compareArea.classList.toggle("aw-is-stale", !b.view || panelKey(b.view) !== panelKey(s));
 }
 
+/** What each canvas (or head strip) was last drawn from. */
+const drawnFrom = new WeakMap<HTMLElement, unknown[]>();
+
+/** Whether `inputs` differ from what `target` was last drawn from (each compared by identity:
+ *  decoded panels, token lists, luts and themes are new objects when they change); records them.
+ *  A slider move paints at once, before its reply, with the stale mark in CSS: redrawing the
+ *  unchanged map then (2-3 ms at 512 tokens) took the browser's core while the kernel and the
+ *  server worked on the reply, and so did twelve thumbnails on an ablation click. */
+export function changed(target: HTMLElement, inputs: unknown[]): boolean {
+  const last = drawnFrom.get(target);
+  if (last && last.length === inputs.length && last.every((v, i) => v === inputs[i])) return false;
+  drawnFrom.set(target, inputs);
+  return true;
+}
+
 /** Paint the map (or the grid) and mark what is stale; tells tests and benchmarks through events. */
 export function paint(el: HTMLElement, parts: Parts, shown: Shown, model: Model, th: Theme): void {
   const start = performance.now();
@@ -217,20 +232,23 @@ export function paint(el: HTMLElement, parts: Parts, shown: Shown, model: Model,
   let fresh: boolean;
   if (inGrid) {
     fresh = !!shown.atlas && shown.atlas.layer === s.layer;
-    if (shown.atlas) shown.grid = drawGrid(parts.gridCanvas, shown.atlas, lut, model.get("head"), th);
+    if (shown.atlas && changed(parts.gridCanvas, [shown.atlas, lut, model.get("head"), th, globalThis.devicePixelRatio])) {
+      shown.grid = drawGrid(parts.gridCanvas, shown.atlas, lut, model.get("head"), th);
+    }
   } else {
     const view = shown.panel?.view;
     fresh = !!view && panelKey(view) === panelKey(s);
-    if (shown.panel && shown.viewport) {
+    const detail = shown.currentDetail();
+    const [queryTokens, keyTokens, threshold, P] = [model.get("query_tokens"), model.get("key_tokens"), dimBelow(model), generationOf(model)?.P];
+    if (shown.panel && shown.viewport && changed(parts.canvas, [shown.panel, detail, shown.viewport, lut, threshold,
+      s.threshold, queryTokens, keyTokens, s.query, th, P, globalThis.devicePixelRatio])) {
       shown.layout = drawHeatmap(parts.canvas, {
-        panel: shown.panel, detail: shown.currentDetail(), viewport: shown.viewport, lut, threshold: dimBelow(model), mark: s.threshold,
-        queryTokens: model.get("query_tokens"), keyTokens: model.get("key_tokens"), query: s.query, theme: th,
+        panel: shown.panel, detail, viewport: shown.viewport, lut, threshold, mark: s.threshold, queryTokens, keyTokens, query: s.query, theme: th,
       });
+      if (P !== undefined) markGenerationStart(parts.canvas, shown.layout, P, th);
     }
   }
   paintComparison(parts, shown, model, th, inGrid);
-  const g = generationOf(model);
-  if (g && !inGrid) markGenerationStart(parts.canvas, shown.layout, g.P, th);
   paintText(parts.text, model, th);
   // with the text view on, "rendered" also waits for its shading of this state
   const textOk = !model.get("show_text") || !!parts.text.box.dataset.shown;
@@ -289,8 +307,6 @@ function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, 
   }
 }
 
-/** What each head strip's pictures were last drawn from (see showThumbs). */
-const thumbsDrawn = new WeakMap<HTMLElement, unknown[]>();
 
 /** The head strip: a thumbnail per head with its badge, ablation mark and sweep score. */
 export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, onPick: (head: number, shift: boolean) => void,
@@ -306,10 +322,7 @@ export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, 
   // the pictures change with the atlas, colormap, theme and a generation's query row; a click
   // that only ablates a head changes a badge, and redrawing twelve canvases then cost the
   // browser a core the model's re-run needed
-  const drawnWith = [a, lut, th, generationOf(model) ? model.get("query") : null];
-  const last = thumbsDrawn.get(strip);
-  const redraw = rebuilt || !last || last.some((v, i) => v !== drawnWith[i]);
-  thumbsDrawn.set(strip, drawnWith);
+  const redraw = changed(strip, [a, lut, th, generationOf(model) ? model.get("query") : null]) || rebuilt;
   a.badges.forEach((b, h) => {
     const box = strip.children[h] as HTMLElement;
     if (redraw) drawThumb(box.firstChild as HTMLCanvasElement, a, h, lut, THUMB_PX, th);
