@@ -65,6 +65,26 @@ describe("morph", () => {
     expect(box.childNodes.length).toBe(0);
   });
 
+  it("writes changed attributes whether or not the fresh copy lists them in the same order", () => {
+    const box = document.createElement("div");
+    const row = (attrs: [string, string][]) => {
+      const fresh = document.createElement("div");
+      const span = document.createElement("span");
+      for (const [k, v] of attrs) span.setAttribute(k, v);
+      fresh.append(span);
+      return fresh;
+    };
+    morph(box, row([["class", "a"], ["title", "t"]]));
+    const span = box.querySelector("span")!;
+    morph(box, row([["class", "b"], ["title", "t"]])); // same names, one value changed
+    expect(span.getAttribute("class")).toBe("b");
+    morph(box, row([["title", "u"], ["class", "b"]])); // another order
+    expect([span.getAttribute("class"), span.getAttribute("title")]).toEqual(["b", "u"]);
+    morph(box, row([["data-x", "1"], ["class", "b"]])); // as many, another name
+    expect([span.hasAttribute("title"), span.getAttribute("data-x"), span.getAttribute("class")]).toEqual([false, "1", "b"]);
+    expect(box.querySelector("span")).toBe(span);
+  });
+
   it("renders token text as text", () => {
     const box = document.createElement("div");
     const fresh = document.createElement("div");
