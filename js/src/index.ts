@@ -8,10 +8,11 @@
  */
 import { generationHandlers, generationListeners } from "./generation";
 import { canvasListeners, controlListeners, headPicker, hintAblation, type Refresh } from "./interaction";
+import type { Listener } from "./dom";
 import { createLink } from "./link";
 import type { Model } from "./state";
 import { themeOf, watchTheme, whenAttached } from "./theme";
-import { buildView, paint, showMetrics, showThumbs, Shown, sync } from "./view";
+import { buildView, forgetDrawn, paint, showMetrics, showThumbs, Shown, sync } from "./view";
 
 export { NO_REPLY_MS } from "./link";
 export { COLORMAP_NAMES, MODES, replyKey, SCALES, STATE_KEYS, stateKey, type ViewState } from "./state";
@@ -70,7 +71,11 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   const syncAndDraw = () => { ui.sync(); ui.draw(); };
   const withThumbs = () => { ui.sync(); ui.showThumbs(); ui.draw(); };
 
-  const listeners = [
+  // a canvas whose 2D context the browser lost (a GPU reset) comes back blank: draw them all
+  // again, as nothing they are drawn from changed (view.changed)
+  const restored = () => { forgetDrawn(parts); ui.showThumbs(); onMetrics(); };
+  const listeners: Listener[] = [
+    [el, "contextrestored", restored, { capture: true }],
     ...controlListeners(parts, model, link, ui, pick),
     ...canvasListeners(parts, model, shown, link, ui, pick),
     ...generationListeners(parts.step, parts.text, model, link, ui),

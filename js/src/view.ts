@@ -228,6 +228,12 @@ export function changed(target: HTMLElement, inputs: unknown[]): boolean {
   return true;
 }
 
+/** Forget what the view's canvases were drawn from, so the next paint draws them all: the
+ *  browser gave back a canvas blank (its 2D context was lost and restored). */
+export function forgetDrawn(parts: Parts): void {
+  for (const target of [parts.canvas, parts.gridCanvas, parts.strip, parts.metricsBox]) drawnFrom.delete(target);
+}
+
 /** Paint the map (or the grid) and mark what is stale; tells tests and benchmarks through events. */
 export function paint(el: HTMLElement, parts: Parts, shown: Shown, model: Model, th: Theme): void {
   const start = performance.now();
@@ -336,7 +342,8 @@ export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, 
   // the pictures change with the atlas, colormap, theme and a generation's query row; a click
   // that only ablates a head changes a badge, and redrawing twelve canvases then cost the
   // browser a core the model's re-run needed
-  const redraw = changed(strip, [a, lut, th, generationOf(model) ? model.get("query") : null]) || rebuilt;
+  const redraw = changed(strip, [a, lut, th, generationOf(model) ? model.get("query") : null, globalThis.devicePixelRatio])
+    || rebuilt;
   a.badges.forEach((b, h) => {
     const box = strip.children[h] as HTMLElement;
     if (redraw) drawThumb(box.firstChild as HTMLCanvasElement, a, h, lut, THUMB_PX, th);

@@ -8,7 +8,6 @@ import {
   panelPixels, PLOT_PX, scalePosition, sqrtTicks, thinLabels, thresholdLevel, weightOfLevel, zoomViewport,
 } from "../src/heatmap";
 import { replyKey, stateKey } from "../src/state";
-import { changed } from "../src/view";
 
 describe("colormaps", () => {
   it("has 256 entries per map with the published end points", () => {
@@ -145,25 +144,5 @@ describe("row plot and numbers", () => {
     // a reply made before an ablation is not the reply for the ablated state
     expect(stateKey({ ...state, ablated: [[1, 3]] })).not.toBe(replyKey({ mode: "average", layer: 2, head: null, threshold: 0.15, query: null, top_k: 5, ablated: [] }));
     expect(stateKey({ ...state, ablated: [[1, 3]] })).toBe(replyKey({ mode: "average", layer: 2, head: null, threshold: 0.15, query: null, top_k: 5, ablated: [[1, 3]] }));
-  });
-});
-
-describe("changed (what a canvas was last drawn from)", () => {
-  it("says a canvas needs drawing only when an input is another object or value", () => {
-    const canvas = {} as HTMLElement;
-    const other = {} as HTMLElement;
-    const panel = { rows: 2 };
-    const tokens = ["a", "b"];
-    expect(changed(canvas, [panel, tokens, 0.1])).toBe(true); // never drawn
-    expect(changed(canvas, [panel, tokens, 0.1])).toBe(false); // the same objects: left as drawn
-    expect(changed(other, [panel, tokens, 0.1])).toBe(true); // each canvas on its own
-    expect(changed(canvas, [{ rows: 2 }, tokens, 0.1])).toBe(true); // a new panel, even if equal
-    expect(changed(canvas, [{ rows: 2 }, tokens, 0.1])).toBe(true); // compared by identity
-    const again = { rows: 3 };
-    expect(changed(canvas, [again, tokens, 0.2])).toBe(true);
-    expect(changed(canvas, [again, tokens, 0.2])).toBe(false);
-    expect(changed(canvas, [again, tokens])).toBe(true); // fewer inputs: drawn again
-    expect(changed(canvas, [again, tokens, undefined])).toBe(true);
-    expect(changed(canvas, [again, tokens, undefined])).toBe(false);
   });
 });

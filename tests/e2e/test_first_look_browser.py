@@ -79,6 +79,14 @@ def test_first_look_at_512_tokens_shows_the_pattern_and_the_threshold(page, arti
         accent = np.array([int(accent_css[i:i + 2], 16) for i in (1, 3, 5)])  # the theme's, e.g. #1976d2
         assert (np.abs(bar - accent).sum(axis=-1) < 60).sum() > 10, "no threshold mark on the colour bar"
 
+        # a paint leaves an unchanged map as drawn (js/src/view.ts, changed); a canvas the browser
+        # gives back blank (its 2D context lost and restored) is drawn again, the same pixels
+        canvas.evaluate("""c => new Promise((resolve) => { c.width = c.width;
+            c.dispatchEvent(new Event('contextrestored'));
+            requestAnimationFrame(() => requestAnimationFrame(() => resolve(true))); })""")
+        again = canvas_png(canvas)
+        assert np.array_equal(again, first), "the restored canvas is not the map it showed"
+
         # the square-root scale: the weight beside the strongest keys reaches further up the
         # colormap, so no colour covers as much of the map; its colour bar says so
         view.evaluate("""el => { window.__awSqrt = new Promise((resolve) => {
