@@ -6,9 +6,9 @@
  *  interaction.ts the controls and the canvas's mouse and keys
  *  theme.ts       the page's colours, kept between paints, read again on a theme change or attach
  */
+import type { Listener } from "./dom";
 import { generationHandlers, generationListeners } from "./generation";
 import { canvasListeners, controlListeners, headPicker, hintAblation, type Refresh } from "./interaction";
-import type { Listener } from "./dom";
 import { createLink } from "./link";
 import type { Model } from "./state";
 import { themeOf, watchTheme, whenAttached } from "./theme";

@@ -327,7 +327,6 @@ function thumbButtons(strip: HTMLElement, heads: number, onPick: (head: number, 
   }
 }
 
-
 /** The head strip: a thumbnail per head with its badge, ablation mark and sweep score. */
 export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, onPick: (head: number, shift: boolean) => void,
   onHint: (head: number) => void): void {
