@@ -8,6 +8,8 @@ import json
 import math
 import re
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -306,6 +308,17 @@ def test_no_browser_one_line_saying_what_to_install(maps, tmp_path, monkeypatch)
     with pytest.raises(plots.BrowserUnavailableError, match="needs chromium and chromedriver, not found"):
         plots.export(fig, tmp_path / "a.svg")
     monkeypatch.delenv("CHROMIUM_PATH")
+    if plots._find("CHROMIUM_PATH", ("chromium",)) is not None:
+        # a chromedriver that exits at once: one line, and the fresh profile made for it is gone
+        broken = tmp_path / "broken-chromedriver"
+        broken.write_text("#!/bin/sh\nexit 3\n")
+        broken.chmod(0o755)
+        monkeypatch.setenv("CHROMEDRIVER_PATH", str(broken))
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+        (tmp_path / "tmp").mkdir()
+        with pytest.raises(plots.BrowserUnavailableError, match=r"could not start .* with .*broken"):
+            plots.export(fig, tmp_path / "a.png")
+        assert not any((tmp_path / "tmp").iterdir())
     monkeypatch.delenv("CHROMEDRIVER_PATH")
     monkeypatch.setitem(sys.modules, "selenium", None)  # as if selenium were not installed
     with pytest.raises(plots.BrowserUnavailableError,
@@ -388,6 +401,9 @@ def test_png_and_svg_export_with_debian_chromium(maps, tmp_path):
         single = exporter.export(plots.heatmap(maps, 0, 0, size=200), tmp_path / "head.svg")
         big = exporter.export(plots.heatmap(long_maps(1100), size=300), tmp_path / "long.png")
         assert exporter.drivers_started == 1
+        profile = Path(exporter.driver().profile_dir)
+        assert profile.is_dir()  # Chromium's own, fresh: not the user's
+    assert not profile.exists()  # quitting the browser removed it
     image = np.asarray(Image.open(png).convert("RGB"))
     assert image.shape[0] >= 2 * 300  # publication resolution: scale x the figure's size
     assert image.shape[1] >= 2 * 390

@@ -83,23 +83,35 @@ def check_browser() -> tuple[str, str]:
 
 
 def _webdriver(scale: float = 1.0) -> Any:
-    """A headless Chromium driven by Debian's chromedriver, offline, with a fresh profile."""
+    """A headless Chromium driven by Debian's chromedriver, offline, with a fresh profile that
+    its ``quit()`` removes (Chromium writes a few MB there; each export made one more)."""
     browser, driver = check_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    class Chrome(webdriver.Chrome):
+        def quit(self) -> None:
+            try:
+                super().quit()
+            finally:
+                shutil.rmtree(profile, ignore_errors=True)
 
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for arg in CHROMIUM_ARGS:
         options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='aw-export-')}")
+    profile = tempfile.mkdtemp(prefix="aw-export-")
+    options.add_argument(f"--user-data-dir={profile}")
     options.add_argument(f"--force-device-scale-factor={scale}")  # bokeh renders PNGs at this ratio
     try:
-        return webdriver.Chrome(service=Service(executable_path=driver), options=options)
+        chrome = Chrome(service=Service(executable_path=driver), options=options)
     except Exception as exc:  # a broken install: say so in one line, not selenium's page of text
+        shutil.rmtree(profile, ignore_errors=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BrowserUnavailableError(f"PNG/SVG export could not start {browser} with {driver}: {first} "
                                  f"({INSTALL_HINT})") from exc
+    chrome.profile_dir = profile
+    return chrome
 
 
 def _check_path(path: str | Path) -> tuple[Path, str]:
