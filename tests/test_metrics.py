@@ -541,6 +541,14 @@ def test_bad_input_names_the_argument(weights, match):
         M.compute_attention_entropy(weights)
 
 
+def test_the_row_sum_error_offers_normalize_only_where_it_is_an_option():
+    with pytest.raises(ValueError, match="pass normalize=True to rescale rows"):
+        M.compute_attention_entropy(np.array([[0.5, 0.2]]))
+    with pytest.raises(ValueError, match="divide each row by its sum first") as info:
+        M.head_similarity(np.full((2, 2, 2), 0.3))  # no normalize argument
+    assert "normalize" not in str(info.value)
+
+
 def test_normalize_true_rescales_rows():
     np.testing.assert_allclose(
         M.compute_attention_entropy(np.array([[2.0, 2.0]]), normalize=True), [math.log(2)]

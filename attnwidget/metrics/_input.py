@@ -70,7 +70,7 @@ def prepare(
     *,
     mask: Any = None,
     causal: bool = False,
-    normalize: bool = False,
+    normalize: bool | None = None,
     min_ndim: int = 2,
 ) -> Prepared:
     """Validate attention ``[..., Q, K]`` and work out which keys and rows count.
@@ -83,7 +83,8 @@ def prepare(
     Errors (ValueError naming ``name``): fewer than ``min_ndim`` dims, an empty
     axis, NaN/inf, negative weights, rows that do not sum to 1 within
     :data:`attnwidget.maps.ROW_SUM_ATOL` (unless ``normalize=True``, which
-    divides each row by its sum), weight on a masked key.
+    divides each row by its sum), weight on a masked key. ``normalize=None``: the
+    caller has no ``normalize`` option, so the row-sum error does not offer one.
     """
     record = x if isinstance(x, AttentionMaps) else None
     w = to_tensor(x, name)
@@ -146,7 +147,9 @@ def prepare(
             where = tuple(int(i) for i in off.nonzero()[0])
             raise ValueError(
                 f"{name}: rows must sum to 1 (within {ROW_SUM_ATOL}), but row {where} sums to "
-                f"{float(sums[where]):.6g}; pass normalize=True to rescale rows"
+                f"{float(sums[where]):.6g}; " + (
+                    "pass normalize=True to rescale rows" if normalize is not None
+                    else "expected softmax output; divide each row by its sum first to use these")
             )
     if key_mask is None:
         n_keys = torch.full(sums.shape, float(K), dtype=w.dtype)
