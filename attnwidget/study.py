@@ -30,6 +30,7 @@ import numpy as np
 
 from attnwidget import metrics as M  # noqa: N812
 from attnwidget.maps import AttentionMaps
+from attnwidget.metrics._input import masked_mean, prepare
 from attnwidget.tokens import show_invisible
 
 RULE = "=" * 80
@@ -100,6 +101,10 @@ class DiagnosticSummary:
     average_relative: float
     average_grade: str
     kl: np.ndarray = field(repr=False)
+    #: The largest row_std this layer's rows allow (each one-hot over the keys it may see), and
+    #: how many keys those rows see, fewest and most (a causal or padded record: not all n_tokens).
+    max_row_std: float = math.nan
+    keys_seen: tuple[int, int] = (0, 0)
 
     @property
     def kl_mean(self) -> float:
@@ -123,9 +128,14 @@ class DiagnosticSummary:
             off = self.kl[~np.eye(H, dtype=bool)]
             out.append(f"  KL between heads: mean {off.mean():.3f} nats (min {off.min():.3f}, "
                        f"max {off.max():.3f})")
-        out += [f"  (row_std of a one-hot row over {self.n_tokens} keys: "
-                f"{math.sqrt(max(self.n_tokens - 1, 0)) / max(self.n_tokens, 1):.4f}, the largest possible)",
-                RULE]
+        fewest, most = self.keys_seen
+        if fewest == most:
+            out.append(f"  (row_std of a one-hot row over {most} keys: {self.max_row_std:.4f}, "
+                       "the largest possible)")
+        else:  # a causal row over few keys can reach far more than a full row (0.5 over 2 keys)
+            out.append(f"  (largest possible row_std here: {self.max_row_std:.4f}, every row one-hot "
+                       f"over the {fewest} to {most} keys it may see)")
+        out.append(RULE)
         return out
 
     def __str__(self) -> str:
@@ -142,7 +152,8 @@ class DiagnosticSummary:
                                                 strict=True)],
                 "average": {"row_std": self.average_row_std, "relative": self.average_relative,
                             "grade": self.average_grade},
-                "kl_mean": self.kl_mean, "kl": self.kl.tolist()}
+                "kl_mean": self.kl_mean, "kl": self.kl.tolist(), "max_row_std": self.max_row_std,
+                "keys_seen": list(self.keys_seen)}
 
 
 def diagnostic_summary(maps: AttentionMaps, layer: int = -1) -> DiagnosticSummary:
@@ -153,6 +164,10 @@ def diagnostic_summary(maps: AttentionMaps, layer: int = -1) -> DiagnosticSummar
     li = layer % maps.n_layers
     one = maps.select(layers=li)
     avg = one.head_mean()
+    seen = prepare(one, "maps")  # which keys each row may see: causal mask and padding
+    n = seen.n_keys.double()  # [1, H, Q]
+    onehot = (n - 1).clamp(min=0).sqrt() / n.clamp(min=1)  # a one-hot row's std over n keys
+    counted = n[seen.rows]
     return DiagnosticSummary(
         caption=show_invisible(maps.caption(li)), layer=li, n_tokens=maps.shape[2],
         head_names=tuple(show_invisible(n) for n in maps.head_names),
@@ -163,6 +178,8 @@ def diagnostic_summary(maps: AttentionMaps, layer: int = -1) -> DiagnosticSummar
         average_relative=float(np.asarray(M.head_sharpness(avg, relative=True))[0, 0]),
         average_grade=str(np.asarray(M.sharpness_grade(avg))[0, 0]),
         kl=np.asarray(M.kl_divergence_matrix(w)),
+        max_row_std=float(masked_mean(onehot, seen.rows, 1).max()),
+        keys_seen=(int(counted.min()), int(counted.max())) if counted.numel() else (0, 0),
     )
 
 
@@ -186,8 +203,6 @@ def context_of(attention: Any, name: str = "attention", *, causal: bool = False)
     an AttentionMaps, checked as every metric's input (``causal``: keys above the diagonal
     must hold 0); errors name ``name``.
     """
-    from attnwidget.metrics._input import prepare
-
     # a record was checked when it was made (its own causal flag included); asked for a
     # causal reading of a record that is not causal, check that nothing lies above the diagonal
     if isinstance(attention, AttentionMaps) and (not causal or attention.causal):

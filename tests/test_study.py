@@ -38,7 +38,25 @@ def test_diagnostic_summary_numbers_and_text():
     assert "[✓ SHARP]" in text
     assert "[✗ UNIFORM]" in text
     assert "text sequence: 'abcdefgh' (8 tokens)" in text
+    assert s.max_row_std == pytest.approx(onehot)
+    assert s.keys_seen == (8, 8)
+    assert f"(row_std of a one-hot row over 8 keys: {onehot:.4f}, the largest possible)" in text
     json.dumps(s.to_dict(), allow_nan=False)
+
+
+def test_the_summary_bound_of_a_causal_layer_counts_the_keys_each_row_sees():
+    # one-hot on the previous token: row i sees i + 1 keys, whose one-hot std is sqrt(i) / (i + 1)
+    Q = 20
+    sharp = np.eye(Q, k=-1)
+    sharp[0, 0] = 1
+    maps = AttentionMaps(sharp[None, None], [str(i) for i in range(Q)], causal=True)
+    s = diagnostic_summary(maps)
+    by_hand = np.mean([math.sqrt(n - 1) / n for n in range(1, Q + 1)])  # 0.2978: above a full row's
+    assert s.row_std[0] == pytest.approx(by_hand, rel=1e-6)  # the head reaches it: one-hot rows
+    assert s.max_row_std == pytest.approx(by_hand, rel=1e-12)
+    assert s.keys_seen == (1, Q)
+    assert s.row_std[0] > math.sqrt(Q - 1) / Q  # what the footnote used to call the largest
+    assert f"largest possible row_std here: {by_hand:.4f}, every row one-hot over the 1 to 20 keys" in str(s)
 
 
 def _plain_context(w):
