@@ -304,7 +304,10 @@ class LongContextStudy:
 
     @property
     def insights(self) -> list[str]:
-        return insight_lines(self.hints, lambda index: f"layer {index[0]} head {index[1]}")
+        """004's ``INSIGHT:`` lines for the layer studied (every layer's with ``layer=None``), as
+        the rest of the console output; :attr:`hints` keeps every layer's."""
+        hints = [h for h in self.hints if self.layer is None or h["index"][0] == self.layer]
+        return insight_lines(hints, lambda index: f"layer {index[0]} head {index[1]}")
 
     def lines(self) -> list[str]:
         out = [RULE, "LONG-CONTEXT ATTENTION STUDY", RULE]

@@ -215,6 +215,9 @@ def test_extract_and_visualize_attention_runs_the_handouts_whole_tool(tmp_path, 
     np.testing.assert_allclose(study.samples[0].weights, extract_attention(lm, texts[0], chars).weights,
                                atol=1e-6)
     assert study.layer is None  # no layer_idx: every layer in the numbers
+    # token ids say where they came from, not "text sequence"; the texts above are text
+    assert "Sample 1: blocks.1.attn on test_dataloader sequence (20 tokens)" in str(study)
+    assert "Sample 1: blocks.0.attn on text sequence: " in out
     with pytest.raises(ValueError, match="num_samples: expected a positive int, got 0"):
         extract_and_visualize_attention(None, lm, texts, num_samples=0)
     with pytest.raises(TypeError, match="test_dataloader: expected an iterable of samples"):

@@ -131,8 +131,12 @@ def test_generate_interpretability_outputs_from_a_real_batch(minilm, tmp_path, c
     alone = extract_attention(model, "The cat sat on the mat.", tokenizer)  # element 0, without padding
     assert out["maps"].query_tokens == alone.query_tokens
     np.testing.assert_allclose(out["summary"].row_std, diagnostic_summary(alone, -1).row_std, rtol=1e-4)
-    assert out["caption"].startswith("validation excerpt (batch element 0 of 2) (9 tokens) · ")
-    assert "“the cat sat on the mat.”" in out["caption"]  # the decoded text, quoted
+    # the label names the sequence everywhere it is quoted, once: caption, figure and summary
+    assert out["caption"].startswith("batch element 0 of 2 ")
+    assert "on validation excerpt sequence: 'the cat sat on the mat.' (9 tokens)" in out["caption"]
+    assert out["caption"].count("validation excerpt") == 1
+    assert "[SEQUENCE] validation excerpt (batch element 0 of 2)" in printed
+    assert "Sequence: layer 5 on validation excerpt sequence: 'the cat sat" in printed  # not "text sequence"
     assert "ATTENTION DIAGNOSTIC SUMMARY" in printed
     assert f"✓ Saved: {tmp_path / 'attention_with_context.html'}" in printed
     assert out["path"].stat().st_size > 10_000
@@ -142,6 +146,7 @@ def test_generate_interpretability_outputs_from_a_real_batch(minilm, tmp_path, c
     out = generate_interpretability_outputs(lm, (ids, ids), save_path=None, verbose=False)
     assert out["maps"].query_tokens == tuple("q8Zr2kLmxT" * 2)  # the tokenizer's tokens, not positions
     assert "q8Zr2kLmxT" in out["caption"]
+    assert "on sample_batch sequence: " in out["caption"]  # token ids, so not a "text sequence"
     with pytest.raises(ValueError, match=r"sample_batch: expected token ids \[seq_len\] or \[batch, "):
         generate_interpretability_outputs(lm, torch.zeros(1, 2, 3, dtype=torch.long), save_path=None)
 

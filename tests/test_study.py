@@ -118,6 +118,18 @@ def test_a_recency_biased_model_gets_the_insight_and_clusters_get_k():
     lines = study.insights
     assert any(line.startswith("INSIGHT: Strong recency bias detected!") for line in lines)
     assert "layer 0 head 0" in lines[0]
+    # a second layer that spreads evenly: the insight belongs to layer 0 only, as the numbers do
+    flat = np.tril(np.ones((Q, Q)))
+    flat /= flat.sum(-1, keepdims=True)
+    two = AttentionMaps(np.stack([recent, flat])[:, None], [str(i) for i in range(Q)], causal=True)
+    assert "layer 0 head 0" in study_samples([two], layer=0).insights[0]
+    upper = study_samples([two], layer=1).insights
+    assert upper  # layer 1's own: its entropy
+    assert all(" at layer 1 head 0: " in line and "recency" not in line for line in upper)
+    every = study_samples([two], layer=None).insights  # no layer chosen: every layer's
+    assert any(line.startswith("INSIGHT: Strong recency") and "layer 0 head 0" in line for line in every)
+    assert any(line.startswith("INSIGHT: High attention entropy") and "layer 1 head 0" in line
+               for line in every)
 
 
 @pytest.mark.slow

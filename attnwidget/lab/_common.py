@@ -170,3 +170,14 @@ def sequences(item: Any, name: str) -> list[Any]:
                  for k, v in tensors.items()} for b in range(n)]
     raise TypeError(f"{name}: expected items that are texts, token id tensors, mappings of model "
                     f"inputs or (inputs, targets) tuples, got {type(item).__name__}")
+
+
+def named(maps: Any, name: str | None) -> Any:
+    """``maps`` (an AttentionMaps) with ``name`` as its source where it has none and ``name`` is
+    given: captions call a record with no source a "text sequence", which a loader's token ids
+    or a labelled validation excerpt are not."""
+    from attnwidget.inputs import Source
+
+    if maps.source is not None or not name:
+        return maps
+    return maps.with_source(Source(kind="text", name=str(name)))

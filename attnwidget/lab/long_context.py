@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from attnwidget.lab._common import figure_size, index, save, sequences
+from attnwidget.lab._common import figure_size, index, named, save, sequences
 from attnwidget.maps import AttentionMaps
 from attnwidget.metrics import compression_hints
 from attnwidget.metrics.history import finite_mean_std, received_metrics
@@ -338,7 +338,9 @@ def extract_and_visualize_attention(
         from attnwidget.inputs import find_tokenizer
 
         tokenizer = find_tokenizer(model, tokenizer)
-    samples = [extract_attention(model, x, tokenizer) for x in inputs[:num_samples]]
+    # a sample given as token ids is named by where it came from, not called a "text sequence"
+    samples = [named(extract_attention(model, x, tokenizer),
+                     None if isinstance(x, str) else "test_dataloader") for x in inputs[:num_samples]]
     if layer_idx is not None:
         index(layer_idx, samples[0].n_layers, "layer_idx")  # the error in the handout's word
     study = study_samples(samples, layer=layer_idx)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from attnwidget.inputs import load_samples, reference_manual
-from attnwidget.lab._common import index, save, sequences
+from attnwidget.lab._common import index, named, save, sequences
 from attnwidget.maps import AttentionMaps
 from attnwidget.metrics import GRADES, head_sharpness, kl_divergence_matrix, sharpness_grade
 from attnwidget.study import diagnostic_summary
@@ -208,6 +208,10 @@ def generate_interpretability_outputs(
         raise ValueError("sample_batch: it holds no sequence")
     tokenizer = find_tokenizer(model, tokenizer)
     maps = extract_attention(model, rows[0], tokenizer)
+    # the summary and the figures say what the sequence is: the label, else the argument's name
+    labelled = named(maps, sequence_label or (None if isinstance(rows[0], str) else "sample_batch"))
+    in_source = bool(sequence_label) and labelled is not maps
+    maps = labelled
     ids = rows[0].get("input_ids") if isinstance(rows[0], dict) else rows[0]
     if not maps.text and hasattr(ids, "tolist") and callable(getattr(tokenizer, "decode", None)):
         # ids carry no text: decode it, so that the caption can quote the sequence
@@ -220,9 +224,10 @@ def generate_interpretability_outputs(
     li = index(layer, maps.n_layers, "layer")
     which = f"batch element 0 of {len(rows)}"
     label = f"{sequence_label} ({which})" if sequence_label else which
+    words = which if in_source else label  # where the source names the sequence: not twice
     summary = diagnostic_summary(maps, li)
-    fig = per_head_figure(maps, li, sequence_label=label, save_path=save_path)
-    text = caption(maps, li, None, sequence_label=label)
+    fig = per_head_figure(maps, li, sequence_label=words, save_path=save_path)
+    text = caption(maps, li, None, sequence_label=words)
     if verbose:
         tokens = " | ".join(maps.query_display[:16]) + (" ..." if maps.shape[2] > 16 else "")
         print(f"[SEQUENCE] {show_invisible(label)}")
