@@ -549,6 +549,16 @@ def test_the_row_sum_error_offers_normalize_only_where_it_is_an_option():
     assert "normalize" not in str(info.value)
 
 
+def test_a_sparsity_is_an_exact_fraction_and_a_one_hot_entropy_is_plus_zero():
+    w = np.array([[1, 0, 0, 0, 0]] * 2 + [[0.2] * 5] * 3, dtype=np.float32)
+    # 8 of 25 weights below 0.1: a ratio of counts, exactly what 8 / 25 is in Python (not
+    # float32's 0.3199999928, which made a student's `== 0.32` fail)
+    assert M.compute_attention_sparsity(w, 0.1) == 8 / 25
+    for dtype in (np.float32, np.float64):
+        h = M.compute_attention_entropy(np.eye(3, dtype=dtype))
+        assert not np.signbit(h).any()  # 0.0, never printed as -0.
+
+
 def test_normalize_true_rescales_rows():
     np.testing.assert_allclose(
         M.compute_attention_entropy(np.array([[2.0, 2.0]]), normalize=True), [math.log(2)]

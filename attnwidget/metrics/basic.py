@@ -64,7 +64,7 @@ def _row_entropy(p: Prepared) -> torch.Tensor:
             # log only where p > 0 (the rest stays 0), so 0 log 0 is exactly 0. numpy's
             # SIMD log is ~4x faster than torch's on this CPU, which is why this is numpy.
             np.log(block, out=lg, where=block > 0)
-            out[r0:r0 + step] = -np.einsum("qk,qk->q", block, lg)
+            out[r0:r0 + step] = 0.0 - np.einsum("qk,qk->q", block, lg)  # 0, not -0, for one-hot rows
         p.cache["entropy"] = torch.from_numpy(out.reshape(w.shape[:-1]))
     return p.cache["entropy"]
 
@@ -186,15 +186,16 @@ def _sparsity(p: Prepared, threshold: float) -> torch.Tensor:
         t = ordered.dtype.type(threshold)
         below = torch.from_numpy(
             np.array([np.searchsorted(row, t, side="left") for row in ordered], dtype=np.float64)
-        ).reshape(w.shape[:-2]).to(w.dtype)
+        ).reshape(w.shape[:-2])
     else:
         flat = w.reshape(-1, w.shape[-2] * w.shape[-1]).numpy()
         # numpy counts a boolean mask ~10x faster than torch's sum over a bool tensor here
         t = flat.dtype.type(threshold)
         below = torch.from_numpy(
             np.array([np.count_nonzero(row < t) for row in flat], dtype=np.float64)
-        ).reshape(w.shape[:-2]).to(w.dtype)
-    n_vis = _n_visible(p)
+        ).reshape(w.shape[:-2])
+    # a fraction of counts, in float64: 8 of 25 is 0.32, not float32's 0.3199999928
+    n_vis = _n_visible(p).double()
     if threshold > 0 and not p.dense:
         # hidden entries are 0, so below any threshold > 0: count them out
         below = below - (w.shape[-2] * w.shape[-1] - n_vis)
