@@ -105,7 +105,7 @@ def compute(maps: Any) -> dict[str, Any]:
         "model": maps.model_name, "text": maps.text, "causal": maps.causal,
         "shape": list(maps.shape), "tokens": list(maps.query_tokens),
         "statistics": stats,
-        "pattern": M.identify_attention_pattern(maps),
+        "pattern": M.identify_attention_pattern(maps, uniform="spread"),  # the same at any length
         "sharpness": M.head_sharpness(maps, relative=True),
         "grade": M.sharpness_grade(maps),
         "history": {k: v for k, v in history.items() if isinstance(v, dict)},

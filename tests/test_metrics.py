@@ -294,6 +294,27 @@ def test_pattern_stack_and_scores():
     assert len(lines) == 6
 
 
+def test_the_spread_uniform_rule_means_the_same_at_every_length():
+    n = 512
+    # every query splits its weight over 4 keys far from itself: a sharp head, not a uniform one
+    far = np.zeros((n, n))
+    for q in range(n):
+        far[q, [(q + 100 + 37 * j) % n for j in range(4)]] = 0.25
+    flat = np.full((n, n), 1 / n)
+    assert M.pattern_scores(far)["std"] < 0.1  # 001's rule cannot tell them apart at 512 keys
+    assert M.identify_attention_pattern(far) == "uniform"
+    assert M.identify_attention_pattern(far, uniform="spread") == "mixed"
+    # by hand: a row's std, sqrt(4 * 0.25^2 / n - 1 / n^2), over a one-hot row's, sqrt(n - 1) / n
+    relative = math.sqrt(4 * 0.25**2 / n - 1 / n**2) / (math.sqrt(n - 1) / n)
+    assert M.pattern_scores(far)["spread"] == pytest.approx(relative, rel=1e-6)
+    assert M.identify_attention_pattern(flat, uniform="spread") == "uniform"
+    assert M.explain_pattern(far, uniform="spread")[-1].startswith("uniform: relative row spread 0.4")
+    # the widget's panel and a whole-stack summary label with the spread rule
+    assert M.panel_metrics(far.astype(np.float32), 0.1)["pattern"] == "mixed"
+    with pytest.raises(ValueError, match=r"uniform: expected one of \('std', 'spread'\), got 'entropy'"):
+        M.identify_attention_pattern(flat, uniform="entropy")
+
+
 def test_block_and_previous_token_scores():
     block = create_synthetic_attention(20, "block")
     uniform = create_synthetic_attention(20, "uniform", noise_level=0)
@@ -514,7 +535,7 @@ def test_panel_metrics_is_json_and_matches_statistics():
     for key, value in stats.items():
         assert panel[key] == pytest.approx(value)
     assert panel["query"]["top_k"] == M.find_top_k_attended(w, 3, k=4)
-    assert panel["pattern"] == M.identify_attention_pattern(w)
+    assert panel["pattern"] == M.identify_attention_pattern(w, uniform="spread")
 
 
 def test_analyze_stack_agrees_with_single_functions():

@@ -352,7 +352,7 @@ def test_one_sequence_is_an_anecdote_notebook(minilm):
         assert abs(spread[li, hi] - ranked[rank]) < 1e-3
     for rank, (li, hi) in enumerate(summary["variable"]):
         assert abs(spread[li, hi] - ranked[::-1][rank]) < 1e-3
-    labels = np.stack([M.identify_attention_pattern(r) for r in records])  # [window, layer, head]
+    labels = np.stack([M.identify_attention_pattern(r, uniform="spread") for r in records])  # [window, L, H]
     share = np.array([[Counter(labels[:, li, hi]).most_common(1)[0][1] / 50 for hi in range(12)]
                       for li in range(6)])
     # a label may change where a score sits within float32 rounding of a rule's cutoff: one window

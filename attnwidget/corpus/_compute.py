@@ -54,7 +54,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sharpness", "float64", "mean row std relative to a one-hot row's, 0 (uniform)..1 (one-hot)"),
     ("row_std", "float64", "mean row std of the weights (handout 002's row_std)"),
     ("grade", "string", "SHARP / MEDIUM / UNIFORM / EMPTY from sharpness"),
-    ("pattern", "string", "pattern label (attnwidget.metrics.PATTERN_RULES)"),
+    ("pattern", "string", "pattern label (metrics.PATTERN_RULES; uniform: metrics.SPREAD_UNIFORM_RULE)"),
     ("score_diagonal", "float64", "pattern score: diagonal mean"),
     ("score_off_diagonal", "float64", "pattern score: off-diagonal mean"),
     ("score_beginning_of_sequence", "float64", "pattern score: first-column mean"),
@@ -255,7 +255,7 @@ def group_numbers(
     out: dict[str, Any] = dict(stats)
     out.update(
         sparsity=_sparsity(p, threshold), max_attention=_mean_row_max(p), sharpness=sharp, row_std=row_std,
-        grade=_grade(sharp.numpy(), _empty(p)), pattern=_label(scores),
+        grade=_grade(sharp.numpy(), _empty(p)), pattern=_label(scores, "spread"),
         **{f"score_{key}": scores[key] for key in _SCORE_KEYS},
         previous_token=scores["previous_token"], **matches,
         recency_ratio=history["recency_ratio"], max_position_relative=history["max_position_relative"],

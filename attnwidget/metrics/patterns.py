@@ -31,6 +31,13 @@ PATTERN_RULES: tuple[tuple[str, str], ...] = (
     ("mixed", "none of the above"),
 )
 PATTERNS = tuple(label for label, _ in PATTERN_RULES)
+#: The uniform rule that means the same at every length (``uniform="spread"``). 001's rule,
+#: the std of all weights < 0.1, holds for any map over about 100 keys whatever its shape: a
+#: one-hot row over n keys has std ``sqrt(n - 1) / n`` (0.044 at 512), so at 512 tokens every
+#: head no earlier rule names would be "uniform". This one is the UNIFORM grade of
+#: :func:`sharpness_grade`: the rows' spread relative to one-hot rows below 0.1.
+SPREAD_UNIFORM_RULE = "relative row spread < 0.1 (the UNIFORM grade of sharpness_grade)"
+UNIFORM_RULES = ("std", "spread")
 
 #: Cut-offs on the relative row spread (see :func:`head_sharpness`).
 SHARP_CUTOFF = 0.5
@@ -70,6 +77,7 @@ def _scores(p: Prepared, window: int = 2) -> dict[str, torch.Tensor]:
         "block": _block_score(w, p.sums, col_sums, window, band),
         "previous_token": masked_mean(prev, prev_keep, 1) if prev.shape[-1] else torch.zeros_like(diag_mean),
         "attended_rows": p.rows.to(w.dtype).mean(dim=-1),
+        "spread": _mean_spread(p)[1],
     }
     p.cache["scores"] = scores
     return scores
@@ -152,14 +160,20 @@ def _block_score(
     return contrast.clamp(0, 1).amax(dim=-1)
 
 
-def _label(s: dict[str, torch.Tensor]) -> np.ndarray:
+def _check_uniform(uniform: Any) -> str:
+    if uniform not in UNIFORM_RULES:
+        raise ValueError(f"uniform: expected one of {UNIFORM_RULES}, got {uniform!r}")
+    return uniform
+
+
+def _label(s: dict[str, torch.Tensor], uniform: str = "std") -> np.ndarray:
     rules = [
         s["attended_rows"] == 0,
         (s["diagonal"] > 0.5) & (s["diagonal"] > 3 * s["off_diagonal"]),
         s["beginning_of_sequence"] > 0.4,
         s["broadcast"] > 0.6,
         s["local"] > 0.8,
-        s["std"] < 0.1,
+        s["std"] < 0.1 if uniform == "std" else s["spread"] < UNIFORM_CUTOFF,
     ]
     out = np.full(tuple(s["std"].shape), "mixed", dtype=object)
     decided = np.zeros(out.shape, dtype=bool)
@@ -171,16 +185,21 @@ def _label(s: dict[str, torch.Tensor]) -> np.ndarray:
 
 
 def identify_attention_pattern(
-    attention: Any, *, mask: Any = None, causal: bool = False, normalize: bool = False
+    attention: Any, *, mask: Any = None, causal: bool = False, normalize: bool = False,
+    uniform: str = "std",
 ) -> Any:
     """The predominant pattern: one of :data:`PATTERNS`, by the rules in :data:`PATTERN_RULES`.
 
     Returns a str for a 2-D input, an object array of str ``[...]`` for a stack.
     The rules are read in order; see :func:`pattern_scores` for the numbers
     behind a label and :func:`explain_pattern` for a readable account.
+    ``uniform``: ``"std"``, handout 001's rule (std of the weights < 0.1: true of
+    every map over about 100 keys), or ``"spread"`` (:data:`SPREAD_UNIFORM_RULE`,
+    the same at every length; the widget, the report and corpora use it).
     """
+    uniform = _check_uniform(uniform)
     p = prepare(attention, "attention", mask=mask, causal=causal, normalize=normalize)
-    labels = _label(_scores(p))
+    labels = _label(_scores(p), uniform)
     return labels.item() if labels.ndim == 0 else labels
 
 
@@ -193,8 +212,10 @@ def pattern_scores(
     elsewhere; ``beginning_of_sequence``: mean weight on the first key;
     ``broadcast``: largest column sum / queries (1 when every query looks at one
     key); ``local``: share of the mass within 2 positions of the diagonal;
-    ``std``: standard deviation of the weights (the uniform rule's measure);
-    ``uniform``: mean normalised row entropy (1 = uniform rows); ``block``:
+    ``std``: standard deviation of the weights (001's uniform rule's measure);
+    ``spread``: mean relative row spread (the ``"spread"`` uniform rule's measure:
+    0 uniform rows, 1 one-hot rows); ``uniform``: mean normalised row entropy
+    (1 = uniform rows); ``block``:
     block-diagonal contrast in [0, 1] (see ``_block_score``); ``previous_token``:
     mean weight from each query on the key just before it; ``attended_rows``:
     share of the query rows that have a visible key (0 = an empty map, labelled
@@ -204,13 +225,16 @@ def pattern_scores(
     return {k: as_output(v) for k, v in _scores(p).items()}
 
 
-def explain_pattern(attention: Any, *, mask: Any = None, causal: bool = False) -> list[str]:
-    """One line per rule for a single ``[Q, K]`` matrix: its measure, its threshold and the verdict."""
+def explain_pattern(attention: Any, *, mask: Any = None, causal: bool = False,
+                    uniform: str = "std") -> list[str]:
+    """One line per rule for a single ``[Q, K]`` matrix: its measure, its threshold and the verdict
+    (``uniform``: which uniform rule, see :func:`identify_attention_pattern`)."""
+    uniform = _check_uniform(uniform)
     p = prepare(attention, "attention", mask=mask, causal=causal)
     if p.w.ndim != 2:
         raise ValueError(f"attention: expected one [Q, K] matrix, got shape {tuple(p.w.shape)}")
     scores = _scores(p)
-    label = _label(scores).item()
+    label = _label(scores, uniform).item()
     s = {k: float(v) for k, v in scores.items()}
     lines = [
         f"diagonal: diagonal mean {s['diagonal']:.3f} (needs > 0.5 and > 3 x off-diagonal "
@@ -218,7 +242,8 @@ def explain_pattern(attention: Any, *, mask: Any = None, causal: bool = False) -
         f"beginning_of_sequence: first-column mean {s['beginning_of_sequence']:.3f} (needs > 0.4)",
         f"broadcast: largest column sum / queries {s['broadcast']:.3f} (needs > 0.6)",
         f"local: mass within 2 of the diagonal {s['local']:.3f} (needs > 0.8)",
-        f"uniform: std {s['std']:.3f} (needs < 0.1)",
+        f"uniform: std {s['std']:.3f} (needs < 0.1)" if uniform == "std" else
+        f"uniform: relative row spread {s['spread']:.3f} (needs < {UNIFORM_CUTOFF})",
     ]
     return [f"label: {label}", *lines]
 

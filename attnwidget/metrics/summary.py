@@ -37,7 +37,8 @@ def head_summary(
 
     Keys: every :func:`compute_attention_statistics` key; ``sparsity`` (fraction
     below ``threshold``); ``max_attention``; ``sharpness`` and
-    ``sharpness_relative`` with ``grade``; ``pattern`` and ``scores`` (the
+    ``sharpness_relative`` with ``grade``; ``pattern`` (uniform by
+    :data:`SPREAD_UNIFORM_RULE`, which means the same at every length) and ``scores`` (the
     :func:`pattern_scores` dict); ``top_k`` (indices ``[..., Q, k]``) and
     ``top_k_weights``; ``row_entropy`` ``[..., Q]``.
     """
@@ -58,7 +59,7 @@ def _head_summary(p: Prepared, threshold: float, k: int) -> dict[str, Any]:
         sharpness=sharp.numpy(),
         sharpness_relative=sharp_rel.numpy(),
         grade=_grade(sharp_rel.numpy(), _empty(p)),
-        pattern=_label(scores),
+        pattern=_label(scores, "spread"),
         scores={key: value.numpy() for key, value in scores.items()},
         top_k=idx.numpy(),
         top_k_weights=top_w.numpy(),
@@ -162,7 +163,7 @@ class PanelMetrics:
             sharp_rel = float(_mean_spread(p)[1])
             self._static = {
                 **{key: _json_float(v) for key, v in _statistics(p).items()},
-                "pattern": _label(raw_scores).item(),
+                "pattern": _label(raw_scores, "spread").item(),
                 "scores": {key: _json_float(v) for key, v in raw_scores.items()},
                 "sharpness": _json_float(sharp_rel),
                 "grade": _grade(np.asarray(sharp_rel), _empty(p)).item(),
