@@ -152,6 +152,12 @@ def test_pattern_gallery():
     assert labels["bos"] == "beginning_of_sequence"
     assert labels["uniform"] == "uniform"
     assert sum(summary["real_counts"].values()) == 72
+    # ~500 tokens: 001's std rule calls most heads uniform; relative to one-hot rows, few are
+    assert summary["long_tokens"] > 400
+    by_std, by_spread = summary["long_by_std"], summary["long_by_spread"]
+    assert sum(by_std.values()) == sum(by_spread.values()) == 72
+    assert by_std.get("uniform", 0) > 36
+    assert by_spread.get("uniform", 0) < by_std["uniform"] / 2
 
 
 def test_rollout_and_flow_notebook():
