@@ -8,7 +8,7 @@
  */
 import type { Listener } from "./dom";
 import { generationHandlers, generationListeners } from "./generation";
-import { canvasListeners, controlListeners, headPicker, hintAblation, type Refresh } from "./interaction";
+import { canvasListeners, controlListeners, headPicker, hintAblation, refreshTooltip, type Refresh } from "./interaction";
 import { createLink } from "./link";
 import type { Model } from "./state";
 import { themeOf, watchTheme, whenAttached } from "./theme";
@@ -56,7 +56,10 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   link.display(true);
   const { theme, forget: forgetTheme } = themeOf(el);
 
-  const painter = paintScheduler(() => paint(el, parts, shown, model, theme()));
+  const painter = paintScheduler(() => {
+    paint(el, parts, shown, model, theme());
+    refreshTooltip(parts, model, shown);
+  });
   const ui: Refresh = {
     draw: painter.draw,
     sync: () => sync(parts, model),

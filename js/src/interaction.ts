@@ -127,6 +127,16 @@ function showTooltip(tooltip: HTMLElement, model: Model, shown: Shown, cell: { q
   tooltip.style.top = `${y + 10}px`;
 }
 
+/** After a paint: the tooltip of the cell under a resting pointer, of the map now drawn. A layer,
+ *  head or zoom change under a still pointer would otherwise leave the old map's weight showing. */
+export function refreshTooltip(parts: Parts, model: Model, shown: Shown): void {
+  const { tooltip } = parts;
+  if (tooltip.style.display !== "block") return;
+  const cell = shown.pointer && shown.layout && model.get("mode") !== "grid" ? cellAt(shown.layout, shown.pointer.x, shown.pointer.y) : null;
+  if (cell && shown.pointer) showTooltip(tooltip, model, shown, cell, shown.pointer.x, shown.pointer.y);
+  else tooltip.style.display = "none";
+}
+
 /** Show another part of the map: repaint at once, ask for its full-resolution window once zooming rests. */
 function zoomer(shown: Shown, link: Link, ui: Refresh): (vp: Viewport) => void {
   const askDetail = () => link.requestViewport(() => {
@@ -188,6 +198,7 @@ export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: 
       const v = drag.vp;
       if (drag.moved) zoomed(clampViewport({ q0: v.q0 - dy, q1: v.q1 - dy, k0: v.k0 - dx, k1: v.k1 - dx }, panel.fullRows, panel.fullCols));
     }
+    shown.pointer = { x, y };
     const cell = cellAt(layout, x, y);
     if (cell) showTooltip(tooltip, model, shown, cell, x, y);
     else tooltip.style.display = "none";
@@ -224,7 +235,7 @@ export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: 
     if (head !== null) pick(head, ev.shiftKey);
   };
   return [
-    [canvas, "mousemove", onMove as EventListener], [canvas, "mouseleave", () => { tooltip.style.display = "none"; }],
+    [canvas, "mousemove", onMove as EventListener], [canvas, "mouseleave", () => { tooltip.style.display = "none"; shown.pointer = null; }],
     [canvas, "mousedown", onDown as EventListener], [window, "mouseup", onUp as EventListener],
     [canvas, "dblclick", onDouble], [canvas, "keydown", onKey as EventListener],
     [canvas, "wheel", onWheel as EventListener, { passive: false }],

@@ -118,6 +118,8 @@ export class Shown {
   viewport: Viewport | null = null;
   layout: Layout | null = null;
   grid: GridLayout | null = null;
+  /** Where the pointer rests on the map (canvas CSS pixels), null when it is off the map. */
+  pointer: { x: number; y: number } | null = null;
 
   /** Decode the panel; a map of another size resets the zoom. */
   takePanel(model: Model): void {

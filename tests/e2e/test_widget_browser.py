@@ -266,6 +266,19 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             shown = float(tip.inner_text().split("≈")[1])
             vmax = float(maps.head(4, 7).max())
             assert shown == pytest.approx(weight, abs=vmax / 254 + 1e-3)
+            # the pointer rests while the head changes (arrow keys, a script): the tooltip gives
+            # the new map's weight there, not the one it showed (0.0077 here, 0.092 in head 10)
+            head_input = view.locator("input.aw-slider-head")
+            move = "(e, v) => { e.value = v; e.dispatchEvent(new Event('input', { bubbles: true })); }"
+            head_input.evaluate(move, "10")
+            expect(view).to_have_attribute("data-rendered", state_key(layer=4, head=10, threshold=0.25))
+            expect(tip).to_be_visible()
+            expect(tip).to_contain_text(f"{maps.query_display[qy]} → {maps.key_display[qx]}: ≈")
+            shown = float(tip.inner_text().split("≈")[1])
+            assert shown == pytest.approx(float(maps.head(4, 10)[qy, qx]),
+                                          abs=float(maps.head(4, 10).max()) / 254 + 1e-3)
+            head_input.evaluate(move, "7")
+            expect(view).to_have_attribute("data-rendered", state_key(layer=4, head=7, threshold=0.25))
 
             # click the row: that query's top-k keys appear, as Python ranks them
             page.mouse.click(box["x"] + 96 + (qx + 0.5) * cell, box["y"] + 96 + (qy + 0.5) * cell)
