@@ -30,7 +30,17 @@ export function headAt(grid: GridLayout, x: number, y: number): number | null {
   return hit ? hit.head : null;
 }
 
-/** All heads of a layer as a grid in the main canvas; the selected head is outlined. */
+/** The first of `labels` (longest first) that is at most `width` wide by `measure`; else the last,
+ *  which the caller clips to its box. A grid cell's label must not run into its neighbour's. */
+export function fitLabel(labels: string[], width: number, measure: (text: string) => number): string {
+  return labels.find((t) => measure(t) <= width) ?? labels[labels.length - 1];
+}
+
+/** The line above the grid: what its colours and its "H" mean. */
+export const GRID_HEADER = "each head on its own scale, 0 to its largest weight · H: mean row entropy (nats)";
+
+/** All heads of a layer as a grid in the main canvas, under a line that says how to read it; the
+ *  selected head is outlined. */
 export function drawGrid(canvas: HTMLCanvasElement, atlas: Atlas, lut: Uint8Array, selected: number, theme: Theme): GridLayout {
   const grid = gridLayout(atlas.heads);
   const rowsUsed = Math.ceil(atlas.heads / grid.cols);
@@ -39,6 +49,9 @@ export function drawGrid(canvas: HTMLCanvasElement, atlas: Atlas, lut: Uint8Arra
   ctx.imageSmoothingEnabled = false;
   ctx.font = "11px sans-serif";
   ctx.textBaseline = "bottom";
+  ctx.fillStyle = theme.text;
+  ctx.fillText(fitLabel([GRID_HEADER, "own scale per head · H: entropy (nats)"], grid.cols * grid.size - 4,
+    (t) => ctx.measureText(t).width), 2, GRID_LABEL_PX - 2);
   for (const box of grid.boxes) {
     const inner = grid.size - 18;
     const thumb = atlasPanel(atlas, box.head);
@@ -47,7 +60,14 @@ export function drawGrid(canvas: HTMLCanvasElement, atlas: Atlas, lut: Uint8Arra
     ctx.drawImage(imageOf(thumb, lut, 0, theme.background, canvas, "thumb"), box.x + 2, box.y + 2, inner, inner);
     const badge = atlas.badges[box.head];
     ctx.fillStyle = theme.text;
-    ctx.fillText(`${badge?.name ?? box.head} · ${badge?.grade ?? ""} · H ${badge ? badge.entropy.toFixed(2) : ""}`, box.x + 2, box.y + inner + 16);
+    const name = badge?.name ?? String(box.head);
+    const labels = badge ? [`${name} · ${badge.grade} · H ${badge.entropy.toFixed(2)}`, `${name} · ${badge.grade}`, name] : [name];
+    ctx.save(); // the label stays in its cell, whatever its length
+    ctx.beginPath();
+    ctx.rect(box.x, box.y + inner, grid.size - 2, 18);
+    ctx.clip();
+    ctx.fillText(fitLabel(labels, inner, (t) => ctx.measureText(t).width), box.x + 2, box.y + inner + 16);
+    ctx.restore();
     if (box.head === selected) {
       ctx.strokeStyle = theme.accent;
       ctx.lineWidth = 3;
