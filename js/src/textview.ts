@@ -145,7 +145,9 @@ export function setTokens(tv: TextView, tokens: string[], start: number | null):
       mark.title = `the model wrote the tokens from position ${start} on`;
       frag.append(mark);
     }
-    frag.append(s);
+    // a line may break after any token and (unless one token is wider than the box) nowhere
+    // inside one: the spans hold no spaces, so without <wbr> the whole text was one word
+    frag.append(s, document.createElement("wbr"));
   });
   tv.body.replaceChildren(frag);
   tv.tokens = tokens;

@@ -138,7 +138,10 @@ describe("text view DOM (a fake document)", () => {
   it("makes one span per token, as text, and marks the generation start before token P", () => {
     const tv = buildTextView();
     setTokens(tv, tokens, 3);
-    const kids = spansOf(tv);
+    // a <wbr> after each token: a line breaks between tokens, not inside one
+    expect(spansOf(tv).map((k) => k.tagName)).toEqual(
+      ["span", "wbr", "span", "wbr", "span", "wbr", "span", "span", "wbr", "span", "wbr"]);
+    const kids = spansOf(tv).filter((k) => k.tagName === "span");
     expect(kids.map((k) => k.className)).toEqual(["aw-t", "aw-t", "aw-t", "aw-gen-start", "aw-t aw-gen", "aw-t aw-gen"]);
     expect(kids[3].textContent).toBe("generated ▸");
     expect(kids[4].dataset.i).toBe("3");
