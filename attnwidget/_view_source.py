@@ -194,7 +194,12 @@ def open_record(model: Any, text: Any, tokenizer: Any, source: Any,
         from attnwidget.extract import extract_attention
 
         start = time.perf_counter()
-        maps = extract_attention(model, text, tokenizer, **options)
+        try:
+            maps = extract_attention(model, text, tokenizer, **options)
+        except (TypeError, ValueError) as exc:  # in the view's own word: the user passed `text`
+            if type(exc) in (TypeError, ValueError) and str(exc).startswith("text_or_inputs:"):
+                raise type(exc)("text" + str(exc)[len("text_or_inputs"):]) from None
+            raise
         how = ViewSource(model, text, tokenizer, options,
                          rebuild=functools.partial(extract_attention, model, text, tokenizer, **options),
                          extract_s=time.perf_counter() - start)

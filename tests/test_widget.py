@@ -286,6 +286,16 @@ def test_maps_view_refuses_extraction_arguments():
         AttentionView(maps, truncation=True)
 
 
+def test_a_bad_text_is_named_as_the_view_names_it(minilm):
+    model, tok = minilm
+    with pytest.raises(TypeError, match=r"^text: expected a str, a tensor of input ids .*, got int$"):
+        AttentionView(model, 123, tokenizer=tok)
+    with pytest.raises(TypeError, match=r"^text: expected the input text or the model's inputs, got None$"):
+        AttentionView(model, tokenizer=tok)
+    with pytest.raises(ValueError, match=r"^text: expected a non-empty string, got ''$"):
+        AttentionView(model, "", tokenizer=tok)
+
+
 def test_state_is_json_safe():
     view = AttentionView.from_tensor(stack(np.random.default_rng(12)), query=1)
     state = view.get_state()
