@@ -37,6 +37,9 @@ HEAD_MODES: tuple[str, ...] = tuple(PROTOCOL["head_modes"])
 COMPARED_MODES = ("head", "grid", "average")
 #: ``caption_b`` when comparing in another mode.
 NOT_COMPARED = "comparison: shown for one head or the head average"
+#: ``caption_b`` with compare on and no record to compare with.
+NOTHING_TO_COMPARE = ("nothing to compare yet: ablate a head (the button or shift-click a head), "
+                      "or call view.compare_with(other_record)")
 
 #: The main map is sent with at most this many cells a side; longer inputs are max-pooled.
 OVERVIEW_SIDE = 512
@@ -128,7 +131,11 @@ def comparison_messages(
         "caption_b": f"B: {label}",
     }
     if tuple(b.shape) == (Q, K):
-        out["panel_diff"] = encode_signed((a.weights - b).numpy(), factor, view=view, full_shape=[Q, K])
+        diff = (a.weights - b).numpy()
+        if diff.any():
+            out["panel_diff"] = encode_signed(diff, factor, view=view, full_shape=[Q, K])
+        else:  # a blank map on a +-1e-30 scale would look like a failure to draw
+            out["caption_b"] += " · the same as A in this map, weight for weight: no difference to draw"
     else:
         out["caption_b"] += " (different shape: no difference map)"
     return out

@@ -42,7 +42,8 @@ class RecordMethods:
         else:
             overview = self._panels.overview(self._key(s), s["scale"])
             traits = {"panel": {**overview, "view": self._view(s)}, "panel_b": {}, "panel_diff": {},
-                      "caption_b": "" if other is None else msg.NOT_COMPARED}
+                      "caption_b": (msg.NOTHING_TO_COMPARE if self.compare else "") if other is None
+                      else msg.NOT_COMPARED}
         traits["caption"] = msg.view_caption(self.maps, s["mode"], s["layer"], s["head"])
         for name, value in traits.items():
             self.set_trait(name, value)

@@ -584,13 +584,23 @@ def test_ablating_a_head_reruns_the_model_and_restores(minilm):
     diff = decode_panel(view.panel_diff) * 2 * span - span
     np.testing.assert_allclose(diff, by_hand.head(4, 1) - head_b, atol=span / LEVELS + 1e-6)
     assert view.caption_b == "B: original (no head ablated)"
+    # the ablated head's own layer: A and B are the same there, which the caption says (a
+    # blank difference map on a +-1e-30 scale looked like a failure to draw)
+    view.layer = 2
+    assert view.panel_diff == {}
+    assert view.caption_b == ("B: original (no head ablated) · the same as A in this map, weight for "
+                              "weight: no difference to draw")
+    view.layer = 4
 
     view.ablated = []
     assert view.maps is original
     assert view.effect == {}
     assert without_view(view.metrics) == without_view(before)
-    assert view.panel_b == {}  # nothing to compare with any more
+    assert view.panel_b == {}  # nothing to compare with any more, and the view says so
     assert view.panel_diff == {}
+    assert view.caption_b.startswith("nothing to compare yet: ablate a head")
+    view.compare = False
+    assert view.caption_b == ""
 
 
 def test_an_ablation_keeps_what_the_view_computed_from_the_layers_it_cannot_change(minilm):

@@ -39,7 +39,7 @@ export interface Parts {
   compareInput: HTMLInputElement; ablateButton: HTMLButtonElement; saveButton: HTMLButtonElement;
   offline: HTMLDivElement; status: HTMLDivElement; plot: HTMLDivElement; canvas: HTMLCanvasElement;
   gridCanvas: HTMLCanvasElement; tooltip: HTMLDivElement; stale: HTMLDivElement; compareArea: HTMLDivElement;
-  captionB: HTMLDivElement; canvasB: HTMLCanvasElement; canvasDiff: HTMLCanvasElement; diffTitle: HTMLDivElement;
+  captionA: HTMLDivElement; captionB: HTMLDivElement; canvasB: HTMLCanvasElement; canvasDiff: HTMLCanvasElement; diffTitle: HTMLDivElement;
   effectBox: HTMLDivElement; metricsBox: HTMLDivElement; strip: HTMLDivElement; caption: HTMLDivElement;
 }
 
@@ -89,6 +89,7 @@ export function buildView(el: HTMLElement): Parts {
   const tooltip = div("aw-tooltip");
   const stale = div("aw-stale", "updating…");
   const plot = holding(div("aw-plot"), canvas, gridCanvas, tooltip, stale);
+  const captionA = div("aw-caption-a");
   const captionB = div("aw-caption-b");
   const canvasB = canvasOf("aw-heatmap-b");
   const canvasDiff = canvasOf("aw-heatmap-diff");
@@ -99,13 +100,13 @@ export function buildView(el: HTMLElement): Parts {
   // the text view sits under the map in the map's own column: a taller metrics panel beside it
   // never moves the tokens under a resting pointer (which would hover another token)
   const text = buildTextView();
-  const mapColumn = holding(div("aw-map-column"), plot, text.box);
+  const mapColumn = holding(div("aw-map-column"), captionA, plot, text.box);
   const body = holding(div("aw-body"), mapColumn, compareArea, holding(div("aw-side"), metricsBox, effectBox));
   const strip = div("aw-heads");
   const caption = div("aw-caption");
   el.append(controls, offline, status, body, strip, caption);
   return {
-    ...inputs, text, offline, status, plot, canvas, gridCanvas, tooltip, stale, compareArea, captionB, canvasB,
+    ...inputs, text, offline, status, plot, canvas, gridCanvas, tooltip, stale, compareArea, captionA, captionB, canvasB,
     canvasDiff, diffTitle, effectBox, metricsBox, strip, caption,
   };
 }
@@ -198,8 +199,20 @@ function paintComparison(parts: Parts, shown: Shown, model: Model, th: Theme, in
   const pb = model.get("panel_b");
   const pd = model.get("panel_diff");
   const comparing = model.get("compare") && !!pb && "buffer" in pb && !inGrid;
-  parts.compareArea.style.display = comparing ? "" : "none";
+  // compare on with no B to draw (nothing to compare yet, or a mode without one): Python's note alone
+  const note = model.get("compare") && !(pb && "buffer" in pb) && !!model.get("caption_b");
+  parts.compareArea.style.display = comparing || note ? "" : "none";
+  parts.canvasB.style.display = comparing ? "" : "none";
+  parts.captionA.style.display = comparing ? "" : "none";
+  if (note) {
+    parts.canvasDiff.style.display = parts.diffTitle.style.display = "none";
+    setText(parts.captionB, model.get("caption_b"));
+  }
   if (!comparing || !shown.viewport) return;
+  const ablated = model.get("ablated");
+  setText(parts.captionA, ablated.length
+    ? `A: ${ablated.map(([l, h]) => `L${l} H${h}`).join(", ")} ablated (${model.get("ablation_mode")})`
+    : "A: this view's record");
   const s = current(model);
   const b = decodePanel(pb as PanelMessage);
   const common = { detail: null, viewport: shown.viewport, threshold: dimBelow(model), mark: s.threshold, queryTokens: model.get("query_tokens"),

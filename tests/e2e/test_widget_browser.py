@@ -351,6 +351,7 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             view.locator("input.aw-check-compare").check()
             expect(view.locator("canvas.aw-heatmap-diff")).to_be_visible()
             expect(view.locator(".aw-caption-b")).to_have_text("B: original (no head ablated)")
+            expect(view.locator(".aw-caption-a")).to_have_text("A: L2 H9 ablated (zero)")
             view.locator("canvas.aw-heatmap-diff").scroll_into_view_if_needed()
             page.screenshot(path=str(artifacts / f"compare-{app}.png"))
             view.locator("input.aw-slider-layer").fill("2")
@@ -363,7 +364,12 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
                 layer=3, head=9, threshold=0.25, query=qy))
             check_metrics(view, original_metrics)  # back to the original numbers
             expect(view.locator(".aw-effect")).to_be_empty()
+            # compare still on, nothing to compare: the view says what would give it something
+            expect(view.locator(".aw-caption-b")).to_contain_text("nothing to compare yet: ablate a head")
+            expect(view.locator("canvas.aw-heatmap-b")).to_be_hidden()
+            expect(view.locator(".aw-caption-a")).to_be_hidden()
             view.locator("input.aw-check-compare").uncheck()
+            expect(view.locator(".aw-compare")).to_be_hidden()
             view.locator("input.aw-slider-layer").fill("2")
 
             # the head average, labelled as one
