@@ -169,6 +169,13 @@ function shorten(label: string, max = 12): string {
   return flat.length > max ? flat.slice(0, max - 1) + "…" : flat;
 }
 
+/** Drawing units (CSS pixels as drawn) per CSS pixel as shown: above 1 when CSS shows the canvas
+ *  narrower than it was drawn. */
+export function drawnScale(canvas: HTMLCanvasElement, shownWidth: number): number {
+  const drawn = parseFloat(canvas.style.width);
+  return shownWidth > 0 && drawn > 0 ? drawn / shownWidth : 1;
+}
+
 export function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: number): CanvasRenderingContext2D | null {
   const dpr = window.devicePixelRatio || 1;
   const w = Math.round(width * dpr);
@@ -176,7 +183,9 @@ export function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: num
   if (canvas.width !== w) canvas.width = w;
   if (canvas.height !== h) canvas.height = h;
   canvas.style.width = `${width}px`;
-  canvas.style.height = `${height}px`;
+  // height from the canvas's own aspect: a map shown narrower than drawn (max-width in a narrow
+  // output) keeps its shape; pointer positions are scaled back by drawnScale
+  canvas.style.height = "auto";
   const ctx = canvas.getContext("2d");
   if (!ctx) return null;
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);

@@ -3,7 +3,7 @@
 import { MASKED } from "./codec";
 import { headAt } from "./heads";
 import {
-  cellAt, clampViewport, formatWeight, fullViewport, isFull, MARGIN_LEFT, MARGIN_TOP, type Viewport, weightOfLevel,
+  cellAt, clampViewport, drawnScale, formatWeight, fullViewport, isFull, MARGIN_LEFT, MARGIN_TOP, type Viewport, weightOfLevel,
   zoomViewport,
 } from "./heatmap";
 import type { Listener } from "./dom";
@@ -112,7 +112,8 @@ function valueAt(shown: Shown, q: number, k: number): string {
 }
 
 /** Show the query and key tokens of a cell and its weight (each token a <bdi> set as text). */
-function showTooltip(tooltip: HTMLElement, model: Model, shown: Shown, cell: { q: number; k: number }, x: number, y: number): void {
+function showTooltip(tooltip: HTMLElement, model: Model, shown: Shown, cell: { q: number; k: number }, x: number, y: number,
+  scale: number): void {
   // each token in its own <bdi> (set through textContent: tokens stay text), so that a
   // right-to-left token cannot reorder the arrow or the number, and a long one is cut
   // by CSS without hiding the weight
@@ -123,8 +124,8 @@ function showTooltip(tooltip: HTMLElement, model: Model, shown: Shown, cell: { q
   kEl.textContent = model.get("key_tokens")[cell.k] ?? String(cell.k);
   tooltip.replaceChildren(qEl, " → ", kEl, `: ${valueAt(shown, cell.q, cell.k)}`);
   tooltip.style.display = "block";
-  tooltip.style.left = `${x + 14}px`;
-  tooltip.style.top = `${y + 10}px`;
+  tooltip.style.left = `${x / scale + 14}px`; // x, y in drawing units; the plot's pixels are shown ones
+  tooltip.style.top = `${y / scale + 10}px`;
 }
 
 /** After a paint: the tooltip of the cell under a resting pointer, of the map now drawn. A layer,
@@ -133,7 +134,10 @@ export function refreshTooltip(parts: Parts, model: Model, shown: Shown): void {
   const { tooltip } = parts;
   if (tooltip.style.display !== "block") return;
   const cell = shown.pointer && shown.layout && model.get("mode") !== "grid" ? cellAt(shown.layout, shown.pointer.x, shown.pointer.y) : null;
-  if (cell && shown.pointer) showTooltip(tooltip, model, shown, cell, shown.pointer.x, shown.pointer.y);
+  if (cell && shown.pointer) {
+    showTooltip(tooltip, model, shown, cell, shown.pointer.x, shown.pointer.y,
+      drawnScale(parts.canvas, parts.canvas.getBoundingClientRect().width));
+  }
   else tooltip.style.display = "none";
 }
 
@@ -179,7 +183,8 @@ export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: 
   const zoomed = zoomer(shown, link, ui);
   const pointer = (ev: MouseEvent) => {
     const r = canvas.getBoundingClientRect();
-    return { x: ev.clientX - r.left, y: ev.clientY - r.top };
+    const s = drawnScale(canvas, r.width);
+    return { x: (ev.clientX - r.left) * s, y: (ev.clientY - r.top) * s };
   };
   const selectQuery = (q: number | null) => {
     link.setLocal("query", q);
@@ -200,7 +205,7 @@ export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: 
     }
     shown.pointer = { x, y };
     const cell = cellAt(layout, x, y);
-    if (cell) showTooltip(tooltip, model, shown, cell, x, y);
+    if (cell) showTooltip(tooltip, model, shown, cell, x, y, drawnScale(canvas, canvas.getBoundingClientRect().width));
     else tooltip.style.display = "none";
   };
   const onDown = (ev: MouseEvent) => {
@@ -231,7 +236,8 @@ export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: 
   const onGridClick = (ev: MouseEvent) => {
     if (!shown.grid) return;
     const r = gridCanvas.getBoundingClientRect();
-    const head = headAt(shown.grid, ev.clientX - r.left, ev.clientY - r.top);
+    const s = drawnScale(gridCanvas, r.width);
+    const head = headAt(shown.grid, (ev.clientX - r.left) * s, (ev.clientY - r.top) * s);
     if (head !== null) pick(head, ev.shiftKey);
   };
   return [

@@ -115,6 +115,27 @@ def test_first_look_at_512_tokens_shows_the_pattern_and_the_threshold(page, arti
         assert dim_counts.max() / dim_counts.sum() > counts.max() / counts.sum()
         assert "(not dimming)" not in view.locator(".aw-controls").inner_text()
 
+        # a notebook narrower than the map (a side panel): the map is shown smaller, colour bar
+        # and all, and a click still selects the row it is on
+        size = page.viewport_size
+        page.set_viewport_size({"width": 640, "height": size["height"]})
+        page.wait_for_timeout(500)
+        canvas.scroll_into_view_if_needed()
+        out, box = view.locator("xpath=..").bounding_box(), canvas.bounding_box()
+        drawn = canvas.evaluate("c => parseFloat(c.style.width)")
+        assert box["width"] < 0.95 * drawn  # shown smaller
+        assert box["x"] + box["width"] <= out["x"] + out["width"] + 1  # nothing cut at the right
+        aspect = canvas.evaluate("c => c.height / c.width")
+        assert box["height"] == pytest.approx(box["width"] * aspect, abs=2)  # its shape kept
+        s = box["width"] / drawn
+        cell = PLOT[2] / 512  # one row a drawn pixel at 512 tokens
+        page.mouse.click(box["x"] + (PLOT[0] + 200.5 * cell) * s, box["y"] + (PLOT[1] + 300.5 * cell) * s)
+        title = view.locator(".aw-query-title")
+        expect(title).to_contain_text("query ")
+        row = int(title.inner_text().split("query ")[1].split()[0].strip(":·,"))
+        assert abs(row - 300) <= 1, row  # unscaled, the click would have selected row ~180
+        page.set_viewport_size(size)
+
 
 def test_rerunning_a_view_cell_does_not_keep_the_old_records(page, artifacts):
     from playwright.sync_api import expect
