@@ -383,20 +383,30 @@ function drawColourBar(
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
   const label = (v: number) => (v < 0 ? "−" + formatTick(-v) : formatTick(v));
+  const marked = lo === 0 && threshold > 0;
+  const markY = MARGIN_TOP + h - Math.min(scalePosition(threshold, vmax, sqrt), 1) * h;
+  const inside = marked && threshold <= vmax;
+  // a tick label where the threshold's own value is written would be drawn over by it
+  const tick = (text: string, y: number) => { if (!inside || Math.abs(y - markY) >= 11) ctx.fillText(text, x + BAR_W + 3, y); };
   if (sqrt) { // round weights, each where the square-root scale puts it
-    for (const v of sqrtTicks(hi, 4)) ctx.fillText(label(v), x + BAR_W + 3, MARGIN_TOP + h - scalePosition(v, hi, true) * h);
+    for (const v of sqrtTicks(hi, 4)) tick(label(v), MARGIN_TOP + h - scalePosition(v, hi, true) * h);
   } else {
-    for (const f of [0, 0.5, 1]) ctx.fillText(label(lo + f * (hi - lo)), x + BAR_W + 3, MARGIN_TOP + h - f * h);
+    for (const f of [0, 0.5, 1]) tick(label(lo + f * (hi - lo)), MARGIN_TOP + h - f * h);
   }
-  if (lo === 0 && threshold > 0) {
-    const above = threshold > vmax;
-    const y = MARGIN_TOP + h - Math.min(scalePosition(threshold, vmax, sqrt), 1) * h;
+  if (marked) {
+    const y = markY;
+    ctx.setLineDash(dimming ? [] : [3, 2]);
+    // the accent line on a wider line of the text colour: visible on every colour of every map
+    ctx.strokeStyle = theme.text;
+    ctx.lineWidth = 4;
+    ctx.beginPath(); ctx.moveTo(x - 3, y); ctx.lineTo(x + BAR_W + 2, y); ctx.stroke();
     ctx.strokeStyle = ctx.fillStyle = theme.accent;
     ctx.lineWidth = 2;
-    ctx.setLineDash(dimming ? [] : [3, 2]);
     ctx.beginPath(); ctx.moveTo(x - 3, y); ctx.lineTo(x + BAR_W + 2, y); ctx.stroke();
     ctx.setLineDash([]);
-    if (above) { // an arrow above the bar, and the value: the threshold is off the scale
+    if (inside) { // its value beside it, where the user reads the bar's numbers
+      ctx.fillText(`◂ ${formatWeight(threshold)}`, x + BAR_W + 3, y);
+    } else { // an arrow above the bar, and the value: the threshold is off the scale
       ctx.beginPath(); ctx.moveTo(x - 1, y - 3); ctx.lineTo(x + BAR_W / 2, y - 9); ctx.lineTo(x + BAR_W + 1, y - 3); ctx.fill();
       ctx.fillText(`▲ ${formatWeight(threshold)}`, x - 4, MARGIN_TOP - 30);
     }
