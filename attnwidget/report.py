@@ -243,7 +243,7 @@ def build(
     from attnwidget.inputs import extract_sample, load_samples
     from attnwidget.plots import Exporter, check_browser
     from attnwidget.plots.export import Components
-    from attnwidget.study import diagnostic_summary, study_samples
+    from attnwidget.study import diagnostic_summary, sequence_block, study_samples
 
     if mode == "text":
         if not isinstance(text, str) or not text.strip():
@@ -279,6 +279,7 @@ def build(
     (out / "metrics.json").write_text(json.dumps(numbers, indent=1, allow_nan=False) + "\n")
     (out / "diagnostic.txt").write_text(str(summary) + "\n", encoding="utf-8")
     if console:
+        print(sequence_block(maps) + "\n")  # 002's block: what the sequence is, before its numbers
         print(summary)
         print("\n".join(study.insights) or "No compression insight: no rule fired.")
     figures = figures_of(maps, numbers)

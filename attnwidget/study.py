@@ -156,6 +156,22 @@ class DiagnosticSummary:
                 "keys_seen": list(self.keys_seen)}
 
 
+def sequence_block(maps: AttentionMaps, label: str | None = None, chars: int = 200, tokens: int = 16) -> str:
+    """002's ``[SEQUENCE]`` block, printed before the summary: what the sequence is (``label``,
+    else the record's source), its text (the first ``chars`` characters), its length and its
+    first ``tokens`` tokens; invisible characters named."""
+    from attnwidget.inputs.source import Source
+
+    what = label if label else (maps.source or Source()).phrase()
+    shown = " | ".join(maps.query_display[:tokens]) + (" ..." if maps.shape[2] > tokens else "")
+    lines = [f"[SEQUENCE] {show_invisible(str(what))}"]
+    if maps.text:
+        more = "..." if len(maps.text) > chars else ""
+        lines.append(f"  Decoded text: {show_invisible(maps.text[:chars])}{more}")
+    lines += [f"  Length: {maps.shape[2]} tokens", f"  Tokens: {shown}"]
+    return "\n".join(lines)
+
+
 def diagnostic_summary(maps: AttentionMaps, layer: int = -1) -> DiagnosticSummary:
     """002's diagnostic summary of ``layer`` (negative from the end) of a record."""
     if not isinstance(maps, AttentionMaps):
@@ -421,5 +437,6 @@ __all__ = [
     "INSIGHTS", "MEASURES", "DiagnosticSummary", "LongContextStudy", "context_history", "context_measures",
     "context_of",
     "context_profile",
-    "diagnostic_summary", "insight_lines", "long_context_study", "sample_measures", "study_samples",
+    "diagnostic_summary", "insight_lines", "long_context_study", "sample_measures", "sequence_block",
+    "study_samples",
 ]

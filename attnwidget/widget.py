@@ -168,6 +168,10 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         step: int | None = None, show_text: bool | None = None, dim: bool | None = None,
         **extract_options: Any,
     ) -> None:
+        traits = sorted(set(extract_options) & set(self.class_trait_names(sync=True)))
+        if traits:  # else extraction would refuse it in its own words ("extract_hf() got ...")
+            raise TypeError(f"{traits[0]}: not an AttentionView(...) argument; set it on the view "
+                            f"after making it (view.{traits[0]} = ...)")
         maps, how, gen = open_record(model, text, tokenizer, source, extract_options)
         self._how: ViewSource | None = how  # how to run the model again (None for a record)
         self._corpus = corpus_summary(corpus, maps)

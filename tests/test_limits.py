@@ -35,7 +35,7 @@ def test_extraction_refuses_before_the_forward(minilm, monkeypatch):
     calls = []
     handle = model.register_forward_pre_hook(lambda *a: calls.append(1))
     try:
-        with pytest.raises(ValueError, match=r"text_or_inputs: 6 layers x 12 heads x 122 x 122 tokens"):
+        with pytest.raises(ValueError, match=r"^text: 6 layers x 12 heads x 122 x 122 tokens"):
             AttentionView(model, "word " * 120, tokenizer=tok)
     finally:
         handle.remove()

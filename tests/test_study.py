@@ -145,6 +145,13 @@ def test_report_on_validation_windows_with_the_study(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "ATTENTION DIAGNOSTIC SUMMARY" in res.stdout
     assert "Length: 32 tokens" in res.stdout
+    # 002's [SEQUENCE] block first: what the sequence is, its text and its tokens
+    block = res.stdout.split("[SEQUENCE] ")[1].split("ATTENTION DIAGNOSTIC SUMMARY")[0]
+    assert block.startswith("corpus.txt validation sequence (window 1)")
+    assert "  Decoded text: " in block
+    assert "abc" in block
+    assert "  Tokens: " in block
+    assert block.rstrip().rstrip("=").rstrip().endswith("...")
     study = json.loads((out / "study" / "study.json").read_text())
     assert study["n_samples"] == 4
     assert study["layer"] == 1

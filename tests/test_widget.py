@@ -294,6 +294,10 @@ def test_a_bad_text_is_named_as_the_view_names_it(minilm):
         AttentionView(model, tokenizer=tok)
     with pytest.raises(ValueError, match=r"^text: expected a non-empty string, got ''$"):
         AttentionView(model, "", tokenizer=tok)
+    # a trait that is no constructor argument: said before any extraction, with what to do
+    with pytest.raises(TypeError, match=r"^compare: not an AttentionView\(\.\.\.\) argument; set it on the "
+                                        r"view after making it \(view\.compare = \.\.\.\)$"):
+        AttentionView(model, "a cat", tokenizer=tok, compare=True)
 
 
 def test_state_is_json_safe():

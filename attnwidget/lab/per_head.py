@@ -39,7 +39,7 @@ from attnwidget.inputs import load_samples, reference_manual
 from attnwidget.lab._common import index, named, save, sequences
 from attnwidget.maps import AttentionMaps
 from attnwidget.metrics import GRADES, head_sharpness, kl_divergence_matrix, sharpness_grade
-from attnwidget.study import diagnostic_summary
+from attnwidget.study import diagnostic_summary, sequence_block
 
 __all__ = [
     "GRADES",
@@ -201,7 +201,6 @@ def generate_interpretability_outputs(
     """
     from attnwidget.extract import extract_attention
     from attnwidget.inputs import find_tokenizer
-    from attnwidget.tokens import show_invisible
 
     rows = sequences(sample_batch, "sample_batch")
     if not rows:
@@ -229,11 +228,7 @@ def generate_interpretability_outputs(
     fig = per_head_figure(maps, li, sequence_label=words, save_path=save_path)
     text = caption(maps, li, None, sequence_label=words)
     if verbose:
-        tokens = " | ".join(maps.query_display[:16]) + (" ..." if maps.shape[2] > 16 else "")
-        print(f"[SEQUENCE] {show_invisible(label)}")
-        if maps.text:
-            print(f"  Decoded text: {show_invisible(maps.text[:200])}{'...' if len(maps.text) > 200 else ''}")
-        print(f"  Length: {maps.shape[2]} tokens\n  Tokens: {tokens}\n")
+        print(sequence_block(maps, label) + "\n")
         print(summary)
         if save_path is not None:
             print(f"✓ Saved: {save_path}")

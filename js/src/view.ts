@@ -190,7 +190,8 @@ export function sync(parts: Parts, model: Model): void {
   put(parts.status.style, "display", model.get("status") ? "" : "none");
   syncStep(parts.step, model);
   for (let i = 0; i < parts.strip.childElementCount; i++) {
-    (parts.strip.children[i] as HTMLElement).classList.toggle("aw-selected", i === model.get("head"));
+    // no head is shown in the average and rollout modes: none is outlined
+    (parts.strip.children[i] as HTMLElement).classList.toggle("aw-selected", headUsed && i === model.get("head"));
   }
 }
 
@@ -351,7 +352,7 @@ export function showThumbs(parts: Parts, shown: Shown, model: Model, th: Theme, 
   const rebuilt = strip.childElementCount !== a.heads;
   if (rebuilt) thumbButtons(strip, a.heads, onPick, onHint);
   const lut = lutOf(model.get("colormap"));
-  const selected = model.get("head");
+  const selected = HEAD_MODES.includes(model.get("mode")) ? model.get("head") : -1;
   const off = new Set(model.get("ablated").filter(([l]) => l === a.layer).map(([, h]) => h));
   // the pictures change with the atlas, colormap, theme and a generation's query row; a click
   // that only ablates a head changes a badge, and redrawing twelve canvases then cost the

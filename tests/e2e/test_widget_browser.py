@@ -378,6 +378,7 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
                 mode="average", layer=2, head=9, threshold=0.25, query=qy))
             expect(caption).to_contain_text(average_label(12))
             expect(view.locator(".aw-metrics-title")).to_contain_text("average of heads")
+            expect(view.locator(".aw-heads .aw-selected")).to_have_count(0)  # no head is shown
 
             page.screenshot(path=str(artifacts / f"widget-{app}.png"), full_page=True)
 
