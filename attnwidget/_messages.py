@@ -40,6 +40,8 @@ NOT_COMPARED = "comparison: shown for one head or the head average"
 #: ``caption_b`` with compare on and no record to compare with.
 NOTHING_TO_COMPARE = ("nothing to compare yet: ablate a head (the button or shift-click a head), "
                       "or call view.compare_with(other_record)")
+#: The same for a view of a record (no model to ablate).
+NOTHING_TO_COMPARE_RECORD = "nothing to compare yet: call view.compare_with(other_record)"
 
 #: The main map is sent with at most this many cells a side; longer inputs are max-pooled.
 OVERVIEW_SIDE = 512

@@ -42,8 +42,7 @@ class RecordMethods:
         else:
             overview = self._panels.overview(self._key(s), s["scale"])
             traits = {"panel": {**overview, "view": self._view(s)}, "panel_b": {}, "panel_diff": {},
-                      "caption_b": (msg.NOTHING_TO_COMPARE if self.compare else "") if other is None
-                      else msg.NOT_COMPARED}
+                      "caption_b": self._compare_note(other, s["mode"])}
         traits["caption"] = msg.view_caption(self.maps, s["mode"], s["layer"], s["head"])
         for name, value in traits.items():
             self.set_trait(name, value)
@@ -77,6 +76,15 @@ class RecordMethods:
             self.set_trait("metrics", msg.metrics_message(self._shown(s), s, self._typical(s)))
         if "text_row" in dirty or "panel" in dirty:
             self._send_text_row()
+
+    def _compare_note(self, other: tuple[AttentionMaps, str] | None, mode: str) -> str:
+        """``caption_b`` when no B is drawn: none with compare off; in a mode without a comparison,
+        that; else what would give the view something to compare."""
+        if not self.compare:
+            return ""
+        if mode not in msg.COMPARED_MODES or other is not None:
+            return msg.NOT_COMPARED
+        return msg.NOTHING_TO_COMPARE if self._how is not None else msg.NOTHING_TO_COMPARE_RECORD
 
     def _comparison(self) -> tuple[AttentionMaps, str] | None:
         if self._other is not None:

@@ -83,7 +83,9 @@ class DiagnosticSummary:
 
     Our scale against the handout's numbers: a one-hot row over n keys has
     row_std ``sqrt(n - 1) / n``, the largest possible value: 0.088 at 128 keys,
-    so 002's example values (0.234, 0.187 at 128 tokens) cannot occur. Grades
+    so 002's example values (0.234, 0.187 at 128 tokens) cannot occur without a
+    mask (``max_row_std``: the bound of this layer's rows, each over the keys it
+    may see; 0.152 for a causal record of 128 tokens). Grades
     therefore use the spread relative to that maximum (SHARP >= 0.5, UNIFORM <
     0.1), which means the same at every length. 002's "KL Matrix: row_std" line
     is reported as the mean KL between two different heads (how different the

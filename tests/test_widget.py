@@ -603,8 +603,15 @@ def test_ablating_a_head_reruns_the_model_and_restores(minilm):
     assert view.panel_b == {}  # nothing to compare with any more, and the view says so
     assert view.panel_diff == {}
     assert view.caption_b.startswith("nothing to compare yet: ablate a head")
+    view.mode = "rollout"  # no comparison in this mode, whatever there is to compare
+    assert view.caption_b == "comparison: shown for one head or the head average"
+    view.mode = "head"
     view.compare = False
     assert view.caption_b == ""
+    # a view of a record has no model to ablate: the note does not offer it
+    record = AttentionView.from_tensor(np.full((1, 2, 4, 4), 0.25, np.float32))
+    record.compare = True
+    assert record.caption_b == "nothing to compare yet: call view.compare_with(other_record)"
 
 
 def test_an_ablation_keeps_what_the_view_computed_from_the_layers_it_cannot_change(minilm):

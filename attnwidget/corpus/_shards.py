@@ -26,7 +26,9 @@ import numpy as np
 from attnwidget.corpus._compute import COLUMN_NAMES, COLUMNS
 
 FORMAT = "attnwidget.corpus"
-FORMAT_VERSION = 1
+#: 2: the pattern column labels uniform by the spread rule (metrics.SPREAD_UNIFORM_RULE), not by
+#: 001's std rule; a folder of version 1 is not resumed, so no table mixes the two.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 #: Settings that must match for a rerun to resume a folder (the rest is recorded, not compared).
 #: In the order they are checked: the settings a person chose first, the dataset's contents last.

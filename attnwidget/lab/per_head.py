@@ -25,7 +25,10 @@ and on the command line ``python -m attnwidget report --mode validation
 About the guide's numbers: its summary prints ``row_std = 0.234`` for a head
 over 128 keys, which cannot happen. A row's weights sum to 1, so their
 standard deviation is largest for a one-hot row, ``sqrt(n - 1) / n``: 0.088 at
-128 keys (0.234 needs rows of at most 16 keys). :func:`row_std` follows the
+128 keys (0.234 needs rows of at most 16 keys). That bound is per row, over the
+keys the row may see: a causal record's early rows see few keys, so its mean
+row_std can reach more (0.152 at 128 tokens; ``DiagnosticSummary.max_row_std``
+gives a record's own bound). :func:`row_std` follows the
 definition; the grade uses the std relative to that one-hot maximum, which
 means the same at every length.
 """
@@ -62,7 +65,8 @@ def row_std(attention: Any, *, relative: bool = False, causal: bool = False) -> 
     an AttentionMaps; returns a float or an array of the leading shape (one
     value per head). Over ``n`` visible keys the value lies in
     ``[0, sqrt(n - 1) / n]``: 0 for uniform rows, the maximum for one-hot
-    rows (0.088 at 128 keys, so the guide's 0.234 there is impossible).
+    rows (0.088 at 128 keys, so the guide's 0.234 there is impossible); a causal
+    record's mean can reach more, its early rows seeing few keys.
     ``relative=True`` divides each row's std by that maximum: 0 uniform,
     1 one-hot, comparable across lengths (what :func:`sharpness_grade` grades).
     ``causal=True`` counts only the keys each query may see.

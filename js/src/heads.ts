@@ -23,10 +23,10 @@ export function gridLayout(heads: number, side = PLOT_PX, labelPx = GRID_LABEL_P
   return { cols, size, boxes };
 }
 
-/** The head whose grid cell (its thumbnail and the label line above it) holds (x, y), or null. */
+/** The head whose grid cell (its thumbnail and the label under it) holds (x, y), or null; the
+ *  line above the grid belongs to no head. */
 export function headAt(grid: GridLayout, x: number, y: number): number | null {
-  const top = (b: { y: number }) => b.y - GRID_LABEL_PX;
-  const hit = grid.boxes.find((b) => x >= b.x && x < b.x + grid.size && y >= top(b) && y < top(b) + grid.size);
+  const hit = grid.boxes.find((b) => x >= b.x && x < b.x + grid.size && y >= b.y && y < b.y + grid.size);
   return hit ? hit.head : null;
 }
 

@@ -201,7 +201,7 @@ function paintComparison(parts: Parts, shown: Shown, model: Model, th: Theme, in
   const pd = model.get("panel_diff");
   const comparing = model.get("compare") && !!pb && "buffer" in pb && !inGrid;
   // compare on with no B to draw (nothing to compare yet, or a mode without one): Python's note alone
-  const note = model.get("compare") && !(pb && "buffer" in pb) && !!model.get("caption_b");
+  const note = model.get("compare") && !(pb && "buffer" in pb) && !!model.get("caption_b") && !inGrid;
   parts.compareArea.style.display = comparing || note ? "" : "none";
   parts.canvasB.style.display = comparing ? "" : "none";
   parts.captionA.style.display = comparing ? "" : "none";
