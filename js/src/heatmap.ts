@@ -136,7 +136,7 @@ function shorten(label: string, max = 12): string {
 
 /** Drawing units (CSS pixels as drawn) per CSS pixel as shown: above 1 when CSS shows the canvas
  *  narrower than it was drawn. */
-export function drawnScale(canvas: HTMLCanvasElement, shownWidth: number): number {
+export function drawnScale(canvas: HTMLCanvasElement, shownWidth = canvas.getBoundingClientRect().width): number {
   const drawn = parseFloat(canvas.style.width);
   return shownWidth > 0 && drawn > 0 ? drawn / shownWidth : 1;
 }

@@ -134,10 +134,7 @@ export function refreshTooltip(parts: Parts, model: Model, shown: Shown): void {
   const { tooltip } = parts;
   if (tooltip.style.display !== "block") return;
   const cell = shown.pointer && shown.layout && model.get("mode") !== "grid" ? cellAt(shown.layout, shown.pointer.x, shown.pointer.y) : null;
-  if (cell && shown.pointer) {
-    showTooltip(tooltip, model, shown, cell, shown.pointer.x, shown.pointer.y,
-      drawnScale(parts.canvas, parts.canvas.getBoundingClientRect().width));
-  }
+  if (cell && shown.pointer) showTooltip(tooltip, model, shown, cell, shown.pointer.x, shown.pointer.y, drawnScale(parts.canvas));
   else tooltip.style.display = "none";
 }
 
@@ -184,7 +181,7 @@ export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: 
   const pointer = (ev: MouseEvent) => {
     const r = canvas.getBoundingClientRect();
     const s = drawnScale(canvas, r.width);
-    return { x: (ev.clientX - r.left) * s, y: (ev.clientY - r.top) * s };
+    return { x: (ev.clientX - r.left) * s, y: (ev.clientY - r.top) * s, s };
   };
   const selectQuery = (q: number | null) => {
     link.setLocal("query", q);
@@ -195,7 +192,7 @@ export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: 
   const onMove = (ev: MouseEvent) => {
     const { layout, panel } = shown;
     if (!layout || !panel || !shown.viewport) return;
-    const { x, y } = pointer(ev);
+    const { x, y, s } = pointer(ev);
     if (drag) {
       const dx = (x - drag.x) / layout.cell;
       const dy = (y - drag.y) / layout.cell;
@@ -205,7 +202,7 @@ export function canvasListeners(parts: Parts, model: Model, shown: Shown, link: 
     }
     shown.pointer = { x, y };
     const cell = cellAt(layout, x, y);
-    if (cell) showTooltip(tooltip, model, shown, cell, x, y, drawnScale(canvas, canvas.getBoundingClientRect().width));
+    if (cell) showTooltip(tooltip, model, shown, cell, x, y, s);
     else tooltip.style.display = "none";
   };
   const onDown = (ev: MouseEvent) => {
