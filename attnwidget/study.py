@@ -31,6 +31,7 @@ import numpy as np
 from attnwidget import metrics as M  # noqa: N812
 from attnwidget.maps import AttentionMaps
 from attnwidget.metrics._input import masked_mean, prepare
+from attnwidget.metrics.patterns import onehot_std
 from attnwidget.tokens import show_invisible
 
 RULE = "=" * 80
@@ -184,7 +185,7 @@ def diagnostic_summary(maps: AttentionMaps, layer: int = -1) -> DiagnosticSummar
     avg = one.head_mean()
     seen = prepare(one, "maps")  # which keys each row may see: causal mask and padding
     n = seen.n_keys.double()  # [1, H, Q]
-    onehot = (n - 1).clamp(min=0).sqrt() / n.clamp(min=1)  # a one-hot row's std over n keys
+    onehot = onehot_std(n)
     counted = n[seen.rows]
     return DiagnosticSummary(
         caption=show_invisible(maps.caption(li)), layer=li, n_tokens=maps.shape[2],

@@ -249,6 +249,12 @@ def explain_pattern(attention: Any, *, mask: Any = None, causal: bool = False,
 
 
 # --------------------------------------------------------------------------- sharpness
+def onehot_std(n_keys: torch.Tensor) -> torch.Tensor:
+    """The std of a one-hot row over ``n_keys`` keys, ``sqrt(n - 1) / n``: the largest a row of
+    weights summing to 1 can have (0 for one key or none)."""
+    return (n_keys - 1).clamp(min=0).sqrt() / n_keys.clamp(min=1)
+
+
 def _relative_spread(p: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row ``[..., Q]``: std of the visible weights, and that std over a one-hot row's std.
 
@@ -259,7 +265,7 @@ def _relative_spread(p: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
         n = p.n_keys.clamp(min=1)
         sq = torch.linalg.vector_norm(p.w, dim=-1) ** 2
         std = (sq / n - (p.sums / n) ** 2).clamp(min=0).sqrt()
-        onehot = (n - 1).clamp(min=0).sqrt() / n  # std of [1, 0, ..., 0] over n keys
+        onehot = onehot_std(n)
         rel = torch.where(onehot > 0, std / onehot.clamp(min=1e-30), torch.zeros_like(std))
         p.cache["spread"] = (std.masked_fill(~p.rows, 0), rel.masked_fill(~p.rows, 0))
     return p.cache["spread"]
