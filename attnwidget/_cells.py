@@ -40,6 +40,11 @@ with ipykernel 7.4 on two cores:
 
 Runs asked for from Python (``view.ablated = ...``, ``view.maps``, :meth:`sweep`)
 run where they are asked, ungated. Outside IPython no cell is tracked.
+
+Runs nobody asked for yet (a view's plain run made ahead of its first ablation
+click, :meth:`attnwidget._view_source.ViewSource.make_base`) go through
+:func:`run_ahead`: only in a kernel, only while no cell runs, and never waiting
+for the model.
 """
 
 from __future__ import annotations
@@ -150,6 +155,22 @@ def run_for_page(what: str, fn: Callable[[], T], expected_s: float | None = None
     with _lock:  # here: a short run, no kernel, or the main thread did not take it
         _refuse_if_a_cell_runs(what)
         return fn()
+
+
+def run_ahead(fn: Callable[[], Any]) -> bool:
+    """``fn()``, a model run nobody has asked for yet (work made ahead of a click), only in a
+    kernel whose cells are followed, while no cell runs and no page-asked run is in flight:
+    it never waits for the model and never runs beside a user's code. Returns whether it ran.
+    A cell starting meanwhile waits for it, as for a page-asked run."""
+    if not _lock.acquire(blocking=False):
+        return False
+    try:
+        if not _watching or _running:
+            return False
+        fn()
+        return True
+    finally:
+        _lock.release()
 
 
 def _refuse_if_a_cell_runs(what: str) -> None:

@@ -63,6 +63,7 @@ class Lifetime:
             self.send({"type": "pong", "seq": content.get("seq")})
         elif kind == "shown":
             self._displays += 1
+            self._base_ahead()
         elif kind == "hidden":
             self._displays = max(0, self._displays - 1)
             if self._displays == 0:
@@ -80,6 +81,8 @@ class Lifetime:
             panels.drop_caches()
             return
         panels.close()
+        if self._ahead is not None:  # queued, not started: not needed for a record let go of
+            self._ahead.cancel()
         self._how.forget()
         self._original = None
         self._released = True

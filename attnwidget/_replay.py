@@ -231,6 +231,7 @@ class Replay:
         self.nbytes = 0
         self.replayed = 0
         self.context: tuple | None = None
+        self.cut = False  # the budget stopped the last recording below the last marker
 
     @contextlib.contextmanager
     def recording(self, model: nn.Module, markers: Sequence[nn.Module] = (),
@@ -246,6 +247,7 @@ class Replay:
         owner = threading.get_ident()
         last_marker = [0]
         full = [self.budget <= 0]
+        cut = [False]  # the budget was reached before the last marker's call
         copy_inputs = _InputCopies(self)
 
         def wrap(module: nn.Module, forward: Any) -> Any:
@@ -281,6 +283,7 @@ class Replay:
         def mark(_module: nn.Module, _args: tuple) -> None:  # before the marker's own call
             if threading.get_ident() == owner:
                 last_marker[0] = len(self.calls)
+                cut[0] = full[0]
 
         kept = [m for m in model.modules() if is_linear(m)] + list(pieces)
         with _LOCK, forward_wrapped(kept, wrap):
@@ -297,6 +300,7 @@ class Replay:
                 copy_inputs.recent.clear()
         if markers:  # nothing from the last site's projection on is ever the same again
             self.calls = self.calls[: last_marker[0]]
+        self.cut = cut[0] if markers else full[0]
         self.nbytes = sum({id(t): t.nelement() * t.element_size() for c in self.calls
                            for t in _tensors((c.inputs, c.output))}.values())
 

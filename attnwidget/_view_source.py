@@ -9,6 +9,7 @@ see the same sequence as the first extraction.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,9 @@ class ViewSource:
 
     last_run_s: float | None = None  # how long the last ablated run took (s)
     extract_s: float | None = None  # how long the record's extraction took (s), if timed
+    forgets: int = 0  # how many times :meth:`forget` ran: a plain run made before one is not kept
+    ahead_too_big: bool = False  # the plain run made ahead did not fit AHEAD_MAX_BYTES: not again
+    _base_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from attnwidget._cells import watch_cells
@@ -63,6 +67,13 @@ class ViewSource:
     KEEP_RUNS: ClassVar[int] = 2
     #: The longest ablated run (s) that :meth:`prepare` starts on a hint.
     PREPARE_MAX_S: ClassVar[float] = 0.5
+    #: The plain run is made ahead of the first ablation (:meth:`make_base`) only for a record
+    #: whose extraction took at most this long (s): a cell started meanwhile waits for it.
+    AHEAD_MAX_S: ClassVar[float] = 0.15
+    #: ... and is kept only if its replay fits in this many bytes: it is held for a click that
+    #: may never come (MiniLM: 22 MiB at 128 tokens, 52 at 256, 139 at 510, the 510-token
+    #: record itself being 75). A larger one is left to the first click, as before.
+    AHEAD_MAX_BYTES: ClassVar[int] = 32 * 2**20
 
     def ablated(self, pairs: list[list[int]], mode: str,
                 original: AttentionMaps) -> tuple[AttentionMaps, dict]:
@@ -113,9 +124,47 @@ class ViewSource:
         estimate = self.last_run_s if self.last_run_s is not None else self.extract_s
         return None if estimate is None else estimate * (2 if self.base is None else 1)
 
+    def wants_base(self, tokens: int) -> bool:
+        """Whether :meth:`make_base` should make the plain run of this ``tokens``-long sequence:
+        none made yet, a record extracted within :data:`AHEAD_MAX_S`, a replay expected within
+        :data:`AHEAD_MAX_BYTES` (:func:`replay_bytes_estimate`), and no earlier try over it."""
+        return (self.base is None and not self.ahead_too_big and self.extract_s is not None
+                and self.extract_s <= self.AHEAD_MAX_S
+                and replay_bytes_estimate(self.model, tokens) <= self.AHEAD_MAX_BYTES)
+
+    def make_base(self, forgets: int) -> bool:
+        """Make the plain run the first ablated run needs (:func:`attnwidget.ablate.unablated_run`)
+        while the model is free (:func:`attnwidget._cells.run_ahead`), so that the first click
+        costs what the later ones do (a view's worker calls it when the kernel is idle).
+        ``forgets``: :attr:`forgets` when it was asked; if :meth:`forget` ran since (the view let
+        go of its record), nothing is made or kept. Returns whether the plain run is there now;
+        a failing run is left for the click, which reports it."""
+        from attnwidget._cells import run_ahead
+
+        def run() -> None:
+            from attnwidget.ablate import unablated_run
+
+            if self.base is not None or self.forgets != forgets:  # made by a click; let go of
+                return
+            base = unablated_run(self.model, self.text, self.tokenizer, replay_bytes=self.AHEAD_MAX_BYTES)
+            if base.replay.cut:  # the click makes it with the full budget
+                self.ahead_too_big = True
+                return
+            with self._base_lock:
+                if self.forgets == forgets:
+                    self.base = base
+
+        try:
+            run_ahead(run)
+        except Exception:  # work ahead of a click: the click runs it again and shows the error
+            return False
+        return self.base is not None
+
     def forget(self) -> None:
         """Drop the runs kept for the ablation (a view that let go of its record)."""
-        self.base = None
+        with self._base_lock:
+            self.forgets += 1
+            self.base = None
         self.kept_runs = []
 
     def _ablated_run(self, pairs: list[list[int]], mode: str, original: AttentionMaps,
@@ -144,6 +193,19 @@ class ViewSource:
         from attnwidget.ablate import ablation_sweep
 
         return ablation_sweep(self.model, self.text, self.tokenizer, mode=mode, progress=progress)
+
+
+def replay_bytes_estimate(model: Any, tokens: int) -> int:
+    """About how many bytes a plain run's replay holds for ``tokens`` tokens
+    (:mod:`attnwidget._replay`): each linear layer's input and output, per token. MiniLM:
+    2.7 MB estimated at 16 tokens, 2.3 recorded (nothing is recorded from the last layer's
+    output projection on); at 128 tokens 21.2 and 22.8 (the self-attention pieces keep their
+    weights, T x T per head)."""
+    from attnwidget._replay import is_linear
+
+    per_token = sum(sum(m.weight.shape) * m.weight.element_size() for m in model.modules()
+                    if is_linear(m) and getattr(m, "weight", None) is not None)
+    return int(per_token * tokens)
 
 
 def open_record(model: Any, text: Any, tokenizer: Any, source: Any,

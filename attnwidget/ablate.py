@@ -300,7 +300,7 @@ def _run(model: nn.Module, inputs: dict[str, torch.Tensor], attentions: bool) ->
 
 
 def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None, *,
-                  attentions: bool = True) -> Any:
+                  attentions: bool = True, replay_bytes: int | None = None) -> Any:
     """The model's plain run on one input, kept small enough to hold next to a view.
 
     What :func:`ablated_record` compares an ablation with (``base=``): the hidden
@@ -314,13 +314,15 @@ def unablated_run(model: nn.Module, text_or_inputs: Any, tokenizer: Any = None, 
     them (:mod:`attnwidget._replay`). The run uses eager attention and asks for the
     weights, as extraction does, so that the two make the same calls; with
     ``attentions=False`` it runs as :func:`ablation_sweep`'s re-runs do, without them.
+    ``replay_bytes``: the replay's budget instead of :data:`~attnwidget._replay.REPLAY_BYTES`
+    (``replay.cut`` says whether it stopped the recording short).
     """
     import types
 
     from attnwidget._replay import Replay, weights_state
 
     inputs = _prepare(model, text_or_inputs, tokenizer)
-    replay = Replay()
+    replay = Replay(replay_bytes)
     with _recording(replay, model, attention_sites(model)):
         # asked as the re-runs ask: what a layer returns depends on it
         out = _run(model, inputs, attentions)

@@ -265,7 +265,7 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
 
     def set_state(self, sync_data: dict[str, Any]) -> None:
         # the browser may send several traits in one message: update once, after all of them
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         with page_message():  # the page's: model runs wait for no cell (attnwidget._cells)
             self._batch += 1
             try:
@@ -274,7 +274,8 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
                 self._batch -= 1
             self._flush()
         # kernel-side share of each change, for benchmarks/bench_widget.py (milliseconds)
-        self._timings.append({"traits": sorted(sync_data), "ms": (time.perf_counter() - start) * 1e3})
+        self._timings.append({"traits": sorted(sync_data), "ms": (time.perf_counter() - start) * 1e3,
+                              "cpu_ms": (time.thread_time() - cpu) * 1e3})
 
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, set()
@@ -328,6 +329,7 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         if "panel" in dirty and self.mode in msg.HEAD_MODES:
             self._panels.prefetch(self.layer, self.head, self.scale, self._shown_at)
             self._shown_at = (self.layer, self.head)
+        self._base_ahead()
 
     @traitlets.observe("step", "query")
     def _step_or_query(self, change: dict[str, Any]) -> None:
@@ -383,6 +385,8 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         """
         if getattr(self, "_panels", None) is not None:  # absent when __init__ failed early
             self._panels.close()
+            if self._ahead is not None:
+                self._ahead.cancel()
             self._released = False
             # a closed view keeps no reference to the data (a notebook variable may
             # still hold the view itself), so the record can be freed

@@ -393,6 +393,14 @@ def test_a_replay_keeps_within_its_budget_and_leaves_the_model_as_it_was(minilm,
     monkeypatch.setattr(_replay, "REPLAY_BYTES", full.replay.nbytes // 2)
     half = unablated_run(model, TEXT, tok)
     assert 0 < half.replay.nbytes <= full.replay.nbytes // 2
+    assert half.replay.cut
+    assert not full.replay.cut
+    # cut: something below the last layer's output projection was not kept; a budget that
+    # holds all of that is not cut, whatever ran out after it
+    exact = unablated_run(model, TEXT, tok, replay_bytes=full.replay.nbytes)
+    assert not exact.replay.cut
+    assert len(exact.replay.calls) == len(full.replay.calls)
+    assert unablated_run(model, TEXT, tok, replay_bytes=full.replay.nbytes - 1).replay.cut
     assert len(half.replay.calls) < len(full.replay.calls)
     maps, effect = ablated_record(model, TEXT, {5: [0]}, tok, base=half)
     # all it kept an output of (the calls inside a self-attention given back whole never run;

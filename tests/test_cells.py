@@ -407,3 +407,169 @@ def test_a_refusal_while_the_record_is_rebuilt_leaves_the_controls_on_what_is_sh
     view.set_state({"threshold": 0.2})  # the next change, after the cell
     assert view.status == ""
     assert view.metrics["view"]["head"] == 6  # the head asked for during the cell
+
+
+#: A text no other test's view shows: work the worker still has queued for those views (their
+#: own plain runs ahead) is not counted here.
+AHEAD_TEXT = TEXT + " Then the head was switched off."
+
+
+def _plain_runs(monkeypatch) -> list:
+    """The threads each plain run of the model on AHEAD_TEXT (``unablated_run``) is made on,
+    from now on."""
+    from attnwidget import ablate
+
+    runs = []
+    real = ablate.unablated_run
+
+    def watched(model, text, *a, **k):
+        if text == AHEAD_TEXT:
+            runs.append(threading.current_thread().name)
+        return real(model, text, *a, **k)
+
+    monkeypatch.setattr(ablate, "unablated_run", watched)
+    return runs
+
+
+def test_the_plain_run_is_made_ahead_once_the_kernel_is_idle(minilm, monkeypatch):
+    # in a kernel (cells followed), a display's appearance has the worker make the plain run
+    # the first ablation needs: the first click then runs the model once, as later ones do
+    from attnwidget import _cells
+    from attnwidget._worker import WORKER
+
+    monkeypatch.setattr(_cells, "_watching", True)
+    model, tok = minilm
+    view = AttentionView(model, AHEAD_TEXT, tokenizer=tok, layer=2, head=5)
+    assert view._how.wants_base(view.maps.shape[-1])  # a short text: quick, and a small replay
+    plain, ablated = _plain_runs(monkeypatch), model_runs(monkeypatch)
+    view._on_message(view, {"type": "shown"}, [])
+    assert WORKER.wait_idle(30)
+    assert plain == ["attnwidget-worker"]
+    base = view._how.base
+    assert base is not None
+    view.set_state({"ablated": [[2, 5]]})  # the first click
+    assert plain == ["attnwidget-worker"]
+    assert ablated == [{2: [5]}]
+    assert view._how.base is base
+    assert view.effect["heads"] == [[2, 5]]
+    view.set_state({"head": 6})  # later changes ask again: made already, nothing queued
+    assert WORKER.wait_idle(30)
+    assert plain == ["attnwidget-worker"]
+
+
+def test_the_plain_run_is_not_made_ahead_beside_a_cell_or_outside_a_kernel(minilm, monkeypatch):
+    from attnwidget import _cells
+    from attnwidget._worker import WORKER
+
+    model, tok = minilm
+    view = AttentionView(model, AHEAD_TEXT, tokenizer=tok, layer=2, head=5)
+    plain = _plain_runs(monkeypatch)
+    view._on_message(view, {"type": "shown"}, [])  # no kernel: nothing is known of its cells
+    assert WORKER.wait_idle(30)
+    assert plain == []
+    assert view._how.base is None
+    monkeypatch.setattr(_cells, "_watching", True)
+    with Cell():
+        view.set_state({"head": 6})
+        assert WORKER.wait_idle(30)
+        assert plain == []  # a cell runs: the model may be in use
+    view.set_state({"head": 7})  # the next change asks again; the cell is over
+    assert WORKER.wait_idle(30)
+    assert plain == ["attnwidget-worker"]
+
+
+def test_a_plain_run_made_ahead_is_not_kept_by_a_view_that_let_go_of_its_record(minilm, monkeypatch):
+    from attnwidget import _cells, ablate
+    from attnwidget._worker import WORKER
+
+    monkeypatch.setattr(_cells, "_watching", True)
+    model, tok = minilm
+    inside, release = threading.Event(), threading.Event()
+    real = ablate.unablated_run
+
+    def held(model, text, *a, **k):  # the display goes while the plain run is being made
+        if text == AHEAD_TEXT:
+            inside.set()
+            assert release.wait(30)
+        return real(model, text, *a, **k)
+
+    monkeypatch.setattr(ablate, "unablated_run", held)
+    view = AttentionView(model, AHEAD_TEXT, tokenizer=tok, layer=2, head=5)
+    how = view._how
+    view._on_message(view, {"type": "shown"}, [])
+    assert inside.wait(30)
+    view._on_message(view, {"type": "hidden"}, [])
+    release.set()
+    assert WORKER.wait_idle(30)
+    assert how.base is None
+    assert view._released
+    # asked before the view let go, started after: not made
+    assert how.make_base(how.forgets - 1) is False
+    assert how.base is None
+
+
+def test_run_ahead_never_waits_for_the_model():
+    from attnwidget import _cells
+
+    ran, started, release = [], threading.Event(), threading.Event()
+
+    def page_run():
+        with _cells._lock:
+            started.set()
+            release.wait(30)
+
+    t = threading.Thread(target=page_run)
+    t.start()
+    assert started.wait(30)
+    try:
+        _cells._watching, watching = True, _cells._watching
+        assert _cells.run_ahead(lambda: ran.append(1)) is False  # a page run holds the model
+    finally:
+        _cells._watching = watching
+        release.set()
+        t.join(30)
+    assert ran == []
+
+
+def test_a_plain_run_made_ahead_over_its_byte_budget_is_left_to_the_click(minilm, monkeypatch):
+    # it would hold more memory than a view should spend on a click that may never come
+    from attnwidget import _cells
+    from attnwidget._view_source import ViewSource
+    from attnwidget._worker import WORKER
+
+    monkeypatch.setattr(_cells, "_watching", True)
+    from attnwidget import _view_source
+
+    monkeypatch.setattr(ViewSource, "AHEAD_MAX_BYTES", 2**20)  # MiniLM on TEXT records ~3 MiB
+    monkeypatch.setattr(_view_source, "replay_bytes_estimate", lambda *_: 0)  # an estimate too low
+    model, tok = minilm
+    view = AttentionView(model, AHEAD_TEXT, tokenizer=tok, layer=2, head=5)
+    plain = _plain_runs(monkeypatch)
+    view._on_message(view, {"type": "shown"}, [])
+    assert WORKER.wait_idle(30)
+    assert plain == ["attnwidget-worker"]
+    assert view._how.base is None
+    assert not view._how.wants_base(view.maps.shape[-1])
+    view.set_state({"head": 6})
+    assert WORKER.wait_idle(30)
+    assert plain == ["attnwidget-worker"]  # not tried again
+    view.set_state({"ablated": [[2, 5]]})  # the click makes it, whole
+    assert len(plain) == 2
+    assert view._how.base is not None
+    assert not view._how.base.replay.cut
+    assert view.effect["heads"] == [[2, 5]]
+
+
+def test_the_replay_estimate_is_near_what_a_plain_run_holds_and_keeps_large_records_out(minilm):
+    from attnwidget._view_source import ViewSource, replay_bytes_estimate
+    from attnwidget.ablate import unablated_run
+
+    model, tok = minilm
+    base = unablated_run(model, AHEAD_TEXT, tok)
+    tokens = base.hidden_states[0].shape[1]
+    # each linear layer's input and output per token: the recording stops at the last layer's
+    # output projection (less: -15% here), BERT's self-attention pieces keep their weights
+    # (more, growing with the square of the length: +8% at 128 tokens)
+    assert replay_bytes_estimate(model, tokens) == pytest.approx(base.replay.nbytes, rel=0.25)
+    # MiniLM: 128 tokens fit the budget, 256 do not (52 MB recorded)
+    assert replay_bytes_estimate(model, 128) <= ViewSource.AHEAD_MAX_BYTES < replay_bytes_estimate(model, 256)
