@@ -261,7 +261,10 @@ def context_measures(profile: np.ndarray, fraction: float = 0.25) -> dict[str, n
     A last query with no weight on its context (all of it on its own key) has NaN for every
     measure and -1 for the position: there is no context weight to measure.
     """
+    from attnwidget.metrics._input import prepare
+
     safe, empty = _with_empty(profile)
+    prepare(safe, "profile")  # its own errors: the measures below name their `attention`
     stats = M.compute_attention_statistics(safe)
     out = {
         "mean_context_attention": np.asarray(stats["mean"], dtype=float),

@@ -84,6 +84,12 @@ def test_bad_input_names_the_argument():
         compute_attention_entropy(weights * 2)
     with pytest.raises(TypeError, match=r"heatmap_data: expected the dict create_attention_heatmap returns"):
         plot_heatmap({"weights": weights})
+    # plot_heatmap takes no normalize: its error names what was passed and offers none
+    labels = [str(i) for i in range(weights.shape[-1])]
+    with pytest.raises(ValueError, match=r"heatmap_data\['weights'\]: rows must sum to 1") as err:
+        plot_heatmap({"weights": weights * 2, "query_labels": labels, "key_labels": labels})
+    assert "normalize" not in str(err.value)
+    assert "divide each row by its sum" in str(err.value)
 
 
 def test_plot_heatmap_draws_the_dict_and_saves_it(tmp_path):

@@ -170,3 +170,15 @@ def test_report_on_validation_windows_with_the_study(tmp_path):
         capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: index: ")
+
+
+def test_context_measures_names_its_profile_and_offers_no_normalize():
+    from attnwidget.study import context_measures
+
+    with pytest.raises(ValueError, match=r"profile: rows must sum to 1") as err:
+        context_measures(np.full((2, 1, 4), 0.15))
+    assert "normalize" not in str(err.value)
+    # an empty context (all weight on the query's own key) is not an error: NaN measures
+    got = context_measures(np.array([[[0.0, 0.0, 0.0]], [[0.5, 0.25, 0.25]]]))
+    assert np.isnan(got["attention_entropy"][0])
+    assert got["max_attention_position"].tolist() == [-1, 0]

@@ -66,6 +66,7 @@ def plot_heatmap(heatmap_data: dict[str, Any], save_path: str | Path | None = No
     ``bokeh.io.show`` or as a cell's last value); ``save_path`` (``.html``,
     ``.png`` or ``.svg``) also writes it.
     """
+    from attnwidget.metrics._input import prepare
     from attnwidget.plots import matrix_figure
 
     if not isinstance(heatmap_data, dict) or any(k not in heatmap_data for k in _HEATMAP_KEYS):
@@ -74,7 +75,9 @@ def plot_heatmap(heatmap_data: dict[str, Any], save_path: str | Path | None = No
             "heatmap_data: expected the dict create_attention_heatmap returns "
             f"(keys {_HEATMAP_KEYS}), got {got}"
         )
-    # the dict's own checks (shape, rows, label counts) by building it again from its parts
+    # the dict's own checks (shape, rows, label counts) by building it again from its parts;
+    # the weights first, so that an error names what the caller passed
+    prepare(heatmap_data["weights"], "heatmap_data['weights']")
     data = create_attention_heatmap(heatmap_data["weights"], heatmap_data["query_labels"],
                                     heatmap_data["key_labels"])
     if data["weights"].ndim != 2:
