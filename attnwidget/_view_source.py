@@ -126,9 +126,13 @@ class ViewSource:
 
     def wants_base(self, tokens: int) -> bool:
         """Whether :meth:`make_base` should make the plain run of this ``tokens``-long sequence:
-        none made yet, a record extracted within :data:`AHEAD_MAX_S`, a replay expected within
+        none made yet, a record extracted from a model (not given as an array of weights)
+        within :data:`AHEAD_MAX_S`, a replay expected within
         :data:`AHEAD_MAX_BYTES` (:func:`replay_bytes_estimate`), and no earlier try over it."""
+        import torch
+
         return (self.base is None and not self.ahead_too_big and self.extract_s is not None
+                and isinstance(self.model, torch.nn.Module)  # not weights given as an array
                 and self.extract_s <= self.AHEAD_MAX_S
                 and replay_bytes_estimate(self.model, tokens) <= self.AHEAD_MAX_BYTES)
 

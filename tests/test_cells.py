@@ -573,3 +573,27 @@ def test_the_replay_estimate_is_near_what_a_plain_run_holds_and_keeps_large_reco
     assert replay_bytes_estimate(model, tokens) == pytest.approx(base.replay.nbytes, rel=0.25)
     # MiniLM: 128 tokens fit the budget, 256 do not (52 MB recorded)
     assert replay_bytes_estimate(model, 128) <= ViewSource.AHEAD_MAX_BYTES < replay_bytes_estimate(model, 256)
+
+
+@pytest.mark.parametrize("make", ["array", "from_tensor", "record"])
+def test_views_without_a_model_make_nothing_ahead_and_show_as_before(make, monkeypatch):
+    # an array of weights is "extracted" too (its ViewSource's model is the array): no plain
+    # run, and no error in the display or the change that asks
+    import numpy as np
+
+    from attnwidget import _cells
+    from attnwidget._worker import WORKER
+    from attnwidget.synthetic import create_synthetic_attention
+
+    monkeypatch.setattr(_cells, "_watching", True)
+    weights = np.full((2, 3, 6, 6), 1 / 6, dtype=np.float32)
+    view = {"array": lambda: AttentionView(create_synthetic_attention(12, "diagonal")),
+            "from_tensor": lambda: AttentionView.from_tensor(weights, layer=1),
+            "record": lambda: AttentionView(AttentionView.from_tensor(weights).maps)}[make]()
+    view._on_message(view, {"type": "shown"}, [])
+    view.set_state({"threshold": 0.3, "mode": "average"})
+    view.set_state({"mode": "head"})
+    assert WORKER.wait_idle(30)
+    assert view.status == ""
+    assert view.metrics["view"]["mode"] == "head"
+    assert view._ahead is None
