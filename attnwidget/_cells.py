@@ -70,6 +70,8 @@ _lock = threading.RLock()  # held by a page-asked run; a starting cell waits for
 _running: collections.Counter[int] = collections.Counter()  # thread id -> cells running on it
 _watching = False
 _local = threading.local()  # .page: page messages being handled here; .settled: one OpenMP thread
+_retry_lock = threading.Lock()
+_retries: list[Callable[[], Any]] = []  # run_ahead's refused asks, each giving its callback
 
 
 class ModelInUseError(RuntimeError):
@@ -112,6 +114,9 @@ def cell_ends(_result: Any = None) -> None:
         _running[me] -= 1
         if _running[me] <= 0:
             del _running[me]
+        free = not _running
+    if free:
+        _model_free()
 
 
 @contextlib.contextmanager
@@ -144,33 +149,62 @@ def run_for_page(what: str, fn: Callable[[], T], expected_s: float | None = None
     other runs here. Either way it holds the lock a starting cell waits for."""
     if not getattr(_local, "page", 0):
         return fn()
-    loop = _main_loop() if expected_s is None or expected_s >= HOP_MIN_S else None
-    if loop is not None:
-        job = _Job(fn, what)
-        with _lock:
+    try:
+        loop = _main_loop() if expected_s is None or expected_s >= HOP_MIN_S else None
+        if loop is not None:
+            job = _Job(fn, what)
+            with _lock:
+                _refuse_if_a_cell_runs(what)
+                loop.add_callback(job.run)
+            if job.taken(START_S):
+                return job.result()
+        with _lock:  # here: a short run, no kernel, or the main thread did not take it
             _refuse_if_a_cell_runs(what)
-            loop.add_callback(job.run)
-        if job.taken(START_S):
-            return job.result()
-    with _lock:  # here: a short run, no kernel, or the main thread did not take it
-        _refuse_if_a_cell_runs(what)
-        return fn()
+            return fn()
+    finally:
+        _model_free()
 
 
-def run_ahead(fn: Callable[[], Any]) -> bool:
+def run_ahead(fn: Callable[[], Any], retry: Callable[[], Any] | None = None) -> bool:
     """``fn()``, a model run nobody has asked for yet (work made ahead of a click), only in a
-    kernel whose cells are followed, while no cell runs and no page-asked run is in flight:
-    it never waits for the model and never runs beside a user's code. Returns whether it ran.
-    A cell starting meanwhile waits for it, as for a page-asked run."""
+    kernel whose cells are followed, while no cell runs and no page-asked run is in flight; it
+    does not wait for them (a cell starting meanwhile waits for it, as for a page-asked run).
+    Code that is not a cell (another widget's callback, a thread of the user's) is not seen.
+    Returns whether it ran; if a cell or a page-asked run held the model, ``retry`` (a
+    ``weakref.WeakMethod`` or any callable returning the callback, or None) is called once
+    the last cell has ended or that run is over."""
     if not _lock.acquire(blocking=False):
+        _later(retry)
         return False
     try:
-        if not _watching or _running:
+        if not _watching:
+            return False
+        if _running:
+            _later(retry)
             return False
         fn()
         return True
     finally:
         _lock.release()
+
+
+def _later(retry: Callable[[], Any] | None) -> None:
+    if retry is not None:
+        with _retry_lock:
+            _retries.append(retry)
+
+
+def _model_free() -> None:
+    """Call the retries :func:`run_ahead` left (outside every lock; a dead reference is skipped)."""
+    with _retry_lock:
+        if not _retries:
+            return
+        due = list(_retries)
+        _retries.clear()
+    for ref in due:
+        callback = ref()
+        if callback is not None:
+            callback()
 
 
 def _refuse_if_a_cell_runs(what: str) -> None:

@@ -10,6 +10,7 @@ here); split from ``widget.py`` so that each file of the widget layer keeps one 
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,8 @@ class RecordMethods:
         """Have the worker make the plain run the first ablation click needs, once the kernel is
         idle (:meth:`attnwidget._view_source.ViewSource.make_base`): without it the first click
         ran the model twice (at 128 tokens 170 ms against 80 for the next clicks, measured in
-        JupyterLab). Asked when a display appears and after each change, until it is made."""
+        JupyterLab). Asked when a display appears, after each change, and once the model is
+        free again after a cell or page-asked run held it, until it is made."""
         how = self._how
         if how is None or self._released or self._closed() or (
                 self._ahead is not None and not self._ahead.done()):
@@ -171,8 +173,9 @@ class RecordMethods:
             wanted = how.wants_base(self._original.shape[-1])
         except Exception:  # work ahead: it must not fail the change or display that asked
             return
-        if wanted:
-            self._ahead = WORKER.submit(self._panels, how.make_base, how.forgets, idle=True)
+        if wanted:  # a cell holding the model: asked again once the last cell has ended
+            retry = weakref.WeakMethod(self._base_ahead)
+            self._ahead = WORKER.submit(self._panels, how.make_base, how.forgets, retry, idle=True)
 
     def sweep(self, mode: str = "zero", progress: bool = True) -> Any:
         """Ablate every head on its own (:func:`attnwidget.ablate.ablation_sweep`); returns ``[L, H]``.

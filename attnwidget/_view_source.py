@@ -56,6 +56,8 @@ class ViewSource:
     extract_s: float | None = None  # how long the record's extraction took (s), if timed
     forgets: int = 0  # how many times :meth:`forget` ran: a plain run made before one is not kept
     ahead_too_big: bool = False  # the plain run made ahead did not fit AHEAD_MAX_BYTES: not again
+    ahead_failed: bool = False  # the plain run made ahead raised: left to the click, which reports it
+    made_ahead: Any = None  # the base, while it is one made ahead that no click has used yet
     _base_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -68,11 +70,14 @@ class ViewSource:
     #: The longest ablated run (s) that :meth:`prepare` starts on a hint.
     PREPARE_MAX_S: ClassVar[float] = 0.5
     #: The plain run is made ahead of the first ablation (:meth:`make_base`) only for a record
-    #: whose extraction took at most this long (s): a cell started meanwhile waits for it.
-    AHEAD_MAX_S: ClassVar[float] = 0.15
+    #: whose extraction, times the cores it may have used, took at most this long (s): the run
+    #: ahead is on one thread, and a cell started meanwhile waits for it. MiniLM on two cores:
+    #: 0.09 at 128 tokens, 0.14 at 256, 0.29 at 510.
+    AHEAD_MAX_S: ClassVar[float] = 0.3
     #: ... and is kept only if its replay fits in this many bytes: it is held for a click that
     #: may never come (MiniLM: 22 MiB at 128 tokens, 52 at 256, 139 at 510, the 510-token
-    #: record itself being 75). A larger one is left to the first click, as before.
+    #: record itself being 75). A larger one is left to the first click, as before. One such
+    #: run at a time is kept in the process, the latest view's (:func:`_hold_ahead`).
     AHEAD_MAX_BYTES: ClassVar[int] = 32 * 2**20
 
     def ablated(self, pairs: list[list[int]], mode: str,
@@ -127,22 +132,27 @@ class ViewSource:
     def wants_base(self, tokens: int) -> bool:
         """Whether :meth:`make_base` should make the plain run of this ``tokens``-long sequence:
         none made yet, a record extracted from a model (not given as an array of weights)
-        within :data:`AHEAD_MAX_S`, a replay expected within
-        :data:`AHEAD_MAX_BYTES` (:func:`replay_bytes_estimate`), and no earlier try over it."""
+        within :data:`AHEAD_MAX_S` (times the cores), a replay expected within
+        :data:`AHEAD_MAX_BYTES` (:func:`replay_bytes_estimate`), and no earlier try that failed
+        or went over it."""
+        import os
+
         import torch
 
-        return (self.base is None and not self.ahead_too_big and self.extract_s is not None
+        return (self.base is None and not self.ahead_too_big and not self.ahead_failed
+                and self.extract_s is not None
                 and isinstance(self.model, torch.nn.Module)  # not weights given as an array
-                and self.extract_s <= self.AHEAD_MAX_S
+                and self.extract_s * (os.cpu_count() or 1) <= self.AHEAD_MAX_S
                 and replay_bytes_estimate(self.model, tokens) <= self.AHEAD_MAX_BYTES)
 
-    def make_base(self, forgets: int) -> bool:
+    def make_base(self, forgets: int, retry: Any = None) -> bool:
         """Make the plain run the first ablated run needs (:func:`attnwidget.ablate.unablated_run`)
-        while the model is free (:func:`attnwidget._cells.run_ahead`), so that the first click
-        costs what the later ones do (a view's worker calls it when the kernel is idle).
-        ``forgets``: :attr:`forgets` when it was asked; if :meth:`forget` ran since (the view let
-        go of its record), nothing is made or kept. Returns whether the plain run is there now;
-        a failing run is left for the click, which reports it."""
+        while the model is free (:func:`attnwidget._cells.run_ahead`, which calls ``retry``
+        once it is free again if a cell held it), so that the first click costs what the later
+        ones do (a view's worker calls it when the kernel is idle). ``forgets``:
+        :attr:`forgets` when it was asked; if :meth:`forget` ran since (the view let go of its
+        record), nothing is made or kept. Returns whether the plain run is there now; a
+        failing run is not tried again: the click runs it and reports the error."""
         from attnwidget._cells import run_ahead
 
         def run() -> None:
@@ -155,20 +165,30 @@ class ViewSource:
                 self.ahead_too_big = True
                 return
             with self._base_lock:
-                if self.forgets == forgets:
-                    self.base = base
+                if self.forgets != forgets:
+                    return
+                self.base = self.made_ahead = base
+            _hold_ahead(self)
 
         try:
-            run_ahead(run)
+            run_ahead(run, retry)
         except Exception:  # work ahead of a click: the click runs it again and shows the error
+            self.ahead_failed = True
             return False
         return self.base is not None
+
+    def drop_ahead(self) -> None:
+        """Drop the plain run made ahead if no click has used it (another view made one since)."""
+        with self._base_lock:
+            if self.made_ahead is not None and self.base is self.made_ahead:
+                self.base = None
+            self.made_ahead = None
 
     def forget(self) -> None:
         """Drop the runs kept for the ablation (a view that let go of its record)."""
         with self._base_lock:
             self.forgets += 1
-            self.base = None
+            self.base = self.made_ahead = None
         self.kept_runs = []
 
     def _ablated_run(self, pairs: list[list[int]], mode: str, original: AttentionMaps,
@@ -180,6 +200,7 @@ class ViewSource:
             heads.setdefault(layer, []).append(head)
         # the unablated run every toggle is compared with (and replays below its heads), made
         # once, and again when the model's parameters changed
+        self.made_ahead = None  # used by a click (or replaced below): the view's own from now on
         if self.base is None or versions is None or self.base.versions != versions:
             from attnwidget.ablate import unablated_run
 
@@ -197,6 +218,25 @@ class ViewSource:
         from attnwidget.ablate import ablation_sweep
 
         return ablation_sweep(self.model, self.text, self.tokenizer, mode=mode, progress=progress)
+
+
+_ahead_lock = threading.Lock()
+_ahead_held: Any = None  # weakref.ref to the ViewSource whose base made ahead is kept
+
+
+def _hold_ahead(source: ViewSource) -> None:
+    """``source`` keeps the plain run it made ahead; the one another view made before, not used
+    by a click yet, is dropped (made again once that view is in use and the kernel idle): at
+    most one such run, :data:`ViewSource.AHEAD_MAX_BYTES`, is held for clicks that may never
+    come, however many views are shown."""
+    import weakref
+
+    global _ahead_held
+    with _ahead_lock:
+        before = _ahead_held() if _ahead_held is not None else None
+        _ahead_held = weakref.ref(source)
+    if before is not None and before is not source:
+        before.drop_ahead()
 
 
 def replay_bytes_estimate(model: Any, tokens: int) -> int:

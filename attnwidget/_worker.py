@@ -147,6 +147,8 @@ class Worker:
                             fut.set_result(fn(*args))
                     except BaseException as exc:  # handed to whoever waits on the future
                         fut.set_exception(exc)
+                # held until the next job otherwise: a bound method keeps its view's record
+                fut = fn = args = None  # type: ignore[assignment]
             finally:
                 with self._cv:
                     self._running = False

@@ -263,8 +263,8 @@ def context_measures(profile: np.ndarray, fraction: float = 0.25) -> dict[str, n
     """
     from attnwidget.metrics._input import prepare
 
+    prepare(profile, "profile")  # its own errors (all-zero rows pass): the measures name `attention`
     safe, empty = _with_empty(profile)
-    prepare(safe, "profile")  # its own errors: the measures below name their `attention`
     stats = M.compute_attention_statistics(safe)
     out = {
         "mean_context_attention": np.asarray(stats["mean"], dtype=float),

@@ -387,6 +387,8 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
             self._panels.close()
             if self._ahead is not None:
                 self._ahead.cancel()
+            if self._how is not None:  # a run ahead in flight keeps nothing for a closed view
+                self._how.forget()
             self._released = False
             # a closed view keeps no reference to the data (a notebook variable may
             # still hold the view itself), so the record can be freed

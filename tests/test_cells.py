@@ -409,6 +409,19 @@ def test_a_refusal_while_the_record_is_rebuilt_leaves_the_controls_on_what_is_sh
     assert view.metrics["view"]["head"] == 6  # the head asked for during the cell
 
 
+@pytest.fixture
+def isolated(monkeypatch):
+    """The work other tests' views left queued done first, and their retries forgotten: each
+    would make its own plain run ahead once cells are followed, and drop this test's (one is
+    kept per process)."""
+    from attnwidget import _cells, _view_source
+    from attnwidget._worker import WORKER
+
+    assert WORKER.wait_idle(30)
+    monkeypatch.setattr(_cells, "_retries", [])
+    monkeypatch.setattr(_view_source, "_ahead_held", None)
+
+
 #: A text no other test's view shows: work the worker still has queued for those views (their
 #: own plain runs ahead) is not counted here.
 AHEAD_TEXT = TEXT + " Then the head was switched off."
@@ -431,7 +444,7 @@ def _plain_runs(monkeypatch) -> list:
     return runs
 
 
-def test_the_plain_run_is_made_ahead_once_the_kernel_is_idle(minilm, monkeypatch):
+def test_the_plain_run_is_made_ahead_once_the_kernel_is_idle(minilm, monkeypatch, isolated):
     # in a kernel (cells followed), a display's appearance has the worker make the plain run
     # the first ablation needs: the first click then runs the model once, as later ones do
     from attnwidget import _cells
@@ -457,7 +470,7 @@ def test_the_plain_run_is_made_ahead_once_the_kernel_is_idle(minilm, monkeypatch
     assert plain == ["attnwidget-worker"]
 
 
-def test_the_plain_run_is_not_made_ahead_beside_a_cell_or_outside_a_kernel(minilm, monkeypatch):
+def test_the_plain_run_is_not_made_ahead_beside_a_cell_or_outside_a_kernel(minilm, monkeypatch, isolated):
     from attnwidget import _cells
     from attnwidget._worker import WORKER
 
@@ -473,12 +486,14 @@ def test_the_plain_run_is_not_made_ahead_beside_a_cell_or_outside_a_kernel(minil
         view.set_state({"head": 6})
         assert WORKER.wait_idle(30)
         assert plain == []  # a cell runs: the model may be in use
-    view.set_state({"head": 7})  # the next change asks again; the cell is over
+    # the last cell has ended: asked again, with no change of the view's
     assert WORKER.wait_idle(30)
     assert plain == ["attnwidget-worker"]
+    assert view._how.base is not None
 
 
-def test_a_plain_run_made_ahead_is_not_kept_by_a_view_that_let_go_of_its_record(minilm, monkeypatch):
+def test_a_plain_run_made_ahead_is_not_kept_by_a_view_that_let_go_of_its_record(
+        minilm, monkeypatch, isolated):
     from attnwidget import _cells, ablate
     from attnwidget._worker import WORKER
 
@@ -531,7 +546,7 @@ def test_run_ahead_never_waits_for_the_model():
     assert ran == []
 
 
-def test_a_plain_run_made_ahead_over_its_byte_budget_is_left_to_the_click(minilm, monkeypatch):
+def test_a_plain_run_made_ahead_over_its_byte_budget_is_left_to_the_click(minilm, monkeypatch, isolated):
     # it would hold more memory than a view should spend on a click that may never come
     from attnwidget import _cells
     from attnwidget._view_source import ViewSource
@@ -576,7 +591,7 @@ def test_the_replay_estimate_is_near_what_a_plain_run_holds_and_keeps_large_reco
 
 
 @pytest.mark.parametrize("make", ["array", "from_tensor", "record"])
-def test_views_without_a_model_make_nothing_ahead_and_show_as_before(make, monkeypatch):
+def test_views_without_a_model_make_nothing_ahead_and_show_as_before(make, monkeypatch, isolated):
     # an array of weights is "extracted" too (its ViewSource's model is the array): no plain
     # run, and no error in the display or the change that asks
     import numpy as np
@@ -597,3 +612,102 @@ def test_views_without_a_model_make_nothing_ahead_and_show_as_before(make, monke
     assert view.status == ""
     assert view.metrics["view"]["mode"] == "head"
     assert view._ahead is None
+
+
+def test_a_cell_starting_during_a_run_ahead_waits_for_it(minilm, monkeypatch, isolated):
+    from attnwidget import _cells, ablate
+    from attnwidget._worker import WORKER
+
+    monkeypatch.setattr(_cells, "_watching", True)
+    model, tok = minilm
+    inside, release, order = threading.Event(), threading.Event(), []
+    real = ablate.unablated_run
+
+    def held(model, text, *a, **k):
+        if text == AHEAD_TEXT:
+            inside.set()
+            assert release.wait(30)
+        out = real(model, text, *a, **k)
+        order.append("plain run done")
+        return out
+
+    monkeypatch.setattr(ablate, "unablated_run", held)
+    view = AttentionView(model, AHEAD_TEXT, tokenizer=tok, layer=2, head=5)
+    view._on_message(view, {"type": "shown"}, [])
+    assert inside.wait(30)
+    cell = Cell(lambda: order.append(("cell started", model.training)))
+    cell.thread.start()
+    cell.thread.join(0.3)
+    assert order == [], "the cell started while the run ahead was using the model"
+    release.set()
+    assert WORKER.wait_idle(30)
+    cell.finish()
+    assert order == ["plain run done", ("cell started", False)]
+
+
+def test_a_run_ahead_that_fails_is_left_to_the_click(minilm, monkeypatch, isolated):
+    from attnwidget import _cells, ablate
+    from attnwidget._worker import WORKER
+
+    monkeypatch.setattr(_cells, "_watching", True)
+    model, tok = minilm
+    calls = []
+
+    def failing(model, text, *a, **k):
+        calls.append(threading.current_thread().name)
+        raise RuntimeError("this model cannot run plainly")
+
+    monkeypatch.setattr(ablate, "unablated_run", failing)
+    view = AttentionView(model, AHEAD_TEXT, tokenizer=tok, layer=2, head=5)
+    view._on_message(view, {"type": "shown"}, [])
+    assert WORKER.wait_idle(30)
+    assert calls == ["attnwidget-worker"]
+    view.set_state({"head": 6})  # not tried again after each change
+    assert WORKER.wait_idle(30)
+    assert calls == ["attnwidget-worker"]
+    assert view.status == ""  # nothing shown for work nobody asked for
+    with pytest.raises(RuntimeError, match="cannot run plainly"):
+        view.set_state({"ablated": [[2, 6]]})  # the click runs it and reports it
+    assert "cannot run plainly" in view.status
+    assert view.ablated == []
+
+
+def test_one_plain_run_made_ahead_is_kept_per_process_and_close_keeps_none(minilm, monkeypatch, isolated):
+    # each shown view would otherwise hold its replay (22 MiB at 128 tokens) for a click that
+    # may never come; the view in use makes its own again
+    from attnwidget import _cells
+    from attnwidget._worker import WORKER
+
+    monkeypatch.setattr(_cells, "_watching", True)
+    model, tok = minilm
+    plain = _plain_runs(monkeypatch)
+    a = AttentionView(model, AHEAD_TEXT, tokenizer=tok, layer=2, head=5)
+    a._on_message(a, {"type": "shown"}, [])
+    assert WORKER.wait_idle(30)
+    assert a._how.base is not None
+    b = AttentionView(model, AHEAD_TEXT, tokenizer=tok, layer=3, head=1)
+    b._on_message(b, {"type": "shown"}, [])
+    assert WORKER.wait_idle(30)
+    assert b._how.base is not None
+    assert a._how.base is None  # dropped: b's is the one kept
+    made = len(plain)
+    a.set_state({"head": 6})  # a in use again: its own made again, b's dropped
+    assert WORKER.wait_idle(30)
+    assert len(plain) == made + 1
+    assert a._how.base is not None
+    assert b._how.base is None
+    b.set_state({"head": 2})  # and back to b
+    assert WORKER.wait_idle(30)
+    kept = b._how.base
+    assert kept is not None
+    assert a._how.base is None
+    b.set_state({"ablated": [[3, 1]]})  # a click uses b's: b's own from now on
+    assert b._how.base is kept
+    c = AttentionView(model, AHEAD_TEXT, tokenizer=tok, layer=1, head=1)
+    c._on_message(c, {"type": "shown"}, [])
+    assert WORKER.wait_idle(30)
+    assert c._how.base is not None
+    assert b._how.base is kept  # used by a click: not dropped for c's
+    how = a._how
+    a.close()
+    assert how.base is None

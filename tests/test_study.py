@@ -178,6 +178,8 @@ def test_context_measures_names_its_profile_and_offers_no_normalize():
     with pytest.raises(ValueError, match=r"profile: rows must sum to 1") as err:
         context_measures(np.full((2, 1, 4), 0.15))
     assert "normalize" not in str(err.value)
+    with pytest.raises(ValueError, match=r"profile: expected at least 2 dimensions"):
+        context_measures(np.array([0.5, 0.5]))
     # an empty context (all weight on the query's own key) is not an error: NaN measures
     got = context_measures(np.array([[[0.0, 0.0, 0.0]], [[0.5, 0.25, 0.25]]]))
     assert np.isnan(got["attention_entropy"][0])
