@@ -31,6 +31,7 @@ class RecordMethods:
     _ablated_now: list[list[int]]
     _released: bool
     _ahead: Any = None  # the worker's future of ViewSource.make_base, once asked
+    _displays: int  # the browser's displays of the view now (attnwidget._lifetime)
     _timings: Any
     _batch: int
     _dirty: set[str]
@@ -164,9 +165,9 @@ class RecordMethods:
         JupyterLab). Asked when a display appears, after each change, and once the model is
         free again after a cell or page-asked run held it, until it is made."""
         how = self._how
-        if how is None or self._released or self._closed() or (
+        if how is None or self._released or self._closed() or not self._displays or (
                 self._ahead is not None and not self._ahead.done()):
-            return
+            return  # a view no display shows (yet) makes nothing ahead
         from attnwidget._worker import WORKER
 
         try:

@@ -711,3 +711,22 @@ def test_one_plain_run_made_ahead_is_kept_per_process_and_close_keeps_none(minil
     how = a._how
     a.close()
     assert how.base is None
+
+
+def test_a_view_no_display_shows_makes_nothing_ahead(minilm, monkeypatch, isolated):
+    # a notebook may hold views it never displays (a dict of them, a record's source): none of
+    # them runs the model in the background, not even when the cell that made them ends
+    from attnwidget import _cells
+    from attnwidget._worker import WORKER
+
+    monkeypatch.setattr(_cells, "_watching", True)
+    model, tok = minilm
+    plain = _plain_runs(monkeypatch)
+    with Cell():
+        view = AttentionView(model, AHEAD_TEXT, tokenizer=tok, layer=2, head=5)
+        view.head = 6
+    assert WORKER.wait_idle(30)
+    assert plain == []
+    view._on_message(view, {"type": "shown"}, [])
+    assert WORKER.wait_idle(30)
+    assert plain == ["attnwidget-worker"]
