@@ -58,6 +58,7 @@ class ViewSource:
     ahead_too_big: bool = False  # the plain run made ahead did not fit AHEAD_MAX_BYTES: not again
     ahead_failed: bool = False  # the plain run made ahead raised: left to the click, which reports it
     made_ahead: Any = None  # the base, while it is one made ahead that no click has used yet
+    ahead_s: float | None = None  # how long the plain run made ahead took (s), on one thread
     _base_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -71,9 +72,10 @@ class ViewSource:
     PREPARE_MAX_S: ClassVar[float] = 0.5
     #: The plain run is made ahead of the first ablation (:meth:`make_base`) only for a record
     #: whose extraction, times the cores it may have used, took at most this long (s): the run
-    #: ahead is on one thread, and a cell started meanwhile waits for it. MiniLM on two cores:
-    #: 0.09 at 128 tokens, 0.14 at 256, 0.29 at 510.
-    AHEAD_MAX_S: ClassVar[float] = 0.3
+    #: ahead is on one thread, and a cell started meanwhile waits for it (the hover hint's
+    #: bound, :data:`PREPARE_MAX_S`). MiniLM on two cores: 0.09 at 128 tokens, 0.14 at 256,
+    #: 0.29 at 510, and twice that when the kernel was busy as the record was made.
+    AHEAD_MAX_S: ClassVar[float] = 0.5
     #: ... and is kept only if its replay fits in this many bytes: it is held for a click that
     #: may never come (MiniLM: 22 MiB at 128 tokens, 52 at 256, 139 at 510, the 510-token
     #: record itself being 75). A larger one is left to the first click, as before. One such
@@ -124,9 +126,10 @@ class ViewSource:
 
     def expected_s(self) -> float | None:
         """How long the next ablated run should take (s), None before any estimate: the last
-        ablated run; before one, the extraction (one forward); twice that while the plain run
-        has to be made first."""
-        estimate = self.last_run_s if self.last_run_s is not None else self.extract_s
+        ablated run; before one, the plain run made ahead (one forward on one thread, as the
+        page's short runs have: the ablated run replays part of it), else the extraction (one
+        forward, on every core); twice that while the plain run has to be made first."""
+        estimate = next((s for s in (self.last_run_s, self.ahead_s, self.extract_s) if s is not None), None)
         return None if estimate is None else estimate * (2 if self.base is None else 1)
 
     def wants_base(self, tokens: int) -> bool:
@@ -160,7 +163,9 @@ class ViewSource:
 
             if self.base is not None or self.forgets != forgets:  # made by a click; let go of
                 return
+            start = time.perf_counter()
             base = unablated_run(self.model, self.text, self.tokenizer, replay_bytes=self.AHEAD_MAX_BYTES)
+            self.ahead_s = time.perf_counter() - start
             if base.replay.cut:  # the click makes it with the full budget
                 self.ahead_too_big = True
                 return

@@ -460,6 +460,9 @@ def test_the_plain_run_is_made_ahead_once_the_kernel_is_idle(minilm, monkeypatch
     assert plain == ["attnwidget-worker"]
     base = view._how.base
     assert base is not None
+    # the first click's estimate: that run, on one thread as the click's (not the extraction
+    # on every core, doubled for a plain run still to make)
+    assert view._how.expected_s() == view._how.ahead_s
     view.set_state({"ablated": [[2, 5]]})  # the first click
     assert plain == ["attnwidget-worker"]
     assert ablated == [{2: [5]}]
