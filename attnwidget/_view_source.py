@@ -59,6 +59,8 @@ class ViewSource:
     ahead_failed: bool = False  # the plain run made ahead raised: left to the click, which reports it
     made_ahead: Any = None  # the base, while it is one made ahead that no click has used yet
     ahead_s: float | None = None  # how long the plain run made ahead took (s), on one thread
+    ahead_layers: int | None = None  # the layers it ran (None: not known)
+    last_run_layers: int | None = None  # the layers the last ablated run computed
     _base_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -103,7 +105,7 @@ class ViewSource:
                 return kept[4], kept[5]
         # the page's: never beside a cell; a long one on the kernel's main thread (attnwidget._cells)
         maps, effect = run_for_page("ablation", lambda: self._ablated_run(pairs, mode, original, key[2]),
-                                    self.expected_s())
+                                    self.expected_s(pairs, original.n_layers))
         self.kept_runs = [*self.kept_runs, (*key, original, maps, effect)][-self.KEEP_RUNS:]
         return maps, effect
 
@@ -112,25 +114,34 @@ class ViewSource:
         button, or on a head thumbnail with shift held), so that the click finds it kept;
         the run is the same as the click's own.
 
-        Not when the run is expected to take over :data:`PREPARE_MAX_S` (the last ablated
-        run's time, or before one the extraction's, doubled while the plain run is still to
-        be made), nor without an estimate: the kernel answers nothing else meanwhile, and a
+        Not when the run is expected to take over :data:`PREPARE_MAX_S` (:meth:`expected_s`),
+        nor without an estimate: the kernel answers nothing else meanwhile, and a
         pointer that only passed over the button would hold the sliders that long. Returns
         whether it ran (or found the run kept).
         """
-        estimate = self.expected_s()
+        estimate = self.expected_s(pairs, original.n_layers)
         if estimate is None or estimate > self.PREPARE_MAX_S:  # no estimate, no hint
             return False
         self.ablated(pairs, mode, original)
         return True
 
-    def expected_s(self) -> float | None:
-        """How long the next ablated run should take (s), None before any estimate: the last
-        ablated run; before one, the plain run made ahead (one forward on one thread, as the
-        page's short runs have: the ablated run replays part of it), else the extraction (one
-        forward, on every core); twice that while the plain run has to be made first."""
-        estimate = next((s for s in (self.last_run_s, self.ahead_s, self.extract_s) if s is not None), None)
-        return None if estimate is None else estimate * (2 if self.base is None else 1)
+    def expected_s(self, pairs: list[list[int]] | None = None, n_layers: int | None = None) -> float | None:
+        """How long the ablated run of ``pairs`` should take (s), None before any estimate: the
+        last ablated run; before one, the plain run made ahead (on one thread, as the page's
+        short runs are); else the extraction (on every core). The first two are scaled to the
+        layers the run computes (from the first ablated one of ``pairs`` on, of ``n_layers``):
+        a run from layer 0 takes six times one of the last layer of six, and a plain run
+        taken for a layer-0 run had sent the first click to the kernel's main thread, where
+        the hand-over cost more than it saved. Twice that while the plain run is still to be
+        made."""
+        runs = ((self.last_run_s, self.last_run_layers), (self.ahead_s, self.ahead_layers),
+                (self.extract_s, None))
+        estimate, layers = next(((s, n) for s, n in runs if s is not None), (None, None))
+        if estimate is None:
+            return None
+        if layers and pairs and n_layers:
+            estimate *= (n_layers - min(int(layer) for layer, _ in pairs)) / layers
+        return estimate * (2 if self.base is None else 1)
 
     def wants_base(self, tokens: int) -> bool:
         """Whether :meth:`make_base` should make the plain run of this ``tokens``-long sequence:
@@ -166,6 +177,7 @@ class ViewSource:
             start = time.perf_counter()
             base = unablated_run(self.model, self.text, self.tokenizer, replay_bytes=self.AHEAD_MAX_BYTES)
             self.ahead_s = time.perf_counter() - start
+            self.ahead_layers = len(base.hidden_states) - 1 if base.hidden_states else None
             if base.replay.cut:  # the click makes it with the full budget
                 self.ahead_too_big = True
                 return
@@ -214,6 +226,7 @@ class ViewSource:
         maps, effect = ablated_record(self.model, self.text, heads, self.tokenizer, mode=mode,
                                       original=original, base=self.base, **self.options)
         self.last_run_s = time.perf_counter() - start
+        self.last_run_layers = original.n_layers - min(heads)
         if self.sample is not None:  # the re-run saw the same sequence: keep its provenance
             maps = maps.with_source(self.sample.source, text=self.sample.text)
         return maps, effect

@@ -460,14 +460,19 @@ def test_the_plain_run_is_made_ahead_once_the_kernel_is_idle(minilm, monkeypatch
     assert plain == ["attnwidget-worker"]
     base = view._how.base
     assert base is not None
-    # the first click's estimate: that run, on one thread as the click's (not the extraction
-    # on every core, doubled for a plain run still to make)
-    assert view._how.expected_s() == view._how.ahead_s
+    # the first click's estimate: that run, on one thread as the click's, scaled to the layers
+    # the click computes (not the extraction on every core, doubled for a plain run to make)
+    how = view._how
+    assert how.ahead_layers == 6
+    assert how.expected_s([[5, 0]], 6) == pytest.approx(how.ahead_s / 6)
+    assert how.expected_s([[2, 5]], 6) == pytest.approx(how.ahead_s * 4 / 6)
     view.set_state({"ablated": [[2, 5]]})  # the first click
     assert plain == ["attnwidget-worker"]
     assert ablated == [{2: [5]}]
     assert view._how.base is base
     assert view.effect["heads"] == [[2, 5]]
+    assert how.last_run_layers == 4  # and then the click's own run: layers 2 to 5
+    assert how.expected_s([[5, 0]], 6) == pytest.approx(how.last_run_s / 4)
     view.set_state({"head": 6})  # later changes ask again: made already, nothing queued
     assert WORKER.wait_idle(30)
     assert plain == ["attnwidget-worker"]
