@@ -61,6 +61,7 @@ class ViewSource:
     ahead_s: float | None = None  # how long the plain run made ahead took (s), on one thread
     ahead_layers: int | None = None  # the layers it ran (None: not known)
     last_run_layers: int | None = None  # the layers the last ablated run computed
+    estimates: dict = field(default_factory=dict, repr=False)  # tokens -> replay_bytes_estimate
     _base_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -147,8 +148,8 @@ class ViewSource:
         """Whether :meth:`make_base` should make the plain run of this ``tokens``-long sequence:
         none made yet, a record extracted from a model (not given as an array of weights)
         within :data:`AHEAD_MAX_S` (times the cores), a replay expected within
-        :data:`AHEAD_MAX_BYTES` (:func:`replay_bytes_estimate`), and no earlier try that failed
-        or went over it."""
+        :data:`AHEAD_MAX_BYTES` (:func:`attnwidget.ablate.replay_bytes_estimate`), and no
+        earlier try that failed or went over it."""
         import os
 
         import torch
@@ -157,7 +158,16 @@ class ViewSource:
                 and self.extract_s is not None
                 and isinstance(self.model, torch.nn.Module)  # not weights given as an array
                 and self.extract_s * (os.cpu_count() or 1) <= self.AHEAD_MAX_S
-                and replay_bytes_estimate(self.model, tokens) <= self.AHEAD_MAX_BYTES)
+                and self._estimate(tokens) <= self.AHEAD_MAX_BYTES)
+
+    def _estimate(self, tokens: int) -> int:
+        """:func:`attnwidget.ablate.replay_bytes_estimate`, once per length (asked at every
+        change until the run is made)."""
+        if self.estimates.get(tokens) is None:
+            from attnwidget.ablate import replay_bytes_estimate
+
+            self.estimates[tokens] = replay_bytes_estimate(self.model, tokens)
+        return self.estimates[tokens]
 
     def make_base(self, forgets: int, retry: Any = None) -> bool:
         """Make the plain run the first ablated run needs (:func:`attnwidget.ablate.unablated_run`)
@@ -255,19 +265,6 @@ def _hold_ahead(source: ViewSource) -> None:
         _ahead_held = weakref.ref(source)
     if before is not None and before is not source:
         before.drop_ahead()
-
-
-def replay_bytes_estimate(model: Any, tokens: int) -> int:
-    """About how many bytes a plain run's replay holds for ``tokens`` tokens
-    (:mod:`attnwidget._replay`): each linear layer's input and output, per token. MiniLM:
-    2.7 MB estimated at 16 tokens, 2.3 recorded (nothing is recorded from the last layer's
-    output projection on); at 128 tokens 21.2 and 22.8 (the self-attention pieces keep their
-    weights, T x T per head)."""
-    from attnwidget._replay import is_linear
-
-    per_token = sum(sum(m.weight.shape) * m.weight.element_size() for m in model.modules()
-                    if is_linear(m) and getattr(m, "weight", None) is not None)
-    return int(per_token * tokens)
 
 
 def open_record(model: Any, text: Any, tokenizer: Any, source: Any,
