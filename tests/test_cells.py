@@ -719,3 +719,27 @@ def test_a_view_no_display_shows_makes_nothing_ahead(minilm, monkeypatch, isolat
     view._on_message(view, {"type": "shown"}, [])
     assert WORKER.wait_idle(30)
     assert plain == ["attnwidget-worker"]
+
+
+@pytest.mark.parametrize("make", ["array", "from_tensor", "record"])
+def test_views_without_a_model_make_nothing_ahead_and_show_as_before(make, monkeypatch, isolated):
+    # an array of weights is "extracted" too (its ViewSource's model is the array): no plain
+    # run, and no error in the display or the change that asks
+    import numpy as np
+
+    from attnwidget import _cells
+    from attnwidget._worker import WORKER
+    from attnwidget.synthetic import create_synthetic_attention
+
+    monkeypatch.setattr(_cells, "_watching", True)
+    weights = np.full((2, 3, 6, 6), 1 / 6, dtype=np.float32)
+    view = {"array": lambda: AttentionView(create_synthetic_attention(12, "diagonal")),
+            "from_tensor": lambda: AttentionView.from_tensor(weights, layer=1),
+            "record": lambda: AttentionView(AttentionView.from_tensor(weights).maps)}[make]()
+    view._on_message(view, {"type": "shown"}, [])
+    view.set_state({"threshold": 0.3, "mode": "average"})
+    view.set_state({"mode": "head"})
+    assert WORKER.wait_idle(30)
+    assert view.status == ""
+    assert view.metrics["view"]["mode"] == "head"
+    assert view._ahead is None
