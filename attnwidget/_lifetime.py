@@ -81,9 +81,7 @@ class Lifetime:
             panels.drop_caches()
             return
         panels.close()
-        if self._ahead is not None:  # queued, not started: not needed for a record let go of
-            self._ahead.cancel()
-        self._how.forget()
+        self._forget_runs()
         self._original = None
         self._released = True
         _return_freed_memory()

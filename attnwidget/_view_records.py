@@ -178,6 +178,14 @@ class RecordMethods:
             retry = weakref.WeakMethod(self._base_ahead)
             self._ahead = WORKER.submit(self._panels, how.make_base, how.forgets, retry, idle=True)
 
+    def _forget_runs(self) -> None:
+        """Drop the model runs kept for the ablation (a view closed, or letting go of its record):
+        the plain run not yet made ahead is not made, one in flight is not kept."""
+        if self._ahead is not None:
+            self._ahead.cancel()
+        if self._how is not None:
+            self._how.forget()
+
     def sweep(self, mode: str = "zero", progress: bool = True) -> Any:
         """Ablate every head on its own (:func:`attnwidget.ablate.ablation_sweep`); returns ``[L, H]``.
 

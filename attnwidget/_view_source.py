@@ -61,7 +61,7 @@ class ViewSource:
     ahead_s: float | None = None  # how long the plain run made ahead took (s), on one thread
     ahead_layers: int | None = None  # the layers it ran (None: not known)
     last_run_layers: int | None = None  # the layers the last ablated run computed
-    estimates: dict = field(default_factory=dict, repr=False)  # tokens -> replay_bytes_estimate
+    replay_bytes: int | None = None  # replay_bytes_estimate of the sequence, once asked
     _base_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -161,13 +161,13 @@ class ViewSource:
                 and self._estimate(tokens) <= self.AHEAD_MAX_BYTES)
 
     def _estimate(self, tokens: int) -> int:
-        """:func:`attnwidget.ablate.replay_bytes_estimate`, once per length (asked at every
-        change until the run is made)."""
-        if self.estimates.get(tokens) is None:
+        """:func:`attnwidget.ablate.replay_bytes_estimate` of the sequence (``tokens`` long; the
+        same at every ask), computed once: it is asked at every change until the run is made."""
+        if self.replay_bytes is None:
             from attnwidget.ablate import replay_bytes_estimate
 
-            self.estimates[tokens] = replay_bytes_estimate(self.model, tokens)
-        return self.estimates[tokens]
+            self.replay_bytes = replay_bytes_estimate(self.model, tokens)
+        return self.replay_bytes
 
     def make_base(self, forgets: int, retry: Any = None) -> bool:
         """Make the plain run the first ablated run needs (:func:`attnwidget.ablate.unablated_run`)

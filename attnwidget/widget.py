@@ -385,10 +385,7 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         """
         if getattr(self, "_panels", None) is not None:  # absent when __init__ failed early
             self._panels.close()
-            if self._ahead is not None:
-                self._ahead.cancel()
-            if self._how is not None:  # a run ahead in flight keeps nothing for a closed view
-                self._how.forget()
+            self._forget_runs()
             self._released = False
             # a closed view keeps no reference to the data (a notebook variable may
             # still hold the view itself), so the record can be freed
