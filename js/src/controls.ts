@@ -188,9 +188,18 @@ export type Effect = Record<string, never> | {
 };
 
 /** The ablation block under the metrics, appended to `box`: which heads are off and what it did
- *  (numbers from Python). */
-export function renderEffect(box: HTMLElement, e: Effect): void {
-  if (!e || !("heads" in e) || e.heads.length === 0) return;
+ *  (numbers from Python). With none ablated, nothing; or, where an effect was shown before and
+ *  its room is kept (`kept`, dom.ts keepRoom), a line that says none is. */
+export function renderEffect(box: HTMLElement, e: Effect, kept = false): void {
+  if (!e || !("heads" in e) || e.heads.length === 0) {
+    if (kept) {
+      const none = document.createElement("div");
+      none.className = "aw-effect-title aw-effect-none";
+      none.textContent = "no head ablated";
+      box.append(none);
+    }
+    return;
+  }
   const title = document.createElement("div");
   title.className = "aw-effect-title";
   title.textContent = `ablated (${e.mode}): ` + e.heads.map(([l, h]) => `L${l} H${h}`).join(", ");

@@ -62,6 +62,26 @@ export function morph(box: Element, fresh: Element): void {
   for (let i = olds.length - 1; i >= news.length; i--) olds[i].remove();
 }
 
+/** Keep the room `box` has taken: its min-height follows the largest height it has had, so that
+ *  content that comes and goes in it does not move what lies below. The ablation's effect is
+ *  such content: in a narrow notebook it sits under the map, and each toggle made the view (and
+ *  the rest of the notebook) 150 px taller or shorter, which moved the page under the reader and
+ *  had JupyterLab lay out and scroll-anchor the notebook again. Nothing is reserved before any
+ *  content came. Returns the cleanup; without ResizeObserver (old browsers) it keeps nothing. */
+export function keepRoom(box: HTMLElement): () => void {
+  if (typeof ResizeObserver === "undefined") return () => {};
+  let room = 0;
+  const observer = new ResizeObserver((entries) => {
+    const height = Math.ceil(entries[entries.length - 1].contentRect.height);
+    if (height > room) {
+      room = height;
+      box.style.minHeight = `${height}px`;
+    }
+  });
+  observer.observe(box);
+  return () => observer.disconnect();
+}
+
 /** A listener as the view registers it (and removes it on dispose). */
 export type Listener = [EventTarget, string, EventListener, AddEventListenerOptions?];
 

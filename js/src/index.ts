@@ -6,7 +6,7 @@
  *  interaction.ts the controls and the canvas's mouse and keys
  *  theme.ts       the page's colours, kept between paints, read again on a theme change or attach
  */
-import type { Listener } from "./dom";
+import { keepRoom, type Listener } from "./dom";
 import { generationHandlers, generationListeners } from "./generation";
 import { canvasListeners, controlListeners, headPicker, hintAblation, refreshTooltip, type Refresh } from "./interaction";
 import { createLink } from "./link";
@@ -106,8 +106,8 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
   model.on("msg:custom", link.onCustom);
 
   const recolour = () => { forgetTheme(); ui.showThumbs(); onMetrics(); };
-  const unwatchTheme = watchTheme(recolour);
-  const unwatchAttach = whenAttached(el, recolour);
+  // the effect's room is kept (dom.ts keepRoom): toggling a head moves nothing below the view
+  const unwatch = [watchTheme(recolour), whenAttached(el, recolour), keepRoom(parts.effectBox)];
 
   shown.takePanel(model);
   shown.takeDetail(model, el);
@@ -119,8 +119,7 @@ function render({ model, el }: { model: Model; el: HTMLElement }): () => void {
     painter.stop();
     link.display(false);
     link.dispose();
-    unwatchTheme();
-    unwatchAttach();
+    for (const stop of unwatch) stop();
     for (const [event, fn] of subscribed) model.off(event, fn);
     model.off("msg:custom", link.onCustom);
     for (const [target, type, fn, options] of listeners) target.removeEventListener(type, fn, options);

@@ -312,7 +312,7 @@ export function showMetrics(parts: Parts, model: Model, th: Theme): void {
   }
   if (changed(parts.effectBox, [model.get("effect")])) {
     const effect = document.createElement("div");
-    renderEffect(effect, model.get("effect"));
+    renderEffect(effect, model.get("effect"), parts.effectBox.style.minHeight !== "");
     morph(parts.effectBox, effect);
   }
 }

@@ -1,7 +1,7 @@
 // @vitest-environment jsdom
-import { describe, expect, it } from "vitest";
-import { renderMetrics } from "../src/controls";
-import { morph, setText } from "../src/dom";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { renderEffect, renderMetrics } from "../src/controls";
+import { keepRoom, morph, setText } from "../src/dom";
 
 const metrics = (entropy: number, scores: Record<string, number>) => ({
   kind: "head", pattern: "local", grade: "SHARP", mean_entropy: entropy, normalized_entropy: 0.5, sparsity: 0.9,
@@ -105,5 +105,62 @@ describe("setText", () => {
     expect(el.firstChild).toBe(node);
     setText(el, "4 / 11");
     expect(el.textContent).toBe("4 / 11");
+  });
+});
+
+describe("keepRoom (the effect's room, kept across toggles)", () => {
+  // jsdom lays nothing out: a stand-in ResizeObserver reports the heights a browser would
+  let report: (height: number) => void = () => {};
+  let observed: Element[] = [];
+  let disconnected = 0;
+  class FakeResizeObserver {
+    constructor(cb: (entries: { contentRect: { height: number } }[]) => void) {
+      report = (height) => cb([{ contentRect: { height } }]);
+    }
+    observe(el: Element) { observed.push(el); }
+    disconnect() { disconnected++; }
+  }
+  afterEach(() => { vi.unstubAllGlobals(); observed = []; disconnected = 0; });
+
+  const effect = { heads: [[2, 9]], mode: "zero", metric: "1 - cosine of the sentence embedding", score: 0.0123,
+    attention_change_by_layer: [0, 0, 0, 0.01, 0.02, 0.03], embedding_cosine: 0.9877 };
+
+  it("reserves nothing before any content, then never shrinks", () => {
+    vi.stubGlobal("ResizeObserver", FakeResizeObserver);
+    const box = document.createElement("div");
+    const stop = keepRoom(box);
+    expect(observed).toEqual([box]);
+    expect(box.style.minHeight).toBe(""); // a view never ablated keeps no blank room
+    report(0);
+    expect(box.style.minHeight).toBe("");
+    report(151.5); // the effect table came
+    expect(box.style.minHeight).toBe("152px");
+    report(18); // restored: one line left, the room stays
+    expect(box.style.minHeight).toBe("152px");
+    report(170); // more heads off: a longer title
+    expect(box.style.minHeight).toBe("170px");
+    stop();
+    expect(disconnected).toBe(1);
+  });
+
+  it("without ResizeObserver reserves nothing", () => {
+    vi.stubGlobal("ResizeObserver", undefined);
+    const box = document.createElement("div");
+    keepRoom(box)();
+    expect(box.style.minHeight).toBe("");
+  });
+
+  it("says no head is ablated only where an effect's room is kept", () => {
+    const shown = document.createElement("div");
+    renderEffect(shown, effect);
+    expect(shown.querySelector(".aw-effect-title")!.textContent).toBe("ablated (zero): L2 H9");
+    expect(shown.querySelectorAll("tr").length).toBe(2 + 6); // score, cosine, one row per layer
+    const fresh = document.createElement("div");
+    renderEffect(fresh, {});
+    expect(fresh.childNodes.length).toBe(0); // never ablated: nothing at all
+    const kept = document.createElement("div");
+    renderEffect(kept, {}, true);
+    expect(kept.textContent).toBe("no head ablated");
+    expect(kept.querySelector("table")).toBeNull(); // no number stays from the restored run
   });
 });

@@ -341,6 +341,8 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             expect(thumbs.nth(9)).to_contain_text("✕ ablated")
             score = view.locator(".aw-effect tr[data-key='effect-score'] td").inner_text()
             assert float(score) == pytest.approx(effect["score"], rel=1e-3)
+            effect_height = view.locator(".aw-effect").bounding_box()["height"]
+            assert effect_height > 100  # the table: score, cosine, a row per layer
             view.locator("input.aw-slider-layer").fill("3")
             expect(view).to_have_attribute("data-rendered", state_key(
                 layer=3, head=9, threshold=0.25, query=qy, ablated=ab))
@@ -363,7 +365,11 @@ def test_view_draws_follows_controls_and_shows_python_metrics(app, page, artifac
             expect(view).to_have_attribute("data-rendered", state_key(
                 layer=3, head=9, threshold=0.25, query=qy))
             check_metrics(view, original_metrics)  # back to the original numbers
-            expect(view.locator(".aw-effect")).to_be_empty()
+            # restored: no number of the restored run stays, and the effect's room does (the
+            # notebook below does not move with each toggle)
+            expect(view.locator(".aw-effect")).to_have_text("no head ablated")
+            expect(view.locator(".aw-effect table")).to_have_count(0)
+            assert view.locator(".aw-effect").bounding_box()["height"] == pytest.approx(effect_height, abs=1)
             # compare still on, nothing to compare: the view says what would give it something
             expect(view.locator(".aw-caption-b")).to_contain_text("nothing to compare yet: ablate a head")
             expect(view.locator("canvas.aw-heatmap-b")).to_be_hidden()
