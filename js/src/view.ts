@@ -204,10 +204,13 @@ function paintComparison(parts: Parts, shown: Shown, model: Model, th: Theme, in
   const note = model.get("compare") && !(pb && "buffer" in pb) && !!model.get("caption_b") && !inGrid;
   parts.compareArea.style.display = comparing || note ? "" : "none";
   parts.canvasB.style.display = comparing ? "" : "none";
-  parts.captionA.style.display = comparing ? "" : "none";
+  // caption A keeps its line while compare is on: a toggle then moves no row of the map under
+  // the pointer
+  parts.captionA.style.display = comparing || note ? "" : "none";
   if (note) {
     parts.canvasDiff.style.display = parts.diffTitle.style.display = "none";
     setText(parts.captionB, model.get("caption_b"));
+    setText(parts.captionA, "A: this view's record");
   }
   if (!comparing || !shown.viewport) return;
   const ablated = model.get("ablated");
