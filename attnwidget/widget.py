@@ -108,6 +108,8 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
     """int >= 1: how many keys the selected query's block lists (at most the row's visible keys)."""
     ablated = traitlets.List(traitlets.List(traitlets.Int()), default_value=[]).tag(sync=True)
     """``[[layer, head], ...]``: heads switched off (views built from a model only); the model re-runs."""
+    can_ablate = traitlets.Bool(False, read_only=True).tag(sync=True)
+    """bool: the view can re-run its model (built from one), so heads can be ablated."""
     ablation_mode = traitlets.Unicode("zero").tag(sync=True)
     """str: ``zero`` or ``mean`` (see :mod:`attnwidget.ablate`)."""
     compare = traitlets.Bool(False).tag(sync=True)
@@ -187,6 +189,7 @@ class AttentionView(Lifetime, RecordMethods, anywidget.AnyWidget):
         with self.hold_trait_notifications():
             for name, value in msg.record_traits(maps, gen).items():
                 self.set_trait(name, value)
+            self.set_trait("can_ablate", how is not None)
         self._batch += 1
         try:
             self.layer, self.head, self.threshold, self.query = layer, head, threshold, query

@@ -501,6 +501,7 @@ def test_a_large_maps_numbers_follow_its_picture_from_the_worker(monkeypatch):
 
 def test_ablation_needs_a_model_and_valid_heads():
     view = AttentionView.from_tensor(stack(np.random.default_rng(15)))
+    assert view.can_ablate is False  # the page disables its ablate button and hint
     with pytest.raises(traitlets.TraitError, match="ablated: this view shows a record, not a model"):
         view.ablated = [[0, 1]]
     with pytest.raises(traitlets.TraitError, match=r"ablation_mode: expected one of \('zero', 'mean'\)"):
@@ -557,6 +558,7 @@ def test_ablating_a_head_reruns_the_model_and_restores(minilm):
 
     model, tok = minilm
     view = AttentionView(model, TEXT, tokenizer=tok, layer=4, head=1)
+    assert view.can_ablate is True
     original = view.maps
     before = dict(view.metrics)
     with pytest.raises(traitlets.TraitError, match=r"ablated: expected \[layer, head\] pairs"):

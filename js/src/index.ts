@@ -18,7 +18,7 @@ export { NO_REPLY_MS } from "./link";
 export { COLORMAP_NAMES, MODES, replyKey, SCALES, STATE_KEYS, stateKey, type ViewState } from "./state";
 
 /** Traits whose change only needs the controls re-synced and the map repainted. */
-const SYNCED = ["layer", "head", "threshold", "dim", "query", "mode", "scale", "caption", "status", "n_layers", "n_heads", "top_k"];
+const SYNCED = ["layer", "head", "threshold", "dim", "query", "mode", "scale", "caption", "status", "n_layers", "n_heads", "top_k", "can_ablate"];
 
 /** Paint once after the current task: the change events of one message (panel, caption,
  *  metrics, ...) come in one task and share one paint, which happens before the browser's next

@@ -31,6 +31,7 @@ export function toggled(model: Model, l: number, h: number): number[][] {
  * model for the heads it would leave switched off, so that the click finds the run done. A hint:
  * nothing waits for an answer, and the kernel drops one that no longer fits. */
 export function hintAblation(model: Model, head: number): void {
+  if (!model.get("can_ablate")) return;
   const heads = toggled(model, model.get("layer"), head);
   if (heads.length) model.send({ type: "prepare_ablation", ablated: heads, mode: model.get("ablation_mode") });
 }
@@ -45,7 +46,8 @@ export function headPicker(model: Model, link: Link, ui: Refresh): (head: number
     ui.draw();
   };
   return (head, shift) => {
-    if (shift) return toggleAblation(model.get("layer"), head);
+    // a view of a record has no model to re-run: a shift-click only selects the head
+    if (shift && model.get("can_ablate")) return toggleAblation(model.get("layer"), head);
     link.setLocal("head", head);
     if (model.get("mode") === "average" || model.get("mode") === "rollout") link.setLocal("mode", "head");
     link.request();

@@ -13,6 +13,8 @@ export interface ViewState {
   layer: number; head: number; threshold: number; dim: boolean; query: number | null; top_k: number;
   mode: string; colormap: string; scale: string; viewport: number[];
   ablated: number[][]; ablation_mode: string; compare: boolean;
+  // read-only in Python: whether the view has a model to re-run (ablation)
+  can_ablate: boolean;
   // read-only in Python: the record's size and tokens, the captions and the status line
   n_layers: number; n_heads: number; query_tokens: string[]; key_tokens: string[];
   caption: string; caption_b: string; status: string;
@@ -33,7 +35,7 @@ export const STATE_KEYS: (keyof ViewState)[] = [
   "layer", "head", "threshold", "dim", "query", "mode", "colormap", "scale", "top_k", "viewport",
   "n_layers", "n_heads", "panel", "detail", "atlas", "metrics", "query_tokens", "key_tokens",
   "caption", "status", "ablated", "ablation_mode", "compare", "effect", "panel_b", "panel_diff",
-  "caption_b", "sweep_scores", "step", "show_text", "generation", "text_row",
+  "caption_b", "sweep_scores", "step", "show_text", "generation", "text_row", "can_ablate",
 ];
 
 /** The threshold the map and the text view dim below: 0 (nothing dimmed) until the user turns

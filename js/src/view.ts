@@ -185,7 +185,9 @@ export function sync(parts: Parts, model: Model): void {
   const off = isAblated(model, l, h);
   setText(parts.ablateButton, off ? `restore layer ${l} head ${h}` : `ablate layer ${l} head ${h}`);
   parts.ablateButton.classList.toggle("aw-active", off);
-  put(parts.ablateButton, "disabled", !headUsed);
+  put(parts.ablateButton, "disabled", !headUsed || !model.get("can_ablate"));
+  put(parts.ablateButton, "title", model.get("can_ablate") ? ""
+    : "this view shows a record, not a model: build it with AttentionView(model, text, tokenizer=...) to ablate heads");
   setText(parts.status, model.get("status"));
   put(parts.status.style, "display", model.get("status") ? "" : "none");
   syncStep(parts.step, model);

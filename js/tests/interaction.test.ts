@@ -4,7 +4,7 @@ import { FakeModel } from "./fake_model";
 
 describe("the ablation hint to the kernel", () => {
   it("names the heads a click would leave switched off, and the mode", () => {
-    const m = new FakeModel({ layer: 2, head: 5, ablated: [[3, 1]], ablation_mode: "mean" });
+    const m = new FakeModel({ layer: 2, head: 5, ablated: [[3, 1]], ablation_mode: "mean", can_ablate: true });
     expect(toggled(m, 2, 5)).toEqual([[2, 5], [3, 1]]);
     hintAblation(m, 5); // the ablate button: the selected head
     expect(m.messages).toEqual([{ type: "prepare_ablation", ablated: [[2, 5], [3, 1]], mode: "mean" }]);
@@ -16,8 +16,14 @@ describe("the ablation hint to the kernel", () => {
   });
 
   it("sends nothing for a restore to the original record", () => {
-    const m = new FakeModel({ layer: 2, head: 5, ablated: [[2, 5]], ablation_mode: "zero" });
+    const m = new FakeModel({ layer: 2, head: 5, ablated: [[2, 5]], ablation_mode: "zero", can_ablate: true });
     expect(toggled(m, 2, 5)).toEqual([]);
+    hintAblation(m, 5);
+    expect(m.messages).toEqual([]);
+  });
+
+  it("sends nothing from a view of a record, which has no model to re-run", () => {
+    const m = new FakeModel({ layer: 2, head: 5, ablated: [], ablation_mode: "zero", can_ablate: false });
     hintAblation(m, 5);
     expect(m.messages).toEqual([]);
   });

@@ -7,6 +7,7 @@ in the test process, on the same model and text (CPU float32 is deterministic).
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -151,6 +152,9 @@ def check_hostile_view(page, hostile):
     assert shown[3:7] == ("abc⟨RLO⟩def", "⟨ZWSP⟩", "x" * 3000, "line1⏎line2")
     caption = hostile.locator(".aw-caption")
     expect(caption).to_contain_text(f"{XSS} · layer 0 · head 0")  # the model name, as text
+    # a record, no model: nothing to re-run, and the button says why instead of failing on a click
+    expect(hostile.locator("button.aw-ablate")).to_be_disabled()
+    expect(hostile.locator("button.aw-ablate")).to_have_attribute("title", re.compile("not a model"))
     expect(caption).to_contain_text(show_invisible(" ".join(HOSTILE_TOKENS[:5]))[:40])
     expect(hostile.locator(".aw-query-title")).to_contain_text(XSS)
     canvas = hostile.locator("canvas.aw-heatmap")
